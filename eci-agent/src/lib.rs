@@ -1,0 +1,14 @@
+//! eci-agent: decides which containers may talk to the Docker Engine socket, and enforces it twice:
+//! in the kernel (BPF LSM programs, `kernel/`) and at the HTTP layer (the sidecar, `sidecar/`).
+//!
+//! The decision logic is pure (`settings/` → `policy/` → verdict) and knows nothing of sockets,
+//! BPF or registries; the edges (`kernel/`, `sidecar/`, `registry/`) feed it typed values.
+
+pub mod agent;
+pub mod cli;
+pub mod kernel;
+pub mod logging;
+pub mod policy;
+pub mod registry;
+pub mod settings;
+pub mod sidecar;
