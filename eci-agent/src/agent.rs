@@ -1,6 +1,89 @@
-//! `eci-agent run`: loads the kernel programs, then serves the sidecar (being written).
+//! `eci-agent run`: loads the kernel programs, protects the two sockets, then serves the sidecar.
 
-use crate::cli::RunArgs;
+use std::{
+    fs,
+    os::unix::{fs::PermissionsExt as _, net::UnixListener},
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context as _;
+use eci_common::{CLASS_ALL, CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, VERDICT_EXACT};
+
+use crate::{
+    cli::RunArgs,
+    kernel::{Enforcer, KernelMaps, PinLayout, cgroup::CgroupTree},
+};
+
+/// The agent's own cgroup (relative to the cgroup2 mount): the only one that reaches the engine.
+pub const AGENT_CGROUP: &str = "eci-agent";
+
+/// What the kernel side of the agent needs to know.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    pub pin_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// The engine socket (only the agent's cgroup may reach it).
+    pub engine: PathBuf,
+    /// Host cgroups trusted to reach the public socket.
+    pub trust: Vec<PathBuf>,
+    /// Parents under which the engine creates container cgroups (e.g. `docker`, dockerd's
+    /// `--cgroup-parent`).
+    pub container_parents: Vec<PathBuf>,
+}
+
+/// Loads and pins the programs, moves this process into its own cgroup and writes the verdicts.
+///
+/// Admission race: a container cgroup is created by the runtime before the agent can know its id.
+/// Its verdict is inherited from the nearest ancestor until the agent writes its own. The container
+/// parents therefore get an explicit deny, even when a trusted cgroup contains them, so a new
+/// container starts denied (fail closed) and gains access only when the agent allows its cgroup.
+pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
+    let tree = CgroupTree::open(&cfg.cgroup_root)?;
+    let mut enforcer = Enforcer::load(&PinLayout::new(&cfg.pin_dir))?;
+    let own = tree.create(Path::new(AGENT_CGROUP))?;
+    enforcer.maps.set_verdict(own, CgroupVerdict { classes: CLASS_ALL, flags: VERDICT_EXACT })?;
+    tree.move_pid(Path::new(AGENT_CGROUP), std::process::id())?;
+    let root = tree.id(Path::new("/"))?;
+    for rel in &cfg.trust {
+        let id = tree.id(rel).with_context(|| format!("--trust-cgroup {}", rel.display()))?;
+        // The root is trusted only exactly: every cgroup on the host descends from it.
+        let flags = if id == root { VERDICT_EXACT } else { 0 };
+        enforcer.maps.set_verdict(id, CgroupVerdict { classes: CLASS_PUBLIC, flags })?;
+    }
+    for rel in &cfg.container_parents {
+        if let Ok(id) = tree.id(rel) {
+            enforcer.maps.set_verdict(id, CgroupVerdict::DENY)?;
+        }
+    }
+    enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
+    Ok(enforcer)
+}
+
+/// Binds the public socket so that it is protected before anyone can connect: it is bound in a
+/// private (0700) directory beside `path`, tagged, and only then renamed into place (a rename keeps
+/// the inode, and with it the tag).
+pub fn bind_protected(path: &Path, maps: &mut KernelMaps) -> anyhow::Result<UnixListener> {
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let staging = parent.join(format!(".eci-agent-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&staging);
+    fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
+    fs::set_permissions(&staging, fs::Permissions::from_mode(0o700))?;
+    let result = (|| {
+        let tmp = staging.join("sock");
+        let listener =
+            UnixListener::bind(&tmp).with_context(|| format!("binding {}", tmp.display()))?;
+        maps.protect(&tmp, CLASS_PUBLIC)?;
+        match fs::remove_file(path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err).with_context(|| format!("removing stale {}", path.display())),
+        }
+        fs::rename(&tmp, path).with_context(|| format!("moving the socket to {}", path.display()))?;
+        Ok(listener)
+    })();
+    let _ = fs::remove_dir_all(&staging);
+    result
+}
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
     anyhow::bail!("run is not implemented yet: {args:?}")

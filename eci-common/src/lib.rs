@@ -1,1 +1,174 @@
+//! The kernel/user contract of eci-agent: every BPF map's name, key, value and limit, and the
+//! event the programs report. Both eci-ebpf and eci-agent import this crate, so the two sides
+//! cannot drift apart; the `const` assertions pin the layouts the verifier and user space rely on.
+//!
+//! Maps (all pinned under the agent's `--pin-dir`, so enforcement outlives the agent):
+//!
+//! | map | kind | key → value | written by |
+//! |---|---|---|---|
+//! | [`MAP_PROTECTED`] | inode storage | socket inode → [`Protected`] | `kernel/maps.rs`, through an `O_PATH` fd of the socket, at start and when a socket is re-created |
+//! | [`MAP_VERDICTS`] | hash | cgroup v2 id → [`CgroupVerdict`] | `kernel/maps.rs`: trusted cgroups at start, container cgroups on start/reload/refresh |
+//! | [`MAP_EVENTS`] | ring buffer | [`DenyEvent`] | the programs, on every denial |
+//! | [`MAP_PROTECTED_INDEX`] | hash | [`InodeKey`] → [`Protected`] | `kernel/maps.rs`, beside every tag |
+//!
+//! The identity of a protected socket is the inode object itself (inode local storage), not a path
+//! and not a number the program would have to read out of kernel structs: bind mounts, hard links,
+//! `/proc/PID/root/...` and `O_PATH` fds all reach the same inode. The storage value carries the
+//! device and inode number so that denials can be reported without reading kernel structs.
 #![no_std]
+
+/// Inode storage: which protected socket an inode is (see [`Protected`]).
+pub const MAP_PROTECTED: &str = "ECI_PROTECTED";
+/// Hash: cgroup v2 id → [`CgroupVerdict`].
+pub const MAP_VERDICTS: &str = "ECI_VERDICTS";
+/// Ring buffer of [`DenyEvent`]s.
+pub const MAP_EVENTS: &str = "ECI_EVENTS";
+/// Hash: [`InodeKey`] → [`Protected`]. User space's own index of what it tagged (inode storage
+/// cannot be listed), so `eci-agent status` and a restarted agent know the protected inodes.
+/// The programs never read it.
+pub const MAP_PROTECTED_INDEX: &str = "ECI_PROTECTED_INDEX";
+/// Every map, in the order the loader pins them.
+pub const MAPS: [&str; 4] = [MAP_PROTECTED, MAP_VERDICTS, MAP_EVENTS, MAP_PROTECTED_INDEX];
+/// How many sockets can be protected at once.
+pub const MAX_PROTECTED: u32 = 64;
+
+/// How many cgroups can carry a verdict at once (containers plus trusted host cgroups).
+pub const MAX_VERDICTS: u32 = 16_384;
+/// Ring buffer size in bytes (a power of two, a multiple of the page size).
+pub const EVENTS_BYTES: u32 = 256 * 1024;
+/// How deep in the cgroup2 tree the programs look for a verdict. Docker containers sit at depth
+/// 1–4; deeper nesting (systemd or Docker inside a container) is still judged by its container.
+pub const MAX_CGROUP_DEPTH: u32 = 32;
+
+/// What a denial returns to the caller: `-EPERM`.
+pub const DENY_ERRNO: i32 = 1;
+
+/// Bit of [`Protected::class`] and [`CgroupVerdict::classes`]: the public socket the sidecar
+/// serves (trusted host callers and allowed containers may reach it).
+pub const CLASS_PUBLIC: u32 = 1 << 0;
+/// Bit of [`Protected::class`] and [`CgroupVerdict::classes`]: the real engine socket (only the
+/// agent's own cgroup may reach it).
+pub const CLASS_ENGINE: u32 = 1 << 1;
+/// Every class; used for masks.
+pub const CLASS_ALL: u32 = CLASS_PUBLIC | CLASS_ENGINE;
+
+/// [`CgroupVerdict::flags`]: the verdict applies to this cgroup only, never to its descendants.
+/// The cgroup2 root, when trusted, is trusted this way: otherwise every cgroup on the host would
+/// inherit it.
+pub const VERDICT_EXACT: u32 = 1 << 0;
+
+/// The value stored on a protected socket inode.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Protected {
+    /// One of the `CLASS_*` bits.
+    pub class: u32,
+    /// Reserved, zero (explicit so the struct has no implicit padding).
+    pub reserved: u32,
+    /// `st_dev` of the socket file, as user space saw it (for reports only).
+    pub dev: u64,
+    /// `st_ino` of the socket file (for reports only).
+    pub ino: u64,
+}
+
+/// A socket file's identity as user space sees it: `(st_dev, st_ino)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InodeKey {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+/// The verdict for one cgroup. A cgroup without an entry takes its nearest ancestor's entry
+/// (skipping [`VERDICT_EXACT`] ones); with no entry on the way to the root it is denied.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CgroupVerdict {
+    /// The `CLASS_*` bits this cgroup may reach; 0 is an explicit deny.
+    pub classes: u32,
+    /// `VERDICT_*` flags.
+    pub flags: u32,
+}
+
+impl CgroupVerdict {
+    pub const DENY: Self = Self { classes: 0, flags: 0 };
+
+    /// Whether this verdict lets a process at `distance` levels below the cgroup that carries it
+    /// reach a socket of `class`; `None` when it does not apply there (exact verdicts only apply
+    /// at distance 0), so the search goes on to the next ancestor.
+    #[inline(always)]
+    pub fn decide(&self, class: u32, distance: u32) -> Option<bool> {
+        if distance > 0 && self.flags & VERDICT_EXACT != 0 {
+            return None;
+        }
+        Some(self.classes & class != 0)
+    }
+}
+
+/// Which hook denied.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Hook {
+    InodePermission = 1,
+    FileReceive = 2,
+}
+
+impl Hook {
+    pub fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::InodePermission),
+            2 => Some(Self::FileReceive),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::InodePermission => "inode_permission",
+            Self::FileReceive => "file_receive",
+        }
+    }
+}
+
+/// One denial, as the programs report it on [`MAP_EVENTS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DenyEvent {
+    /// `bpf_ktime_get_boot_ns()` at the denial.
+    pub boot_ns: u64,
+    /// cgroup v2 id of the denied task.
+    pub cgroup_id: u64,
+    /// Device and inode number of the protected socket (from its [`Protected`] tag).
+    pub dev: u64,
+    pub ino: u64,
+    /// Thread-group id (the pid user space knows) and thread id.
+    pub tgid: u32,
+    pub pid: u32,
+    /// A [`Hook`] as u32.
+    pub hook: u32,
+    /// The protected socket's class.
+    pub class: u32,
+    /// The access mask the kernel asked for (`MAY_*`).
+    pub mask: u32,
+    pub reserved: u32,
+    /// The task's command name, NUL-padded.
+    pub comm: [u8; 16],
+}
+
+const _: () = assert!(core::mem::size_of::<Protected>() == 24);
+const _: () = assert!(core::mem::size_of::<CgroupVerdict>() == 8);
+const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
+const _: () = assert!(core::mem::size_of::<DenyEvent>() == 72);
+const _: () = assert!(core::mem::offset_of!(DenyEvent, comm) == 56);
+
+#[cfg(feature = "user")]
+mod user {
+    // SAFETY: plain #[repr(C)] structs of integers with no padding (asserted above).
+    unsafe impl aya::Pod for super::Protected {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::CgroupVerdict {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DenyEvent {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::InodeKey {}
+}

@@ -1,3 +1,32 @@
+//! The BPF LSM programs of eci-agent. Which cgroups may reach which protected socket inode is data
+//! (the maps described in eci-common); the programs only look it up.
+//!
+//! Why these hooks (kernel facts, checked in the VM suite):
+//! - `connect(2)` on a pathname unix socket resolves the path, then checks write permission on the
+//!   socket inode: `unix_find_bsd()` → `path_permission(MAY_WRITE)` → `security_inode_permission()`.
+//!   Whatever path leads there (bind mount, hard link, symlink, relative path, `/proc/PID/root`,
+//!   `/proc/self/fd/N` of an `O_PATH` fd), the inode is the same, and inode local storage tags the
+//!   inode object itself. `inode_permission` therefore needs no kernel struct offsets — which
+//!   matters because aya emits no CO-RE relocations, so baked offsets would be wrong on other
+//!   kernels.
+//! - `socket_connect` sees only the caller's unresolved `sun_path` string (every alias above
+//!   bypasses it), and `connect(2)` never calls `file_open` (nor does an `O_PATH` open); `open(2)`
+//!   of a socket file is already covered by `inode_permission` (`may_open`). So neither is used.
 #![no_std]
 #![no_main]
-#[panic_handler] fn p(_: &core::panic::PanicInfo) -> ! { loop {} }
+
+mod hooks;
+mod maps;
+mod verdict;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // The verifier rejects any path that could reach here, so this never runs.
+    loop {}
+}
+
+/// LSM programs must be GPL-compatible (`bpf_lsm_verify_prog`).
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

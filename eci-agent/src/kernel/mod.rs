@@ -1,11 +1,22 @@
-//! Kernel enforcement (being written).
+//! Kernel enforcement: the BPF LSM programs of eci-ebpf, their pinned maps and links, and the
+//! cgroup identities they judge by.
+//!
+//! - `object.rs`: the embedded BPF object.
+//! - `loader.rs`: load, attach and pin (and adopt what an earlier agent pinned).
+//! - `maps.rs`: the only writer of the maps (protected inodes, cgroup verdicts).
+//! - `events.rs`: denials reported by the programs.
+//! - `cgroup.rs`: cgroup v2 paths and ids.
+//! - `probe.rs`: whether this kernel can enforce at all.
+//! - `admin.rs`: `eci-agent status` and `eci-agent unload`.
 
-use std::path::Path;
+mod admin;
+pub mod cgroup;
+pub mod events;
+pub mod loader;
+pub mod maps;
+mod object;
+pub mod probe;
 
-pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("status is not implemented yet ({})", pin_dir.display())
-}
-
-pub fn unload(pin_dir: &Path) -> anyhow::Result<()> {
-    anyhow::bail!("unload is not implemented yet ({})", pin_dir.display())
-}
+pub use admin::{status, unload};
+pub use loader::{Enforcer, LoadError, PinLayout};
+pub use maps::KernelMaps;

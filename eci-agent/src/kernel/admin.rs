@@ -1,0 +1,68 @@
+//! `eci-agent status` and `eci-agent unload`: they work from the pins alone, with or without a
+//! running agent.
+
+use std::path::Path;
+
+use eci_common::{CLASS_ENGINE, CLASS_PUBLIC, VERDICT_EXACT};
+
+use super::{
+    cgroup::CgroupTree,
+    loader::{self, PinLayout},
+    maps::KernelMaps,
+    object::PROGRAMS,
+    probe,
+};
+
+pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
+    let pins = PinLayout::new(pin_dir);
+    let lsms = probe::active_lsms().unwrap_or_else(|err| format!("unreadable: {err}"));
+    println!("BPF LSM active: {} ({})", probe::lsm_list_has_bpf(&lsms), lsms);
+    if !pins.is_loaded() {
+        println!("enforcement: off (no programs pinned under {})", pin_dir.display());
+        return Ok(());
+    }
+    for (program, hook) in PROGRAMS {
+        let state = if pins.link(program).exists() { "attached" } else { "MISSING" };
+        println!("program {program} on {hook}: {state}");
+    }
+    let maps = KernelMaps::open_pinned(&pins)?;
+    println!("protected sockets:");
+    for (key, tag) in maps.protected() {
+        println!("  dev {} ino {}: {}", key.dev, key.ino, class_names(tag.class));
+    }
+    let tree = CgroupTree::open(Path::new("/sys/fs/cgroup"))
+        .or_else(|_| CgroupTree::open(Path::new("/sys/fs/cgroup/unified")))
+        .ok();
+    println!("cgroup verdicts (every other cgroup is denied):");
+    for (id, verdict) in maps.verdicts() {
+        let path = tree
+            .as_ref()
+            .and_then(|tree| tree.path_of(id))
+            .map_or_else(|| "(gone)".to_owned(), |p| p.display().to_string());
+        let scope = if verdict.flags & VERDICT_EXACT != 0 { " (this cgroup only)" } else { "" };
+        println!("  {id} {path}: {}{scope}", class_names(verdict.classes));
+    }
+    println!("enforcement: on");
+    Ok(())
+}
+
+pub fn unload(pin_dir: &Path) -> anyhow::Result<()> {
+    let pins = PinLayout::new(pin_dir);
+    if loader::unload(&pins)? {
+        println!("eci-agent: programs detached, pins under {} removed", pin_dir.display());
+    } else {
+        println!("eci-agent: nothing pinned under {}", pin_dir.display());
+    }
+    Ok(())
+}
+
+fn class_names(classes: u32) -> String {
+    let mut names = Vec::new();
+    if classes & CLASS_PUBLIC != 0 {
+        names.push("public socket");
+    }
+    if classes & CLASS_ENGINE != 0 {
+        names.push("engine socket");
+    }
+    if names.is_empty() { "deny".to_owned() } else { format!("allow {}", names.join(" + ")) }
+}

@@ -1,0 +1,58 @@
+//! Denials reported by the programs on the ring buffer, turned into log lines.
+
+use aya::maps::{Map, MapData, RingBuf};
+use eci_common::{DenyEvent, Hook};
+use tokio::io::unix::AsyncFd;
+
+/// Decodes one ring buffer record; `None` for a record of another size (a newer program).
+pub fn decode(bytes: &[u8]) -> Option<DenyEvent> {
+    if bytes.len() != size_of::<DenyEvent>() {
+        return None;
+    }
+    // SAFETY: the length matches and DenyEvent is plain data (any bit pattern is valid);
+    // read_unaligned because the record need not be aligned for u64.
+    Some(unsafe { bytes.as_ptr().cast::<DenyEvent>().read_unaligned() })
+}
+
+/// The task's command name without its NUL padding.
+pub fn comm(event: &DenyEvent) -> String {
+    let end = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
+    String::from_utf8_lossy(&event.comm[..end]).into_owned()
+}
+
+/// Drains the records available now.
+pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<DenyEvent> {
+    let mut events = Vec::new();
+    while let Some(item) = ring.next() {
+        if let Some(event) = decode(&item) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// Logs every denial until the task is dropped.
+pub async fn log_denials(map: Map) -> anyhow::Result<()> {
+    let ring = RingBuf::try_from(map)?;
+    // SAFETY: the ring buffer owns its fd and closes it only when dropped, which happens after
+    // the AsyncFd deregisters it (the AsyncFd owns the ring buffer).
+    let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|err| anyhow::anyhow!("{err}"))?;
+    loop {
+        let mut guard = fd.readable_mut().await?;
+        for event in drain(guard.get_inner_mut()) {
+            let hook = Hook::from_u32(event.hook).map_or("unknown", Hook::name);
+            tracing::warn!(
+                target: "eci::kernel",
+                pid = event.tgid,
+                comm = %comm(&event),
+                cgroup_id = event.cgroup_id,
+                dev = event.dev,
+                ino = event.ino,
+                hook,
+                class = event.class,
+                "kernel denied access to a protected socket"
+            );
+        }
+        guard.clear_ready();
+    }
+}

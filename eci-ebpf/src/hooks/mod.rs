@@ -1,0 +1,1 @@
+mod inode_permission;

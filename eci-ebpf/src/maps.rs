@@ -1,0 +1,23 @@
+//! The maps, as eci-common describes them.
+
+use aya_ebpf::{
+    btf_maps::{HashMap, InodeStorage, RingBuf},
+    macros::btf_map,
+};
+use eci_common::{
+    CgroupVerdict, DenyEvent, EVENTS_BYTES, InodeKey, MAX_PROTECTED, MAX_VERDICTS, Protected,
+};
+
+#[btf_map(name = "ECI_PROTECTED")]
+pub static PROTECTED: InodeStorage<Protected> = InodeStorage::new();
+
+#[btf_map(name = "ECI_VERDICTS")]
+pub static VERDICTS: HashMap<u64, CgroupVerdict, { MAX_VERDICTS as usize }> = HashMap::new();
+
+#[btf_map(name = "ECI_EVENTS")]
+pub static EVENTS: RingBuf<DenyEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
+
+
+/// Written and read by user space only; defined here so it is created and pinned with the rest.
+#[btf_map(name = "ECI_PROTECTED_INDEX")]
+pub static PROTECTED_INDEX: HashMap<InodeKey, Protected, { MAX_PROTECTED as usize }> = HashMap::new();
