@@ -1,1 +1,28 @@
-//! (being written)
+//! The pure decision logic: typed values in, a verdict out. No I/O, no async, no sockets:
+//! this module imports only std, serde and eci-common (CI greps for tokio/hyper/aya/reqwest).
+//!
+//! - [`image_ref`]: image references and imageList entries (distribution/reference rules).
+//! - [`command`]: commandList names, wildcards and the compiled allow/deny matcher.
+//! - [`route`]: the Engine API route table and the request classifier.
+//! - [`image`]: the image verdict for a container that mounts the socket.
+//! - [`mount`]: whether a container's mounts can reach a protected socket; create-body decoding.
+//! - [`messages`]: the exact ECI refusal texts.
+#![forbid(unsafe_code)]
+
+pub mod command;
+pub mod image;
+pub mod image_ref;
+pub mod messages;
+pub mod mount;
+pub mod route;
+
+pub use command::{CommandPolicy, CommandVerdict};
+pub use image::{DenyReason, ImagePolicy, Verdict};
+pub use image_ref::{Digest, ImagePattern, ImageRef, RepoName};
+
+/// The compiled `dockerSocketMount` section: built once per settings load, shared read-only.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    pub images: ImagePolicy,
+    pub commands: CommandPolicy,
+}

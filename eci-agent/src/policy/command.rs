@@ -1,0 +1,699 @@
+//! The commandList: docker CLI command names (as `docker --help` reports them, short and
+//! management forms), the six group wildcards, and the compiled allow/deny matcher.
+//!
+//! A command is one entry of [`COMMANDS`], whatever name it is written with: `ps`, `container ls`,
+//! `container list` and `container ps` are the same command. A wildcard covers a command when any
+//! of its names is a `docker <group> …` command, so `container*` covers `ps` and `exec`.
+
+use std::fmt;
+
+use super::route::{Route, route_count};
+
+/// Every docker CLI command that the route table or an admin may name. The first name is the
+/// one shown in the audit log; the others are its aliases (same command, same requests).
+/// Sources: docker/cli `cli/command/*/cmd.go` and the `Aliases` of each subcommand.
+const COMMANDS: &[&[&str]] = &[
+    // docker container …
+    &["attach", "container attach"],
+    &["commit", "container commit"],
+    &["cp", "container cp"],
+    &["create", "container create"],
+    &["diff", "container diff"],
+    &["exec", "container exec"],
+    &["export", "container export"],
+    &["container inspect"],
+    &["kill", "container kill"],
+    &["logs", "container logs"],
+    &["ps", "container ls", "container list", "container ps"],
+    &["pause", "container pause"],
+    &["port", "container port"],
+    &["container prune"],
+    &["rename", "container rename"],
+    &["restart", "container restart"],
+    &["rm", "container rm", "container remove"],
+    &["run", "container run"],
+    &["start", "container start"],
+    &["stats", "container stats"],
+    &["stop", "container stop"],
+    &["top", "container top"],
+    &["unpause", "container unpause"],
+    &["update", "container update"],
+    &["wait", "container wait"],
+    // docker image …
+    &[
+        "build",
+        "image build",
+        "builder build",
+        "buildx build",
+        "buildx b",
+    ],
+    &["history", "image history"],
+    &["import", "image import"],
+    &["image inspect"],
+    &["load", "image load"],
+    &["images", "image ls", "image list"],
+    &["image prune"],
+    &["pull", "image pull"],
+    &["push", "image push"],
+    &["rmi", "image rm", "image remove"],
+    &["save", "image save"],
+    &["tag", "image tag"],
+    // docker builder / buildx …
+    &["builder prune"],
+    &["bake", "buildx bake"],
+    &["buildx prune"],
+    &["buildx du"],
+    &["buildx ls"],
+    &["buildx inspect"],
+    &["buildx create"],
+    &["buildx rm"],
+    &["buildx use"],
+    &["buildx stop"],
+    &["buildx imagetools"],
+    &["buildx history"],
+    &["buildx version"],
+    // docker volume …
+    &["volume create"],
+    &["volume inspect"],
+    &["volume ls", "volume list"],
+    &["volume prune"],
+    &["volume rm", "volume remove"],
+    &["volume update"],
+    // docker network …
+    &["network connect"],
+    &["network create"],
+    &["network disconnect"],
+    &["network inspect"],
+    &["network ls", "network list"],
+    &["network prune"],
+    &["network rm", "network remove"],
+    // docker system …
+    &["system df"],
+    &["events", "system events"],
+    &["info", "system info"],
+    &["system prune"],
+    &["system dial-stdio"],
+    // top level, in no group
+    &["inspect"],
+    &["login"],
+    &["logout"],
+    &["search"],
+    &["version"],
+    // docker context … (no Engine API calls of their own)
+    &["context create"],
+    &["context export"],
+    &["context import"],
+    &["context inspect"],
+    &["context ls", "context list"],
+    &["context rm", "context remove"],
+    &["context show"],
+    &["context update"],
+    &["context use"],
+    // docker checkpoint … (experimental)
+    &["checkpoint create"],
+    &["checkpoint ls", "checkpoint list"],
+    &["checkpoint rm", "checkpoint remove"],
+    // swarm
+    &["swarm init"],
+    &["swarm join"],
+    &["swarm leave"],
+    &["swarm update"],
+    &["swarm ca"],
+    &["swarm join-token"],
+    &["swarm unlock"],
+    &["swarm unlock-key"],
+    &["service create"],
+    &["service inspect"],
+    &["service logs"],
+    &["service ls", "service list"],
+    &["service ps"],
+    &["service rm", "service remove"],
+    &["service rollback"],
+    &["service scale"],
+    &["service update"],
+    &["node demote"],
+    &["node inspect"],
+    &["node ls", "node list"],
+    &["node promote"],
+    &["node ps"],
+    &["node rm", "node remove"],
+    &["node update"],
+    &["secret create"],
+    &["secret inspect"],
+    &["secret ls", "secret list"],
+    &["secret rm", "secret remove"],
+    &["config create"],
+    &["config inspect"],
+    &["config ls", "config list"],
+    &["config rm", "config remove"],
+    &["stack config"],
+    &["stack deploy", "stack up"],
+    &["stack ls", "stack list"],
+    &["stack ps"],
+    &["stack rm", "stack remove", "stack down"],
+    &["stack services"],
+    // docker plugin … (unsupported in commandList, but the route table names them)
+    &["plugin create"],
+    &["plugin disable"],
+    &["plugin enable"],
+    &["plugin inspect"],
+    &["plugin install"],
+    &["plugin ls", "plugin list"],
+    &["plugin push"],
+    &["plugin rm", "plugin remove"],
+    &["plugin set"],
+    &["plugin upgrade"],
+];
+
+/// Commands the seed says commandList does not support; any name starting with one is refused.
+pub const UNSUPPORTED: &[&str] = &[
+    "compose",
+    "dev",
+    "extension",
+    "feedback",
+    "init",
+    "manifest",
+    "plugin",
+    "sbom",
+    "scout",
+    "trust",
+];
+
+/// One docker CLI command, whatever alias it was named by.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CliCommand(u16);
+
+impl CliCommand {
+    /// Looks a name up among all commands and aliases; inner whitespace is collapsed.
+    pub fn from_name(name: &str) -> Option<Self> {
+        let words: Vec<&str> = name.split_whitespace().collect();
+        let normalised = words.join(" ");
+        COMMANDS
+            .iter()
+            .position(|names| names.contains(&normalised.as_str()))
+            .and_then(|i| u16::try_from(i).ok())
+            .map(Self)
+    }
+
+    /// The name shown in logs (the form `docker --help` lists first).
+    pub fn name(self) -> &'static str {
+        self.names()[0]
+    }
+
+    /// Every name of this command.
+    pub fn names(self) -> &'static [&'static str] {
+        COMMANDS[usize::from(self.0)]
+    }
+
+    /// Whether one of this command's names is a `docker <group> …` command.
+    pub fn in_group(self, group: CommandGroup) -> bool {
+        self.names().iter().any(|n| {
+            let first = n.split(' ').next().unwrap_or(n);
+            group.first_words().contains(&first)
+        })
+    }
+
+    pub fn all() -> impl Iterator<Item = Self> {
+        (0..COMMANDS.len())
+            .filter_map(|i| u16::try_from(i).ok())
+            .map(Self)
+    }
+}
+
+impl fmt::Display for CliCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl fmt::Debug for CliCommand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "CliCommand({})", self.name())
+    }
+}
+
+/// The groups the documented wildcards name.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum CommandGroup {
+    Container,
+    Image,
+    Volume,
+    Network,
+    Build,
+    System,
+}
+
+impl CommandGroup {
+    pub const ALL: [Self; 6] = [
+        Self::Container,
+        Self::Image,
+        Self::Volume,
+        Self::Network,
+        Self::Build,
+        Self::System,
+    ];
+
+    /// The wildcard as written in settings.
+    pub fn wildcard(self) -> &'static str {
+        match self {
+            Self::Container => "container*",
+            Self::Image => "image*",
+            Self::Volume => "volume*",
+            Self::Network => "network*",
+            Self::Build => "build*",
+            Self::System => "system*",
+        }
+    }
+
+    /// First words of the command names in this group. `build*` is "all docker build …
+    /// commands": `build` itself and the `builder`/`buildx` families it is forwarded to.
+    fn first_words(self) -> &'static [&'static str] {
+        match self {
+            Self::Container => &["container"],
+            Self::Image => &["image"],
+            Self::Volume => &["volume"],
+            Self::Network => &["network"],
+            Self::Build => &["build", "builder", "buildx"],
+            Self::System => &["system"],
+        }
+    }
+
+    pub fn from_wildcard(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|g| g.wildcard() == s)
+    }
+}
+
+/// One commandList entry, compiled.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Rule {
+    Command(CliCommand),
+    Wildcard(CommandGroup),
+}
+
+impl Rule {
+    pub fn matches(self, command: CliCommand) -> bool {
+        match self {
+            Self::Command(c) => c == command,
+            Self::Wildcard(g) => command.in_group(g),
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Command(c) => f.write_str(c.name()),
+            Self::Wildcard(g) => f.write_str(g.wildcard()),
+        }
+    }
+}
+
+/// Why a commandList entry is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("empty command name")]
+    Empty,
+    #[error("{0:?} is not supported in the commandList (unsupported: {list})", list = UNSUPPORTED.join(", "))]
+    Unsupported(String),
+    #[error(
+        "{0:?} is not a supported wildcard (use one of: container*, image*, volume*, network*, build*, system*)"
+    )]
+    UnknownWildcard(String),
+    #[error("{name:?} names a command group; use {hint:?} to cover all of its commands")]
+    GroupName { name: String, hint: &'static str },
+    #[error(
+        "unknown docker command {0:?} (use a name as `docker --help` reports it, e.g. \"push\" or \"image push\")"
+    )]
+    Unknown(String),
+}
+
+/// Parses one entry of `commandList.commands`.
+pub fn parse_rule(raw: &str) -> Result<Rule, CommandError> {
+    let s = raw.trim();
+    if s.is_empty() {
+        return Err(CommandError::Empty);
+    }
+    let first = s.split_whitespace().next().unwrap_or(s);
+    if UNSUPPORTED.contains(&first.trim_end_matches('*')) {
+        return Err(CommandError::Unsupported(raw.to_owned()));
+    }
+    if s.contains('*') {
+        return CommandGroup::from_wildcard(s)
+            .map(Rule::Wildcard)
+            .ok_or_else(|| CommandError::UnknownWildcard(raw.to_owned()));
+    }
+    if let Some(c) = CliCommand::from_name(s) {
+        return Ok(Rule::Command(c));
+    }
+    let group_hint = match s {
+        "container" => Some("container*"),
+        "image" => Some("image*"),
+        "volume" => Some("volume*"),
+        "network" => Some("network*"),
+        "builder" | "buildx" => Some("build*"),
+        "system" => Some("system*"),
+        _ => None,
+    };
+    match group_hint {
+        Some(hint) => Err(CommandError::GroupName {
+            name: raw.to_owned(),
+            hint,
+        }),
+        None => Err(CommandError::Unknown(raw.to_owned())),
+    }
+}
+
+/// `commandList.type`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum ListMode {
+    /// Listed commands are blocked (the default).
+    #[default]
+    Deny,
+    /// Only listed commands pass.
+    Allow,
+}
+
+impl fmt::Display for ListMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Deny => "deny",
+            Self::Allow => "allow",
+        })
+    }
+}
+
+/// The rule that decided, with the command of the route it matched (for the audit log).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct RuleMatch {
+    pub rule: Rule,
+    pub command: CliCommand,
+}
+
+/// Why a request may pass the commandList.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum AllowReason {
+    /// `HEAD`/`GET /_ping`: version negotiation for every command.
+    Ping,
+    /// Allow list: an entry matched a command that sends this request.
+    Listed(RuleMatch),
+    /// Deny list: no entry matched the request's primary commands.
+    NotListed,
+    /// Deny list: the engine does not know this route and will answer 404 itself.
+    UnknownRoute,
+}
+
+/// Why a request is blocked by the commandList.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CommandDenyReason {
+    /// Deny list: an entry matched one of the request's primary commands.
+    Listed(RuleMatch),
+    /// Allow list: no entry matched any command that sends this request.
+    NotListed,
+    /// Allow list: the route is not in the table, so nothing can allow it.
+    UnknownRoute,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CommandVerdict {
+    Allow(AllowReason),
+    Deny(CommandDenyReason),
+}
+
+impl CommandVerdict {
+    pub fn is_allowed(&self) -> bool {
+        matches!(self, Self::Allow(_))
+    }
+}
+
+/// The compiled commandList: per route, the decision is precomputed once at load.
+#[derive(Clone, Debug)]
+pub struct CommandPolicy {
+    mode: ListMode,
+    rules: Vec<Rule>,
+    /// Indexed by `Route::index`: deny mode = the rule that blocks it; allow mode = the rule that
+    /// allows it.
+    per_route: Vec<Option<RuleMatch>>,
+}
+
+impl Default for CommandPolicy {
+    fn default() -> Self {
+        Self::new(ListMode::Deny, Vec::new())
+    }
+}
+
+impl CommandPolicy {
+    pub fn new(mode: ListMode, rules: Vec<Rule>) -> Self {
+        let per_route = super::route::routes()
+            .iter()
+            .map(|route| {
+                let candidates: &[CliCommand] = match mode {
+                    ListMode::Deny => route.primary(),
+                    ListMode::Allow => route.senders(),
+                };
+                rules.iter().find_map(|&rule| {
+                    candidates
+                        .iter()
+                        .find(|&&c| rule.matches(c))
+                        .map(|&command| RuleMatch { rule, command })
+                })
+            })
+            .collect::<Vec<_>>();
+        debug_assert_eq!(per_route.len(), route_count());
+        Self {
+            mode,
+            rules,
+            per_route,
+        }
+    }
+
+    pub fn mode(&self) -> ListMode {
+        self.mode
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    /// Decides one request. `route` is what [`super::route::classify`] returned for it.
+    pub fn decide(&self, method: &str, route: Option<&'static Route>) -> CommandVerdict {
+        let Some(route) = route else {
+            return match self.mode {
+                ListMode::Deny => CommandVerdict::Allow(AllowReason::UnknownRoute),
+                ListMode::Allow => CommandVerdict::Deny(CommandDenyReason::UnknownRoute),
+            };
+        };
+        if route.is_ping() && (method == "HEAD" || method == "GET") {
+            return CommandVerdict::Allow(AllowReason::Ping);
+        }
+        let hit = self.per_route.get(route.index()).copied().flatten();
+        match (self.mode, hit) {
+            (ListMode::Deny, Some(m)) => CommandVerdict::Deny(CommandDenyReason::Listed(m)),
+            (ListMode::Deny, None) => CommandVerdict::Allow(AllowReason::NotListed),
+            (ListMode::Allow, Some(m)) => CommandVerdict::Allow(AllowReason::Listed(m)),
+            (ListMode::Allow, None) => CommandVerdict::Deny(CommandDenyReason::NotListed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::route::classify;
+
+    fn policy(mode: ListMode, rules: &[&str]) -> CommandPolicy {
+        CommandPolicy::new(mode, rules.iter().map(|r| parse_rule(r).unwrap()).collect())
+    }
+
+    #[test]
+    fn every_name_is_unique() {
+        let mut seen = std::collections::HashSet::new();
+        for names in COMMANDS {
+            for n in *names {
+                assert!(seen.insert(*n), "{n} listed twice");
+            }
+        }
+    }
+
+    #[test]
+    fn aliases_are_one_command() {
+        for (a, b) in [
+            ("ps", "container ls"),
+            ("ps", "container  list"),
+            ("push", "image push"),
+            ("rmi", "image rm"),
+            ("build", "builder build"),
+            ("events", "system events"),
+        ] {
+            assert_eq!(
+                CliCommand::from_name(a),
+                CliCommand::from_name(b),
+                "{a} vs {b}"
+            );
+            assert!(CliCommand::from_name(a).is_some());
+        }
+        assert_ne!(
+            CliCommand::from_name("inspect"),
+            CliCommand::from_name("container inspect")
+        );
+    }
+
+    #[test]
+    fn wildcards_cover_aliases() {
+        let c = |n| CliCommand::from_name(n).unwrap();
+        let cases = [
+            ("ps", CommandGroup::Container, true),
+            ("exec", CommandGroup::Container, true),
+            ("images", CommandGroup::Image, true),
+            ("push", CommandGroup::Image, true),
+            ("build", CommandGroup::Image, true),
+            ("build", CommandGroup::Build, true),
+            ("bake", CommandGroup::Build, true),
+            ("builder prune", CommandGroup::Build, true),
+            ("search", CommandGroup::Image, false),
+            ("version", CommandGroup::System, false),
+            ("info", CommandGroup::System, true),
+            ("inspect", CommandGroup::Container, false),
+            ("volume ls", CommandGroup::Volume, true),
+            ("network rm", CommandGroup::Network, true),
+            ("login", CommandGroup::System, false),
+        ];
+        for (name, group, want) in cases {
+            assert_eq!(c(name).in_group(group), want, "{name} in {group:?}");
+        }
+    }
+
+    #[test]
+    fn parse_rule_errors() {
+        assert!(matches!(
+            parse_rule("compose"),
+            Err(CommandError::Unsupported(_))
+        ));
+        assert!(matches!(
+            parse_rule("plugin ls"),
+            Err(CommandError::Unsupported(_))
+        ));
+        assert!(matches!(
+            parse_rule("scout*"),
+            Err(CommandError::Unsupported(_))
+        ));
+        assert!(matches!(
+            parse_rule("swarm*"),
+            Err(CommandError::UnknownWildcard(_))
+        ));
+        assert!(matches!(
+            parse_rule("cont*"),
+            Err(CommandError::UnknownWildcard(_))
+        ));
+        assert!(matches!(
+            parse_rule("container"),
+            Err(CommandError::GroupName {
+                hint: "container*",
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse_rule("frobnicate"),
+            Err(CommandError::Unknown(_))
+        ));
+        assert!(matches!(parse_rule(" "), Err(CommandError::Empty)));
+        assert_eq!(
+            parse_rule("image*").unwrap(),
+            Rule::Wildcard(CommandGroup::Image)
+        );
+        for u in UNSUPPORTED {
+            assert!(parse_rule(u).is_err());
+        }
+    }
+
+    /// (mode, rules, method, path, allowed)
+    #[test]
+    fn decision_table() {
+        use ListMode::{Allow, Deny};
+        let cases: &[(ListMode, &[&str], &str, &str, bool)] = &[
+            (Deny, &["push"], "POST", "/images/myimage/push", false),
+            (
+                Deny,
+                &["push"],
+                "POST",
+                "/images/docker.io/library/myimage/push",
+                false,
+            ),
+            (Deny, &["image push"], "POST", "/images/x/push", false),
+            (Deny, &["push"], "GET", "/containers/json", true),
+            (Deny, &["push"], "HEAD", "/_ping", true),
+            (Deny, &["build", "push"], "POST", "/build", false),
+            (Deny, &["build"], "POST", "/grpc", false),
+            (Deny, &["build"], "POST", "/session", false),
+            (Deny, &["image*"], "POST", "/images/create", false),
+            (Deny, &["image*"], "GET", "/images/search", true),
+            (Deny, &["image*"], "GET", "/images/json", false),
+            (Deny, &["container*"], "GET", "/containers/json", false),
+            (Deny, &["container*"], "POST", "/exec/abc/start", false),
+            (Deny, &["container*"], "GET", "/images/json", true),
+            (Deny, &["ps"], "GET", "/containers/json", false),
+            // Primary only: denying inspect must not break exec, denying events must not break stats.
+            (Deny, &["inspect"], "POST", "/containers/abc/exec", true),
+            (Deny, &["events"], "GET", "/containers/abc/stats", true),
+            (Deny, &["kill"], "POST", "/containers/abc/wait", true),
+            (Deny, &["kill"], "POST", "/containers/abc/kill", false),
+            (Deny, &["system*"], "GET", "/info", false),
+            (Deny, &["system*"], "GET", "/version", true),
+            (Deny, &["volume*"], "DELETE", "/volumes/x", false),
+            (Deny, &["network*"], "GET", "/networks/abc", false),
+            (
+                Deny,
+                &["checkpoint rm"],
+                "DELETE",
+                "/containers/c/checkpoints/cp1",
+                false,
+            ),
+            (
+                Deny,
+                &["rm"],
+                "DELETE",
+                "/containers/c/checkpoints/cp1",
+                true,
+            ),
+            (Deny, &["rm"], "DELETE", "/containers/c", false),
+            (Deny, &["ps"], "GET", "/no/such/route", true),
+            (Allow, &["ps"], "GET", "/containers/json", true),
+            (Allow, &["ps"], "HEAD", "/_ping", true),
+            (Allow, &["ps"], "GET", "/_ping", true),
+            (Allow, &["ps"], "POST", "/images/x/push", false),
+            (Allow, &["ps"], "GET", "/no/such/route", false),
+            // Any sender: allowing run allows the attach/wait/start it sends.
+            (Allow, &["run"], "POST", "/containers/create", true),
+            (Allow, &["run"], "POST", "/containers/abc/wait", true),
+            (Allow, &["run"], "POST", "/containers/abc/attach", true),
+            (Allow, &["run"], "POST", "/images/create", true),
+            (Allow, &["exec"], "GET", "/containers/abc/json", true),
+            (Allow, &["container*"], "GET", "/containers/abc/json", true),
+            (Allow, &["container*"], "POST", "/images/x/push", false),
+            (Allow, &[], "GET", "/containers/json", false),
+            (Deny, &[], "POST", "/images/x/push", true),
+        ];
+        for (mode, rules, method, path, want) in cases {
+            let p = policy(*mode, rules);
+            let v = p.decide(method, classify(method, path));
+            assert_eq!(
+                v.is_allowed(),
+                *want,
+                "{mode} {rules:?}: {method} {path} -> {v:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn deny_verdict_names_rule_and_command() {
+        let p = policy(ListMode::Deny, &["image push"]);
+        let v = p.decide("POST", classify("POST", "/images/a/push"));
+        let push = CliCommand::from_name("push").unwrap();
+        assert_eq!(
+            v,
+            CommandVerdict::Deny(CommandDenyReason::Listed(RuleMatch {
+                rule: Rule::Command(push),
+                command: push
+            }))
+        );
+    }
+}
