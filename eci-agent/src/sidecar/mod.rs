@@ -1,1 +1,248 @@
-//! (being written)
+//! The sidecar: serves the Docker Engine API on the public socket and forwards what the policy
+//! admits to the real engine, so that no client can tell it from the engine except by what a
+//! container is refused.
+//!
+//! Each request goes through one ordered pipeline ([`handle`]):
+//!
+//! 1. parse and normalise ([`path`]): hyper parses HTTP/1.1; the path is reduced to the one the
+//!    engine would route, or answered the way the engine answers paths it does not route;
+//! 2. identify the caller ([`peer`]): done once per connection from the kernel's credentials;
+//! 3. classify and 4. decide ([`admit`]): the policy's route table and commandList;
+//! 5. respond ([`respond`], the only place refusals become HTTP) or forward ([`forward`]).
+//!
+//! Refusals (and, on request, admissions) are written to the audit log ([`audit`]).
+#![forbid(unsafe_code)]
+
+pub mod admit;
+pub mod audit;
+pub mod forward;
+pub mod path;
+pub mod peer;
+pub mod respond;
+mod sniff;
+
+use std::{convert::Infallible, future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use http::{Request, Response, header};
+use hyper::{body::Incoming, server::conn::http1, service::service_fn};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::{net::UnixStream, sync::watch, task::JoinSet};
+
+pub use admit::CommandGate;
+pub use audit::AuditLog;
+pub use peer::{Caller, CallerKind, IdentifyCaller, ProcIdentity, TrustedCgroups};
+
+use admit::Admission;
+use forward::{EngineLink, ProxyBody};
+use path::EnginePath;
+
+/// The largest request head accepted (431 above): Go's `DefaultMaxHeaderBytes` plus the 4 KiB
+/// slack net/http allows, so the sidecar refuses no head the engine would take.
+pub const MAX_HEAD_BYTES: usize = (1 << 20) + 4096;
+
+/// How the sidecar runs; the policy itself arrives separately, live.
+#[derive(Clone)]
+pub struct SidecarConfig {
+    /// The real engine's socket.
+    pub engine: PathBuf,
+    /// Says who is behind each connection (procfs in production).
+    pub identity: Arc<dyn IdentifyCaller>,
+    /// Longest time a client may take to send a request head (slowloris bound). Streams,
+    /// once a request is admitted, have no timeout at all.
+    pub head_timeout: Duration,
+    /// Where refused (and optionally admitted) requests are recorded.
+    pub audit: Option<AuditLog>,
+}
+
+impl SidecarConfig {
+    /// Production settings: callers identified from `/proc`, trusting `trusted` host cgroups.
+    pub fn new(engine: impl Into<PathBuf>, trusted: TrustedCgroups) -> Self {
+        Self {
+            engine: engine.into(),
+            identity: Arc::new(ProcIdentity::new(trusted)),
+            head_timeout: Duration::from_secs(30),
+            audit: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for SidecarConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SidecarConfig")
+            .field("engine", &self.engine)
+            .field("head_timeout", &self.head_timeout)
+            .field("audit", &self.audit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds `listen` (replacing a stale socket file) and serves until `shutdown` completes.
+pub async fn serve<G>(
+    listen: &std::path::Path,
+    config: SidecarConfig,
+    policy: watch::Receiver<Arc<G>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    G: CommandGate + ?Sized,
+{
+    use std::os::unix::fs::FileTypeExt as _;
+    if std::fs::symlink_metadata(listen).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(listen).with_context(|| format!("removing stale socket {}", listen.display()))?;
+    }
+    let listener = std::os::unix::net::UnixListener::bind(listen)
+        .with_context(|| format!("binding the sidecar socket {}", listen.display()))?;
+    serve_listener(listener, config, policy, shutdown).await
+}
+
+/// Serves on an already-bound (and possibly already listening) socket until `shutdown`
+/// completes; then open connections are closed.
+pub async fn serve_listener<G>(
+    listener: std::os::unix::net::UnixListener,
+    config: SidecarConfig,
+    policy: watch::Receiver<Arc<G>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<()>
+where
+    G: CommandGate + ?Sized,
+{
+    listener.set_nonblocking(true).context("sidecar socket: set_nonblocking")?;
+    let listener = tokio::net::UnixListener::from_std(listener).context("sidecar socket: register with tokio")?;
+    let shared = Arc::new(Shared { config, policy });
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, shared.clone()));
+                }
+                Err(err) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(%err, "sidecar accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}
+
+struct Shared<G: ?Sized> {
+    config: SidecarConfig,
+    policy: watch::Receiver<Arc<G>>,
+}
+
+/// What a connection knows while its requests are served one after another.
+struct Connection {
+    caller: Caller,
+    engine: tokio::sync::Mutex<EngineLink>,
+}
+
+async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: Arc<Shared<G>>) {
+    // Step 2 of the pipeline, once per connection: the kernel's word on who connected.
+    let pid = stream.peer_cred().ok().and_then(|cred| cred.pid());
+    let caller = shared.config.identity.identify(pid);
+    let head_timeout = shared.config.head_timeout;
+
+    let (stream, first) = match tokio::time::timeout(head_timeout, sniff::first_bytes(stream)).await {
+        Ok(Ok(read)) => read,
+        Ok(Err(err)) => {
+            tracing::debug!(%err, "connection closed before a request");
+            return;
+        }
+        Err(_) => return,
+    };
+    if first == sniff::H2_PREFACE {
+        sniff::prior_knowledge_h2(stream, first, &caller, &shared.config.engine).await;
+        return;
+    }
+
+    let conn = Arc::new(Connection { caller, engine: tokio::sync::Mutex::new(EngineLink::new(&shared.config.engine)) });
+    let service = service_fn(move |req| {
+        let conn = conn.clone();
+        let shared = shared.clone();
+        async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) }
+    });
+    let served = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(head_timeout)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .serve_connection(TokioIo::new(sniff::Prefixed::new(first, stream)), service)
+        .with_upgrades()
+        .await;
+    if let Err(err) = served {
+        tracing::debug!(%err, "client connection ended");
+    }
+}
+
+/// The pipeline for one request, in order.
+async fn handle<G: CommandGate + ?Sized>(req: Request<Incoming>, conn: &Connection, shared: &Shared<G>) -> Response<ProxyBody> {
+    // 1. Parse and normalise: the path the engine would route, or its own answer.
+    let raw_target = raw_target(req.uri());
+    let method = req.method().as_str().to_owned();
+    let route_path = match path::engine_path(req.uri().path(), req.uri().query()) {
+        Ok(EnginePath::Route(route_path)) => route_path,
+        Ok(EnginePath::Redirect { location }) => return respond::redirect(&location),
+        Err(err) => return respond::malformed_target(&err),
+    };
+
+    // 2. The caller was identified when the connection was accepted.
+    let caller = &conn.caller;
+
+    // 3, 4. Classify and decide, on the policy in force now.
+    let gate = shared.policy.borrow().clone();
+    let admission = admit::admit(&*gate, &caller.kind, &method, &route_path, &raw_target);
+    drop(gate);
+    let (decision, refusal) = match &admission {
+        Admission::Admitted(decision) => (decision, None),
+        Admission::Refused(refusal, decision) => (decision, Some(refusal)),
+    };
+    if let Some(audit) = &shared.config.audit {
+        audit.record(&audit::Entry {
+            caller,
+            method: &method,
+            raw_target: &raw_target,
+            decision,
+            allowed: refusal.is_none(),
+        });
+    }
+
+    // 5. Respond or forward.
+    if let Some(refusal) = refusal {
+        tracing::info!(pid = ?caller.pid, cgroup = ?caller.cgroup, %method, target = %raw_target.escape_debug(),
+            rule = ?decision.rule, reason = decision.reason, "request refused");
+        return respond::refused(refusal);
+    }
+    let hijack = is_hijack(&method, decision.route) && req.headers().contains_key(header::UPGRADE);
+    let mut engine = conn.engine.lock().await;
+    let forwarded = if hijack { engine.forward_upgrade(req).await } else { engine.forward(req).await };
+    forwarded.unwrap_or_else(|err| {
+        tracing::debug!(%err, "forwarding failed");
+        respond::forward_failed(&err)
+    })
+}
+
+/// The request target as the client wrote it (hyper keeps it verbatim up to any `#`), for the
+/// refusal text and the audit log.
+fn raw_target(uri: &http::Uri) -> String {
+    if uri.scheme().is_some() {
+        uri.to_string()
+    } else {
+        uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
+    }
+}
+
+/// The engine routes that hijack their connection; only these may become a tunnel, and only
+/// after the engine itself answered 101.
+fn is_hijack(method: &str, route: Option<&str>) -> bool {
+    matches!(
+        (method, route),
+        ("POST", Some("/containers/{name:.*}/attach" | "/exec/{name:.*}/start" | "/session" | "/grpc"))
+            | ("GET", Some("/containers/{name:.*}/attach/ws"))
+    )
+}

@@ -1,0 +1,188 @@
+//! Classify and decide: the caller and the engine's view of the path in, admission out. The
+//! route table and the commandList verdict are the policy module's; this only applies them to
+//! the kind of caller.
+
+use crate::policy::{
+    CommandPolicy, CommandVerdict,
+    command::{AllowReason, CommandDenyReason, RuleMatch},
+    messages,
+    route::{self, Route},
+};
+
+use super::{path::RoutePath, peer::CallerKind};
+
+/// What the sidecar needs from the running policy, read once per request.
+pub trait CommandGate: Send + Sync + 'static {
+    /// False when `enhancedContainerIsolation.value` is false: nothing is filtered.
+    fn eci_enabled(&self) -> bool;
+    /// The compiled commandList.
+    fn commands(&self) -> &CommandPolicy;
+    /// Where an administrator changes the list, as the refusal text names it.
+    fn settings_location(&self) -> String;
+}
+
+/// The outcome of admission for one request.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    Admitted(Decision),
+    Refused(Refusal, Decision),
+}
+
+/// How the decision was reached, for the audit log.
+#[derive(Debug, Clone, Default)]
+pub struct Decision {
+    /// The matched route's pattern, if the path is a known route.
+    pub route: Option<&'static str>,
+    /// The command named by the deciding rule (or the route's primary command).
+    pub command: Option<String>,
+    /// The commandList entry that decided, if one did.
+    pub rule: Option<String>,
+    /// A stable snake_case reason.
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// The commandList blocks this request; `message` is Docker Desktop's text.
+    CommandBlocked { message: String },
+    /// A caller in no container and no trusted cgroup.
+    UnknownCaller,
+}
+
+/// Decides one request. `raw_target` is quoted in the refusal text.
+pub fn admit<G: CommandGate + ?Sized>(gate: &G, caller: &CallerKind, method: &str, path: &RoutePath, raw_target: &str) -> Admission {
+    let route = route::classify(method, &path.api_path);
+    let mut decision = Decision {
+        route: route.map(Route::pattern),
+        command: route.and_then(|r| r.primary().first()).map(|c| c.name().to_owned()),
+        ..Decision::default()
+    };
+    match caller {
+        CallerKind::TrustedHost => {
+            decision.reason = "trusted_host";
+            Admission::Admitted(decision)
+        }
+        CallerKind::Unknown => {
+            decision.reason = "unknown_caller";
+            Admission::Refused(Refusal::UnknownCaller, decision)
+        }
+        CallerKind::Container(_) if !gate.eci_enabled() => {
+            decision.reason = "eci_disabled";
+            Admission::Admitted(decision)
+        }
+        CallerKind::Container(_) => {
+            let verdict = gate.commands().decide(method, route);
+            let rule_match = |m: RuleMatch, decision: &mut Decision| {
+                decision.rule = Some(m.rule.to_string());
+                decision.command = Some(m.command.name().to_owned());
+            };
+            match verdict {
+                CommandVerdict::Allow(reason) => {
+                    decision.reason = match reason {
+                        AllowReason::Ping => "ping",
+                        AllowReason::Listed(m) => {
+                            rule_match(m, &mut decision);
+                            "command_allowed"
+                        }
+                        AllowReason::NotListed => "command_not_denied",
+                        AllowReason::UnknownRoute => "unknown_route_engine_404",
+                    };
+                    Admission::Admitted(decision)
+                }
+                CommandVerdict::Deny(reason) => {
+                    decision.reason = match reason {
+                        CommandDenyReason::Listed(m) => {
+                            rule_match(m, &mut decision);
+                            messages::ReasonCode::CommandListed.as_str()
+                        }
+                        CommandDenyReason::NotListed => messages::ReasonCode::CommandNotListed.as_str(),
+                        CommandDenyReason::UnknownRoute => messages::ReasonCode::CommandUnknownRoute.as_str(),
+                    };
+                    let message = messages::command_blocked(raw_target, &gate.settings_location());
+                    Admission::Refused(Refusal::CommandBlocked { message }, decision)
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::command::{ListMode, parse_rule};
+    use crate::sidecar::peer::ContainerId;
+
+    struct Gate(bool, CommandPolicy);
+
+    impl CommandGate for Gate {
+        fn eci_enabled(&self) -> bool {
+            self.0
+        }
+        fn commands(&self) -> &CommandPolicy {
+            &self.1
+        }
+        fn settings_location(&self) -> String {
+            "/etc/eci/admin-settings.json".into()
+        }
+    }
+
+    fn gate(mode: ListMode, rules: &[&str]) -> Gate {
+        Gate(true, CommandPolicy::new(mode, rules.iter().map(|r| parse_rule(r).unwrap()).collect()))
+    }
+
+    fn container() -> CallerKind {
+        CallerKind::Container(ContainerId::parse(&"a".repeat(64)).unwrap())
+    }
+
+    fn path(api_path: &str) -> RoutePath {
+        RoutePath { version: Some("1.41".into()), api_path: api_path.into() }
+    }
+
+    #[test]
+    fn deny_list_blocks_push_with_docker_desktops_text() {
+        let gate = gate(ListMode::Deny, &["push"]);
+        let raw = "/v1.41/images/myimage/push?tag=latest";
+        match admit(&gate, &container(), "POST", &path("/images/myimage/push"), raw) {
+            Admission::Refused(Refusal::CommandBlocked { message }, decision) => {
+                assert_eq!(
+                    message,
+                    "enhanced container isolation: docker command \"/v1.41/images/myimage/push?tag=latest\" is blocked; \
+                     if you wish to allow it, configure the docker socket command list in /etc/eci/admin-settings.json"
+                );
+                assert_eq!(decision.rule.as_deref(), Some("push"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            admit(&gate, &container(), "GET", &path("/containers/json"), "/containers/json"),
+            Admission::Admitted(_)
+        ));
+    }
+
+    #[test]
+    fn host_is_not_filtered_and_strangers_are_refused() {
+        let gate = gate(ListMode::Allow, &[]);
+        let p = path("/images/x/push");
+        assert!(matches!(admit(&gate, &CallerKind::TrustedHost, "POST", &p, "/"), Admission::Admitted(_)));
+        assert!(matches!(
+            admit(&gate, &CallerKind::Unknown, "GET", &path("/_ping"), "/"),
+            Admission::Refused(Refusal::UnknownCaller, _)
+        ));
+    }
+
+    #[test]
+    fn eci_off_filters_nothing() {
+        let mut gate = gate(ListMode::Allow, &[]);
+        gate.0 = false;
+        assert!(matches!(admit(&gate, &container(), "POST", &path("/build"), "/build"), Admission::Admitted(_)));
+    }
+
+    #[test]
+    fn allow_list_lets_ping_and_listed_commands_through() {
+        let gate = gate(ListMode::Allow, &["ps"]);
+        assert!(matches!(admit(&gate, &container(), "HEAD", &path("/_ping"), "/_ping"), Admission::Admitted(_)));
+        assert!(matches!(admit(&gate, &container(), "GET", &path("/containers/json"), "/"), Admission::Admitted(_)));
+        assert!(matches!(admit(&gate, &container(), "GET", &path("/images/json"), "/"), Admission::Refused(..)));
+        assert!(matches!(admit(&gate, &container(), "GET", &path("/nonsense"), "/"), Admission::Refused(..)));
+    }
+}

@@ -1,0 +1,117 @@
+//! The audit log: one JSON line per refused request (and, when asked, per admitted one).
+
+use std::{
+    io::Write,
+    sync::{Arc, Mutex},
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use super::{admit::Decision, peer::Caller};
+
+/// Where audit lines go; cheap to clone, shared by all connections.
+#[derive(Clone)]
+pub struct AuditLog {
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    allowed_too: bool,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").field("allowed_too", &self.allowed_too).finish_non_exhaustive()
+    }
+}
+
+/// One audited request.
+pub struct Entry<'a> {
+    pub caller: &'a Caller,
+    pub method: &'a str,
+    pub raw_target: &'a str,
+    pub decision: &'a Decision,
+    pub allowed: bool,
+}
+
+impl AuditLog {
+    pub fn new(out: Box<dyn Write + Send>, allowed_too: bool) -> Self {
+        Self { out: Arc::new(Mutex::new(out)), allowed_too }
+    }
+
+    /// `-` is standard output; anything else a file appended to.
+    pub fn open(target: &std::path::Path, allowed_too: bool) -> std::io::Result<Self> {
+        let out: Box<dyn Write + Send> = if target.as_os_str() == "-" {
+            Box::new(std::io::stdout())
+        } else {
+            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(target)?)
+        };
+        Ok(Self::new(out, allowed_too))
+    }
+
+    pub fn record(&self, entry: &Entry<'_>) {
+        if entry.allowed && !self.allowed_too {
+            return;
+        }
+        let Entry { caller, method, raw_target, decision, allowed } = entry;
+        let container = match &caller.kind {
+            super::peer::CallerKind::Container(id) => Some(id.as_str()),
+            _ => None,
+        };
+        // serde_json escapes CR/LF and quotes, so an attacker's target cannot forge a line.
+        let line = serde_json::json!({
+            "time": rfc3339_now(),
+            "pid": caller.pid,
+            "cgroup": caller.cgroup,
+            "container_id": container,
+            "method": method,
+            "target": raw_target,
+            "route": decision.route,
+            "command": decision.command,
+            "verdict": if *allowed { "allow" } else { "deny" },
+            "rule": decision.rule,
+            "reason": decision.reason,
+        });
+        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            tracing::warn!(%err, "cannot write the audit log");
+        }
+    }
+}
+
+/// UTC time with millisecond precision, e.g. `2026-05-07T21:09:36.123Z`.
+fn rfc3339_now() -> String {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = now.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        now.subsec_millis()
+    )
+}
+
+/// Howard Hinnant's days-since-epoch → proleptic Gregorian date.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(19_782), (2024, 2, 29));
+    }
+}

@@ -1,0 +1,217 @@
+//! Forwarding an admitted request to the engine and its answer back, streaming both bodies, and
+//! turning the connection into a byte tunnel when — and only when — the engine answers 101.
+//!
+//! The engine receives the request as hyper parsed it (origin-form target, re-framed body), so it
+//! routes exactly the path the pipeline classified: nothing the client sent bypasses the parse.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited, combinators::BoxBody};
+use hyper::{body::Incoming, client::conn::http1};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+
+/// Bodies the sidecar sends either way: a peer's stream or a small body of its own.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Upgrade requests carry at most a small JSON document (exec start's `{"Detach":false,…}`).
+const MAX_UPGRADE_BODY: usize = 1 << 20;
+
+/// Why a request could not be forwarded; the caller turns it into an HTTP answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    /// The engine socket refused or vanished.
+    #[error("cannot reach the engine at {path}: {source}")]
+    Connect { path: String, source: std::io::Error },
+    /// The engine broke the HTTP exchange.
+    #[error("engine connection failed: {0}")]
+    Upstream(#[source] hyper::Error),
+    /// The client's body was malformed or cut short while it was being forwarded.
+    #[error("request body: {0}")]
+    ClientBody(String),
+    /// An upgrade request's body was larger than such requests ever are.
+    #[error("the body of an upgrade request exceeds {MAX_UPGRADE_BODY} bytes")]
+    UpgradeBodyTooLarge,
+}
+
+impl ForwardError {
+    /// Did the client, rather than the engine, cause it?
+    pub fn is_client_fault(&self) -> bool {
+        matches!(self, Self::ClientBody(_) | Self::UpgradeBodyTooLarge)
+    }
+}
+
+pub fn full(body: impl Into<Bytes>) -> ProxyBody {
+    Full::new(body.into()).map_err(|never| match never {}).boxed()
+}
+
+/// One client connection's way to the engine: a kept-alive engine connection, opened on first
+/// use and replaced when the engine closes it. Requests on a client connection are answered in
+/// order, so one engine connection per client connection keeps keep-alive and ordering intact.
+#[derive(Debug)]
+pub struct EngineLink {
+    engine: std::path::PathBuf,
+    sender: Option<http1::SendRequest<ProxyBody>>,
+}
+
+impl EngineLink {
+    pub fn new(engine: &Path) -> Self {
+        Self { engine: engine.to_owned(), sender: None }
+    }
+
+    /// Forwards an ordinary (non-upgrade) request.
+    pub async fn forward(&mut self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ForwardError> {
+        let req = upstream_request(req, false).map(|body| body.boxed());
+        let reusable = match self.sender.take() {
+            Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
+            None => None,
+        };
+        let mut sender = match reusable {
+            Some(sender) => sender,
+            None => connect(&self.engine, false).await?,
+        };
+        let resp = match sender.try_send_request(req).await {
+            Ok(resp) => resp,
+            Err(mut err) => match err.take_message() {
+                // The engine closed the kept-alive connection before taking the request: the
+                // request was not sent, so sending it on a fresh connection is safe.
+                Some(req) => {
+                    sender = connect(&self.engine, false).await?;
+                    sender.send_request(req).await.map_err(classify_send_error)?
+                }
+                None => return Err(classify_send_error(err.into_error())),
+            },
+        };
+        self.sender = Some(sender);
+        Ok(downstream_response(resp))
+    }
+
+    /// Forwards a hijack request (`attach`, `exec` start, BuildKit `/session`, `/grpc`) on an
+    /// engine connection of its own. If the engine answers 101, both connections become one
+    /// byte tunnel that honours half-close in each direction; any other answer is passed on.
+    pub async fn forward_upgrade(&mut self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ForwardError> {
+        let client_upgrade = hyper::upgrade::on(&mut req);
+        let (parts, body) = req.into_parts();
+        // The whole (small) body goes to the engine before either side switches protocols.
+        let body = Limited::new(body, MAX_UPGRADE_BODY).collect().await.map_err(|err| {
+            if err.is::<http_body_util::LengthLimitError>() {
+                ForwardError::UpgradeBodyTooLarge
+            } else {
+                ForwardError::ClientBody(err.to_string())
+            }
+        })?;
+        let req = upstream_request(Request::from_parts(parts, ()), true).map(|()| full(body.to_bytes()));
+        let mut sender = connect(&self.engine, true).await?;
+        let mut resp = sender.send_request(req).await.map_err(classify_send_error)?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(downstream_response(resp));
+        }
+        let engine_upgrade = hyper::upgrade::on(&mut resp);
+        tokio::spawn(async move {
+            let (client, engine) = match tokio::try_join!(client_upgrade, engine_upgrade) {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::debug!(%err, "upgrade did not complete");
+                    return;
+                }
+            };
+            let mut client = TokioIo::new(client);
+            let mut engine = TokioIo::new(engine);
+            // copy_bidirectional shuts down each write side when the other side's read ends,
+            // which is how `docker run -i` tells the container that stdin is over.
+            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut engine).await {
+                tracing::debug!(%err, "tunnel ended with an error");
+            }
+        });
+        let (mut parts, _) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers, true);
+        Ok(Response::from_parts(parts, full(Bytes::new())))
+    }
+}
+
+async fn connect(engine: &Path, upgrades: bool) -> Result<http1::SendRequest<ProxyBody>, ForwardError> {
+    let stream = UnixStream::connect(engine)
+        .await
+        .map_err(|source| ForwardError::Connect { path: engine.display().to_string(), source })?;
+    let (sender, conn) = http1::Builder::new()
+        .max_buf_size(super::MAX_HEAD_BYTES)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(ForwardError::Upstream)?;
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                tracing::debug!(%err, "engine connection (upgrade) ended");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(%err, "engine connection ended");
+            }
+        });
+    }
+    Ok(sender)
+}
+
+fn classify_send_error(err: hyper::Error) -> ForwardError {
+    // hyper reports a failing request body as a user body error; that is the client's doing.
+    if err.is_user() || err.is_body_write_aborted() {
+        ForwardError::ClientBody(err.to_string())
+    } else {
+        ForwardError::Upstream(err)
+    }
+}
+
+/// The request as the engine gets it: origin-form target, no hop-by-hop headers (hyper frames
+/// the body itself); hijack requests keep `Connection: Upgrade` and their `Upgrade` protocol.
+fn upstream_request<B>(req: Request<B>, upgrade: bool) -> Request<B> {
+    let (mut parts, body) = req.into_parts();
+    if let Some(path_and_query) = parts.uri.path_and_query().cloned() {
+        parts.uri = http::Uri::from(path_and_query);
+    }
+    let protocol = parts.headers.get(header::UPGRADE).cloned();
+    strip_hop_by_hop(&mut parts.headers, false);
+    // hyper's server answers `Expect: 100-continue` itself once the body is read, which is
+    // only after the request was admitted.
+    parts.headers.remove(header::EXPECT);
+    if upgrade {
+        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        parts.headers.insert(header::UPGRADE, protocol.unwrap_or(HeaderValue::from_static("tcp")));
+    }
+    Request::from_parts(parts, body)
+}
+
+fn downstream_response(resp: Response<Incoming>) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers, false);
+    Response::from_parts(parts, body.boxed())
+}
+
+/// Removes the headers that describe one hop's connection (RFC 9110 §7.6.1), keeping
+/// `Connection: Upgrade`/`Upgrade` on a 101.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in [header::TE, header::TRAILER, header::TRANSFER_ENCODING] {
+        headers.remove(name);
+    }
+    headers.remove("keep-alive");
+    headers.remove("proxy-connection");
+    if !keep_upgrade {
+        headers.remove(header::CONNECTION);
+        headers.remove(header::UPGRADE);
+    }
+}
+

@@ -1,0 +1,66 @@
+//! The only place where refusals and sidecar failures become HTTP answers.
+//!
+//! Every answer the sidecar writes itself has the engine's error shape, `Content-Type:
+//! application/json` exactly and `{"message":"…"}`, so the docker CLI prints
+//! `Error response from daemon: <message>`.
+
+use http::{HeaderValue, Response, StatusCode, header};
+
+use super::{
+    admit::Refusal,
+    forward::{ForwardError, ProxyBody, full},
+    path::PathError,
+};
+
+/// A request the policy refused.
+pub fn refused(refusal: &Refusal) -> Response<ProxyBody> {
+    let message = match refusal {
+        Refusal::CommandBlocked { message, .. } => message.clone(),
+        Refusal::UnknownCaller => "enhanced container isolation: this process is neither in a container allowed to use the \
+                                   docker socket nor in a trusted host cgroup"
+            .to_owned(),
+    };
+    json_error(StatusCode::FORBIDDEN, &message, false)
+}
+
+/// What gorilla/mux answers for a path that is not clean: the engine routes nothing.
+pub fn redirect(location: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(""));
+    *resp.status_mut() = StatusCode::MOVED_PERMANENTLY;
+    if let Ok(location) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(header::LOCATION, location);
+    }
+    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp
+}
+
+/// A request target the engine itself would refuse to parse; the connection is not reused.
+pub fn malformed_target(err: &PathError) -> Response<ProxyBody> {
+    json_error(StatusCode::BAD_REQUEST, &format!("malformed request target: {err}"), true)
+}
+
+/// A request the sidecar refuses to judge (framing it will not pass on); the connection ends.
+pub fn malformed_request(reason: &str) -> Response<ProxyBody> {
+    json_error(StatusCode::BAD_REQUEST, &format!("malformed request: {reason}"), true)
+}
+
+pub fn forward_failed(err: &ForwardError) -> Response<ProxyBody> {
+    match err {
+        ForwardError::UpgradeBodyTooLarge => json_error(StatusCode::PAYLOAD_TOO_LARGE, &err.to_string(), true),
+        ForwardError::ClientBody(_) => json_error(StatusCode::BAD_REQUEST, &err.to_string(), true),
+        ForwardError::Connect { .. } | ForwardError::Upstream(_) => {
+            json_error(StatusCode::BAD_GATEWAY, &format!("eci-agent: {err}"), false)
+        }
+    }
+}
+
+fn json_error(status: StatusCode, message: &str, close: bool) -> Response<ProxyBody> {
+    let body = serde_json::json!({ "message": message }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if close {
+        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}

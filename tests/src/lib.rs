@@ -1,0 +1,4 @@
+//! Fixtures shared by the integration tests (dockerd, registry, cgroups) and the kernel-VM suite.
+
+pub mod dockerd;
+pub mod sidecar;

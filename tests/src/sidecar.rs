@@ -1,0 +1,134 @@
+//! An in-process sidecar for integration tests: served on its own socket by a runtime on a
+//! background thread, with a policy the test can swap while it runs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    sync::Arc,
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use eci_agent::{
+    policy::{
+        CommandPolicy,
+        command::{ListMode, parse_rule},
+    },
+    sidecar::{self, AuditLog, CommandGate, SidecarConfig, TrustedCgroups},
+};
+use tokio::sync::{oneshot, watch};
+
+use crate::dockerd::Dockerd;
+
+/// The settings location quoted by refusals in tests.
+pub const SETTINGS_LOCATION: &str = "/etc/eci/admin-settings.json";
+
+/// A running policy built in the test, without an admin-settings.json.
+#[derive(Debug, Clone)]
+pub struct TestPolicy {
+    pub eci_enabled: bool,
+    pub commands: CommandPolicy,
+}
+
+impl TestPolicy {
+    /// `mode` is `"deny"` or `"allow"`; `commands` are commandList entries.
+    pub fn new(mode: &str, commands: &[&str]) -> Self {
+        let mode = match mode {
+            "deny" => ListMode::Deny,
+            "allow" => ListMode::Allow,
+            other => panic!("list type {other}"),
+        };
+        let rules = commands.iter().map(|c| parse_rule(c).unwrap_or_else(|e| panic!("{c}: {e}"))).collect();
+        Self { eci_enabled: true, commands: CommandPolicy::new(mode, rules) }
+    }
+}
+
+impl CommandGate for TestPolicy {
+    fn eci_enabled(&self) -> bool {
+        self.eci_enabled
+    }
+    fn commands(&self) -> &CommandPolicy {
+        &self.commands
+    }
+    fn settings_location(&self) -> String {
+        SETTINGS_LOCATION.to_owned()
+    }
+}
+
+pub struct Sidecar {
+    dir: PathBuf,
+    socket: PathBuf,
+    audit: PathBuf,
+    policy: watch::Sender<Arc<TestPolicy>>,
+    shutdown: Option<oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Sidecar {
+    /// Serves `engine`'s socket on a fresh one; host processes are trusted, containers get
+    /// `policy`. Its files live in the engine's scratch space, so they go when the engine does.
+    pub fn start(engine: &Dockerd, policy: TestPolicy) -> Self {
+        Self::start_with(engine, policy, |_| {})
+    }
+
+    /// Like [`Sidecar::start`], letting the test adjust the configuration first.
+    pub fn start_with(engine: &Dockerd, policy: TestPolicy, adjust: impl FnOnce(&mut SidecarConfig)) -> Self {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = engine.scratch(&format!("sidecar{n}"));
+        let engine = engine.socket();
+        let socket = dir.join("docker.sock");
+        let audit = dir.join("audit.jsonl");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let mut config = SidecarConfig::new(engine, TrustedCgroups::new([PathBuf::from("/")]));
+        config.audit = Some(AuditLog::open(&audit, true).unwrap());
+        adjust(&mut config);
+        let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            runtime
+                .block_on(sidecar::serve_listener(listener, config, policy_rx, async {
+                    let _ = shutdown_rx.await;
+                }))
+                .unwrap();
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        });
+        Self { dir, socket, audit, policy: policy_tx, shutdown: Some(shutdown_tx), thread: Some(thread) }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Replaces the running policy; the next request is judged by it.
+    pub fn set_policy(&self, policy: TestPolicy) {
+        self.policy.send_replace(Arc::new(policy));
+    }
+
+    /// The static docker CLI talking to this sidecar.
+    pub fn docker(&self) -> Command {
+        crate::dockerd::docker_at(&self.socket)
+    }
+
+    /// The audit log's lines so far, parsed.
+    pub fn audit_lines(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit lines are JSON"))
+            .collect()
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
