@@ -73,7 +73,14 @@ impl Dockerd {
             .arg(root.join("exec"))
             .arg("--pidfile")
             .arg(root.join("dockerd.pid"))
-            .args(["--bridge", "none", "--iptables=false", "--ip6tables=false", "--storage-driver", "overlay2"])
+            .args([
+                "--bridge",
+                "none",
+                "--iptables=false",
+                "--ip6tables=false",
+                "--storage-driver",
+                "overlay2",
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -82,16 +89,26 @@ impl Dockerd {
         let pid = i32::try_from(child.id()).context("pid")?;
         // The child is reaped in stop(); dropping the handle neither kills nor waits.
         drop(child);
-        let dockerd = Self { root, socket, pid, stopped: Mutex::new(false), cli_image: OnceLock::new() };
+        let dockerd = Self {
+            root,
+            socket,
+            pid,
+            stopped: Mutex::new(false),
+            cli_image: OnceLock::new(),
+        };
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             if ping(&dockerd.socket) {
                 return Ok(dockerd);
             }
             if !dockerd.alive() || Instant::now() > deadline {
-                let log = std::fs::read_to_string(dockerd.root.join("dockerd.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dockerd.root.join("dockerd.log")).unwrap_or_default();
                 let tail: Vec<&str> = log.lines().rev().take(20).collect();
-                bail!("dockerd did not come up; log tail (newest first):\n{}", tail.join("\n"));
+                bail!(
+                    "dockerd did not come up; log tail (newest first):\n{}",
+                    tail.join("\n")
+                );
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -123,19 +140,37 @@ impl Dockerd {
             std::fs::create_dir_all(rootfs.join("tmp")).unwrap();
             std::fs::create_dir_all(rootfs.join("etc")).unwrap();
             std::fs::copy(BUSYBOX, bin.join("busybox")).unwrap();
-            for applet in ["sh", "cat", "echo", "ls", "sleep", "true", "wc", "head", "seq", "printf", "test"] {
+            for applet in [
+                "sh", "cat", "echo", "ls", "sleep", "true", "wc", "head", "seq", "printf", "test",
+            ] {
                 std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
             }
             std::fs::copy(DOCKER_CLI, rootfs.join("usr/local/bin/docker")).unwrap();
-            let mut tar = Command::new("tar").arg("-C").arg(&rootfs).args(["-c", "."]).stdout(Stdio::piped()).spawn().unwrap();
+            let mut tar = Command::new("tar")
+                .arg("-C")
+                .arg(&rootfs)
+                .args(["-c", "."])
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
             let out = self
                 .docker()
-                .args(["import", "-c", "ENV PATH=/usr/local/bin:/bin", "-", CLI_IMAGE])
+                .args([
+                    "import",
+                    "-c",
+                    "ENV PATH=/usr/local/bin:/bin",
+                    "-",
+                    CLI_IMAGE,
+                ])
                 .stdin(tar.stdout.take().unwrap())
                 .output()
                 .unwrap();
             assert!(tar.wait().unwrap().success());
-            assert!(out.status.success(), "docker import: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "docker import: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         });
         CLI_IMAGE
     }
@@ -156,9 +191,18 @@ impl Dockerd {
         *stopped = true;
         // Busybox as PID 1 ignores SIGTERM: kill containers first so shutdown does not wait 10 s each.
         if let Ok(out) = self.docker().args(["ps", "-aq"]).output() {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_owned).collect();
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect();
             if !ids.is_empty() {
-                let _ = self.docker().args(["rm", "-f"]).args(&ids).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = self
+                    .docker()
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         // SAFETY: plain kill(2) of the dockerd we spawned; it is not reaped yet, so the pid is ours.
@@ -176,7 +220,10 @@ impl Dockerd {
             std::thread::sleep(Duration::from_millis(50));
         }
         if let Err(err) = std::fs::remove_dir_all(&self.root) {
-            eprintln!("dockerd fixture: could not remove {}: {err}", self.root.display());
+            eprintln!(
+                "dockerd fixture: could not remove {}: {err}",
+                self.root.display()
+            );
         }
     }
 }
@@ -191,7 +238,10 @@ impl Drop for Dockerd {
 pub fn docker_at(socket: &Path) -> Command {
     let mut cmd = Command::new(DOCKER_CLI);
     cmd.env("DOCKER_HOST", format!("unix://{}", socket.display()))
-        .env("DOCKER_CONFIG", std::env::temp_dir().join("eci-test-docker-config"))
+        .env(
+            "DOCKER_CONFIG",
+            std::env::temp_dir().join("eci-test-docker-config"),
+        )
         .env("DOCKER_BUILDKIT", "0")
         .env_remove("DOCKER_CONTEXT")
         .env_remove("DOCKER_API_VERSION");

@@ -10,56 +10,43 @@ use std::{
 };
 
 use eci_agent::{
-    policy::{
-        CommandPolicy,
-        command::{ListMode, parse_rule},
-    },
-    sidecar::{self, AuditLog, CommandGate, SidecarConfig, TrustedCgroups},
+    settings::Settings,
+    sidecar::{self, AuditLog, SidecarConfig, TrustedCgroups},
 };
 use tokio::sync::{oneshot, watch};
 
 use crate::dockerd::Dockerd;
 
-/// The settings location quoted by refusals in tests.
-pub const SETTINGS_LOCATION: &str = "/etc/eci/admin-settings.json";
-
-/// A running policy built in the test, without an admin-settings.json.
-#[derive(Debug, Clone)]
-pub struct TestPolicy {
-    pub eci_enabled: bool,
-    pub commands: CommandPolicy,
+/// Settings from admin-settings.json text; `path` is what refusals quote.
+pub fn settings(json: &str) -> Settings {
+    Settings::from_json_str(json, Path::new(SETTINGS_PATH))
+        .unwrap_or_else(|e| panic!("test settings: {e}"))
 }
 
-impl TestPolicy {
-    /// `mode` is `"deny"` or `"allow"`; `commands` are commandList entries.
-    pub fn new(mode: &str, commands: &[&str]) -> Self {
-        let mode = match mode {
-            "deny" => ListMode::Deny,
-            "allow" => ListMode::Allow,
-            other => panic!("list type {other}"),
-        };
-        let rules = commands.iter().map(|c| parse_rule(c).unwrap_or_else(|e| panic!("{c}: {e}"))).collect();
-        Self { eci_enabled: true, commands: CommandPolicy::new(mode, rules) }
-    }
-}
+/// The settings path refusals quote in tests.
+pub const SETTINGS_PATH: &str = "/etc/eci/admin-settings.json";
 
-impl CommandGate for TestPolicy {
-    fn eci_enabled(&self) -> bool {
-        self.eci_enabled
-    }
-    fn commands(&self) -> &CommandPolicy {
-        &self.commands
-    }
-    fn settings_location(&self) -> String {
-        SETTINGS_LOCATION.to_owned()
-    }
+/// ECI on, every image may mount the socket, and this commandList.
+pub fn command_list(kind: &str, commands: &[&str]) -> Settings {
+    let json = serde_json::json!({
+        "configurationFileVersion": 2,
+        "enhancedContainerIsolation": {
+            "locked": true,
+            "value": true,
+            "dockerSocketMount": {
+                "imageList": { "images": ["*"] },
+                "commandList": { "type": kind, "commands": commands },
+            },
+        },
+    });
+    settings(&json.to_string())
 }
 
 pub struct Sidecar {
     dir: PathBuf,
     socket: PathBuf,
     audit: PathBuf,
-    policy: watch::Sender<Arc<TestPolicy>>,
+    policy: watch::Sender<Arc<Settings>>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -67,12 +54,16 @@ pub struct Sidecar {
 impl Sidecar {
     /// Serves `engine`'s socket on a fresh one; host processes are trusted, containers get
     /// `policy`. Its files live in the engine's scratch space, so they go when the engine does.
-    pub fn start(engine: &Dockerd, policy: TestPolicy) -> Self {
+    pub fn start(engine: &Dockerd, policy: Settings) -> Self {
         Self::start_with(engine, policy, |_| {})
     }
 
     /// Like [`Sidecar::start`], letting the test adjust the configuration first.
-    pub fn start_with(engine: &Dockerd, policy: TestPolicy, adjust: impl FnOnce(&mut SidecarConfig)) -> Self {
+    pub fn start_with(
+        engine: &Dockerd,
+        policy: Settings,
+        adjust: impl FnOnce(&mut SidecarConfig),
+    ) -> Self {
         static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = engine.scratch(&format!("sidecar{n}"));
@@ -86,15 +77,31 @@ impl Sidecar {
         let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             runtime
-                .block_on(sidecar::serve_listener(listener, config, policy_rx, async {
-                    let _ = shutdown_rx.await;
-                }))
+                .block_on(sidecar::serve_listener(
+                    listener,
+                    config,
+                    policy_rx,
+                    async {
+                        let _ = shutdown_rx.await;
+                    },
+                ))
                 .unwrap();
             runtime.shutdown_timeout(Duration::from_secs(1));
         });
-        Self { dir, socket, audit, policy: policy_tx, shutdown: Some(shutdown_tx), thread: Some(thread) }
+        Self {
+            dir,
+            socket,
+            audit,
+            policy: policy_tx,
+            shutdown: Some(shutdown_tx),
+            thread: Some(thread),
+        }
     }
 
     pub fn socket(&self) -> &Path {
@@ -102,7 +109,7 @@ impl Sidecar {
     }
 
     /// Replaces the running policy; the next request is judged by it.
-    pub fn set_policy(&self, policy: TestPolicy) {
+    pub fn set_policy(&self, policy: Settings) {
         self.policy.send_replace(Arc::new(policy));
     }
 

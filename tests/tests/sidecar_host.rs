@@ -10,14 +10,14 @@ use std::{
 
 use eci_tests::{
     dockerd::{self, Dockerd},
-    sidecar::{Sidecar, TestPolicy},
+    sidecar::{self, Sidecar},
 };
 
 /// One sidecar for the whole binary; its policy would block everything for a container, which
 /// shows host callers are not filtered.
 fn sidecar() -> &'static Sidecar {
     static SIDECAR: OnceLock<Sidecar> = OnceLock::new();
-    SIDECAR.get_or_init(|| Sidecar::start(engine(), TestPolicy::new("allow", &[])))
+    SIDECAR.get_or_init(|| Sidecar::start(engine(), sidecar::command_list("allow", &[])))
 }
 
 fn engine() -> &'static Dockerd {
@@ -47,7 +47,17 @@ impl Container {
     fn sleeping(name: &str) -> Self {
         let image = engine().cli_image();
         let _ = engine().docker().args(["rm", "-f", name]).output();
-        ok(sidecar().docker().args(["run", "-d", "--network", "none", "--name", name, image, "sleep", "600"]));
+        ok(sidecar().docker().args([
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--name",
+            name,
+            image,
+            "sleep",
+            "600",
+        ]));
         Self(name.to_owned())
     }
 }
@@ -62,7 +72,9 @@ impl Drop for Container {
 fn ps_and_version() {
     let out = ok(sidecar().docker().args(["ps", "-a"]));
     assert!(out.starts_with("CONTAINER ID"), "{out}");
-    let out = ok(sidecar().docker().args(["version", "--format", "{{.Server.APIVersion}}"]));
+    let out = ok(sidecar()
+        .docker()
+        .args(["version", "--format", "{{.Server.APIVersion}}"]));
     assert_eq!(out.trim(), "1.41");
 }
 
@@ -71,7 +83,17 @@ fn run_interactive_ends_when_stdin_ends() {
     let image = engine().cli_image();
     let mut child = sidecar()
         .docker()
-        .args(["run", "-i", "--rm", "--network", "none", image, "sh", "-c", "cat; echo done"])
+        .args([
+            "run",
+            "-i",
+            "--rm",
+            "--network",
+            "none",
+            image,
+            "sh",
+            "-c",
+            "cat; echo done",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -82,14 +104,24 @@ fn run_interactive_ends_when_stdin_ends() {
     // Closing stdin half-closes the hijacked connection; cat must see EOF and the run must end.
     drop(stdin);
     let out = wait_bounded(child, Duration::from_secs(60));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello through the sidecar\ndone\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "hello through the sidecar\ndone\n"
+    );
 }
 
 #[test]
 fn run_without_stdin_prints_output() {
     let image = engine().cli_image();
-    let out = ok(sidecar().docker().args(["run", "--rm", "--network", "none", image, "seq", "1", "3"]));
+    let out =
+        ok(sidecar()
+            .docker()
+            .args(["run", "--rm", "--network", "none", image, "seq", "1", "3"]));
     assert_eq!(out, "1\n2\n3\n");
 }
 
@@ -108,10 +140,18 @@ fn exec_interactive() {
             Ok(wait_bounded(child, Duration::from_secs(60)))
         })
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100000");
     // Exit codes come back through `GET /exec/{id}/json` after the stream.
-    let status = sidecar().docker().args(["exec", &c.0, "sh", "-c", "exit 7"]).status().unwrap();
+    let status = sidecar()
+        .docker()
+        .args(["exec", &c.0, "sh", "-c", "exit 7"])
+        .status()
+        .unwrap();
     assert_eq!(status.code(), Some(7));
 }
 
@@ -121,9 +161,25 @@ fn logs_follow_streams() {
     let name = "eci-host-logs";
     let _ = engine().docker().args(["rm", "-f", name]).output();
     let script = "echo first; sleep 2; echo second; sleep 600";
-    ok(sidecar().docker().args(["run", "-d", "--network", "none", "--name", name, image, "sh", "-c", script]));
+    ok(sidecar().docker().args([
+        "run",
+        "-d",
+        "--network",
+        "none",
+        "--name",
+        name,
+        image,
+        "sh",
+        "-c",
+        script,
+    ]));
     let _guard = Container(name.to_owned());
-    let mut child = sidecar().docker().args(["logs", "-f", name]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = sidecar()
+        .docker()
+        .args(["logs", "-f", name])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "first");
     // Arrives two seconds later on the same, still open, response.
@@ -136,12 +192,20 @@ fn logs_follow_streams() {
 fn events_stream() {
     let mut child = sidecar()
         .docker()
-        .args(["events", "--filter", "type=volume", "--format", "{{.Action}} {{.Actor.ID}}"])
+        .args([
+            "events",
+            "--filter",
+            "type=volume",
+            "--format",
+            "{{.Action}} {{.Actor.ID}}",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(500));
-    ok(sidecar().docker().args(["volume", "create", "eci-host-events"]));
+    ok(sidecar()
+        .docker()
+        .args(["volume", "create", "eci-host-events"]));
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert_eq!(first, "create eci-host-events");
@@ -154,40 +218,84 @@ fn events_stream() {
 fn cp_both_ways() {
     let c = Container::sleeping("eci-host-cp");
     let dir = engine().scratch("cp");
-    let payload: Vec<u8> = (0..4 * 1024 * 1024u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    let payload: Vec<u8> = (0..4 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
     std::fs::write(dir.join("in.bin"), &payload).unwrap();
-    ok(sidecar().docker().arg("cp").arg(dir.join("in.bin")).arg(format!("{}:/tmp/in.bin", c.0)));
-    ok(sidecar().docker().arg("cp").arg(format!("{}:/tmp/in.bin", c.0)).arg(dir.join("out.bin")));
-    assert!(std::fs::read(dir.join("out.bin")).unwrap() == payload, "round trip changed the file");
+    ok(sidecar()
+        .docker()
+        .arg("cp")
+        .arg(dir.join("in.bin"))
+        .arg(format!("{}:/tmp/in.bin", c.0)));
+    ok(sidecar()
+        .docker()
+        .arg("cp")
+        .arg(format!("{}:/tmp/in.bin", c.0))
+        .arg(dir.join("out.bin")));
+    assert!(
+        std::fs::read(dir.join("out.bin")).unwrap() == payload,
+        "round trip changed the file"
+    );
 }
 
 #[test]
 fn build_from_a_context() {
     let image = engine().cli_image();
     let dir = engine().scratch("build");
-    std::fs::write(dir.join("Dockerfile"), format!("FROM {image}\nCOPY greeting /greeting\nRUN cat /greeting\n")).unwrap();
+    std::fs::write(
+        dir.join("Dockerfile"),
+        format!("FROM {image}\nCOPY greeting /greeting\nRUN cat /greeting\n"),
+    )
+    .unwrap();
     std::fs::write(dir.join("greeting"), "built through the sidecar\n").unwrap();
-    let out = ok(sidecar().docker().args(["build", "--network", "none", "-t", "eci-test/built:1"]).arg(&dir));
+    let out = ok(sidecar()
+        .docker()
+        .args(["build", "--network", "none", "-t", "eci-test/built:1"])
+        .arg(&dir));
     assert!(out.contains("built through the sidecar"), "{out}");
-    let out = ok(sidecar().docker().args(["run", "--rm", "--network", "none", "eci-test/built:1", "cat", "/greeting"]));
+    let out = ok(sidecar().docker().args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "eci-test/built:1",
+        "cat",
+        "/greeting",
+    ]));
     assert_eq!(out, "built through the sidecar\n");
     ok(sidecar().docker().args(["image", "rm", "eci-test/built:1"]));
 }
 
 #[test]
 fn volumes_and_networks() {
-    ok(sidecar().docker().args(["volume", "create", "eci-host-vol"]));
-    assert!(ok(sidecar().docker().args(["volume", "ls", "-q"])).lines().any(|l| l == "eci-host-vol"));
+    ok(sidecar()
+        .docker()
+        .args(["volume", "create", "eci-host-vol"]));
+    assert!(
+        ok(sidecar().docker().args(["volume", "ls", "-q"]))
+            .lines()
+            .any(|l| l == "eci-host-vol")
+    );
     ok(sidecar().docker().args(["volume", "rm", "eci-host-vol"]));
-    ok(sidecar().docker().args(["network", "create", "--internal", "eci-host-net"]));
-    assert!(ok(sidecar().docker().args(["network", "ls", "--format", "{{.Name}}"])).lines().any(|l| l == "eci-host-net"));
+    ok(sidecar()
+        .docker()
+        .args(["network", "create", "--internal", "eci-host-net"]));
+    assert!(
+        ok(sidecar()
+            .docker()
+            .args(["network", "ls", "--format", "{{.Name}}"]))
+        .lines()
+        .any(|l| l == "eci-host-net")
+    );
     ok(sidecar().docker().args(["network", "rm", "eci-host-net"]));
 }
 
 #[test]
 fn stats_no_stream() {
     let c = Container::sleeping("eci-host-stats");
-    let out = ok(sidecar().docker().args(["stats", "--no-stream", "--format", "{{.Name}}", &c.0]));
+    let out = ok(sidecar()
+        .docker()
+        .args(["stats", "--no-stream", "--format", "{{.Name}}", &c.0]));
     assert_eq!(out.trim(), c.0);
 }
 

@@ -21,6 +21,19 @@ pub trait CommandGate: Send + Sync + 'static {
     fn settings_location(&self) -> String;
 }
 
+/// The agent's running policy: admin-settings.json as loaded (and reloaded).
+impl CommandGate for crate::settings::Settings {
+    fn eci_enabled(&self) -> bool {
+        self.eci_enabled
+    }
+    fn commands(&self) -> &CommandPolicy {
+        &self.policy.commands
+    }
+    fn settings_location(&self) -> String {
+        self.location()
+    }
+}
+
 /// The outcome of admission for one request.
 #[derive(Debug, Clone)]
 pub enum Admission {
@@ -50,11 +63,19 @@ pub enum Refusal {
 }
 
 /// Decides one request. `raw_target` is quoted in the refusal text.
-pub fn admit<G: CommandGate + ?Sized>(gate: &G, caller: &CallerKind, method: &str, path: &RoutePath, raw_target: &str) -> Admission {
+pub fn admit<G: CommandGate + ?Sized>(
+    gate: &G,
+    caller: &CallerKind,
+    method: &str,
+    path: &RoutePath,
+    raw_target: &str,
+) -> Admission {
     let route = route::classify(method, &path.api_path);
     let mut decision = Decision {
         route: route.map(Route::pattern),
-        command: route.and_then(|r| r.primary().first()).map(|c| c.name().to_owned()),
+        command: route
+            .and_then(|r| r.primary().first())
+            .map(|c| c.name().to_owned()),
         ..Decision::default()
     };
     match caller {
@@ -95,8 +116,12 @@ pub fn admit<G: CommandGate + ?Sized>(gate: &G, caller: &CallerKind, method: &st
                             rule_match(m, &mut decision);
                             messages::ReasonCode::CommandListed.as_str()
                         }
-                        CommandDenyReason::NotListed => messages::ReasonCode::CommandNotListed.as_str(),
-                        CommandDenyReason::UnknownRoute => messages::ReasonCode::CommandUnknownRoute.as_str(),
+                        CommandDenyReason::NotListed => {
+                            messages::ReasonCode::CommandNotListed.as_str()
+                        }
+                        CommandDenyReason::UnknownRoute => {
+                            messages::ReasonCode::CommandUnknownRoute.as_str()
+                        }
                     };
                     let message = messages::command_blocked(raw_target, &gate.settings_location());
                     Admission::Refused(Refusal::CommandBlocked { message }, decision)
@@ -127,7 +152,10 @@ mod tests {
     }
 
     fn gate(mode: ListMode, rules: &[&str]) -> Gate {
-        Gate(true, CommandPolicy::new(mode, rules.iter().map(|r| parse_rule(r).unwrap()).collect()))
+        Gate(
+            true,
+            CommandPolicy::new(mode, rules.iter().map(|r| parse_rule(r).unwrap()).collect()),
+        )
     }
 
     fn container() -> CallerKind {
@@ -135,14 +163,23 @@ mod tests {
     }
 
     fn path(api_path: &str) -> RoutePath {
-        RoutePath { version: Some("1.41".into()), api_path: api_path.into() }
+        RoutePath {
+            version: Some("1.41".into()),
+            api_path: api_path.into(),
+        }
     }
 
     #[test]
     fn deny_list_blocks_push_with_docker_desktops_text() {
         let gate = gate(ListMode::Deny, &["push"]);
         let raw = "/v1.41/images/myimage/push?tag=latest";
-        match admit(&gate, &container(), "POST", &path("/images/myimage/push"), raw) {
+        match admit(
+            &gate,
+            &container(),
+            "POST",
+            &path("/images/myimage/push"),
+            raw,
+        ) {
             Admission::Refused(Refusal::CommandBlocked { message }, decision) => {
                 assert_eq!(
                     message,
@@ -154,7 +191,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(
-            admit(&gate, &container(), "GET", &path("/containers/json"), "/containers/json"),
+            admit(
+                &gate,
+                &container(),
+                "GET",
+                &path("/containers/json"),
+                "/containers/json"
+            ),
             Admission::Admitted(_)
         ));
     }
@@ -163,7 +206,10 @@ mod tests {
     fn host_is_not_filtered_and_strangers_are_refused() {
         let gate = gate(ListMode::Allow, &[]);
         let p = path("/images/x/push");
-        assert!(matches!(admit(&gate, &CallerKind::TrustedHost, "POST", &p, "/"), Admission::Admitted(_)));
+        assert!(matches!(
+            admit(&gate, &CallerKind::TrustedHost, "POST", &p, "/"),
+            Admission::Admitted(_)
+        ));
         assert!(matches!(
             admit(&gate, &CallerKind::Unknown, "GET", &path("/_ping"), "/"),
             Admission::Refused(Refusal::UnknownCaller, _)
@@ -174,15 +220,30 @@ mod tests {
     fn eci_off_filters_nothing() {
         let mut gate = gate(ListMode::Allow, &[]);
         gate.0 = false;
-        assert!(matches!(admit(&gate, &container(), "POST", &path("/build"), "/build"), Admission::Admitted(_)));
+        assert!(matches!(
+            admit(&gate, &container(), "POST", &path("/build"), "/build"),
+            Admission::Admitted(_)
+        ));
     }
 
     #[test]
     fn allow_list_lets_ping_and_listed_commands_through() {
         let gate = gate(ListMode::Allow, &["ps"]);
-        assert!(matches!(admit(&gate, &container(), "HEAD", &path("/_ping"), "/_ping"), Admission::Admitted(_)));
-        assert!(matches!(admit(&gate, &container(), "GET", &path("/containers/json"), "/"), Admission::Admitted(_)));
-        assert!(matches!(admit(&gate, &container(), "GET", &path("/images/json"), "/"), Admission::Refused(..)));
-        assert!(matches!(admit(&gate, &container(), "GET", &path("/nonsense"), "/"), Admission::Refused(..)));
+        assert!(matches!(
+            admit(&gate, &container(), "HEAD", &path("/_ping"), "/_ping"),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(
+            admit(&gate, &container(), "GET", &path("/containers/json"), "/"),
+            Admission::Admitted(_)
+        ));
+        assert!(matches!(
+            admit(&gate, &container(), "GET", &path("/images/json"), "/"),
+            Admission::Refused(..)
+        ));
+        assert!(matches!(
+            admit(&gate, &container(), "GET", &path("/nonsense"), "/"),
+            Admission::Refused(..)
+        ));
     }
 }

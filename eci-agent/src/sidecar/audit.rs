@@ -17,7 +17,9 @@ pub struct AuditLog {
 
 impl std::fmt::Debug for AuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AuditLog").field("allowed_too", &self.allowed_too).finish_non_exhaustive()
+        f.debug_struct("AuditLog")
+            .field("allowed_too", &self.allowed_too)
+            .finish_non_exhaustive()
     }
 }
 
@@ -32,7 +34,10 @@ pub struct Entry<'a> {
 
 impl AuditLog {
     pub fn new(out: Box<dyn Write + Send>, allowed_too: bool) -> Self {
-        Self { out: Arc::new(Mutex::new(out)), allowed_too }
+        Self {
+            out: Arc::new(Mutex::new(out)),
+            allowed_too,
+        }
     }
 
     /// `-` is standard output; anything else a file appended to.
@@ -40,7 +45,12 @@ impl AuditLog {
         let out: Box<dyn Write + Send> = if target.as_os_str() == "-" {
             Box::new(std::io::stdout())
         } else {
-            Box::new(std::fs::OpenOptions::new().create(true).append(true).open(target)?)
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(target)?,
+            )
         };
         Ok(Self::new(out, allowed_too))
     }
@@ -49,7 +59,13 @@ impl AuditLog {
         if entry.allowed && !self.allowed_too {
             return;
         }
-        let Entry { caller, method, raw_target, decision, allowed } = entry;
+        let Entry {
+            caller,
+            method,
+            raw_target,
+            decision,
+            allowed,
+        } = entry;
         let container = match &caller.kind {
             super::peer::CallerKind::Container(id) => Some(id.as_str()),
             _ => None,
@@ -68,7 +84,10 @@ impl AuditLog {
             "rule": decision.rule,
             "reason": decision.reason,
         });
-        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
             tracing::warn!(%err, "cannot write the audit log");
         }
@@ -77,7 +96,9 @@ impl AuditLog {
 
 /// UTC time with millisecond precision, e.g. `2026-05-07T21:09:36.123Z`.
 fn rfc3339_now() -> String {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     let secs = now.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     let (y, m, d) = civil_from_days(days);

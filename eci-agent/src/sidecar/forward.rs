@@ -24,7 +24,10 @@ const MAX_UPGRADE_BODY: usize = 1 << 20;
 pub enum ForwardError {
     /// The engine socket refused or vanished.
     #[error("cannot reach the engine at {path}: {source}")]
-    Connect { path: String, source: std::io::Error },
+    Connect {
+        path: String,
+        source: std::io::Error,
+    },
     /// The engine broke the HTTP exchange.
     #[error("engine connection failed: {0}")]
     Upstream(#[source] hyper::Error),
@@ -44,7 +47,9 @@ impl ForwardError {
 }
 
 pub fn full(body: impl Into<Bytes>) -> ProxyBody {
-    Full::new(body.into()).map_err(|never| match never {}).boxed()
+    Full::new(body.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// One client connection's way to the engine: a kept-alive engine connection, opened on first
@@ -58,11 +63,17 @@ pub struct EngineLink {
 
 impl EngineLink {
     pub fn new(engine: &Path) -> Self {
-        Self { engine: engine.to_owned(), sender: None }
+        Self {
+            engine: engine.to_owned(),
+            sender: None,
+        }
     }
 
     /// Forwards an ordinary (non-upgrade) request.
-    pub async fn forward(&mut self, req: Request<Incoming>) -> Result<Response<ProxyBody>, ForwardError> {
+    pub async fn forward(
+        &mut self,
+        req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
         let req = upstream_request(req, false).map(|body| body.boxed());
         let reusable = match self.sender.take() {
             Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
@@ -79,7 +90,10 @@ impl EngineLink {
                 // request was not sent, so sending it on a fresh connection is safe.
                 Some(req) => {
                     sender = connect(&self.engine, false).await?;
-                    sender.send_request(req).await.map_err(classify_send_error)?
+                    sender
+                        .send_request(req)
+                        .await
+                        .map_err(classify_send_error)?
                 }
                 None => return Err(classify_send_error(err.into_error())),
             },
@@ -91,20 +105,30 @@ impl EngineLink {
     /// Forwards a hijack request (`attach`, `exec` start, BuildKit `/session`, `/grpc`) on an
     /// engine connection of its own. If the engine answers 101, both connections become one
     /// byte tunnel that honours half-close in each direction; any other answer is passed on.
-    pub async fn forward_upgrade(&mut self, mut req: Request<Incoming>) -> Result<Response<ProxyBody>, ForwardError> {
+    pub async fn forward_upgrade(
+        &mut self,
+        mut req: Request<Incoming>,
+    ) -> Result<Response<ProxyBody>, ForwardError> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (parts, body) = req.into_parts();
         // The whole (small) body goes to the engine before either side switches protocols.
-        let body = Limited::new(body, MAX_UPGRADE_BODY).collect().await.map_err(|err| {
-            if err.is::<http_body_util::LengthLimitError>() {
-                ForwardError::UpgradeBodyTooLarge
-            } else {
-                ForwardError::ClientBody(err.to_string())
-            }
-        })?;
-        let req = upstream_request(Request::from_parts(parts, ()), true).map(|()| full(body.to_bytes()));
+        let body = Limited::new(body, MAX_UPGRADE_BODY)
+            .collect()
+            .await
+            .map_err(|err| {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    ForwardError::UpgradeBodyTooLarge
+                } else {
+                    ForwardError::ClientBody(err.to_string())
+                }
+            })?;
+        let req =
+            upstream_request(Request::from_parts(parts, ()), true).map(|()| full(body.to_bytes()));
         let mut sender = connect(&self.engine, true).await?;
-        let mut resp = sender.send_request(req).await.map_err(classify_send_error)?;
+        let mut resp = sender
+            .send_request(req)
+            .await
+            .map_err(classify_send_error)?;
         if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
             return Ok(downstream_response(resp));
         }
@@ -131,10 +155,16 @@ impl EngineLink {
     }
 }
 
-async fn connect(engine: &Path, upgrades: bool) -> Result<http1::SendRequest<ProxyBody>, ForwardError> {
+async fn connect(
+    engine: &Path,
+    upgrades: bool,
+) -> Result<http1::SendRequest<ProxyBody>, ForwardError> {
     let stream = UnixStream::connect(engine)
         .await
-        .map_err(|source| ForwardError::Connect { path: engine.display().to_string(), source })?;
+        .map_err(|source| ForwardError::Connect {
+            path: engine.display().to_string(),
+            source,
+        })?;
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(super::MAX_HEAD_BYTES)
         .handshake(TokioIo::new(stream))
@@ -178,8 +208,13 @@ fn upstream_request<B>(req: Request<B>, upgrade: bool) -> Request<B> {
     // only after the request was admitted.
     parts.headers.remove(header::EXPECT);
     if upgrade {
-        parts.headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        parts.headers.insert(header::UPGRADE, protocol.unwrap_or(HeaderValue::from_static("tcp")));
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        parts.headers.insert(
+            header::UPGRADE,
+            protocol.unwrap_or(HeaderValue::from_static("tcp")),
+        );
     }
     Request::from_parts(parts, body)
 }
@@ -214,4 +249,3 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.remove(header::UPGRADE);
     }
 }
-

@@ -89,7 +89,8 @@ where
 {
     use std::os::unix::fs::FileTypeExt as _;
     if std::fs::symlink_metadata(listen).is_ok_and(|m| m.file_type().is_socket()) {
-        std::fs::remove_file(listen).with_context(|| format!("removing stale socket {}", listen.display()))?;
+        std::fs::remove_file(listen)
+            .with_context(|| format!("removing stale socket {}", listen.display()))?;
     }
     let listener = std::os::unix::net::UnixListener::bind(listen)
         .with_context(|| format!("binding the sidecar socket {}", listen.display()))?;
@@ -107,8 +108,11 @@ pub async fn serve_listener<G>(
 where
     G: CommandGate + ?Sized,
 {
-    listener.set_nonblocking(true).context("sidecar socket: set_nonblocking")?;
-    let listener = tokio::net::UnixListener::from_std(listener).context("sidecar socket: register with tokio")?;
+    listener
+        .set_nonblocking(true)
+        .context("sidecar socket: set_nonblocking")?;
+    let listener = tokio::net::UnixListener::from_std(listener)
+        .context("sidecar socket: register with tokio")?;
     let shared = Arc::new(Shared { config, policy });
     let mut connections = JoinSet::new();
     tokio::pin!(shutdown);
@@ -149,7 +153,8 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
     let caller = shared.config.identity.identify(pid);
     let head_timeout = shared.config.head_timeout;
 
-    let (stream, first) = match tokio::time::timeout(head_timeout, sniff::first_bytes(stream)).await {
+    let (stream, first) = match tokio::time::timeout(head_timeout, sniff::first_bytes(stream)).await
+    {
         Ok(Ok(read)) => read,
         Ok(Err(err)) => {
             tracing::debug!(%err, "connection closed before a request");
@@ -162,7 +167,10 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
         return;
     }
 
-    let conn = Arc::new(Connection { caller, engine: tokio::sync::Mutex::new(EngineLink::new(&shared.config.engine)) });
+    let conn = Arc::new(Connection {
+        caller,
+        engine: tokio::sync::Mutex::new(EngineLink::new(&shared.config.engine)),
+    });
     let service = service_fn(move |req| {
         let conn = conn.clone();
         let shared = shared.clone();
@@ -181,7 +189,11 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
 }
 
 /// The pipeline for one request, in order.
-async fn handle<G: CommandGate + ?Sized>(req: Request<Incoming>, conn: &Connection, shared: &Shared<G>) -> Response<ProxyBody> {
+async fn handle<G: CommandGate + ?Sized>(
+    req: Request<Incoming>,
+    conn: &Connection,
+    shared: &Shared<G>,
+) -> Response<ProxyBody> {
     // 1. Parse and normalise: the path the engine would route, or its own answer.
     let raw_target = raw_target(req.uri());
     let method = req.method().as_str().to_owned();
@@ -216,11 +228,15 @@ async fn handle<G: CommandGate + ?Sized>(req: Request<Incoming>, conn: &Connecti
     if let Some(refusal) = refusal {
         tracing::info!(pid = ?caller.pid, cgroup = ?caller.cgroup, %method, target = %raw_target.escape_debug(),
             rule = ?decision.rule, reason = decision.reason, "request refused");
-        return respond::refused(refusal);
+        return respond::refuse(req, refusal).await;
     }
     let hijack = is_hijack(&method, decision.route) && req.headers().contains_key(header::UPGRADE);
     let mut engine = conn.engine.lock().await;
-    let forwarded = if hijack { engine.forward_upgrade(req).await } else { engine.forward(req).await };
+    let forwarded = if hijack {
+        engine.forward_upgrade(req).await
+    } else {
+        engine.forward(req).await
+    };
     forwarded.unwrap_or_else(|err| {
         tracing::debug!(%err, "forwarding failed");
         respond::forward_failed(&err)
@@ -233,7 +249,8 @@ fn raw_target(uri: &http::Uri) -> String {
     if uri.scheme().is_some() {
         uri.to_string()
     } else {
-        uri.path_and_query().map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
+        uri.path_and_query()
+            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
     }
 }
 
@@ -242,7 +259,9 @@ fn raw_target(uri: &http::Uri) -> String {
 fn is_hijack(method: &str, route: Option<&str>) -> bool {
     matches!(
         (method, route),
-        ("POST", Some("/containers/{name:.*}/attach" | "/exec/{name:.*}/start" | "/session" | "/grpc"))
-            | ("GET", Some("/containers/{name:.*}/attach/ws"))
+        (
+            "POST",
+            Some("/containers/{name:.*}/attach" | "/exec/{name:.*}/start" | "/session" | "/grpc")
+        ) | ("GET", Some("/containers/{name:.*}/attach/ws"))
     )
 }

@@ -71,7 +71,10 @@ pub fn split_version(path: &str) -> (Option<&str>, &str) {
     let Some(rest) = path.strip_prefix("/v") else {
         return (None, path);
     };
-    let digits = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+    let digits = rest
+        .bytes()
+        .take_while(|b| b.is_ascii_digit() || *b == b'.')
+        .count();
     if digits == 0 || rest.as_bytes().get(digits) != Some(&b'/') {
         return (None, path);
     }
@@ -93,7 +96,9 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, PathError> {
                 }
                 _ => {
                     let end = (i + 3).min(bytes.len());
-                    return Err(PathError::BadEscape(String::from_utf8_lossy(&bytes[i..end]).into_owned()));
+                    return Err(PathError::BadEscape(
+                        String::from_utf8_lossy(&bytes[i..end]).into_owned(),
+                    ));
                 }
             }
         } else {
@@ -124,9 +129,8 @@ pub fn mux_clean(p: &str) -> String {
         clean.push('/');
         clean.push_str(segment);
     }
-    if clean.is_empty() {
-        clean.push('/');
-    } else if p.ends_with('/') {
+    // An empty result is the root; otherwise a trailing slash survives, as in gorilla.
+    if clean.is_empty() || p.ends_with('/') {
         clean.push('/');
     }
     clean
@@ -139,7 +143,21 @@ fn go_escape_path(path: &[u8]) -> String {
     let mut out = String::with_capacity(path.len());
     for &b in path {
         let keep = b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'_' | b'.' | b'~' | b'$' | b'&' | b'+' | b',' | b'/' | b':' | b';' | b'=' | b'@');
+            || matches!(
+                b,
+                b'-' | b'_'
+                    | b'.'
+                    | b'~'
+                    | b'$'
+                    | b'&'
+                    | b'+'
+                    | b','
+                    | b'/'
+                    | b':'
+                    | b';'
+                    | b'='
+                    | b'@'
+            );
         if keep {
             out.push(b as char);
         } else {
@@ -172,12 +190,24 @@ mod tests {
     #[test]
     fn version_prefix_is_optional_and_single() {
         assert_eq!(route("/containers/json"), (None, "/containers/json".into()));
-        assert_eq!(route("/v1.41/containers/json"), (Some("1.41".into()), "/containers/json".into()));
+        assert_eq!(
+            route("/v1.41/containers/json"),
+            (Some("1.41".into()), "/containers/json".into())
+        );
         assert_eq!(route("/v1./x"), (Some("1.".into()), "/x".into()));
         assert_eq!(route("/v../x"), (Some("..".into()), "/x".into()));
-        assert_eq!(route("/v1.41/v1.41/x"), (Some("1.41".into()), "/v1.41/x".into()));
-        assert_eq!(route("/v/containers/json"), (None, "/v/containers/json".into()));
-        assert_eq!(route("/V1.41/containers/json"), (None, "/V1.41/containers/json".into()));
+        assert_eq!(
+            route("/v1.41/v1.41/x"),
+            (Some("1.41".into()), "/v1.41/x".into())
+        );
+        assert_eq!(
+            route("/v/containers/json"),
+            (None, "/v/containers/json".into())
+        );
+        assert_eq!(
+            route("/V1.41/containers/json"),
+            (None, "/V1.41/containers/json".into())
+        );
         assert_eq!(route("/v1.41"), (None, "/v1.41".into()));
         assert_eq!(route("/version"), (None, "/version".into()));
         assert_eq!(route("/volumes/x"), (None, "/volumes/x".into()));
@@ -188,7 +218,10 @@ mod tests {
     fn routes_on_the_decoded_path() {
         assert_eq!(route("/images/a%2Fb/push").1, "/images/a/b/push");
         assert_eq!(route("/v1.41/images/x/p%75sh").1, "/images/x/push");
-        assert_eq!(route("/%761.41/images/x/push"), (Some("1.41".into()), "/images/x/push".into()));
+        assert_eq!(
+            route("/%761.41/images/x/push"),
+            (Some("1.41".into()), "/images/x/push".into())
+        );
         assert_eq!(route("/a+b").1, "/a+b");
         assert_eq!(route("/a%2Bb").1, "/a+b");
         // Invalid UTF-8 stays one non-slash character, as for Go's regexp.
@@ -204,14 +237,23 @@ mod tests {
     #[test]
     fn non_clean_paths_redirect_like_gorilla() {
         assert_eq!(redirect("//containers/json", None), "/containers/json");
-        assert_eq!(redirect("/v1.41//containers/json", None), "/v1.41/containers/json");
+        assert_eq!(
+            redirect("/v1.41//containers/json", None),
+            "/v1.41/containers/json"
+        );
         assert_eq!(redirect("/containers/./json", None), "/containers/json");
-        assert_eq!(redirect("/containers/x/../json", Some("all=1")), "/containers/json?all=1");
+        assert_eq!(
+            redirect("/containers/x/../json", Some("all=1")),
+            "/containers/json?all=1"
+        );
         assert_eq!(redirect("/a/b/../", None), "/a/");
         assert_eq!(redirect("/..", None), "/");
         assert_eq!(redirect("/../../x", Some("")), "/x?");
         // Decoding happens before cleaning: encoded dots and slashes count.
-        assert_eq!(redirect("/images/%2e%2e/containers/create", None), "/containers/create");
+        assert_eq!(
+            redirect("/images/%2e%2e/containers/create", None),
+            "/containers/create"
+        );
         assert_eq!(redirect("/images%2F%2Fx", None), "/images/x");
         // The Location is re-escaped the way Go's URL.String() does.
         assert_eq!(redirect("/a%20b//c", None), "/a%20b/c");
@@ -221,8 +263,14 @@ mod tests {
 
     #[test]
     fn engine_refusals() {
-        assert_eq!(engine_path("/a%zzb", None), Err(PathError::BadEscape("%zz".into())));
-        assert_eq!(engine_path("/a%2", None), Err(PathError::BadEscape("%2".into())));
+        assert_eq!(
+            engine_path("/a%zzb", None),
+            Err(PathError::BadEscape("%zz".into()))
+        );
+        assert_eq!(
+            engine_path("/a%2", None),
+            Err(PathError::BadEscape("%2".into()))
+        );
         assert_eq!(engine_path("*", None), Err(PathError::NotAbsolute));
         assert_eq!(engine_path("", None), Err(PathError::NotAbsolute));
     }

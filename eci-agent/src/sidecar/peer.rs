@@ -36,7 +36,8 @@ pub struct ContainerId(String);
 
 impl ContainerId {
     pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))).then(|| Self(s.to_owned()))
+        (s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+            .then(|| Self(s.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
@@ -83,18 +84,30 @@ pub struct ProcIdentity {
 
 impl ProcIdentity {
     pub fn new(trusted: TrustedCgroups) -> Self {
-        Self { proc_root: PathBuf::from("/proc"), trusted }
+        Self {
+            proc_root: PathBuf::from("/proc"),
+            trusted,
+        }
     }
 }
 
 impl IdentifyCaller for ProcIdentity {
     fn identify(&self, pid: Option<i32>) -> Caller {
         let Some(pid) = pid.filter(|pid| *pid > 0) else {
-            return Caller { pid, cgroup: None, kind: CallerKind::Unknown };
+            return Caller {
+                pid,
+                cgroup: None,
+                kind: CallerKind::Unknown,
+            };
         };
         // A process that exited before we looked can no longer be vouched for.
-        let Ok(text) = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup")) else {
-            return Caller { pid: Some(pid), cgroup: None, kind: CallerKind::Unknown };
+        let Ok(text) = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup"))
+        else {
+            return Caller {
+                pid: Some(pid),
+                cgroup: None,
+                kind: CallerKind::Unknown,
+            };
         };
         classify_cgroups(Some(pid), &text, &self.trusted)
     }
@@ -109,7 +122,9 @@ pub fn classify_cgroups(pid: Option<i32>, proc_cgroup: &str, trusted: &TrustedCg
     for line in proc_cgroup.lines() {
         // hierarchy-ID:controller-list:cgroup-path; the path may itself contain ':'.
         let mut fields = line.splitn(3, ':');
-        let (Some(id), Some(controllers), Some(path)) = (fields.next(), fields.next(), fields.next()) else {
+        let (Some(id), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
             continue;
         };
         if id == "0" && controllers.is_empty() {
@@ -121,10 +136,16 @@ pub fn classify_cgroups(pid: Option<i32>, proc_cgroup: &str, trusted: &TrustedCg
     }
     let kind = match container {
         Some(id) => CallerKind::Container(id),
-        None if unified.as_deref().is_some_and(|cg| trusted.contains(cg)) => CallerKind::TrustedHost,
+        None if unified.as_deref().is_some_and(|cg| trusted.contains(cg)) => {
+            CallerKind::TrustedHost
+        }
         None => CallerKind::Unknown,
     };
-    Caller { pid, cgroup: unified, kind }
+    Caller {
+        pid,
+        cgroup: unified,
+        kind,
+    }
 }
 
 /// Finds the container in a cgroup path as dockerd's cgroup drivers name it: systemd
@@ -132,15 +153,12 @@ pub fn classify_cgroups(pid: Option<i32>, proc_cgroup: &str, trusted: &TrustedCg
 pub fn container_in_path(path: &str) -> Option<ContainerId> {
     let segments: Vec<&str> = path.split('/').collect();
     for (i, segment) in segments.iter().enumerate() {
-        if let Some(id) = segment.strip_prefix("docker-").and_then(|s| s.strip_suffix(".scope")) {
-            if let Some(id) = ContainerId::parse(id) {
-                return Some(id);
-            }
-        }
-        if i > 0 && segments[i - 1] == "docker" {
-            if let Some(id) = ContainerId::parse(segment) {
-                return Some(id);
-            }
+        let systemd = segment
+            .strip_prefix("docker-")
+            .and_then(|s| s.strip_suffix(".scope"));
+        let cgroupfs = (i > 0 && segments[i - 1] == "docker").then_some(*segment);
+        if let Some(id) = systemd.or(cgroupfs).and_then(ContainerId::parse) {
+            return Some(id);
         }
     }
     None
@@ -160,34 +178,69 @@ mod tests {
     fn pure_v2_systemd_driver() {
         let text = format!("0::/system.slice/docker-{ID}.scope\n");
         let caller = classify_cgroups(Some(7), &text, &trusted(&["/"]));
-        assert_eq!(caller.kind, CallerKind::Container(ContainerId::parse(ID).unwrap()));
-        assert_eq!(caller.cgroup.as_deref(), Some(&*format!("/system.slice/docker-{ID}.scope")));
+        assert_eq!(
+            caller.kind,
+            CallerKind::Container(ContainerId::parse(ID).unwrap())
+        );
+        assert_eq!(
+            caller.cgroup.as_deref(),
+            Some(&*format!("/system.slice/docker-{ID}.scope"))
+        );
     }
 
     #[test]
     fn cgroupfs_driver_and_nested_cgroups() {
         let text = format!("0::/docker/{ID}/init\n");
-        assert!(matches!(classify_cgroups(None, &text, &trusted(&[])).kind, CallerKind::Container(_)));
+        assert!(matches!(
+            classify_cgroups(None, &text, &trusted(&[])).kind,
+            CallerKind::Container(_)
+        ));
         let text = format!("0::/my-parent/docker/{ID}\n");
-        assert!(matches!(classify_cgroups(None, &text, &trusted(&[])).kind, CallerKind::Container(_)));
+        assert!(matches!(
+            classify_cgroups(None, &text, &trusted(&[])).kind,
+            CallerKind::Container(_)
+        ));
     }
 
     #[test]
     fn hybrid_host_names_the_container_in_a_v1_line() {
-        let text = format!("12:memory:/docker/{ID}\n4:pids:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/\n");
+        let text = format!(
+            "12:memory:/docker/{ID}\n4:pids:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/\n"
+        );
         let caller = classify_cgroups(Some(1), &text, &trusted(&["/"]));
-        assert!(matches!(caller.kind, CallerKind::Container(_)), "{caller:?}");
+        assert!(
+            matches!(caller.kind, CallerKind::Container(_)),
+            "{caller:?}"
+        );
     }
 
     #[test]
     fn host_callers_are_trusted_only_in_trusted_cgroups() {
         let text = "0::/user.slice/user-1000.slice/session-2.scope\n";
-        assert_eq!(classify_cgroups(None, text, &trusted(&["/user.slice"])).kind, CallerKind::TrustedHost);
-        assert_eq!(classify_cgroups(None, text, &trusted(&["user.slice"])).kind, CallerKind::TrustedHost);
-        assert_eq!(classify_cgroups(None, text, &trusted(&["/"])).kind, CallerKind::TrustedHost);
-        assert_eq!(classify_cgroups(None, text, &trusted(&["/user"])).kind, CallerKind::Unknown);
-        assert_eq!(classify_cgroups(None, text, &trusted(&[])).kind, CallerKind::Unknown);
-        assert_eq!(classify_cgroups(None, "", &trusted(&["/"])).kind, CallerKind::Unknown);
+        assert_eq!(
+            classify_cgroups(None, text, &trusted(&["/user.slice"])).kind,
+            CallerKind::TrustedHost
+        );
+        assert_eq!(
+            classify_cgroups(None, text, &trusted(&["user.slice"])).kind,
+            CallerKind::TrustedHost
+        );
+        assert_eq!(
+            classify_cgroups(None, text, &trusted(&["/"])).kind,
+            CallerKind::TrustedHost
+        );
+        assert_eq!(
+            classify_cgroups(None, text, &trusted(&["/user"])).kind,
+            CallerKind::Unknown
+        );
+        assert_eq!(
+            classify_cgroups(None, text, &trusted(&[])).kind,
+            CallerKind::Unknown
+        );
+        assert_eq!(
+            classify_cgroups(None, "", &trusted(&["/"])).kind,
+            CallerKind::Unknown
+        );
     }
 
     #[test]
@@ -205,7 +258,10 @@ mod tests {
 
     #[test]
     fn a_vanished_process_is_unknown() {
-        let identity = ProcIdentity { proc_root: PathBuf::from("/nonexistent"), trusted: trusted(&["/"]) };
+        let identity = ProcIdentity {
+            proc_root: PathBuf::from("/nonexistent"),
+            trusted: trusted(&["/"]),
+        };
         assert_eq!(identity.identify(Some(1)).kind, CallerKind::Unknown);
         assert_eq!(identity.identify(None).kind, CallerKind::Unknown);
     }

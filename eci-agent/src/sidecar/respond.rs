@@ -4,13 +4,42 @@
 //! application/json` exactly and `{"message":"…"}`, so the docker CLI prints
 //! `Error response from daemon: <message>`.
 
-use http::{HeaderValue, Response, StatusCode, header};
+use std::time::Duration;
+
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
 
 use super::{
     admit::Refusal,
     forward::{ForwardError, ProxyBody, full},
     path::PathError,
 };
+
+/// Refused bodies read before answering. A client still writing its body (a build context, a
+/// `cp` archive) when the connection closes gets a reset that destroys the answer, so the
+/// refusal would show as "broken pipe"; reading a bounded amount first lets it read the 403.
+const DRAIN_LIMIT: usize = 32 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(10);
+
+/// Answers a refused request, after reading (a bounded part of) its body.
+pub async fn refuse(req: Request<Incoming>, refusal: &Refusal) -> Response<ProxyBody> {
+    // With `Expect: 100-continue` the client sends nothing until told to; reading would tell it.
+    if !req.headers().contains_key(header::EXPECT) {
+        let mut body = req.into_body();
+        let mut seen = 0usize;
+        let drain = async {
+            while let Some(Ok(frame)) = body.frame().await {
+                seen += frame.data_ref().map_or(0, |d| d.len());
+                if seen > DRAIN_LIMIT {
+                    break;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, drain).await;
+    }
+    refused(refusal)
+}
 
 /// A request the policy refused.
 pub fn refused(refusal: &Refusal) -> Response<ProxyBody> {
@@ -30,23 +59,34 @@ pub fn redirect(location: &str) -> Response<ProxyBody> {
     if let Ok(location) = HeaderValue::from_str(location) {
         resp.headers_mut().insert(header::LOCATION, location);
     }
-    resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    resp.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     resp
 }
 
 /// A request target the engine itself would refuse to parse; the connection is not reused.
 pub fn malformed_target(err: &PathError) -> Response<ProxyBody> {
-    json_error(StatusCode::BAD_REQUEST, &format!("malformed request target: {err}"), true)
+    json_error(
+        StatusCode::BAD_REQUEST,
+        &format!("malformed request target: {err}"),
+        true,
+    )
 }
 
 /// A request the sidecar refuses to judge (framing it will not pass on); the connection ends.
 pub fn malformed_request(reason: &str) -> Response<ProxyBody> {
-    json_error(StatusCode::BAD_REQUEST, &format!("malformed request: {reason}"), true)
+    json_error(
+        StatusCode::BAD_REQUEST,
+        &format!("malformed request: {reason}"),
+        true,
+    )
 }
 
 pub fn forward_failed(err: &ForwardError) -> Response<ProxyBody> {
     match err {
-        ForwardError::UpgradeBodyTooLarge => json_error(StatusCode::PAYLOAD_TOO_LARGE, &err.to_string(), true),
+        ForwardError::UpgradeBodyTooLarge => {
+            json_error(StatusCode::PAYLOAD_TOO_LARGE, &err.to_string(), true)
+        }
         ForwardError::ClientBody(_) => json_error(StatusCode::BAD_REQUEST, &err.to_string(), true),
         ForwardError::Connect { .. } | ForwardError::Upstream(_) => {
             json_error(StatusCode::BAD_GATEWAY, &format!("eci-agent: {err}"), false)
@@ -58,9 +98,13 @@ fn json_error(status: StatusCode, message: &str, close: bool) -> Response<ProxyB
     let body = serde_json::json!({ "message": message }).to_string();
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     if close {
-        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     resp
 }

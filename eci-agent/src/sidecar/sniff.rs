@@ -39,7 +39,12 @@ pub async fn first_bytes(mut stream: UnixStream) -> io::Result<(UnixStream, Vec<
 }
 
 /// Serves a connection that opened with the HTTP/2 preface.
-pub async fn prior_knowledge_h2(mut stream: UnixStream, first: Vec<u8>, caller: &Caller, engine: &std::path::Path) {
+pub async fn prior_knowledge_h2(
+    mut stream: UnixStream,
+    first: Vec<u8>,
+    caller: &Caller,
+    engine: &std::path::Path,
+) {
     if caller.kind == CallerKind::TrustedHost {
         let Ok(mut upstream) = UnixStream::connect(engine).await else {
             return;
@@ -54,7 +59,17 @@ pub async fn prior_knowledge_h2(mut stream: UnixStream, first: Vec<u8>, caller: 
     let debug = b"eci-agent: HTTP/2 is not served to containers; use HTTP/1.1";
     let mut frames = vec![0, 0, 0, 4, 0, 0, 0, 0, 0];
     let len = 8 + debug.len();
-    frames.extend_from_slice(&[(len >> 16) as u8, (len >> 8) as u8, len as u8, 7, 0, 0, 0, 0, 0]);
+    frames.extend_from_slice(&[
+        (len >> 16) as u8,
+        (len >> 8) as u8,
+        len as u8,
+        7,
+        0,
+        0,
+        0,
+        0,
+        0,
+    ]);
     frames.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0x0d]);
     frames.extend_from_slice(debug);
     let _ = stream.write_all(&frames).await;
@@ -70,12 +85,20 @@ pub struct Prefixed<S> {
 
 impl<S> Prefixed<S> {
     pub fn new(prefix: Vec<u8>, inner: S) -> Self {
-        Self { prefix, consumed: 0, inner }
+        Self {
+            prefix,
+            consumed: 0,
+            inner,
+        }
     }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         if self.consumed < self.prefix.len() {
             let rest = &self.prefix[self.consumed..];
             let n = rest.len().min(buf.remaining());
@@ -92,7 +115,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
