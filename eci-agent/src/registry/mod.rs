@@ -1,1 +1,264 @@
-//! (being written)
+//! The registry edge: resolves imageList entries to the digests they allow, and keeps the last
+//! good set in memory, refreshed in the background.
+//!
+//! - [`client`]: reqwest (rustls) client for the distribution API and token auth.
+//! - [`DigestCache`]: the in-memory allowed set; a failed refresh keeps the previous digests of
+//!   an entry, and an entry never resolved allows nothing.
+#![forbid(unsafe_code)]
+
+pub mod client;
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    future::Future,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+pub use client::{RegistryClient, RegistryConfig};
+use tokio::sync::{Notify, watch};
+
+use crate::policy::{
+    image::{AllowedDigests, ImagePolicy},
+    image_ref::{Digest, ImagePattern},
+};
+
+/// Default time between two background refreshes.
+pub const DEFAULT_REFRESH: Duration = Duration::from_secs(300);
+
+/// Why an entry could not be resolved this time.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+    #[error("{url}: {source}")]
+    Http { url: String, source: reqwest::Error },
+    #[error("{url}: HTTP {status}")]
+    Status { url: String, status: u16 },
+    #[error("{url}: unauthorized (only anonymous pulls are supported)")]
+    Unauthorized { url: String },
+    #[error("{url}: rate limited{}", retry_after.map(|d| format!(", retry after {}s", d.as_secs())).unwrap_or_default())]
+    RateLimited {
+        url: String,
+        retry_after: Option<Duration>,
+    },
+    #[error("{url}: bad digest {value:?}")]
+    BadDigest { url: String, value: String },
+    #[error("{url}: invalid JSON: {message}")]
+    Json { url: String, message: String },
+    #[error("{url}: manifest too large")]
+    TooLarge { url: String },
+    #[error("{url}: tag list pagination does not end")]
+    TooManyPages { url: String },
+    #[error("internal lock poisoned")]
+    Poisoned,
+}
+
+/// Where allowed digests come from; a fake in tests, [`RegistryClient`] in production.
+pub trait DigestSource: Send + Sync {
+    /// The digests one entry allows now. An entry the registry does not know resolves to an
+    /// empty set; an error means "could not ask" and keeps the previous set.
+    fn resolve(
+        &self,
+        pattern: &ImagePattern,
+    ) -> impl Future<Output = Result<BTreeSet<Digest>, RegistryError>> + Send;
+}
+
+/// The outcome of one refresh, for logs.
+#[derive(Debug, Default)]
+pub struct RefreshReport {
+    pub resolved: Vec<(ImagePattern, usize)>,
+    pub failed: Vec<(ImagePattern, String)>,
+}
+
+#[derive(Default)]
+struct State {
+    policy: ImagePolicy,
+    resolved: HashMap<ImagePattern, BTreeSet<Digest>>,
+}
+
+/// The allowed digests, shared by the sidecar (create/start checks) and the kernel sync.
+pub struct DigestCache {
+    state: RwLock<State>,
+    allowed: watch::Sender<Arc<AllowedDigests>>,
+    wake: Notify,
+}
+
+impl Default for DigestCache {
+    fn default() -> Self {
+        Self {
+            state: RwLock::default(),
+            allowed: watch::Sender::new(Arc::new(AllowedDigests::default())),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl DigestCache {
+    pub fn new(policy: ImagePolicy) -> Self {
+        let cache = Self::default();
+        cache.set_policy(policy);
+        cache
+    }
+
+    /// The current allowed set (cheap: an `Arc` clone).
+    pub fn allowed(&self) -> Arc<AllowedDigests> {
+        self.allowed.borrow().clone()
+    }
+
+    /// Notified whenever the allowed set changes, so running containers can be judged again.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<AllowedDigests>> {
+        self.allowed.subscribe()
+    }
+
+    /// A settings reload: entries no longer listed are dropped at once, new ones allow nothing
+    /// until resolved, and the background task is woken to resolve them.
+    pub fn set_policy(&self, policy: ImagePolicy) {
+        if let Ok(mut st) = self.state.write() {
+            st.resolved.retain(|p, _| policy.patterns.contains(p));
+            st.policy = policy;
+            self.publish(&st);
+        }
+        self.wake.notify_one();
+    }
+
+    fn publish(&self, st: &State) {
+        self.allowed
+            .send_replace(Arc::new(AllowedDigests::build(&st.policy, &st.resolved)));
+    }
+
+    /// Resolves every registry entry once. Failures keep that entry's last good digests.
+    pub async fn refresh<S: DigestSource>(&self, source: &S) -> RefreshReport {
+        let entries: Vec<ImagePattern> = match self.state.read() {
+            Ok(st) => st.policy.registry_entries().cloned().collect(),
+            Err(_) => return RefreshReport::default(),
+        };
+        let mut report = RefreshReport::default();
+        let mut fresh = Vec::new();
+        for p in entries {
+            match source.resolve(&p).await {
+                Ok(set) => {
+                    report.resolved.push((p.clone(), set.len()));
+                    fresh.push((p, set));
+                }
+                Err(e) => report.failed.push((p, e.to_string())),
+            }
+        }
+        if let Ok(mut st) = self.state.write() {
+            for (p, set) in fresh {
+                // The policy may have changed while we were asking.
+                if st.policy.patterns.contains(&p) {
+                    st.resolved.insert(p, set);
+                }
+            }
+            self.publish(&st);
+        }
+        report
+    }
+
+    /// Refreshes now, then every `interval` and whenever the policy changes, until dropped.
+    pub fn spawn_refresher<S: DigestSource + 'static>(
+        self: Arc<Self>,
+        source: Arc<S>,
+        interval: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                let report = self.refresh(source.as_ref()).await;
+                for (p, n) in &report.resolved {
+                    tracing::debug!(entry = %p, digests = n, "image list entry resolved");
+                }
+                for (p, e) in &report.failed {
+                    tracing::warn!(entry = %p, error = %e, "image list entry not refreshed; keeping the last good digests");
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(interval) => {}
+                    () = self.wake.notified() => {}
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// A registry that answers from a table, or fails for everything when `down`.
+    #[derive(Default)]
+    struct Fake {
+        table: Mutex<HashMap<ImagePattern, BTreeSet<Digest>>>,
+        down: Mutex<bool>,
+    }
+
+    impl DigestSource for Fake {
+        async fn resolve(&self, p: &ImagePattern) -> Result<BTreeSet<Digest>, RegistryError> {
+            if *self.down.lock().unwrap() {
+                return Err(RegistryError::Status {
+                    url: "fake".into(),
+                    status: 503,
+                });
+            }
+            Ok(self
+                .table
+                .lock()
+                .unwrap()
+                .get(p)
+                .cloned()
+                .unwrap_or_default())
+        }
+    }
+
+    fn d(n: u8) -> Digest {
+        Digest::from_bytes([n; 32])
+    }
+
+    fn policy(entries: &[&str]) -> ImagePolicy {
+        ImagePolicy {
+            patterns: entries
+                .iter()
+                .map(|e| ImagePattern::parse(e).unwrap())
+                .collect(),
+            allow_derived_images: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn keeps_last_good_and_allows_nothing_unresolved() {
+        let cli = ImagePattern::parse("docker:cli").unwrap();
+        let pinned = format!("alpine@{}", d(9));
+        let cache = DigestCache::new(policy(&["docker:cli", &pinned]));
+        // Never resolved: only the pinned digest is allowed.
+        assert!(cache.allowed().entry_for(&d(1)).is_none());
+        assert!(cache.allowed().entry_for(&d(9)).is_some());
+        assert_eq!(cache.allowed().unresolved(), std::slice::from_ref(&cli));
+
+        let fake = Fake::default();
+        *fake.down.lock().unwrap() = true;
+        let r = cache.refresh(&fake).await;
+        assert_eq!(r.failed.len(), 1);
+        assert!(cache.allowed().entry_for(&d(1)).is_none());
+
+        *fake.down.lock().unwrap() = false;
+        fake.table
+            .lock()
+            .unwrap()
+            .insert(cli.clone(), BTreeSet::from([d(1), d(2)]));
+        let mut rx = cache.subscribe();
+        cache.refresh(&fake).await;
+        assert!(rx.has_changed().unwrap());
+        assert_eq!(rx.borrow_and_update().entry_for(&d(2)), Some(&cli));
+
+        // Registry down after a good refresh: the last good set stays.
+        *fake.down.lock().unwrap() = true;
+        cache.refresh(&fake).await;
+        assert!(cache.allowed().entry_for(&d(1)).is_some());
+
+        // Reload without the entry: its digests go at once.
+        cache.set_policy(policy(&[&pinned]));
+        assert!(cache.allowed().entry_for(&d(1)).is_none());
+        assert!(cache.allowed().unresolved().is_empty());
+    }
+}

@@ -1,0 +1,351 @@
+//! The sidecar's HTTP/1.1 handling on a raw socket: keep-alive, pipelining (each request judged
+//! on its own), bodies, HEAD, `Expect: 100-continue`, malformed input, slow heads, HTTP/2
+//! prior knowledge; and a differential test of odd paths against the engine itself.
+
+use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
+    path::Path,
+    sync::Arc,
+    time::Duration,
+};
+
+use eci_agent::sidecar::{Caller, CallerKind, IdentifyCaller, peer::ContainerId};
+use eci_tests::{
+    dockerd::{self, Dockerd},
+    sidecar::{self, Sidecar},
+};
+
+fn engine() -> &'static Dockerd {
+    dockerd::shared()
+}
+
+/// Treats every connection as coming from one container, so raw sockets from the test process
+/// are judged by the commandList.
+struct AsContainer;
+
+impl IdentifyCaller for AsContainer {
+    fn identify(&self, pid: Option<i32>) -> Caller {
+        let id = ContainerId::parse(&"c0".repeat(32)).unwrap();
+        Caller {
+            pid,
+            cgroup: Some("/docker/test".into()),
+            kind: CallerKind::Container(id),
+        }
+    }
+}
+
+fn container_sidecar(kind: &str, commands: &[&str]) -> Sidecar {
+    Sidecar::start_with(engine(), sidecar::command_list(kind, commands), |config| {
+        config.identity = Arc::new(AsContainer);
+        config.head_timeout = Duration::from_secs(2);
+    })
+}
+
+/// Writes `request` and reads until the peer closes (or 5 s pass).
+fn exchange(socket: &Path, request: &[u8]) -> String {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    // The sidecar may answer and close before taking all of an oversized request.
+    let _ = stream.write_all(request);
+    read_all(&mut stream)
+}
+
+fn read_all(stream: &mut UnixStream) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 65536];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn statuses(answer: &str) -> Vec<u16> {
+    answer
+        .split("HTTP/1.1 ")
+        .skip(1)
+        .filter_map(|part| part.get(..3)?.parse().ok())
+        .collect()
+}
+
+#[test]
+fn keep_alive_and_pipelining_judge_each_request() {
+    let sc = container_sidecar("deny", &["volume*"]);
+    let pipelined = b"GET /_ping HTTP/1.1\r\nHost: docker\r\n\r\n\
+        GET /v1.41/volumes HTTP/1.1\r\nHost: docker\r\n\r\n\
+        GET /v1.41/containers/json HTTP/1.1\r\nHost: docker\r\n\r\n\
+        HEAD /_ping HTTP/1.1\r\nHost: docker\r\n\r\n\
+        GET /v1.41/volumes/x HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n";
+    let answer = exchange(sc.socket(), pipelined);
+    assert_eq!(statuses(&answer), [200, 403, 200, 200, 403], "{answer}");
+    assert!(
+        answer.contains("docker command \\\"/v1.41/volumes\\\" is blocked"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("docker command \\\"/v1.41/volumes/x\\\" is blocked"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("Content-Type: application/json\r\n")
+            || answer.contains("content-type: application/json\r\n")
+    );
+}
+
+#[test]
+fn sized_and_chunked_bodies_reach_the_engine() {
+    let sc = container_sidecar("deny", &["push"]);
+    let body = format!(
+        r#"{{"Image":"{}","Cmd":["true"],"HostConfig":{{"NetworkMode":"none"}}}}"#,
+        engine().cli_image()
+    );
+    let sized = format!(
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let (a, b) = body.split_at(10);
+    let chunked = format!(
+        "POST /v1.41/containers/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let answer = exchange(sc.socket(), format!("{sized}{chunked}").as_bytes());
+    assert_eq!(statuses(&answer), [201, 201], "{answer}");
+    for id in answer
+        .split("\"Id\":\"")
+        .skip(1)
+        .filter_map(|s| s.get(..64))
+    {
+        let _ = engine().docker().args(["rm", "-f", id]).output();
+    }
+}
+
+#[test]
+fn expect_continue_only_after_admission() {
+    let sc = container_sidecar("deny", &["volume*"]);
+    // Refused: the 403 comes at once, without a 100 that would invite the body.
+    let answer = exchange(
+        sc.socket(),
+        b"POST /v1.41/volumes/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+    );
+    assert_eq!(statuses(&answer), [403], "{answer}");
+    // Admitted: 100 Continue, then the engine's answer once the body is sent.
+    let mut stream = UnixStream::connect(sc.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"POST /v1.41/networks/prune HTTP/1.1\r\nHost: d\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    assert_eq!(statuses(&read_all(&mut stream)), [200]);
+    let mut stream = UnixStream::connect(sc.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"POST /v1.41/containers/prune HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: 2\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut first = [0u8; 25];
+    stream.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
+    stream.write_all(b"{}").unwrap();
+    assert_eq!(statuses(&read_all(&mut stream)), [200]);
+}
+
+#[test]
+fn malformed_input_gets_a_clean_error_and_the_connection_closes() {
+    let sc = container_sidecar("deny", &[]);
+    let big = format!(
+        "GET /_ping HTTP/1.1\r\nHost: d\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(2 << 20)
+    );
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("two different Content-Lengths", b"POST /v1.41/containers/prune HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}".to_vec(), 400),
+        ("invalid Content-Length", b"POST /v1.41/containers/prune HTTP/1.1\r\nContent-Length: -1\r\n\r\n".to_vec(), 400),
+        ("non-chunked Transfer-Encoding", b"POST /v1.41/containers/prune HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n".to_vec(), 400),
+        ("NUL in a header", b"GET /_ping HTTP/1.1\r\nX-A: a\0b\r\n\r\n".to_vec(), 400),
+        ("bare CR in a header", b"GET /_ping HTTP/1.1\r\nX-A: a\rb\r\n\r\n".to_vec(), 400),
+        ("space in the target", b"GET /a b HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("bad percent escape", b"GET /v1.41/containers/%zz/json HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("huge head", big.into_bytes(), 431),
+    ];
+    for (what, request, status) in cases {
+        let answer = exchange(sc.socket(), &request);
+        // `exchange` returns only when the sidecar closed the connection.
+        assert_eq!(statuses(&answer), [status], "{what}: {answer}");
+    }
+}
+
+#[test]
+fn smuggling_attempts_are_judged_or_dropped() {
+    let sc = container_sidecar("deny", &["volume*"]);
+    // Content-Length and chunked together: the body is read as chunked (as the engine would),
+    // the connection is not reused, and the hidden request never runs.
+    let answer = exchange(
+        sc.socket(),
+        b"POST /v1.41/containers/prune HTTP/1.1\r\nHost: d\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /v1.41/volumes/create HTTP/1.1\r\nHost: d\r\n\r\n",
+    );
+    assert_eq!(statuses(&answer), [200], "{answer}");
+    // A bad chunk size: the body is malformed, the connection is closed.
+    let answer = exchange(
+        sc.socket(),
+        b"POST /v1.41/containers/prune HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nPOST /v1.41/volumes/create HTTP/1.1\r\nHost: d\r\n\r\n",
+    );
+    assert!(statuses(&answer).iter().all(|s| *s != 201), "{answer}");
+    assert!(
+        !sc.audit_lines()
+            .iter()
+            .any(|l| l["target"] == "/v1.41/volumes/create" && l["verdict"] == "allow")
+    );
+}
+
+#[test]
+fn slow_heads_are_cut_but_silent_streams_are_not() {
+    let sc = container_sidecar("deny", &[]);
+    let mut stream = UnixStream::connect(sc.socket()).unwrap();
+    stream
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let answer = read_all(&mut stream);
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "the head timeout (2 s) closed the connection"
+    );
+    assert!(!answer.contains("200 OK"), "{answer}");
+    // An events stream stays open past the head timeout while nothing happens.
+    let mut stream = UnixStream::connect(sc.socket()).unwrap();
+    stream
+        .write_all(b"GET /v1.41/events HTTP/1.1\r\nHost: d\r\n\r\n")
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    engine()
+        .docker()
+        .args(["volume", "create", "eci-http-silent"])
+        .output()
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !seen.contains("eci-http-silent") {
+        let n = stream
+            .read(&mut buf)
+            .expect("event arrives on the idle stream");
+        assert!(n > 0, "stream closed: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    engine()
+        .docker()
+        .args(["volume", "rm", "eci-http-silent"])
+        .output()
+        .unwrap();
+}
+
+#[test]
+fn http2_prior_knowledge_is_refused_for_containers() {
+    let sc = container_sidecar("deny", &[]);
+    let mut stream = UnixStream::connect(sc.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
+        .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    // SETTINGS (type 4), then GOAWAY (type 7) with HTTP_1_1_REQUIRED (0xd).
+    assert_eq!(out[3], 4, "{out:?}");
+    assert_eq!(out[9 + 3], 7, "{out:?}");
+    assert_eq!(&out[9 + 9 + 4..9 + 9 + 8], &[0, 0, 0, 0x0d]);
+}
+
+/// Odd paths, sent to the engine directly and through the sidecar: the answers must agree, and
+/// with an allow list of `ps` the sidecar only ever lets through what the engine runs as `ps`.
+#[test]
+fn differential_odd_paths() {
+    let host = Sidecar::start(engine(), sidecar::command_list("allow", &["ps"]));
+    let contained = container_sidecar("allow", &["ps"]);
+    let corpus = [
+        "/_ping",
+        "//_ping",
+        "/./_ping",
+        "/v1.41/_ping",
+        "/v1.41//containers/json",
+        "/v1.41/containers/json/",
+        "/v1.41/containers/./json",
+        "/v1.41/containers/x/../json",
+        "/containers%2Fjson",
+        "/v1.41/%63ontainers/json",
+        "/%761.41/containers/json",
+        "/V1.41/containers/json",
+        "/v1.41/containers/json?all=1",
+        "/v/containers/json",
+        "/v1.41/v1.41/containers/json",
+        "/v1.41/images/%2e%2e/containers/json",
+        "/v1.41/images/%2E%2E%2Fcontainers/json",
+        "/v1.41/containers/json%00",
+        "/v1.41/containers/x%0Ay/json",
+        "/v1.41/images/json",
+        "/v1.41/images/a%2fb/json",
+        "/v1.41/containers/json%3Fall=1",
+        "/v1./containers/json",
+        "/v1.41/containers/JSON",
+        "/v1.41/volumes/",
+        "/v1.41/%zz",
+    ];
+    for path in corpus {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n");
+        let direct = exchange(engine().socket(), request.as_bytes());
+        let via_host = exchange(host.socket(), request.as_bytes());
+        let (d, h) = (head(&direct), head(&via_host));
+        assert_eq!(
+            d.0, h.0,
+            "{path}: engine {direct:?} vs sidecar {via_host:?}"
+        );
+        assert_eq!(d.1, h.1, "{path}: Location differs");
+        let via_container = exchange(contained.socket(), request.as_bytes());
+        let c = head(&via_container);
+        if c.0 != 403 {
+            assert_eq!(c, d, "{path}: a forwarded answer must be the engine's");
+        }
+        if (200..300).contains(&d.0) && c.0 != 403 {
+            // Something ran: it must have been classified as ps (or the ping).
+            let audit = contained.audit_lines();
+            let line = audit
+                .iter()
+                .rev()
+                .find(|l| l["target"] == path)
+                .unwrap_or_else(|| panic!("{path} audited"));
+            assert!(
+                line["reason"] == "ping" || line["command"] == "ps",
+                "{path}: {line}"
+            );
+        }
+    }
+}
+
+/// Status and Location of the first response.
+fn head(answer: &str) -> (u16, Option<String>) {
+    let status = statuses(answer).first().copied().unwrap_or(0);
+    let location = answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Location: ")
+                .or_else(|| l.strip_prefix("location: "))
+        })
+        .map(str::to_owned);
+    (status, location)
+}
