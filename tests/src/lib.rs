@@ -2,3 +2,4 @@
 
 pub mod dockerd;
 pub mod sidecar;
+pub mod registry;
