@@ -11,6 +11,13 @@
 //! 5. respond ([`respond`], the only place refusals become HTTP) or forward ([`forward`]).
 //!
 //! Refusals (and, on request, admissions) are written to the audit log ([`audit`]).
+//!
+//! The engine only ever receives requests as hyper parsed them and the pipeline classified them
+//! (origin-form target, bodies re-framed), so where hyper is more lenient than Go the two still
+//! agree on what runs: a `#…` suffix is dropped before both see it; `Content-Length` with
+//! `Transfer-Encoding: chunked` is read as chunked (as Go does) and the connection is not
+//! reused, rather than answered 400. Hijack requests without an `Upgrade` header (pre-2016
+//! clients, answered by the engine with a bare 200 stream) are not tunnelled.
 #![forbid(unsafe_code)]
 
 pub mod admit;
@@ -97,8 +104,9 @@ where
     serve_listener(listener, config, policy, shutdown).await
 }
 
-/// Serves on an already-bound (and possibly already listening) socket until `shutdown`
-/// completes; then open connections are closed.
+/// Serves on a socket that is already bound and listening (the agent tags the socket inode
+/// between bind and listen, then hands it over) until `shutdown` completes; then open
+/// connections are closed.
 pub async fn serve_listener<G>(
     listener: std::os::unix::net::UnixListener,
     config: SidecarConfig,
