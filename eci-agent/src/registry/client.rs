@@ -40,11 +40,14 @@ impl Default for RegistryConfig {
     }
 }
 
+/// (realm, service, scope): a token is valid for exactly one of these.
+type TokenKey = (String, String, String);
+
 pub struct RegistryClient {
     http: reqwest::Client,
     config: RegistryConfig,
     /// (realm, service, scope) → token and when it stops being usable.
-    tokens: Mutex<HashMap<(String, String, String), (String, Instant)>>,
+    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
     /// Index digest → its platform manifest digests (immutable content, cached forever).
     indexes: Mutex<HashMap<Digest, Vec<Digest>>>,
 }
