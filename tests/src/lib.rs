@@ -1,0 +1,1 @@
+//! Fixtures shared by the integration tests (dockerd, registry, cgroups) and the kernel-VM suite.
