@@ -22,7 +22,11 @@ fn main() -> anyhow::Result<()> {
         .no_deps()
         .exec()
         .context("cargo metadata")?;
-    let Package { name, manifest_path, .. } = packages
+    let Package {
+        name,
+        manifest_path,
+        ..
+    } = packages
         .into_iter()
         .find(|p| p.name.as_str() == EBPF_PACKAGE)
         .ok_or_else(|| anyhow!("package {EBPF_PACKAGE} not found in the workspace"))?;

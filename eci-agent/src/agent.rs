@@ -41,14 +41,28 @@ pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
     let tree = CgroupTree::open(&cfg.cgroup_root)?;
     let mut enforcer = Enforcer::load(&PinLayout::new(&cfg.pin_dir))?;
     let own = tree.create(Path::new(AGENT_CGROUP))?;
-    enforcer.maps.set_verdict(own, CgroupVerdict { classes: CLASS_ALL, flags: VERDICT_EXACT })?;
+    enforcer.maps.set_verdict(
+        own,
+        CgroupVerdict {
+            classes: CLASS_ALL,
+            flags: VERDICT_EXACT,
+        },
+    )?;
     tree.move_pid(Path::new(AGENT_CGROUP), std::process::id())?;
     let root = tree.id(Path::new("/"))?;
     for rel in &cfg.trust {
-        let id = tree.id(rel).with_context(|| format!("--trust-cgroup {}", rel.display()))?;
+        let id = tree
+            .id(rel)
+            .with_context(|| format!("--trust-cgroup {}", rel.display()))?;
         // The root is trusted only exactly: every cgroup on the host descends from it.
         let flags = if id == root { VERDICT_EXACT } else { 0 };
-        enforcer.maps.set_verdict(id, CgroupVerdict { classes: CLASS_PUBLIC, flags })?;
+        enforcer.maps.set_verdict(
+            id,
+            CgroupVerdict {
+                classes: CLASS_PUBLIC,
+                flags,
+            },
+        )?;
     }
     for rel in &cfg.container_parents {
         if let Ok(id) = tree.id(rel) {
@@ -63,7 +77,10 @@ pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
 /// private (0700) directory beside `path`, tagged, and only then renamed into place (a rename keeps
 /// the inode, and with it the tag).
 pub fn bind_protected(path: &Path, maps: &mut KernelMaps) -> anyhow::Result<UnixListener> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let staging = parent.join(format!(".eci-agent-{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
@@ -76,13 +93,59 @@ pub fn bind_protected(path: &Path, maps: &mut KernelMaps) -> anyhow::Result<Unix
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => return Err(err).with_context(|| format!("removing stale {}", path.display())),
+            Err(err) => {
+                return Err(err).with_context(|| format!("removing stale {}", path.display()));
+            }
         }
-        fs::rename(&tmp, path).with_context(|| format!("moving the socket to {}", path.display()))?;
+        fs::rename(&tmp, path)
+            .with_context(|| format!("moving the socket to {}", path.display()))?;
         Ok(listener)
     })();
     let _ = fs::remove_dir_all(&staging);
     result
+}
+
+/// A protected socket path. The tag belongs to the inode, so when the socket is re-created (the
+/// engine restarted) the new inode must be tagged again; `refresh` notices and does it.
+#[derive(Debug)]
+pub struct ProtectedPath {
+    path: PathBuf,
+    class: u32,
+    key: Option<eci_common::InodeKey>,
+}
+
+impl ProtectedPath {
+    /// Tags `path` now (idempotent) and remembers which inode carries the tag.
+    pub fn new(path: PathBuf, class: u32, maps: &mut KernelMaps) -> anyhow::Result<Self> {
+        let key = maps.protect(&path, class)?;
+        Ok(Self {
+            path,
+            class,
+            key: Some(key),
+        })
+    }
+
+    /// Re-tags the path when it names another inode than the tagged one; returns whether it did.
+    /// A missing path is not an error: the engine may be restarting.
+    pub fn refresh(&mut self, maps: &mut KernelMaps) -> anyhow::Result<bool> {
+        use std::os::unix::fs::MetadataExt as _;
+        let Ok(meta) = fs::metadata(&self.path) else {
+            return Ok(false);
+        };
+        let now = eci_common::InodeKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        if self.key == Some(now) {
+            return Ok(false);
+        }
+        if let Some(old) = self.key.take() {
+            maps.forget(&old);
+        }
+        self.key = Some(maps.protect(&self.path, self.class)?);
+        tracing::info!(path = %self.path.display(), "socket re-created; protected the new inode");
+        Ok(true)
+    }
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<()> {

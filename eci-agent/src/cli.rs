@@ -9,7 +9,11 @@ use clap::{Args, Parser, Subcommand};
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/eci";
 
 #[derive(Debug, Parser)]
-#[command(name = "eci-agent", version, about = "Docker socket mount permissions, enforced in the kernel and on the socket")]
+#[command(
+    name = "eci-agent",
+    version,
+    about = "Docker socket mount permissions, enforced in the kernel and on the socket"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

@@ -91,7 +91,10 @@ pub struct CgroupVerdict {
 }
 
 impl CgroupVerdict {
-    pub const DENY: Self = Self { classes: 0, flags: 0 };
+    pub const DENY: Self = Self {
+        classes: 0,
+        flags: 0,
+    };
 
     /// Whether this verdict lets a process at `distance` levels below the cgroup that carries it
     /// reach a socket of `class`; `None` when it does not apply there (exact verdicts only apply

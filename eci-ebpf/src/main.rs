@@ -12,14 +12,26 @@
 //! - `socket_connect` sees only the caller's unresolved `sun_path` string (every alias above
 //!   bypasses it), and `connect(2)` never calls `file_open` (nor does an `O_PATH` open); `open(2)`
 //!   of a socket file is already covered by `inode_permission` (`may_open`). So neither is used.
-#![no_std]
-#![no_main]
+// The programs exist only for the BPF target; on the host (`cargo build --workspace`, clippy)
+// this crate is an empty binary, so workspace-wide commands need no exclusions.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
 mod hooks;
+#[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
 mod verdict;
 
-#[cfg(not(test))]
+#[cfg(not(target_arch = "bpf"))]
+fn main() {
+    eprintln!(
+        "eci-ebpf is built for bpfel-unknown-none by eci-agent/build.rs; there is nothing to run"
+    );
+}
+
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     // The verifier rejects any path that could reach here, so this never runs.
@@ -27,6 +39,7 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 }
 
 /// LSM programs must be GPL-compatible (`bpf_lsm_verify_prog`).
+#[cfg(target_arch = "bpf")]
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

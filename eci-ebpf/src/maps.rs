@@ -17,7 +17,7 @@ pub static VERDICTS: HashMap<u64, CgroupVerdict, { MAX_VERDICTS as usize }> = Ha
 #[btf_map(name = "ECI_EVENTS")]
 pub static EVENTS: RingBuf<DenyEvent, { EVENTS_BYTES as usize }> = RingBuf::new();
 
-
 /// Written and read by user space only; defined here so it is created and pinned with the rest.
 #[btf_map(name = "ECI_PROTECTED_INDEX")]
-pub static PROTECTED_INDEX: HashMap<InodeKey, Protected, { MAX_PROTECTED as usize }> = HashMap::new();
+pub static PROTECTED_INDEX: HashMap<InodeKey, Protected, { MAX_PROTECTED as usize }> =
+    HashMap::new();

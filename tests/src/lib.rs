@@ -1,5 +1,5 @@
 //! Fixtures shared by the integration tests (dockerd, registry, cgroups) and the kernel-VM suite.
 
 pub mod dockerd;
-pub mod sidecar;
 pub mod registry;
+pub mod sidecar;

@@ -1,1 +1,48 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's own set-up, build, test and VM harness. Every command
+//! installs what it is missing first (idempotently, one line per step), so a fresh machine needs
+//! nothing by hand.
+
+mod build;
+mod cpio;
+mod exec;
+mod setup;
+mod test;
+mod vm;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install every prerequisite (Debian packages, rust-src, bpf-linker, VM kernels).
+    Setup,
+    /// Build target/release/eci-agent with its BPF object embedded.
+    Build,
+    /// Everything: unit and integration tests on the host, then the kernel suite in a VM per kernel.
+    Test(test::Options),
+    /// The kernel suite only, in a QEMU guest per Debian kernel.
+    VmTest(vm::Options),
+}
+
+fn main() -> anyhow::Result<()> {
+    let Cli { command } = Cli::parse();
+    let root = exec::workspace_root()?;
+    match command {
+        Command::Setup => setup::all(&root).map(drop),
+        Command::Build => {
+            setup::build_tools()?;
+            build::agent(&root).map(drop)
+        }
+        Command::Test(opts) => test::run(&root, &opts),
+        Command::VmTest(opts) => {
+            let kernels = setup::all(&root)?;
+            vm::run(&root, &opts, &kernels)
+        }
+    }
+}

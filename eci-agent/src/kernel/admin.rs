@@ -16,19 +16,35 @@ use super::{
 pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
     let pins = PinLayout::new(pin_dir);
     let lsms = probe::active_lsms().unwrap_or_else(|err| format!("unreadable: {err}"));
-    println!("BPF LSM active: {} ({})", probe::lsm_list_has_bpf(&lsms), lsms);
+    println!(
+        "BPF LSM active: {} ({})",
+        probe::lsm_list_has_bpf(&lsms),
+        lsms
+    );
     if !pins.is_loaded() {
-        println!("enforcement: off (no programs pinned under {})", pin_dir.display());
+        println!(
+            "enforcement: off (no programs pinned under {})",
+            pin_dir.display()
+        );
         return Ok(());
     }
     for (program, hook) in PROGRAMS {
-        let state = if pins.link(program).exists() { "attached" } else { "MISSING" };
+        let state = if pins.link(program).exists() {
+            "attached"
+        } else {
+            "MISSING"
+        };
         println!("program {program} on {hook}: {state}");
     }
     let maps = KernelMaps::open_pinned(&pins)?;
     println!("protected sockets:");
     for (key, tag) in maps.protected() {
-        println!("  dev {} ino {}: {}", key.dev, key.ino, class_names(tag.class));
+        println!(
+            "  dev {} ino {}: {}",
+            key.dev,
+            key.ino,
+            class_names(tag.class)
+        );
     }
     let tree = CgroupTree::open(Path::new("/sys/fs/cgroup"))
         .or_else(|_| CgroupTree::open(Path::new("/sys/fs/cgroup/unified")))
@@ -39,7 +55,11 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
             .as_ref()
             .and_then(|tree| tree.path_of(id))
             .map_or_else(|| "(gone)".to_owned(), |p| p.display().to_string());
-        let scope = if verdict.flags & VERDICT_EXACT != 0 { " (this cgroup only)" } else { "" };
+        let scope = if verdict.flags & VERDICT_EXACT != 0 {
+            " (this cgroup only)"
+        } else {
+            ""
+        };
         println!("  {id} {path}: {}{scope}", class_names(verdict.classes));
     }
     println!("enforcement: on");
@@ -49,7 +69,10 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
 pub fn unload(pin_dir: &Path) -> anyhow::Result<()> {
     let pins = PinLayout::new(pin_dir);
     if loader::unload(&pins)? {
-        println!("eci-agent: programs detached, pins under {} removed", pin_dir.display());
+        println!(
+            "eci-agent: programs detached, pins under {} removed",
+            pin_dir.display()
+        );
     } else {
         println!("eci-agent: nothing pinned under {}", pin_dir.display());
     }
@@ -64,5 +87,9 @@ fn class_names(classes: u32) -> String {
     if classes & CLASS_ENGINE != 0 {
         names.push("engine socket");
     }
-    if names.is_empty() { "deny".to_owned() } else { format!("allow {}", names.join(" + ")) }
+    if names.is_empty() {
+        "deny".to_owned()
+    } else {
+        format!("allow {}", names.join(" + "))
+    }
 }

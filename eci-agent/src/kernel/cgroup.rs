@@ -34,7 +34,9 @@ impl CgroupTree {
                 root.display()
             );
         }
-        Ok(Self { root: root.to_owned() })
+        Ok(Self {
+            root: root.to_owned(),
+        })
     }
 
     pub fn root(&self) -> &Path {
@@ -105,7 +107,10 @@ impl CgroupTree {
 pub fn cgroup_of_pid(pid: u32) -> io::Result<PathBuf> {
     let text = fs::read_to_string(format!("/proc/{pid}/cgroup"))?;
     parse_unified_line(&text).ok_or_else(|| {
-        io::Error::new(io::ErrorKind::NotFound, format!("pid {pid} has no cgroup v2 entry"))
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("pid {pid} has no cgroup v2 entry"),
+        )
     })
 }
 
@@ -123,15 +128,26 @@ mod tests {
     #[test]
     fn unified_line_is_found_among_v1_lines() {
         let text = "12:pids:/docker/abc\n0::/system.slice/eci.service\n1:name=systemd:/x\n";
-        assert_eq!(parse_unified_line(text), Some(PathBuf::from("/system.slice/eci.service")));
+        assert_eq!(
+            parse_unified_line(text),
+            Some(PathBuf::from("/system.slice/eci.service"))
+        );
         assert_eq!(parse_unified_line("3:memory:/\n"), None);
     }
 
     #[test]
     fn dir_refuses_parent_components() {
-        let tree = CgroupTree { root: PathBuf::from("/sys/fs/cgroup") };
-        assert_eq!(tree.dir(Path::new("/a/b")).unwrap(), PathBuf::from("/sys/fs/cgroup/a/b"));
-        assert_eq!(tree.dir(Path::new("/")).unwrap(), PathBuf::from("/sys/fs/cgroup"));
+        let tree = CgroupTree {
+            root: PathBuf::from("/sys/fs/cgroup"),
+        };
+        assert_eq!(
+            tree.dir(Path::new("/a/b")).unwrap(),
+            PathBuf::from("/sys/fs/cgroup/a/b")
+        );
+        assert_eq!(
+            tree.dir(Path::new("/")).unwrap(),
+            PathBuf::from("/sys/fs/cgroup")
+        );
         assert!(tree.dir(Path::new("a/../../etc")).is_err());
     }
 }

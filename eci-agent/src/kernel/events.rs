@@ -16,7 +16,11 @@ pub fn decode(bytes: &[u8]) -> Option<DenyEvent> {
 
 /// The task's command name without its NUL padding.
 pub fn comm(event: &DenyEvent) -> String {
-    let end = event.comm.iter().position(|&b| b == 0).unwrap_or(event.comm.len());
+    let end = event
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(event.comm.len());
     String::from_utf8_lossy(&event.comm[..end]).into_owned()
 }
 

@@ -27,13 +27,19 @@ use super::{
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The binary was built with `AYA_BUILD_SKIP=1`.
-    #[error("this eci-agent was built without its BPF object (AYA_BUILD_SKIP); build it with `cargo xtask build`")]
+    #[error(
+        "this eci-agent was built without its BPF object (AYA_BUILD_SKIP); build it with `cargo xtask build`"
+    )]
     NoObject,
     /// `bpf` is not among the active LSMs.
-    #[error("BPF LSM is not active on this kernel (/sys/kernel/security/lsm: {active:?}); boot with `lsm=...,bpf` on the kernel command line")]
+    #[error(
+        "BPF LSM is not active on this kernel (/sys/kernel/security/lsm: {active:?}); boot with `lsm=...,bpf` on the kernel command line"
+    )]
     LsmInactive { active: String },
     /// The kernel refused to load or attach a program.
-    #[error("this kernel refused the BPF LSM program {program} ({source}); it cannot enforce here: use a kernel with BPF LSM (or `cargo xtask run --vm`)")]
+    #[error(
+        "this kernel refused the BPF LSM program {program} ({source}); it cannot enforce here: use a kernel with BPF LSM (or `cargo xtask run --vm`)"
+    )]
     Refused {
         program: &'static str,
         #[source]
@@ -49,7 +55,9 @@ pub struct PinLayout {
 
 impl PinLayout {
     pub fn new(root: &Path) -> Self {
-        Self { root: root.to_owned() }
+        Self {
+            root: root.to_owned(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -74,7 +82,9 @@ impl PinLayout {
 
     /// Whether an agent has pinned programs here.
     pub fn is_loaded(&self) -> bool {
-        PROGRAMS.iter().any(|(program, _)| self.link(program).exists())
+        PROGRAMS
+            .iter()
+            .any(|(program, _)| self.link(program).exists())
     }
 }
 
@@ -97,11 +107,16 @@ impl Enforcer {
         }
         for dir in [pins.maps_dir(), pins.links_dir()] {
             fs::create_dir_all(&dir).with_context(|| {
-                format!("creating {} (is bpffs mounted on its parent?)", dir.display())
+                format!(
+                    "creating {} (is bpffs mounted on its parent?)",
+                    dir.display()
+                )
             })?;
         }
-        let btf = Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        let map_paths: Vec<(&str, PathBuf)> = MAPS.iter().map(|name| (*name, pins.map(name))).collect();
+        let btf =
+            Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        let map_paths: Vec<(&str, PathBuf)> =
+            MAPS.iter().map(|name| (*name, pins.map(name))).collect();
         let mut loader = EbpfLoader::new();
         loader.btf(Some(&btf));
         for (name, path) in &map_paths {
@@ -114,11 +129,15 @@ impl Enforcer {
                 .with_context(|| format!("program {program} is missing from the BPF object"))?
                 .try_into()
                 .with_context(|| format!("program {program} is not an LSM program"))?;
-            lsm.load(hook, &btf).map_err(|source| LoadError::Refused { program, source })?;
-            let link_id = lsm.attach().map_err(|source| LoadError::Refused { program, source })?;
+            lsm.load(hook, &btf)
+                .map_err(|source| LoadError::Refused { program, source })?;
+            let link_id = lsm
+                .attach()
+                .map_err(|source| LoadError::Refused { program, source })?;
             let link: FdLink = lsm.take_link(link_id).context("taking the link")?.into();
             let pin = pins.link(program);
-            let staging = pin.with_extension("new");
+            // bpffs refuses names with a dot (EPERM), hence no ".new".
+            let staging = pins.link(&format!("{program}_staging"));
             remove_if_exists(&staging)?;
             link.pin(&staging)
                 .with_context(|| format!("pinning the {program} link at {}", staging.display()))?;

@@ -26,11 +26,7 @@ pub struct KernelMaps {
 }
 
 impl KernelMaps {
-    pub(super) fn from_maps(
-        protected: Map,
-        index: Map,
-        verdicts: Map,
-    ) -> anyhow::Result<Self> {
+    pub(super) fn from_maps(protected: Map, index: Map, verdicts: Map) -> anyhow::Result<Self> {
         Ok(Self {
             protected: protected.try_into().context(MAP_PROTECTED)?,
             index: index.try_into().context(MAP_PROTECTED_INDEX)?,
@@ -46,16 +42,30 @@ impl KernelMaps {
                 .with_context(|| format!("opening pinned map {}", path.display()))?;
             Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
         };
-        Self::from_maps(open(MAP_PROTECTED)?, open(MAP_PROTECTED_INDEX)?, open(MAP_VERDICTS)?)
+        Self::from_maps(
+            open(MAP_PROTECTED)?,
+            open(MAP_PROTECTED_INDEX)?,
+            open(MAP_VERDICTS)?,
+        )
     }
 
     /// Tags the socket file at `path` as protected with `class`. Idempotent; a socket re-created
     /// at the same path is a new inode and needs a new tag.
     pub fn protect(&mut self, path: &Path, class: u32) -> anyhow::Result<InodeKey> {
         let file = open_path(path)?;
-        let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
-        let key = InodeKey { dev: meta.dev(), ino: meta.ino() };
-        let tag = Protected { class, reserved: 0, dev: key.dev, ino: key.ino };
+        let meta = file
+            .metadata()
+            .with_context(|| format!("stat {}", path.display()))?;
+        let key = InodeKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        };
+        let tag = Protected {
+            class,
+            reserved: 0,
+            dev: key.dev,
+            ino: key.ino,
+        };
         self.protected
             .insert(&file, tag, 0)
             .with_context(|| format!("tagging {} in {MAP_PROTECTED}", path.display()))?;
@@ -68,9 +78,14 @@ impl KernelMaps {
     /// Removes the tag of the socket file at `path` (if it still exists) from both maps.
     pub fn unprotect(&mut self, path: &Path) -> anyhow::Result<()> {
         let file = open_path(path)?;
-        let meta = file.metadata().with_context(|| format!("stat {}", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("stat {}", path.display()))?;
         let _ = self.protected.remove(&file);
-        let _ = self.index.remove(&InodeKey { dev: meta.dev(), ino: meta.ino() });
+        let _ = self.index.remove(&InodeKey {
+            dev: meta.dev(),
+            ino: meta.ino(),
+        });
         Ok(())
     }
 

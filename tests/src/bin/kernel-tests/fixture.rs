@@ -1,0 +1,189 @@
+//! What the suite creates, each piece removed on drop: cgroups, listeners, bind mounts, the agent
+//! child process.
+
+use std::{
+    ffi::CString,
+    fs,
+    io::{BufRead as _, BufReader},
+    os::unix::net::UnixListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// A trusted host cgroup (the agent trusts it), and the container parent inside it (denied).
+pub const TRUSTED: &str = "/t-trusted";
+pub const CONTAINER_PARENT: &str = "/t-trusted/docker";
+
+/// A cgroup made for the suite; on drop its processes go back to the root and it is removed.
+pub struct Cgroup {
+    pub rel: String,
+    dir: PathBuf,
+}
+
+impl Cgroup {
+    pub fn create(rel: &str) -> Self {
+        let dir = Path::new(CGROUP_ROOT).join(rel.trim_start_matches('/'));
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Self {
+            rel: rel.to_owned(),
+            dir,
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt as _;
+        fs::metadata(&self.dir).map(|m| m.ino()).unwrap_or(0)
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        // Deepest first: children were created after parents, so their guards drop first only if
+        // declared later; remove any leftover children here too.
+        fn remove(dir: &Path) {
+            if let Ok(entries) = fs::read_dir(dir) {
+                for entry in entries.flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        remove(&entry.path());
+                    }
+                }
+            }
+            if let Ok(pids) = fs::read_to_string(dir.join("cgroup.procs")) {
+                for pid in pids.lines() {
+                    let _ = fs::write(Path::new(CGROUP_ROOT).join("cgroup.procs"), pid);
+                }
+            }
+            let _ = fs::remove_dir(dir);
+        }
+        remove(&self.dir);
+    }
+}
+
+/// A unix listener that accepts (and drops) connections on a thread until the process ends.
+pub fn listen(path: &Path) -> PathBuf {
+    let _ = fs::remove_file(path);
+    let listener =
+        UnixListener::bind(path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+    thread::spawn(move || {
+        for stream in listener.incoming() {
+            drop(stream);
+        }
+    });
+    path.to_owned()
+}
+
+/// A bind mount, unmounted on drop.
+pub struct BindMount {
+    target: CString,
+}
+
+impl BindMount {
+    pub fn new(source: &Path, target: &Path) -> Self {
+        let c =
+            |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).expect("path without NUL");
+        let (src, dst) = (c(source), c(target));
+        // SAFETY: valid C strings that outlive the call; a bind mount takes no data argument.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "bind mount {} on {}: {}",
+            source.display(),
+            target.display(),
+            std::io::Error::last_os_error()
+        );
+        Self { target: dst }
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        // SAFETY: a valid C string; failure only leaves a mount in a throwaway guest.
+        unsafe { libc::umount2(self.target.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+/// The agent child (`kernel-tests agent …`); killed on drop.
+pub struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    pub fn start(pin_dir: &Path, engine: &Path, public: &Path) -> Self {
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .arg("agent")
+            .args([pin_dir, engine, public])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn the agent");
+        let stdout = child.stdout.take().expect("agent stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match lines.next() {
+                Some(Ok(line)) if line == "agent: ready" => break,
+                Some(Ok(line)) => println!("{line}"),
+                _ => panic!("the agent exited before it was ready"),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the agent was not ready within 60 s"
+            );
+        }
+        // Keep echoing what the agent prints, so a failure shows its log.
+        thread::spawn(move || lines.map_while(Result::ok).for_each(|l| println!("{l}")));
+        Self { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a probe in `cgroup` and returns its exit code (see `probe.rs`).
+pub fn probe(cgroup: &str, op: &str, path: &Path, dir: Option<&Path>) -> u8 {
+    let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+    cmd.arg("probe").arg(cgroup).arg(op).arg(path);
+    if let Some(dir) = dir {
+        cmd.arg(dir);
+    }
+    let status = cmd.status().expect("spawn a probe");
+    status.code().map_or(255, |c| c as u8)
+}
+
+/// Polls `f` until it returns true or `timeout` passes.
+pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,48 @@
+//! Builds: the agent for the host, and static guest binaries for the VM's initramfs.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use crate::exec;
+
+/// `target/release/eci-agent` with the BPF object embedded.
+pub fn agent(root: &Path) -> anyhow::Result<PathBuf> {
+    exec::run(
+        Command::new("cargo")
+            .args(["build", "--release", "--locked", "-p", "eci-agent"])
+            .current_dir(root),
+    )?;
+    let bin = root.join("target/release/eci-agent");
+    println!("xtask build: {}", bin.display());
+    Ok(bin)
+}
+
+pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
+
+/// Statically linked binaries for the guest (it has no libc): vm-init, kernel-tests, eci-agent.
+/// An explicit --target keeps their RUSTFLAGS away from build scripts and the host build.
+pub fn guest(root: &Path) -> anyhow::Result<PathBuf> {
+    exec::run(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                GUEST_TARGET,
+                "-p",
+                "eci-agent",
+                "-p",
+                "eci-tests",
+                "--bins",
+            ])
+            .env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            )
+            .current_dir(root),
+    )?;
+    Ok(root.join("target").join(GUEST_TARGET).join("release"))
+}

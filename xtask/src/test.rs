@@ -1,0 +1,23 @@
+//! `cargo xtask test`: everything, in tiers. Root, BPF and dockerd tests run here, never skipped.
+
+use std::{path::Path, process::Command};
+
+use crate::{exec, setup, vm};
+
+#[derive(clap::Args)]
+pub struct Options {
+    #[command(flatten)]
+    pub vm: vm::Options,
+}
+
+pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    let kernels = setup::all(root)?;
+    println!("xtask test: host tests (unit, sidecar, registry; real dockerd and registry)");
+    exec::run(
+        Command::new("cargo")
+            .args(["test", "--locked", "--workspace"])
+            .current_dir(root),
+    )?;
+    println!("xtask test: kernel suite in QEMU");
+    vm::run(root, &opts.vm, &kernels)
+}
