@@ -148,6 +148,116 @@ impl ProtectedPath {
     }
 }
 
+/// `eci-agent run`: settings first (a bad file stops here, before anything is bound or loaded),
+/// then the kernel, then the sidecar until SIGINT/SIGTERM; SIGHUP reloads the settings.
 pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    anyhow::bail!("run is not implemented yet: {args:?}")
+    let settings = crate::settings::load(&args.settings)
+        .map_err(|err| anyhow::anyhow!("{}: {err}", args.settings.display()))?;
+    for warning in &settings.warnings {
+        tracing::warn!(settings = %args.settings.display(), "{warning}");
+    }
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?
+        .block_on(serve(args, settings))
+}
+
+async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use tokio::signal::unix::{SignalKind, signal};
+
+    use crate::sidecar::{SidecarConfig, audit::AuditLog, peer::TrustedCgroups};
+
+    let kernel = KernelConfig {
+        pin_dir: args.pin.pin_dir.clone(),
+        cgroup_root: args.cgroup_root.clone(),
+        engine: args.engine.clone(),
+        trust: args.trust_cgroups.clone(),
+        container_parents: vec![PathBuf::from("docker")],
+    };
+    let mut enforcer = match enforce(&kernel) {
+        Ok(enforcer) => Some(enforcer),
+        Err(err) if args.allow_no_lsm => {
+            tracing::error!(
+                "NO KERNEL ENFORCEMENT: {err:#}. --allow-no-lsm: serving the sidecar alone; \
+                 containers that reach the engine socket directly are not stopped"
+            );
+            None
+        }
+        Err(err) => {
+            return Err(err.context(
+                "kernel enforcement is unavailable (--allow-no-lsm runs the sidecar alone)",
+            ));
+        }
+    };
+    let listener = match enforcer.as_mut() {
+        Some(enforcer) => bind_protected(&args.listen, &mut enforcer.maps)?,
+        None => {
+            let _ = fs::remove_file(&args.listen);
+            UnixListener::bind(&args.listen)
+                .with_context(|| format!("binding {}", args.listen.display()))?
+        }
+    };
+    if let Some(mut enforcer) = enforcer {
+        if let Some(events) = enforcer.take_events() {
+            tokio::spawn(crate::kernel::events::log_denials(events));
+        }
+        // The engine re-creates its socket when it restarts: tag each new inode. The task owns
+        // the enforcer for the life of the process (the kernel state itself is pinned, so the
+        // process ending, however it ends, leaves enforcement in place).
+        let mut engine = ProtectedPath::new(args.engine.clone(), CLASS_ENGINE, &mut enforcer.maps)?;
+        let engine_path = args.engine.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                if let Err(err) = engine.refresh(&mut enforcer.maps) {
+                    tracing::error!("re-protecting {}: {err:#}", engine_path.display());
+                }
+            }
+        });
+    }
+
+    let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(settings));
+    let settings_path = args.settings.clone();
+    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match crate::settings::load(&settings_path) {
+                Ok(new) => {
+                    tracing::info!(settings = %settings_path.display(), "settings reloaded");
+                    let _ = policy_tx.send(Arc::new(new));
+                }
+                Err(err) => tracing::error!(
+                    settings = %settings_path.display(),
+                    "reload refused, the running policy stays: {err}"
+                ),
+            }
+        }
+    });
+
+    let mut config = SidecarConfig::new(
+        &args.engine,
+        TrustedCgroups::new(args.trust_cgroups.clone()),
+    );
+    if let Some(target) = &args.audit_log {
+        config.audit = Some(
+            AuditLog::open(target, false)
+                .with_context(|| format!("opening the audit log {}", target.display()))?,
+        );
+    }
+    let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let shutdown = async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    println!("export DOCKER_HOST=unix://{}", args.listen.display());
+    tracing::info!(listen = %args.listen.display(), engine = %args.engine.display(), "serving");
+    let served = crate::sidecar::serve_listener(listener, config, policy_rx, shutdown).await;
+    let _ = fs::remove_file(&args.listen);
+    served
 }

@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// Where the cgroup2 hierarchy is mounted.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
+    /// One JSON line per refused request to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Run the sidecar without kernel enforcement when BPF LSM is not active (loudly).
     #[arg(long)]
     pub allow_no_lsm: bool,

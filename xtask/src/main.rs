@@ -5,6 +5,7 @@
 mod build;
 mod cpio;
 mod exec;
+mod run;
 mod setup;
 mod test;
 mod vm;
@@ -24,6 +25,8 @@ enum Command {
     Setup,
     /// Build target/release/eci-agent with its BPF object embedded.
     Build,
+    /// The agent in front of a Docker engine (a private dockerd unless --engine), example settings.
+    Run(run::Options),
     /// Everything: unit and integration tests on the host, then the kernel suite in a VM per kernel.
     Test(test::Options),
     /// The kernel suite only, in a QEMU guest per Debian kernel.
@@ -39,6 +42,7 @@ fn main() -> anyhow::Result<()> {
             setup::build_tools()?;
             build::agent(&root).map(drop)
         }
+        Command::Run(opts) => run::run(&root, &opts),
         Command::Test(opts) => test::run(&root, &opts),
         Command::VmTest(opts) => {
             let kernels = setup::all(&root)?;

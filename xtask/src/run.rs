@@ -1,0 +1,136 @@
+//! `cargo xtask run`: the agent in front of a Docker engine with the shipped example settings.
+//! Without `--engine` it starts a private dockerd (socket and data under target/run). Flags after
+//! `--` go to `eci-agent run`. Ctrl-C stops what it started.
+//!
+//! Kernel enforcement needs a kernel that loads BPF LSM programs; where this one refuses them the
+//! agent runs with `--allow-no-lsm` (the sidecar alone, said loudly). The eci VM, which brings an
+//! enforcing kernel, is not built yet.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{build, setup};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// An engine socket to protect instead of starting a private dockerd.
+    #[arg(long)]
+    pub engine: Option<PathBuf>,
+    /// Flags passed through to `eci-agent run`.
+    #[arg(last = true)]
+    pub agent_args: Vec<String>,
+}
+
+/// A dockerd we started; stopped by pid on drop.
+struct PrivateEngine {
+    child: Child,
+}
+
+impl Drop for PrivateEngine {
+    fn drop(&mut self) {
+        // SIGTERM (by our child's pid) lets dockerd stop its containerd and clean its exec root.
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    setup::build_tools()?;
+    let agent = build::agent(root)?;
+    let dir = root.join("target/run");
+    fs::create_dir_all(&dir)?;
+    let (engine, _private) = match &opts.engine {
+        Some(engine) => (engine.clone(), None),
+        None => {
+            let (socket, engine) = start_dockerd(&dir)?;
+            (socket, Some(engine))
+        }
+    };
+    let listen = dir.join("docker.sock");
+    let cgroup_root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| Path::new(p).join("cgroup.controllers").exists())
+        .unwrap_or("/sys/fs/cgroup");
+    let mut cmd = Command::new(&agent);
+    cmd.arg("run")
+        .arg("--settings")
+        .arg(root.join("examples/admin-settings.json"))
+        .arg("--listen")
+        .arg(&listen)
+        .arg("--engine")
+        .arg(&engine)
+        .args([
+            "--cgroup-root",
+            cgroup_root,
+            "--trust-cgroup",
+            "/",
+            "--allow-no-lsm",
+        ])
+        .args(&opts.agent_args);
+    println!("xtask run: {cmd:?}");
+    println!(
+        "xtask run: Ctrl-C stops the agent{}",
+        if opts.engine.is_none() {
+            " and the private dockerd"
+        } else {
+            ""
+        }
+    );
+    let status = cmd.status().context("running eci-agent")?;
+    let _ = fs::remove_file(&listen);
+    if !status.success() && status.code() != Some(130) {
+        bail!("eci-agent exited with {status}");
+    }
+    Ok(())
+}
+
+fn start_dockerd(dir: &Path) -> anyhow::Result<(PathBuf, PrivateEngine)> {
+    // containerd's own sockets live under the exec root: keep it short (108-byte socket paths).
+    let exec_root = PathBuf::from(format!("/tmp/eci-run-{}", std::process::id()));
+    let socket = dir.join("engine.sock");
+    let _ = fs::remove_file(&socket);
+    let log = fs::File::create(dir.join("dockerd.log"))?;
+    let child = Command::new("dockerd")
+        .arg("--host")
+        .arg(format!("unix://{}", socket.display()))
+        .arg("--data-root")
+        .arg(dir.join("docker-data"))
+        .arg("--exec-root")
+        .arg(&exec_root)
+        .arg("--pidfile")
+        .arg(dir.join("dockerd.pid"))
+        .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting dockerd (Debian's docker.io)")?;
+    let engine = PrivateEngine { child };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() {
+        if Instant::now() > deadline {
+            bail!(
+                "dockerd did not create {} within 60 s; see {}",
+                socket.display(),
+                dir.join("dockerd.log").display()
+            );
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "xtask run: private dockerd on {} (log {})",
+        socket.display(),
+        dir.join("dockerd.log").display()
+    );
+    Ok((socket, engine))
+}
