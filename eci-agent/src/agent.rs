@@ -195,7 +195,7 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
     let listener = match enforcer.as_mut() {
         Some(enforcer) => bind_protected(&args.listen, &mut enforcer.maps)?,
         None => {
-            let _ = fs::remove_file(&args.listen);
+            crate::sidecar::remove_stale_socket(&args.listen)?;
             UnixListener::bind(&args.listen)
                 .with_context(|| format!("binding {}", args.listen.display()))?
         }

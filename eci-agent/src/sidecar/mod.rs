@@ -94,14 +94,21 @@ pub async fn serve<G>(
 where
     G: CommandGate + ?Sized,
 {
-    use std::os::unix::fs::FileTypeExt as _;
-    if std::fs::symlink_metadata(listen).is_ok_and(|m| m.file_type().is_socket()) {
-        std::fs::remove_file(listen)
-            .with_context(|| format!("removing stale socket {}", listen.display()))?;
-    }
+    remove_stale_socket(listen)?;
     let listener = std::os::unix::net::UnixListener::bind(listen)
         .with_context(|| format!("binding the sidecar socket {}", listen.display()))?;
     serve_listener(listener, config, policy, shutdown).await
+}
+
+/// Removes a socket file left at `path` by an earlier run; anything else there is kept (binding
+/// then fails with a clear error rather than deleting someone's file).
+pub fn remove_stale_socket(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(path)
+            .with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    Ok(())
 }
 
 /// Serves on a socket that is already bound and listening (the agent tags the socket inode

@@ -4,6 +4,8 @@
 
 use std::{ffi::CString, fs, process::Command};
 
+use eci_agent::kernel::probe;
+
 struct Mount {
     source: &'static str,
     target: &'static str,
@@ -83,7 +85,7 @@ fn run() -> Result<bool, String> {
     for m in MOUNTS {
         mount(m)?;
     }
-    let lsm = fs::read_to_string("/sys/kernel/security/lsm").map_err(|e| format!("lsm: {e}"))?;
+    let lsm = probe::active_lsms().map_err(|e| format!("{}: {e}", probe::LSM_LIST))?;
     println!(
         "init: kernel {} lsm {}",
         fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -91,7 +93,7 @@ fn run() -> Result<bool, String> {
             .trim(),
         lsm.trim()
     );
-    if !lsm.split(',').any(|l| l.trim() == "bpf") {
+    if !probe::lsm_list_has_bpf(&lsm) {
         return Err(format!(
             "bpf is not an active LSM ({lsm}); the kernel command line needs lsm=...,bpf"
         ));
