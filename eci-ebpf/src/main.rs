@@ -20,6 +20,8 @@
 #[cfg(target_arch = "bpf")]
 mod hooks;
 #[cfg(target_arch = "bpf")]
+mod kernel;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod verdict;

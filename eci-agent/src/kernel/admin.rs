@@ -28,13 +28,16 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    for (program, hook) in PROGRAMS {
-        let state = if pins.link(program).exists() {
+    for program in PROGRAMS {
+        let state = if pins.link(program.symbol).exists() {
             "attached"
         } else {
             "MISSING"
         };
-        println!("program {program} on {hook}: {state}");
+        println!(
+            "program {} on {} ({:?}): {state}",
+            program.symbol, program.target, program.attach
+        );
     }
     let maps = KernelMaps::open_pinned(&pins)?;
     println!("protected sockets:");
