@@ -533,3 +533,36 @@ fn reload_revokes_a_running_container_and_a_bad_file_changes_nothing() {
     );
     let _ = engine().docker().args(["rm", "-f", name]).output();
 }
+
+#[test]
+fn start_is_judged_on_the_engines_view_and_a_refused_container_stays_created() {
+    let imgs = images();
+    let agent = agent("start", &[&imgs.allowed], false);
+    // Created behind the sidecar's back (straight on the engine): only `start` can stop it.
+    let name = "eci-test-start";
+    let _ = engine().docker().args(["rm", "-f", name]).output();
+    docker_ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        name,
+        "-v",
+        &format!("{}:/var/run/docker.sock", agent.socket().display()),
+        &imgs.unrelated,
+        "true",
+    ]);
+    let out = agent.docker().args(["start", name]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!(
+                "Error response from daemon: enhanced container isolation: docker socket mount denied for container with image \"{}\"",
+                unrelated_name()
+            )),
+        "{out:?}"
+    );
+    let status = docker_ok(&["inspect", "-f", "{{.State.Status}}", name]);
+    assert_eq!(status, "created");
+    let _ = engine().docker().args(["rm", "-f", name]).output();
+}
