@@ -143,20 +143,19 @@ fn settings(images: &[&str], derived: bool) -> String {
     .to_string()
 }
 
-/// An agent whose allowed digests have been resolved once.
+/// An agent whose allowed digests have been resolved once from the shared registry.
 fn agent(name: &str, images_list: &[&str], derived: bool) -> Agent {
-    let imgs = images();
+    agent_with(name, images_list, derived, &images().registry_addr)
+}
+
+/// An agent that reaches `registry` over plain HTTP and has refreshed its digests once.
+fn agent_with(name: &str, images_list: &[&str], derived: bool, registry: &str) -> Agent {
     let agent = Agent::start(
         AGENT_BIN,
         engine(),
         name,
         &settings(images_list, derived),
-        &[
-            "--insecure-registry",
-            &imgs.registry_addr,
-            "--registry-refresh",
-            "1s",
-        ],
+        &["--insecure-registry", registry, "--registry-refresh", "1s"],
     )
     .expect("agent");
     agent
@@ -428,17 +427,7 @@ fn registry_down_keeps_the_last_digests_and_never_reached_allows_nothing() {
     let name = format!("{}/eci/own:1", own.addr);
     docker_ok(&["tag", &imgs.allowed, &name]);
     docker_ok(&["push", "-q", &name]);
-    let agent = Agent::start(
-        AGENT_BIN,
-        engine(),
-        "down",
-        &settings(&[&name], false),
-        &["--insecure-registry", &own.addr, "--registry-refresh", "1s"],
-    )
-    .unwrap();
-    agent
-        .wait_log("allowed digests refreshed", 1, Duration::from_secs(30))
-        .unwrap();
+    let agent = agent_with("down", &[&name], false, &own.addr);
     own.stop();
     agent
         .wait_log(
@@ -456,17 +445,7 @@ fn registry_down_keeps_the_last_digests_and_never_reached_allows_nothing() {
     drop(agent);
 
     // A new agent that never reaches the registry allows nothing.
-    let agent = Agent::start(
-        AGENT_BIN,
-        engine(),
-        "never",
-        &settings(&[&name], false),
-        &["--insecure-registry", &own.addr, "--registry-refresh", "1s"],
-    )
-    .unwrap();
-    agent
-        .wait_log("allowed digests refreshed", 1, Duration::from_secs(30))
-        .unwrap();
+    let agent = agent_with("never", &[&name], false, &own.addr);
     assert_denied(
         &run(&agent, &socket_mount(&agent), &name, &["true"]),
         &denied_text(&agent, &format!("{}/eci/own", own.addr)),
