@@ -7,7 +7,8 @@
 //! a child process through the same library calls as `eci-agent run`; "without" means it was
 //! killed and its pins removed, i.e. the programs detached. Each switch is checked: a probe from
 //! an unlisted cgroup must be refused on the protected socket when the programs are on and
-//! connect when they are off, so a round can never measure the wrong state.
+//! connect when they are off (waiting for the kernel to finish detaching), so a round can never
+//! measure the wrong state.
 //!
 //! Output, one line each, parsed by the host:
 //! `eci-bench <workload> <on|off> <round> <ns_per_op>`, then `eci-bench-done`.
@@ -251,19 +252,30 @@ fn stop_agent(mut child: Child, pins: &PinLayout) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fails unless the programs are attached exactly when `on` says so.
+/// Waits until the programs are attached exactly when `on` says so (fails after 10 s).
+/// Detaching is asynchronous on newer kernels: the last link reference is dropped from a
+/// deferred work item (and bpffs frees unlinked pins after an RCU grace period), so the first
+/// probe after an unload may still be refused.
 fn check_state(public: &Path, on: bool) -> anyhow::Result<()> {
-    let status = Command::new(std::env::current_exe()?)
-        .arg("probe")
-        .arg(UNLISTED)
-        .arg(public)
-        .status()
-        .context("spawning a probe")?;
-    let code = status.code().map_or(255, |c| c as u8);
-    match (on, code) {
-        (true, EXIT_EPERM) | (false, 0) => Ok(()),
-        (true, _) => bail!("programs on, yet an unlisted cgroup's connect got exit {code}"),
-        (false, _) => bail!("programs off, yet an unlisted cgroup's connect got exit {code}"),
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = Command::new(std::env::current_exe()?)
+            .arg("probe")
+            .arg(UNLISTED)
+            .arg(public)
+            .status()
+            .context("spawning a probe")?;
+        let code = status.code().map_or(255, |c| c as u8);
+        match (on, code) {
+            (true, EXIT_EPERM) | (false, 0) => return Ok(()),
+            (true, 0) | (false, EXIT_EPERM) if Instant::now() < deadline => {
+                thread::sleep(Duration::from_millis(50));
+            }
+            (true, _) => bail!("programs on, yet an unlisted cgroup's connect got exit {code}"),
+            (false, _) => {
+                bail!("programs off for 10 s, yet an unlisted cgroup's connect got exit {code}")
+            }
+        }
     }
 }
 
