@@ -16,6 +16,7 @@ use std::{
 use eci_tests::{
     agent::Agent,
     dockerd::{self, Dockerd},
+    images::{self, PolicyImages},
     registry::Registry,
 };
 
@@ -25,21 +26,8 @@ fn engine() -> &'static Dockerd {
     dockerd::shared()
 }
 
-/// The images every test uses, made once per test binary.
-struct Images {
-    registry_addr: String,
-    /// In the registry (pushed, so the engine recorded its digest): `<reg>/eci/allowed:1`.
-    allowed: String,
-    /// Its manifest digest in the registry.
-    allowed_digest: String,
-    /// Built FROM `allowed` with one more layer; never pushed.
-    derived: String,
-    /// Imported from another rootfs; never pushed.
-    unrelated: String,
-}
-
 static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-static IMAGES: OnceLock<Images> = OnceLock::new();
+static IMAGES: OnceLock<PolicyImages> = OnceLock::new();
 
 extern "C" fn stop_registry() {
     let _ = std::panic::catch_unwind(|| {
@@ -52,16 +40,11 @@ extern "C" fn stop_registry() {
 }
 
 fn docker_ok(args: &[&str]) -> String {
-    let out = engine().docker().args(args).output().expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    images::docker_ok(engine(), args).unwrap_or_else(|err| panic!("{err:#}"))
 }
 
-fn images() -> &'static Images {
+/// The images every test uses, made once per test binary.
+fn images() -> &'static PolicyImages {
     IMAGES.get_or_init(|| {
         let registry = Registry::start().expect("registry");
         let addr = registry.addr.clone();
@@ -71,60 +54,7 @@ fn images() -> &'static Images {
             .expect("registry once");
         // SAFETY: `stop_registry` is an `extern "C" fn()` that catches every panic.
         assert_eq!(unsafe { libc::atexit(stop_registry) }, 0);
-
-        let cli = engine().cli_image();
-        let allowed = format!("{addr}/eci/allowed:1");
-        docker_ok(&["tag", cli, &allowed]);
-        docker_ok(&["push", "-q", &allowed]);
-        let repo_digests =
-            docker_ok(&["image", "inspect", "-f", "{{json .RepoDigests}}", &allowed]);
-        let allowed_digest = repo_digests
-            .split('@')
-            .nth(1)
-            .and_then(|d| d.split('"').next())
-            .expect("a recorded registry digest")
-            .to_owned();
-
-        let ctx = engine().scratch("derived-ctx");
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            format!("FROM {allowed}\nCOPY extra /extra\n"),
-        )
-        .unwrap();
-        std::fs::write(ctx.join("extra"), "derived\n").unwrap();
-        let derived = format!("{addr}/eci/derived:1");
-        docker_ok(&["build", "-q", "-t", &derived, ctx.to_str().unwrap()]);
-
-        let rootfs = engine().scratch("unrelated-rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::copy("/usr/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "true"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        let unrelated = "eci-test/unrelated:1".to_owned();
-        let tar = std::process::Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["-c", "."])
-            .output()
-            .unwrap();
-        let mut import = engine()
-            .docker()
-            .args(["import", "-", &unrelated])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-        assert!(import.wait().unwrap().success());
-        Images {
-            registry_addr: addr,
-            allowed,
-            allowed_digest,
-            derived,
-            unrelated,
-        }
+        PolicyImages::make(engine(), &addr).unwrap_or_else(|err| panic!("{err:#}"))
     })
 }
 
