@@ -143,20 +143,19 @@ fn settings(images: &[&str], derived: bool) -> String {
     .to_string()
 }
 
-/// An agent whose allowed digests have been resolved once.
+/// An agent whose allowed digests have been resolved once from the shared registry.
 fn agent(name: &str, images_list: &[&str], derived: bool) -> Agent {
-    let imgs = images();
+    agent_with(name, images_list, derived, &images().registry_addr)
+}
+
+/// An agent that reaches `registry` over plain HTTP and has refreshed its digests once.
+fn agent_with(name: &str, images_list: &[&str], derived: bool, registry: &str) -> Agent {
     let agent = Agent::start(
         AGENT_BIN,
         engine(),
         name,
         &settings(images_list, derived),
-        &[
-            "--insecure-registry",
-            &imgs.registry_addr,
-            "--registry-refresh",
-            "1s",
-        ],
+        &["--insecure-registry", registry, "--registry-refresh", "1s"],
     )
     .expect("agent");
     agent
@@ -428,17 +427,7 @@ fn registry_down_keeps_the_last_digests_and_never_reached_allows_nothing() {
     let name = format!("{}/eci/own:1", own.addr);
     docker_ok(&["tag", &imgs.allowed, &name]);
     docker_ok(&["push", "-q", &name]);
-    let agent = Agent::start(
-        AGENT_BIN,
-        engine(),
-        "down",
-        &settings(&[&name], false),
-        &["--insecure-registry", &own.addr, "--registry-refresh", "1s"],
-    )
-    .unwrap();
-    agent
-        .wait_log("allowed digests refreshed", 1, Duration::from_secs(30))
-        .unwrap();
+    let agent = agent_with("down", &[&name], false, &own.addr);
     own.stop();
     agent
         .wait_log(
@@ -456,17 +445,7 @@ fn registry_down_keeps_the_last_digests_and_never_reached_allows_nothing() {
     drop(agent);
 
     // A new agent that never reaches the registry allows nothing.
-    let agent = Agent::start(
-        AGENT_BIN,
-        engine(),
-        "never",
-        &settings(&[&name], false),
-        &["--insecure-registry", &own.addr, "--registry-refresh", "1s"],
-    )
-    .unwrap();
-    agent
-        .wait_log("allowed digests refreshed", 1, Duration::from_secs(30))
-        .unwrap();
+    let agent = agent_with("never", &[&name], false, &own.addr);
     assert_denied(
         &run(&agent, &socket_mount(&agent), &name, &["true"]),
         &denied_text(&agent, &format!("{}/eci/own", own.addr)),
@@ -531,5 +510,38 @@ fn reload_revokes_a_running_container_and_a_bad_file_changes_nothing() {
         &run(&agent, &socket_mount(&agent), &imgs.allowed, &["true"]),
         &denied_text(&agent, &format!("{}/eci/allowed", imgs.registry_addr)),
     );
+    let _ = engine().docker().args(["rm", "-f", name]).output();
+}
+
+#[test]
+fn start_is_judged_on_the_engines_view_and_a_refused_container_stays_created() {
+    let imgs = images();
+    let agent = agent("start", &[&imgs.allowed], false);
+    // Created behind the sidecar's back (straight on the engine): only `start` can stop it.
+    let name = "eci-test-start";
+    let _ = engine().docker().args(["rm", "-f", name]).output();
+    docker_ok(&[
+        "create",
+        "--network",
+        "none",
+        "--name",
+        name,
+        "-v",
+        &format!("{}:/var/run/docker.sock", agent.socket().display()),
+        &imgs.unrelated,
+        "true",
+    ]);
+    let out = agent.docker().args(["start", name]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains(&format!(
+                "Error response from daemon: enhanced container isolation: docker socket mount denied for container with image \"{}\"",
+                unrelated_name()
+            )),
+        "{out:?}"
+    );
+    let status = docker_ok(&["inspect", "-f", "{{.State.Status}}", name]);
+    assert_eq!(status, "created");
     let _ = engine().docker().args(["rm", "-f", name]).output();
 }

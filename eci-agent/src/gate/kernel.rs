@@ -71,7 +71,12 @@ impl KernelSync {
     /// A running container (its init process is `pid`): allow or deny the cgroup it runs in.
     pub fn judge_running(&self, id: &ContainerId, pid: u32, allowed: bool) -> anyhow::Result<()> {
         let rel = cgroup_of_pid(pid).with_context(|| format!("cgroup of container {id}"))?;
-        let cgroup = self.tree.id(&rel)?;
+        self.judge_cgroup(id, &rel, allowed)
+    }
+
+    /// Allows or denies the container's cgroup at `rel` (relative to the cgroup2 mount).
+    pub fn judge_cgroup(&self, id: &ContainerId, rel: &Path, allowed: bool) -> anyhow::Result<()> {
+        let cgroup = self.tree.id(rel)?;
         self.write(
             id,
             cgroup,

@@ -16,15 +16,16 @@
 //!
 //! The engine only ever receives requests as hyper parsed them and the pipeline classified them
 //! (origin-form target, bodies re-framed), so where hyper is more lenient than Go the two still
-//! agree on what runs: a `#…` suffix is dropped before both see it; `Content-Length` with
-//! `Transfer-Encoding: chunked` is read as chunked (as Go does) and the connection is not
-//! reused, rather than answered 400. Hijack requests without an `Upgrade` header (pre-2016
-//! clients, answered by the engine with a bare 200 stream) are not tunnelled.
+//! agree on what runs: a `#…` suffix is dropped before both see it. `Content-Length` with
+//! `Transfer-Encoding`, which hyper would read as chunked, is answered 400 ([`framing`]).
+//! Hijack requests without an `Upgrade` header (pre-2016 clients, answered by the engine with a
+//! bare 200 stream) are not tunnelled.
 #![forbid(unsafe_code)]
 
 pub mod admit;
 pub mod audit;
 pub mod forward;
+mod framing;
 pub mod mounts;
 pub mod path;
 pub mod peer;
@@ -215,7 +216,10 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(sniff::Prefixed::new(first, stream)), service)
+        .serve_connection(
+            TokioIo::new(framing::Guarded::new(sniff::Prefixed::new(first, stream))),
+            service,
+        )
         .with_upgrades();
     tokio::select! {
         served = served => if let Err(err) = served {

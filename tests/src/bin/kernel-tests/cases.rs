@@ -22,13 +22,13 @@ const WORK: &str = "/tmp/eci";
 pub const PIN_DIR: &str = "/sys/fs/bpf/eci-test";
 const AGENT_BIN: &str = "/bin/eci-agent";
 
-struct Report {
+pub struct Report {
     passed: usize,
     failed: usize,
 }
 
 impl Report {
-    fn case(&mut self, name: &str, result: Result<(), String>) {
+    pub fn case(&mut self, name: &str, result: Result<(), String>) {
         match result {
             Ok(()) => {
                 self.passed += 1;
@@ -42,7 +42,7 @@ impl Report {
     }
 }
 
-fn expect(what: &str, got: u8, want: u8) -> Result<(), String> {
+pub fn expect(what: &str, got: u8, want: u8) -> Result<(), String> {
     let name = |c| match c {
         CONNECTED => "connected",
         EPERM => "EPERM",
@@ -56,7 +56,7 @@ fn expect(what: &str, got: u8, want: u8) -> Result<(), String> {
     }
 }
 
-fn all(checks: impl IntoIterator<Item = Result<(), String>>) -> Result<(), String> {
+pub fn all(checks: impl IntoIterator<Item = Result<(), String>>) -> Result<(), String> {
     let errors: Vec<String> = checks.into_iter().filter_map(Result::err).collect();
     if errors.is_empty() {
         Ok(())
@@ -421,6 +421,8 @@ fn run(r: &mut Report) {
             )
         })(),
     );
+
+    crate::gate_cases::run(r, &pins, &public);
 
     r.case(
         "unload_removes_enforcement",
