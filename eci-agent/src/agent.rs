@@ -35,8 +35,11 @@ pub struct KernelConfig {
 ///
 /// Admission race: a container cgroup is created by the runtime before the agent can know its id.
 /// Its verdict is inherited from the nearest ancestor until the agent writes its own. The container
-/// parents therefore get an explicit deny, even when a trusted cgroup contains them, so a new
-/// container starts denied (fail closed) and gains access only when the agent allows its cgroup.
+/// parents therefore get an explicit deny, even when a trusted cgroup contains them, and are
+/// registered so that the kernel's `cgroup_mkdir` program gives each new child (and each new
+/// `docker-<id>.scope` of the systemd driver, wherever it is made) an explicit deny of its own at
+/// creation; the existing ones get it from a scan. A new container starts denied (fail closed) and
+/// gains access only when the agent allows its cgroup (see `kernel/admission.rs`).
 pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
     let tree = CgroupTree::open(&cfg.cgroup_root)?;
     let mut enforcer = Enforcer::load(&PinLayout::new(&cfg.pin_dir))?;
@@ -70,7 +73,9 @@ pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
             .create(rel)
             .with_context(|| format!("container cgroup parent {}", rel.display()))?;
         enforcer.maps.set_verdict(id, CgroupVerdict::DENY)?;
+        enforcer.maps.admit_children_denied(id)?;
     }
+    crate::kernel::admission::deny_unadmitted(&tree, &mut enforcer.maps)?;
     enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
     Ok(enforcer)
 }
