@@ -2,6 +2,7 @@
 //! installs what it is missing first (idempotently, one line per step), so a fresh machine needs
 //! nothing by hand.
 
+mod bench;
 mod build;
 mod cpio;
 mod exec;
@@ -34,6 +35,9 @@ enum Command {
     Test(test::Options),
     /// The kernel suite only, in a QEMU guest per Debian kernel.
     VmTest(vm::Options),
+    /// Benchmarks (kernel hooks in the VM, sidecar vs direct vs HAProxy): a markdown table and
+    /// target/bench/summary.json.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -51,6 +55,7 @@ fn main() -> anyhow::Result<()> {
             smoke::run(&root)
         }
         Command::Test(opts) => test::run(&root, &opts),
+        Command::Bench(opts) => bench::run(&root, &opts),
         Command::VmTest(opts) => {
             let kernels = setup::all(&root)?;
             vm::run(&root, &opts, &kernels)
