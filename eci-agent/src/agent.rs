@@ -339,12 +339,11 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         pid: std::process::id(),
         kernel: kernel_on,
     };
-    crate::state::write(&args.pin.pin_dir, &record).with_context(|| {
-        format!(
-            "recording the agent's mode in {}",
-            args.pin.pin_dir.display()
-        )
-    })?;
+    // Only `status` reads it: without bpffs (--allow-no-lsm on a host without it) say so and
+    // serve anyway.
+    if let Err(err) = crate::state::write(&args.pin.pin_dir, &record) {
+        tracing::warn!(pin_dir = %args.pin.pin_dir.display(), %err, "cannot record the agent's mode for `eci-agent status`");
+    }
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let shutdown = async move {
         tokio::select! {
