@@ -246,6 +246,11 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
                 .with_context(|| format!("binding {}", args.listen.display()))?
         }
     };
+    crate::socket_access::apply(
+        &args.listen,
+        &args.group,
+        args.group != crate::cli::DEFAULT_SOCKET_GROUP,
+    )?;
     // The kernel state is pinned: the process ending, however it ends, leaves it in place. What
     // the agent keeps is the maps, shared by the engine-socket watch and the container verdicts.
     let maps = match enforcer {

@@ -7,6 +7,9 @@ use clap::{ArgGroup, Args, Parser, Subcommand};
 
 use crate::logging::LogFormat;
 
+/// dockerd's default group for its socket.
+pub const DEFAULT_SOCKET_GROUP: &str = "docker";
+
 /// Default place of the pinned BPF maps and links; kept across agent restarts.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/eci";
 
@@ -70,6 +73,9 @@ pub struct RunArgs {
     /// Run the sidecar without kernel enforcement when BPF LSM is not active (loudly).
     #[arg(long)]
     pub allow_no_lsm: bool,
+    /// Group that may use the public socket (mode 0660), as dockerd's own `--group`.
+    #[arg(long, short = 'G', default_value = DEFAULT_SOCKET_GROUP)]
+    pub group: String,
     /// Serve Prometheus metrics, /healthz and /readyz over HTTP on ADDR (e.g. 127.0.0.1:9431).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<std::net::SocketAddr>,

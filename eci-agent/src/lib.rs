@@ -18,4 +18,5 @@ pub mod registry;
 pub mod reload;
 pub mod settings;
 pub mod sidecar;
+pub mod socket_access;
 pub mod state;
