@@ -8,14 +8,13 @@ use std::{
     io::{Read as _, Write as _},
     net::TcpStream,
     process::{Command, Output},
-    sync::{Mutex, OnceLock},
     time::{Duration, Instant},
 };
 
 use eci_tests::{
     agent::Agent,
     dockerd::{self, Dockerd},
-    registry::Registry,
+    images::{self, TestImages, docker_ok},
 };
 
 const AGENT_BIN: &str = env!("CARGO_BIN_EXE_agent-under-test");
@@ -24,80 +23,12 @@ fn engine() -> &'static Dockerd {
     dockerd::shared()
 }
 
-struct Images {
-    registry_addr: String,
-    /// Pushed to the registry: the engine recorded its registry digest.
-    allowed: String,
-    /// FROM `allowed` plus a layer, never pushed: has the docker CLI, is not allowed.
-    derived: String,
-}
-
-static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-static IMAGES: OnceLock<Images> = OnceLock::new();
-
-extern "C" fn stop_registry() {
-    let _ = std::panic::catch_unwind(|| {
-        if let Some(reg) = REGISTRY.get()
-            && let Ok(mut reg) = reg.lock()
-        {
-            reg.cleanup();
-        }
-    });
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = engine().docker().args(args).output().expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn images() -> &'static Images {
-    IMAGES.get_or_init(|| {
-        let registry = Registry::start().expect("registry");
-        let addr = registry.addr.clone();
-        REGISTRY
-            .set(Mutex::new(registry))
-            .ok()
-            .expect("registry once");
-        // SAFETY: `stop_registry` is an `extern "C" fn()` that catches every panic.
-        assert_eq!(unsafe { libc::atexit(stop_registry) }, 0);
-        let allowed = format!("{addr}/eci/ops-allowed:1");
-        docker_ok(&["tag", engine().cli_image(), &allowed]);
-        docker_ok(&["push", "-q", &allowed]);
-        let ctx = engine().scratch("ops-derived");
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            format!("FROM {allowed}\nCOPY extra /extra\n"),
-        )
-        .unwrap();
-        std::fs::write(ctx.join("extra"), "derived\n").unwrap();
-        let derived = format!("{addr}/eci/ops-derived:1");
-        docker_ok(&["build", "-q", "-t", &derived, ctx.to_str().unwrap()]);
-        Images {
-            registry_addr: addr,
-            allowed,
-            derived,
-        }
-    })
+fn images() -> &'static TestImages {
+    images::shared()
 }
 
 fn settings(images: &[&str]) -> String {
-    serde_json::json!({
-        "configurationFileVersion": 2,
-        "enhancedContainerIsolation": {
-            "locked": true,
-            "value": true,
-            "dockerSocketMount": {
-                "imageList": { "images": images, "allowDerivedImages": false },
-                "commandList": { "type": "deny", "commands": ["push", "build"] },
-            },
-        },
-    })
-    .to_string()
+    images::settings(images, false, &["push", "build"])
 }
 
 /// An agent logging JSON, with metrics on an ephemeral port and an audit log, whose allowed
@@ -507,7 +438,7 @@ fn explain_agrees_with_live_enforcement() {
     assert!(
         text.contains("socket: mounted")
             && text.contains("reason: image_allowed")
-            && text.contains("/eci/ops-allowed:1"),
+            && text.contains("/eci/allowed:1"),
         "{text}"
     );
     let _ = engine().docker().args(["rm", "-f", name]).output();
