@@ -1,31 +1,60 @@
-//! The images of the image-policy tests and of its bench, made without network: the test CLI
-//! image (busybox + static docker CLI) is imported and pushed to a local registry (so the engine
-//! records its registry digest), an image is built upon it (a derived image), and an unrelated
-//! image is imported from another rootfs.
+//! The test images of the image-policy tests, made once per test binary without any network:
+//! the CLI image (busybox + static docker CLI) imported and pushed to a real `docker-registry`
+//! on 127.0.0.1 (so the engine records its registry digest), an image derived from it by
+//! `docker build`, and an unrelated one imported from another rootfs.
 
 use std::{
     io::Write as _,
     process::{Command, Stdio},
+    sync::{Mutex, OnceLock},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::dockerd::Dockerd;
+use crate::{
+    dockerd::{self, Dockerd},
+    registry::Registry,
+};
 
-pub struct PolicyImages {
+pub struct TestImages {
     pub registry_addr: String,
-    /// In the registry (pushed, so the engine recorded its digest): `<reg>/eci/allowed:1`.
+    /// `<registry>/eci/allowed:1`, pushed: the engine recorded its registry digest.
     pub allowed: String,
-    /// Its manifest digest in the registry.
+    /// The manifest digest of `allowed` in the registry.
     pub allowed_digest: String,
-    /// Built FROM `allowed` with one more layer; never pushed.
+    /// `<registry>/eci/derived:1`: FROM `allowed` plus one layer, never pushed.
     pub derived: String,
-    /// Imported from another rootfs; never pushed.
+    /// `eci-test/unrelated:1`: busybox alone, imported, never pushed.
     pub unrelated: String,
 }
 
-/// `docker ARGS` against `engine`; its trimmed stdout, or an error with its stderr.
-pub fn docker_ok(engine: &Dockerd, args: &[&str]) -> anyhow::Result<String> {
+/// The familiar name refusals use for [`TestImages::unrelated`].
+pub const UNRELATED_NAME: &str = "docker.io/eci-test/unrelated";
+
+static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
+static IMAGES: OnceLock<TestImages> = OnceLock::new();
+
+extern "C" fn stop_registry() {
+    let _ = std::panic::catch_unwind(|| {
+        if let Some(reg) = REGISTRY.get()
+            && let Ok(mut reg) = reg.lock()
+        {
+            reg.cleanup();
+        }
+    });
+}
+
+fn engine() -> &'static Dockerd {
+    dockerd::shared()
+}
+
+/// `docker ARGS` straight on the test binary's engine; its stdout, trimmed.
+pub fn docker_ok(args: &[&str]) -> String {
+    docker_on(engine(), args).unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+/// `docker ARGS` straight on `engine`; its stdout, trimmed, or an error with its stderr.
+pub fn docker_on(engine: &Dockerd, args: &[&str]) -> anyhow::Result<String> {
     let out = engine
         .docker()
         .args(args)
@@ -40,16 +69,31 @@ pub fn docker_ok(engine: &Dockerd, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
-impl PolicyImages {
-    /// Makes the three images in `engine`, pushing the allowed one to the registry at
-    /// `registry_addr` (plain HTTP on loopback, which the engine allows without configuration).
+/// The images, with the registry holding `allowed` (stopped at exit).
+pub fn shared() -> &'static TestImages {
+    IMAGES.get_or_init(|| {
+        let registry = Registry::start().expect("registry");
+        let addr = registry.addr.clone();
+        REGISTRY
+            .set(Mutex::new(registry))
+            .ok()
+            .expect("registry once");
+        // SAFETY: `stop_registry` is an `extern "C" fn()` that catches every panic.
+        assert_eq!(unsafe { libc::atexit(stop_registry) }, 0);
+        TestImages::make(engine(), &addr).unwrap_or_else(|err| panic!("{err:#}"))
+    })
+}
+
+impl TestImages {
+    /// Makes the images in `engine`, pushing `allowed` to the registry at `registry_addr`
+    /// (plain HTTP on loopback, which the engine allows without configuration). The bench makes
+    /// its own this way, in an engine of its own.
     pub fn make(engine: &Dockerd, registry_addr: &str) -> anyhow::Result<Self> {
         let addr = registry_addr;
-        let cli = engine.cli_image();
         let allowed = format!("{addr}/eci/allowed:1");
-        docker_ok(engine, &["tag", cli, &allowed])?;
-        docker_ok(engine, &["push", "-q", &allowed])?;
-        let repo_digests = docker_ok(
+        docker_on(engine, &["tag", engine.cli_image(), &allowed])?;
+        docker_on(engine, &["push", "-q", &allowed])?;
+        let repo_digests = docker_on(
             engine,
             &["image", "inspect", "-f", "{{json .RepoDigests}}", &allowed],
         )?;
@@ -68,11 +112,10 @@ impl PolicyImages {
         std::fs::write(ctx.join("extra"), "derived\n")?;
         let derived = format!("{addr}/eci/derived:1");
         let ctx = ctx.to_str().context("scratch path is not UTF-8")?;
-        docker_ok(engine, &["build", "-q", "-t", &derived, ctx])?;
+        docker_on(engine, &["build", "-q", "-t", &derived, ctx])?;
 
         let rootfs = engine.scratch("unrelated-rootfs");
         std::fs::create_dir_all(rootfs.join("bin"))?;
-        let _ = std::fs::remove_file(rootfs.join("bin/busybox"));
         std::fs::copy("/usr/bin/busybox", rootfs.join("bin/busybox"))?;
         for applet in ["sh", "true"] {
             let link = rootfs.join("bin").join(applet);
@@ -109,4 +152,20 @@ impl PolicyImages {
             unrelated,
         })
     }
+}
+
+/// admin-settings.json text: ECI on, `images` (and `allowDerivedImages`), a deny commandList.
+pub fn settings(images: &[&str], derived: bool, denied_commands: &[&str]) -> String {
+    serde_json::json!({
+        "configurationFileVersion": 2,
+        "enhancedContainerIsolation": {
+            "locked": true,
+            "value": true,
+            "dockerSocketMount": {
+                "imageList": { "images": images, "allowDerivedImages": derived },
+                "commandList": { "type": "deny", "commands": denied_commands },
+            },
+        },
+    })
+    .to_string()
 }

@@ -7,16 +7,12 @@
 //! Kernel verdicts for the same containers are covered by the eci VM suite; here the agent runs
 //! with `--allow-no-lsm`.
 
-use std::{
-    process::Output,
-    sync::{Mutex, OnceLock},
-    time::Duration,
-};
+use std::{process::Output, time::Duration};
 
 use eci_tests::{
     agent::Agent,
     dockerd::{self, Dockerd},
-    images::{self, PolicyImages},
+    images::{self, TestImages, UNRELATED_NAME, docker_ok},
     registry::Registry,
 };
 
@@ -26,51 +22,12 @@ fn engine() -> &'static Dockerd {
     dockerd::shared()
 }
 
-static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-static IMAGES: OnceLock<PolicyImages> = OnceLock::new();
-
-extern "C" fn stop_registry() {
-    let _ = std::panic::catch_unwind(|| {
-        if let Some(reg) = REGISTRY.get()
-            && let Ok(mut reg) = reg.lock()
-        {
-            reg.cleanup();
-        }
-    });
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    images::docker_ok(engine(), args).unwrap_or_else(|err| panic!("{err:#}"))
-}
-
-/// The images every test uses, made once per test binary.
-fn images() -> &'static PolicyImages {
-    IMAGES.get_or_init(|| {
-        let registry = Registry::start().expect("registry");
-        let addr = registry.addr.clone();
-        REGISTRY
-            .set(Mutex::new(registry))
-            .ok()
-            .expect("registry once");
-        // SAFETY: `stop_registry` is an `extern "C" fn()` that catches every panic.
-        assert_eq!(unsafe { libc::atexit(stop_registry) }, 0);
-        PolicyImages::make(engine(), &addr).unwrap_or_else(|err| panic!("{err:#}"))
-    })
+fn images() -> &'static TestImages {
+    images::shared()
 }
 
 fn settings(images: &[&str], derived: bool) -> String {
-    serde_json::json!({
-        "configurationFileVersion": 2,
-        "enhancedContainerIsolation": {
-            "locked": true,
-            "value": true,
-            "dockerSocketMount": {
-                "imageList": { "images": images, "allowDerivedImages": derived },
-                "commandList": { "type": "deny", "commands": ["push"] },
-            },
-        },
-    })
-    .to_string()
+    images::settings(images, derived, &["push"])
 }
 
 /// An agent whose allowed digests have been resolved once from the shared registry.
@@ -141,10 +98,6 @@ fn assert_denied(out: &Output, expected: &str) {
     );
 }
 
-fn unrelated_name() -> &'static str {
-    "docker.io/eci-test/unrelated"
-}
-
 #[test]
 fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
     let imgs = images();
@@ -169,7 +122,7 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
         "{out:?}"
     );
 
-    let denied = denied_text(&agent, unrelated_name());
+    let denied = denied_text(&agent, UNRELATED_NAME);
     let sock = agent.socket().display().to_string();
     let dir = agent.dir().display().to_string();
     // -v, --mount, the parent directory, a symlink to the socket.
@@ -317,7 +270,7 @@ fn any_tag_digest_pin_and_star() {
         ));
         assert_denied(
             &run(&agent, &socket_mount(&agent), &imgs.unrelated, &["true"]),
-            &denied_text(&agent, unrelated_name()),
+            &denied_text(&agent, UNRELATED_NAME),
         );
     }
     let agent = agent("star", &["*"], false);
@@ -345,7 +298,7 @@ fn derived_images_pass_only_with_allow_derived_images() {
     // A local image unrelated to any allowed one is still refused.
     assert_denied(
         &run(&agent, &socket_mount(&agent), &imgs.unrelated, &["true"]),
-        &denied_text(&agent, unrelated_name()),
+        &denied_text(&agent, UNRELATED_NAME),
     );
 }
 
@@ -467,7 +420,7 @@ fn start_is_judged_on_the_engines_view_and_a_refused_container_stays_created() {
         !out.status.success()
             && stderr.contains(&format!(
                 "Error response from daemon: enhanced container isolation: docker socket mount denied for container with image \"{}\"",
-                unrelated_name()
+                UNRELATED_NAME
             )),
         "{out:?}"
     );

@@ -8,6 +8,7 @@ mod cpio;
 mod exec;
 mod run;
 mod setup;
+mod smoke;
 mod test;
 mod vm;
 
@@ -28,6 +29,8 @@ enum Command {
     Build,
     /// The agent in front of a Docker engine (a private dockerd unless --engine), example settings.
     Run(run::Options),
+    /// Only the smoke test of `cargo xtask run` (start, docker ps, a refused mount, Ctrl-C).
+    Smoke,
     /// Everything: unit and integration tests on the host, then the kernel suite in a VM per kernel.
     Test(test::Options),
     /// The kernel suite only, in a QEMU guest per Debian kernel.
@@ -47,6 +50,10 @@ fn main() -> anyhow::Result<()> {
             build::agent(&root).map(drop)
         }
         Command::Run(opts) => run::run(&root, &opts),
+        Command::Smoke => {
+            setup::build_tools()?;
+            smoke::run(&root)
+        }
         Command::Test(opts) => test::run(&root, &opts),
         Command::Bench(opts) => bench::run(&root, &opts),
         Command::VmTest(opts) => {

@@ -1,6 +1,6 @@
 //! `policy-bench`: the image-policy section of `cargo xtask bench` (a benchmark tool, not a
 //! test). `policy-bench AGENT_BIN RUNS CHECKS` starts a private dockerd, a docker-registry on
-//! 127.0.0.1, makes the policy images (tests/src/images.rs), starts the real `eci-agent run` in
+//! 127.0.0.1, makes the policy images (`TestImages::make`), starts the real `eci-agent run` in
 //! front of the engine (allowed image listed, `allowDerivedImages: true`, digests resolved before
 //! anything is timed) and times the same work through the agent and straight to the engine,
 //! interleaved, the order of the two ways alternating:
@@ -31,7 +31,7 @@ use bytes::Bytes;
 use eci_tests::{
     agent::Agent,
     dockerd::{Dockerd, docker_at},
-    images::{PolicyImages, docker_ok},
+    images::{TestImages, docker_on, settings as settings_json},
     registry::Registry,
 };
 use http::{Request, StatusCode, header};
@@ -93,19 +93,8 @@ fn run(args: &[String]) -> anyhow::Result<String> {
 
     let engine = Dockerd::start()?;
     let registry = Registry::start()?;
-    let images = PolicyImages::make(&engine, &registry.addr)?;
-    let settings = serde_json::json!({
-        "configurationFileVersion": 2,
-        "enhancedContainerIsolation": {
-            "locked": true,
-            "value": true,
-            "dockerSocketMount": {
-                "imageList": { "images": [images.allowed], "allowDerivedImages": true },
-                "commandList": { "type": "deny", "commands": [] },
-            },
-        },
-    })
-    .to_string();
+    let images = TestImages::make(&engine, &registry.addr)?;
+    let settings = settings_json(&[&images.allowed], true, &[]);
     let agent = Agent::start_logging(
         agent_bin,
         &engine,
@@ -157,7 +146,7 @@ fn docker_run(socket: &Path, mount: &[String], image: &str) -> anyhow::Result<(O
 fn docker_runs(
     engine: &Dockerd,
     agent: &Agent,
-    images: &PolicyImages,
+    images: &TestImages,
     runs: usize,
     cases: &mut BTreeMap<&str, Samples>,
 ) -> anyhow::Result<()> {
@@ -286,7 +275,7 @@ fn running_container(agent: &Agent, image: &str) -> anyhow::Result<String> {
 async fn gate_checks(
     engine: &Dockerd,
     agent: &Agent,
-    images: &PolicyImages,
+    images: &TestImages,
     checks: usize,
     cases: &mut BTreeMap<&str, Samples>,
 ) -> anyhow::Result<()> {
@@ -384,7 +373,7 @@ async fn gate_checks(
         }
     }
     for id in [allowed_id, derived_id] {
-        docker_ok(engine, &["rm", "-f", &id])?;
+        docker_on(engine, &["rm", "-f", &id])?;
     }
     Ok(())
 }
