@@ -212,7 +212,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Result<()> {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, atomic::Ordering::Relaxed};
 
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -226,6 +226,18 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
 
     if !settings.eci_enabled {
         tracing::warn!(settings = %args.settings.display(), "enhancedContainerIsolation.value is false: socket mounts are not restricted and the command list does not apply");
+    }
+    let metrics = crate::metrics::global();
+    metrics.settings_loaded(crate::metrics::Outcome::Success, false);
+    if let Some(addr) = args.metrics {
+        let bound = crate::metrics::serve::spawn(addr).await?;
+        tracing::info!(%bound, "metrics, /healthz and /readyz served");
+    }
+    if args.dry_run {
+        tracing::warn!(
+            "DRY RUN: every decision is logged and audited, nothing is refused; the kernel does \
+             not guard the public socket (the engine socket stays the agent's alone)"
+        );
     }
     let kernel = KernelConfig {
         pin_dir: args.pin.pin_dir.clone(),
@@ -249,20 +261,50 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
             ));
         }
     };
+    let kernel_on = enforcer.is_some();
+    metrics.health().dry_run.store(args.dry_run, Relaxed);
+    metrics
+        .health()
+        .kernel_enforcing
+        .store(kernel_on && !args.dry_run, Relaxed);
+    metrics
+        .health()
+        .kernel_waived
+        .store(!kernel_on || args.dry_run, Relaxed);
+    let audit = match &args.audit_log {
+        Some(target) => Some(
+            AuditLog::open(target, false)
+                .with_context(|| format!("opening the audit log {}", target.display()))?,
+        ),
+        None => None,
+    };
     let listener = match enforcer.as_mut() {
-        Some(enforcer) => bind_protected(&args.listen, &mut enforcer.maps)?,
-        None => {
+        // A dry run leaves the public socket untagged: the kernel refuses none of its clients.
+        Some(enforcer) if !args.dry_run => bind_protected(&args.listen, &mut enforcer.maps)?,
+        _ => {
             crate::sidecar::remove_stale_socket(&args.listen)?;
             UnixListener::bind(&args.listen)
                 .with_context(|| format!("binding {}", args.listen.display()))?
         }
     };
+    crate::socket_access::apply(
+        &args.listen,
+        &args.group,
+        args.group != crate::cli::DEFAULT_SOCKET_GROUP,
+    )?;
     // The kernel state is pinned: the process ending, however it ends, leaves it in place. What
     // the agent keeps is the maps, shared by the engine-socket watch and the container verdicts.
     let maps = match enforcer {
         Some(mut enforcer) => {
             if let Some(events) = enforcer.take_events() {
-                tokio::spawn(crate::kernel::events::log_denials(events));
+                let mut sink = crate::denials::DenialSink::new(
+                    audit.clone(),
+                    &args.cgroup_root,
+                    vec![args.listen.clone(), args.engine.clone()],
+                );
+                tokio::spawn(crate::kernel::events::log_denials(events, move |event| {
+                    sink.record(event);
+                }));
             }
             let mut engine =
                 ProtectedPath::new(args.engine.clone(), CLASS_ENGINE, &mut enforcer.maps)?;
@@ -319,6 +361,8 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         digests.subscribe(),
         kernel_sync,
     ));
+    let table = gate.containers.clone();
+    metrics.count_allowed_containers(move || table.snapshot().len());
     tokio::spawn(crate::gate::watch::run(
         gate.clone(),
         policy_rx.clone(),
@@ -330,11 +374,22 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         TrustedCgroups::new(args.trust_cgroups.clone()),
     );
     config.mounts = Some(gate);
-    if let Some(target) = &args.audit_log {
-        config.audit = Some(
-            AuditLog::open(target, false)
-                .with_context(|| format!("opening the audit log {}", target.display()))?,
-        );
+    config.audit = audit;
+    config.dry_run = args.dry_run;
+    let mode = if args.dry_run {
+        crate::state::Mode::DryRun
+    } else {
+        crate::state::Mode::Enforce
+    };
+    let record = crate::state::AgentState {
+        mode,
+        pid: std::process::id(),
+        kernel: kernel_on,
+    };
+    // Only `status` reads it: without bpffs (--allow-no-lsm on a host without it) say so and
+    // serve anyway.
+    if let Err(err) = crate::state::write(&args.pin.pin_dir, &record) {
+        tracing::warn!(pin_dir = %args.pin.pin_dir.display(), %err, "cannot record the agent's mode for `eci-agent status`");
     }
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let shutdown = async move {
@@ -344,8 +399,10 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         }
     };
     println!("export DOCKER_HOST=unix://{}", args.listen.display());
-    tracing::info!(listen = %args.listen.display(), engine = %args.engine.display(), "serving");
+    tracing::info!(listen = %args.listen.display(), engine = %args.engine.display(), mode = mode.as_str(), "serving");
+    metrics.health().serving.store(true, Relaxed);
     let served = crate::sidecar::serve_listener(listener, config, policy_rx, shutdown).await;
     let _ = fs::remove_file(&args.listen);
+    crate::state::clear(&args.pin.pin_dir);
     served
 }

@@ -2,11 +2,13 @@
 //! installs what it is missing first (idempotently, one line per step), so a fresh machine needs
 //! nothing by hand.
 
+mod bench;
 mod build;
 mod cpio;
 mod exec;
 mod run;
 mod setup;
+mod smoke;
 mod test;
 mod vm;
 
@@ -27,10 +29,15 @@ enum Command {
     Build,
     /// The agent in front of a Docker engine (a private dockerd unless --engine), example settings.
     Run(run::Options),
+    /// Only the smoke test of `cargo xtask run` (start, docker ps, a refused mount, Ctrl-C).
+    Smoke,
     /// Everything: unit and integration tests on the host, then the kernel suite in a VM per kernel.
     Test(test::Options),
     /// The kernel suite only, in a QEMU guest per Debian kernel.
     VmTest(vm::Options),
+    /// Benchmarks (kernel hooks in the VM, sidecar vs direct vs HAProxy): a markdown table and
+    /// target/bench/summary.json.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -43,7 +50,12 @@ fn main() -> anyhow::Result<()> {
             build::agent(&root).map(drop)
         }
         Command::Run(opts) => run::run(&root, &opts),
+        Command::Smoke => {
+            setup::build_tools()?;
+            smoke::run(&root)
+        }
         Command::Test(opts) => test::run(&root, &opts),
+        Command::Bench(opts) => bench::run(&root, &opts),
         Command::VmTest(opts) => {
             let kernels = setup::all(&root)?;
             vm::run(&root, &opts, &kernels)

@@ -2,7 +2,7 @@
 
 use std::{path::Path, process::Command};
 
-use crate::{exec, setup, vm};
+use crate::{exec, setup, smoke, vm};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -18,6 +18,8 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
             .args(["test", "--locked", "--workspace"])
             .current_dir(root),
     )?;
+    println!("xtask test: smoke test of `cargo xtask run` (host mode, private dockerd, Ctrl-C)");
+    smoke::run(root)?;
     println!("xtask test: kernel suite in QEMU");
     vm::run(root, &opts.vm, &kernels)
 }

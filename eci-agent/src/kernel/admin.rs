@@ -93,6 +93,8 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn unload(pin_dir: &Path) -> anyhow::Result<()> {
+    // The agent's mode record sits beside the pins (see `state.rs`).
+    let _ = std::fs::remove_file(crate::state::path(pin_dir));
     let pins = PinLayout::new(pin_dir);
     if loader::unload(&pins)? {
         println!(

@@ -35,8 +35,12 @@ pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<DenyEvent> {
     events
 }
 
-/// Logs every denial until the task is dropped.
-pub async fn log_denials(map: Map) -> anyhow::Result<()> {
+/// Logs every denial, and hands it to `on_denial` (audit log, metrics), until the task is
+/// dropped.
+pub async fn log_denials(
+    map: Map,
+    mut on_denial: impl FnMut(&DenyEvent) + Send + 'static,
+) -> anyhow::Result<()> {
     let ring = RingBuf::try_from(map)?;
     // SAFETY: the ring buffer owns its fd and closes it only when dropped, which happens after
     // the AsyncFd deregisters it (the AsyncFd owns the ring buffer).
@@ -73,6 +77,7 @@ pub async fn log_denials(map: Map) -> anyhow::Result<()> {
                 class = event.class,
                 "kernel denied access to a protected socket"
             );
+            on_denial(&event);
         }
         guard.clear_ready();
     }
