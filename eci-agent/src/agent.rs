@@ -281,7 +281,11 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
     let listener = match enforcer.as_mut() {
         // A dry run leaves the public socket untagged: the kernel refuses none of its clients.
         Some(enforcer) if !args.dry_run => bind_protected(&args.listen, &mut enforcer.maps)?,
-        _ => {
+        enforcer => {
+            // A name an earlier run protected would have the kernel tag this socket at bind.
+            if let Some(enforcer) = enforcer {
+                enforcer.maps.unprotect_name(&args.listen)?;
+            }
             crate::sidecar::remove_stale_socket(&args.listen)?;
             UnixListener::bind(&args.listen)
                 .with_context(|| format!("binding {}", args.listen.display()))?
