@@ -48,7 +48,24 @@ pub async fn log_denials(
     loop {
         let mut guard = fd.readable_mut().await?;
         for event in drain(guard.get_inner_mut()) {
-            let hook = Hook::from_u32(event.hook).map_or("unknown", Hook::name);
+            let known = Hook::from_u32(event.hook);
+            let hook = known.map_or("unknown", Hook::name);
+            if let Some(Hook::DInstantiate | Hook::InodeRename) = known {
+                // Not a denial of access: the kernel could not store the tag of an inode that
+                // took a protected name.
+                tracing::error!(
+                    target: "eci::kernel",
+                    pid = event.tgid,
+                    comm = %comm(&event),
+                    dev = event.dev,
+                    ino = event.ino,
+                    hook,
+                    class = event.class,
+                    "the kernel could not tag a socket that took a protected name (out of memory); \
+                     a rename is refused, a new socket is tagged by the agent's watch"
+                );
+                continue;
+            }
             tracing::warn!(
                 target: "eci::kernel",
                 pid = event.tgid,
