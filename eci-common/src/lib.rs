@@ -17,10 +17,11 @@
 //! Besides the maps, one read-only global, [`GLOBAL_OFFSETS`] ([`KernelOffsets`]), carries the
 //! kernel struct member offsets the loader found in the running kernel's BTF.
 //!
-//! The identity of a protected socket is the inode object itself (inode local storage), not a path
-//! and not a number the program would have to read out of kernel structs: bind mounts, hard links,
-//! `/proc/PID/root/...` and `O_PATH` fds all reach the same inode. The storage value carries the
-//! device and inode number so that denials can be reported without reading kernel structs.
+//! The identity of a protected socket is the inode object itself (inode local storage) of the file
+//! it is bound to, not a path: bind mounts, hard links, `/proc/PID/root/...`, symlinks and `O_PATH`
+//! fds all reach the same inode, and through it the same listening socket, where a connect (or a
+//! datagram) is judged. The storage value carries the device and inode number so that denials can
+//! be reported without reading more kernel structs.
 //!
 //! A socket re-created at a protected path (the engine restarting: unlink, then bind) is a new
 //! inode. It is tagged by the kernel itself, from the moment it has a name: the directory of each
@@ -294,6 +295,8 @@ pub struct KernelOffsets {
     pub sock_sk_socket: u64,
     /// `struct socket` → `file` (`struct file *`).
     pub socket_file: u64,
+    /// `struct socket` → `sk` (`struct sock *`).
+    pub socket_sk: u64,
     /// `struct unix_sock` → `path.dentry` (`struct dentry *`): where the socket is bound.
     pub unix_sock_path_dentry: u64,
     /// `struct dentry` → `d_inode` (`struct inode *`).
@@ -323,6 +326,7 @@ impl KernelOffsets {
         file_f_inode: 0,
         sock_sk_socket: 0,
         socket_file: 0,
+        socket_sk: 0,
         unix_sock_path_dentry: 0,
         dentry_d_inode: 0,
         cgroup_kn: 0,
@@ -375,36 +379,42 @@ pub fn is_container_scope(name: &[u8]) -> bool {
     true
 }
 
-/// Which hook denied.
+/// Which hook denied. Value 1 was `inode_permission`, retired (the connect is judged where only
+/// unix connects go); it is not reused, so an event from an older program is never misnamed.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
-    InodePermission = 1,
     FileReceive = 2,
     /// Not a denial: a new inode at a protected name could not be tagged (no memory for its
     /// storage). The agent's watch tags it when it sees it; until then it is unprotected.
     DInstantiate = 3,
     /// A rename into a protected name refused because its inode could not be tagged.
     InodeRename = 4,
+    /// A stream or seqpacket `connect(2)` to a protected listener.
+    UnixStreamConnect = 5,
+    /// A datagram `connect(2)` or send to a protected socket.
+    UnixMaySend = 6,
 }
 
 impl Hook {
     pub fn from_u32(value: u32) -> Option<Self> {
         match value {
-            1 => Some(Self::InodePermission),
             2 => Some(Self::FileReceive),
             3 => Some(Self::DInstantiate),
             4 => Some(Self::InodeRename),
+            5 => Some(Self::UnixStreamConnect),
+            6 => Some(Self::UnixMaySend),
             _ => None,
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Self::InodePermission => "inode_permission",
             Self::FileReceive => "file_receive",
             Self::DInstantiate => "d_instantiate",
             Self::InodeRename => "inode_rename",
+            Self::UnixStreamConnect => "unix_stream_connect",
+            Self::UnixMaySend => "unix_may_send",
         }
     }
 }
@@ -427,7 +437,7 @@ pub struct DenyEvent {
     pub hook: u32,
     /// The protected socket's class.
     pub class: u32,
-    /// The access mask the kernel asked for (`MAY_*`).
+    /// Reserved for an access mask (`MAY_*`); no hook in use has one, so 0.
     pub mask: u32,
     pub reserved: u32,
     /// The task's command name, NUL-padded.
@@ -439,7 +449,7 @@ const _: () = assert!(core::mem::size_of::<CgroupVerdict>() == 8);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 72);
 const _: () = assert!(core::mem::offset_of!(DenyEvent, comm) == 56);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
 const _: () = assert!(core::mem::size_of::<ProtectedName>() == 8 + PROTECTED_NAME_BYTES);
 const _: () =
     assert!(PROTECTED_NAME_BYTES.is_multiple_of(8) && PROTECTED_NAME_BYTES > PROTECTED_NAME_MAX);

@@ -79,6 +79,17 @@ pub fn sock_file_inode(sk: *const c_void) -> Option<*mut inode> {
     file_inode(file)
 }
 
+/// `socket->sk`: the `struct sock` of a `struct socket`.
+#[inline(always)]
+pub fn socket_sk(socket: *const c_void) -> Option<*mut c_void> {
+    if socket.is_null() {
+        return None;
+    }
+    // SAFETY: `socket` is a hook argument typed `struct socket *`.
+    let sk: *mut c_void = unsafe { member(socket, offset!(socket_sk)) };
+    (!sk.is_null()).then_some(sk)
+}
+
 /// The inode of the file a unix socket is bound to (`unix_sk(sk)->path.dentry->d_inode`); null for
 /// an unbound or abstract socket.
 #[inline(always)]

@@ -2,20 +2,25 @@
 //! (the maps described in eci-common); the programs only look it up.
 //!
 //! Why these hooks (kernel facts, checked in the VM suite):
-//! - `connect(2)` on a pathname unix socket resolves the path, then checks write permission on the
-//!   socket inode: `unix_find_bsd()` → `path_permission(MAY_WRITE)` → `security_inode_permission()`.
-//!   Whatever path leads there (bind mount, hard link, symlink, relative path, `/proc/PID/root`,
-//!   `/proc/self/fd/N` of an `O_PATH` fd), the inode is the same, and inode local storage tags the
-//!   inode object itself. `inode_permission` therefore needs no kernel struct offsets — which
-//!   matters because aya emits no CO-RE relocations, so baked offsets would be wrong on other
-//!   kernels.
-//! - `socket_connect` sees only the caller's unresolved `sun_path` string (every alias above
-//!   bypasses it), and `connect(2)` never calls `file_open` (nor does an `O_PATH` open); `open(2)`
-//!   of a socket file is already covered by `inode_permission` (`may_open`). So neither is used.
+//! - `connect(2)` on a pathname unix socket resolves the path to an inode, finds the socket bound
+//!   to that inode (`unix_find_bsd()`), and only then calls `security_unix_stream_connect()` with
+//!   that listener (stream and seqpacket), or `security_unix_may_send()` with the receiver
+//!   (datagram `connect(2)` and every datagram sent). Whatever path leads there (bind mount, hard
+//!   link, symlink, relative path, `/proc/PID/root`, `/proc/self/fd/N` of an `O_PATH` fd), it is
+//!   the same socket, bound to the same file inode, and inode local storage tags that inode object
+//!   itself. So `unix_stream_connect` and `unix_may_send` judge a connect (or datagram) by the tag
+//!   on the listener's bound file (`unix_sk(other)->path.dentry->d_inode`).
+//! - Not `inode_permission`, although `unix_find_bsd()` checks write permission on the socket inode
+//!   through it and it would need no struct walk: it runs for every component of every path walk on
+//!   the system (a 26-directory `stat` cost 2.1× in the kernel bench), for a check that only unix
+//!   connects need. Not `socket_connect` either: it sees only the caller's unresolved `sun_path`
+//!   string, which every alias above bypasses. `connect(2)` never calls `file_open` (nor does an
+//!   `O_PATH` open), and `open(2)` of a socket file fails with `ENXIO` anyway. An unlisted process
+//!   may therefore `stat` or `O_PATH`-open the socket file; it cannot connect or send through it.
 //! - A connected socket, or an `O_PATH` fd of the socket file, can be handed to another process
-//!   without any path walk (`SCM_RIGHTS`, `pidfd_getfd`). `unix_stream_connect` sees the listener,
-//!   and copies its tag onto the connecting socket's own inode; `file_receive` judges the receiver
-//!   of any tagged inode like a connecting process.
+//!   without any connect (`SCM_RIGHTS`, `pidfd_getfd`). `unix_stream_connect` copies the
+//!   listener's tag onto the connecting socket's own inode; `file_receive` judges the receiver of
+//!   any tagged inode like a connecting process.
 //! - A container's cgroup is made before the agent can know it: `cgroup_mkdir` (a BTF tracepoint)
 //!   gives it an explicit deny at creation, so it never inherits a trusted ancestor's allow.
 //! - The engine re-creates its socket when it restarts: a new inode, untagged. The directory of
@@ -24,8 +29,8 @@
 //!   and `inode_rename` (an inode is renamed into a name) tag the inode that appears under such a
 //!   name, so it is protected from the moment it can be reached, whether the agent runs or not.
 //!
-//! All but `inode_permission` walk kernel structs; the offsets come from the running kernel's BTF at load time
-//! (`kernel.rs` explains why that is safe without CO-RE).
+//! Every program walks kernel structs; the offsets come from the running kernel's BTF at load
+//! time (`kernel.rs` explains why that is safe without CO-RE).
 // The programs exist only for the BPF target; on the host (`cargo build --workspace`, clippy)
 // this crate is an empty binary, so workspace-wide commands need no exclusions.
 #![cfg_attr(target_arch = "bpf", no_std)]

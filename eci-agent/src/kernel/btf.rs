@@ -434,6 +434,7 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         file_f_inode: btf.typed_member("file", &["f_inode"], PtrToStruct("inode"))?,
         sock_sk_socket: btf.typed_member("sock", &["sk_socket"], PtrToStruct("socket"))?,
         socket_file: btf.typed_member("socket", &["file"], PtrToStruct("file"))?,
+        socket_sk: btf.typed_member("socket", &["sk"], PtrToStruct("sock"))?,
         unix_sock_path_dentry: btf.typed_member(
             "unix_sock",
             &["path", "dentry"],
@@ -591,12 +592,19 @@ mod tests {
             ],
         );
         let file_ptr = b.reference(KIND_PTR, "", file);
+        // socket.sk points at the struct defined three types later (after socket and its
+        // pointer).
+        let sock_ptr = b.reference(KIND_PTR, "", b.next_id + 3);
         let socket = b.compound(
             KIND_STRUCT,
             "socket",
             128,
             false,
-            &[("state", uint, 0), ("file", file_ptr, 128)],
+            &[
+                ("state", uint, 0),
+                ("file", file_ptr, 128),
+                ("sk", sock_ptr, 192),
+            ],
         );
         let socket_ptr = b.reference(KIND_PTR, "", socket);
         let sock = b.compound(
@@ -606,6 +614,7 @@ mod tests {
             false,
             &[("sk_socket", socket_ptr, 4096)],
         );
+        assert_eq!(sock, sock_ptr + 3);
         let dentry_fwd = b.reference(KIND_FWD, "dentry", 0);
         let _ = dentry_fwd;
         // struct qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const unsigned
@@ -697,6 +706,7 @@ mod tests {
                 file_f_inode: 32,
                 sock_sk_socket: 512,
                 socket_file: 16,
+                socket_sk: 24,
                 unix_sock_path_dentry: 5664 / 8 + 8,
                 dentry_d_inode: 48,
                 cgroup_kn: 40,

@@ -129,8 +129,8 @@ impl Enforcer {
         }
         let btf =
             Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        // The struct walks of every program but inode_permission use the running kernel's member
-        // offsets (see eci-common's KernelOffsets for why not compiled-in ones).
+        // The programs' struct walks use the running kernel's member offsets (see eci-common's
+        // KernelOffsets for why not compiled-in ones).
         let offsets = btf::kernel_offsets(&btf::Btf::from_sys_fs()?).map_err(|source| {
             LoadError::Offsets {
                 path: btf::VMLINUX,
@@ -183,6 +183,9 @@ impl Enforcer {
             fs::rename(&staging, &pin)
                 .with_context(|| format!("replacing the pinned link {}", pin.display()))?;
         }
+        // Only now, with every program of this object attached: a program an older agent pinned
+        // and this one no longer has would otherwise stay attached for good.
+        retire_stale_links(pins)?;
         let take = |ebpf: &mut Ebpf, name: &str| {
             ebpf.take_map(name)
                 .with_context(|| format!("map {name} is missing from the BPF object"))
@@ -230,10 +233,54 @@ pub fn unload(pins: &PinLayout) -> anyhow::Result<bool> {
     Ok(removed)
 }
 
+/// Removes every link pin that is not one of [`PROGRAMS`] (a program an older agent pinned, or a
+/// staging pin left by a crash), which detaches it.
+fn retire_stale_links(pins: &PinLayout) -> anyhow::Result<()> {
+    let dir = pins.links_dir();
+    let entries = fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
+        let name = entry.file_name();
+        if !PROGRAMS
+            .iter()
+            .any(|p| name.as_encoded_bytes() == p.symbol.as_bytes())
+        {
+            remove_if_exists(&entry.path())?;
+        }
+    }
+    Ok(())
+}
+
 fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
     match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(err) => Err(err).with_context(|| format!("removing {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_link_pins_are_retired_current_ones_kept() {
+        let root = tempfile::tempdir().unwrap();
+        let pins = PinLayout::new(root.path());
+        fs::create_dir_all(pins.links_dir()).unwrap();
+        for name in [
+            "inode_permission",
+            "file_receive_staging",
+            "unix_stream_connect",
+        ] {
+            fs::write(pins.link(name), "").unwrap();
+        }
+        retire_stale_links(&pins).unwrap();
+        let mut left: Vec<String> = fs::read_dir(pins.links_dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["unix_stream_connect"]);
     }
 }

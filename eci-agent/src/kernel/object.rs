@@ -22,7 +22,8 @@ pub struct Program {
 
 /// The programs, in the order they are attached. The admission tracepoint comes first, so that no
 /// container cgroup is created without a deny between it and the others; `unix_stream_connect`
-/// (which tags connected client sockets) before `file_receive` (which judges them). The two that
+/// (which judges connects and tags connected client sockets) before `file_receive` (which judges
+/// those sockets handed over). The two that
 /// tag sockets re-created at a protected path come last: until the agent writes the directory
 /// tags, they have nothing to do.
 pub const PROGRAMS: &[Program] = &[
@@ -32,13 +33,13 @@ pub const PROGRAMS: &[Program] = &[
         attach: Attach::BtfTracePoint,
     },
     Program {
-        symbol: "inode_permission",
-        target: "inode_permission",
+        symbol: "unix_stream_connect",
+        target: "unix_stream_connect",
         attach: Attach::Lsm,
     },
     Program {
-        symbol: "unix_stream_connect",
-        target: "unix_stream_connect",
+        symbol: "unix_may_send",
+        target: "unix_may_send",
         attach: Attach::Lsm,
     },
     Program {

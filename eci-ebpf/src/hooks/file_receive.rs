@@ -4,10 +4,12 @@
 //! <https://elixir.bootlin.com/linux/v6.1/source/fs/file.c#L1134>
 //!
 //! Why: a process that may reach a protected socket could otherwise connect and hand the
-//! connected socket (or an `O_PATH` fd of the socket file) to a process that may not; no path is
-//! walked then, so `inode_permission` never runs. The receiver is judged like a connecting process,
+//! connected socket to a process that may not; the receiver makes no connect of its own then, so
+//! `unix_stream_connect` never judges it. The receiver is judged like a connecting process,
 //! by the tag on the received file's inode: the protected socket file's own tag, or the tag
-//! `unix_stream_connect` copied onto a client socket connected to it. A refused fd is simply not
+//! `unix_stream_connect` copied onto a client socket connected to it. (An `O_PATH` fd of the socket
+//! file is refused too, though connecting through it would be judged anyway: nothing the receiver
+//! could do with it is allowed.) A refused fd is simply not
 //! installed: `recvmsg(2)` then returns with `MSG_CTRUNC`, `pidfd_getfd(2)` with `EPERM`.
 //!
 //! Fast path for an untagged file (almost every fd passed): one member load and one inode-storage

@@ -1,24 +1,33 @@
 //! `security_unix_stream_connect(struct sock *sock, struct sock *other, struct sock *newsk)`:
-//! called for every stream (and seqpacket) unix connect once the listener `other` is found, with
-//! both socket locks held (so not sleepable).
+//! called for every stream and seqpacket unix connect once the listener `other` is found, with
+//! both socket locks held (so not sleepable), before the connection exists.
 //! <https://elixir.bootlin.com/linux/v6.1/source/net/unix/af_unix.c#L1500>
 //!
-//! It never denies: whether the caller may reach the listener was already decided by
-//! `inode_permission` on the socket file. Its job is to remember the outcome on the connecting
-//! socket. A connected client socket has an inode of its own (sockfs), not the listener's, so
-//! without this a process allowed to connect could hand the connected socket to any process and
-//! `file_receive` would see nothing protected. Here the listener's bound inode is known: when it
-//! carries a tag, the same tag is copied onto the client socket's inode, and `file_receive`
-//! judges a receiver of that socket like a process connecting to the listener. The tag lives and
-//! dies with the client socket's inode.
+//! Why here: whatever the caller named — the path, a hard link, a bind mount, a symlink, a relative
+//! path, `/proc/PID/root/...`, `/proc/self/fd/N` of an `O_PATH` fd — the kernel resolved it to an
+//! inode and found the socket bound to that inode (`unix_find_bsd()`), so `other` is the same
+//! listener every time, and the file it is bound to (`unix_sk(other)->path`) is the inode the tag
+//! is on (the file-system inode, not the listener's own sockfs inode). Only unix connects come
+//! here, so the path walks of every other syscall cost nothing.
 //!
-//! Fast path for an untagged listener: a few member loads and one inode-storage lookup, no logging.
+//! Two jobs:
+//! - judge: a tagged listener is reachable only if the caller's cgroup verdict allows its class,
+//!   else `-EPERM` and a report;
+//! - remember: a connected client socket has an inode of its own (sockfs), not the listener's, so
+//!   without this a process allowed to connect could hand the connected socket to any process and
+//!   `file_receive` would see nothing protected. The listener's tag is copied onto the client
+//!   socket's inode, and `file_receive` judges a receiver of that socket like a process
+//!   connecting to the listener. The tag lives and dies with the client socket's inode.
+//!
+//! Fast path for an untagged listener (every unrelated connect): a few member loads and one
+//! inode-storage lookup, no logging.
 
 use core::ffi::c_void;
 
 use aya_ebpf::{macros::lsm, programs::LsmContext};
+use eci_common::{DENY_ERRNO, Hook};
 
-use crate::{kernel, maps::PROTECTED};
+use crate::{kernel, maps::PROTECTED, verdict};
 
 /// What the connect fails with when the client socket cannot be tagged: fail closed, since an
 /// untagged connection to a protected socket could be handed to anyone.
@@ -27,7 +36,8 @@ const ENOMEM: i32 = 12;
 #[lsm(hook = "unix_stream_connect")]
 pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
     // LSM_HOOK(int, 0, unix_stream_connect, struct sock *sock, struct sock *other,
-    //          struct sock *newsk): arg 3 is the verdict of the programs before this one.
+    //          struct sock *newsk): arg 3 is the verdict of the programs before this one; an
+    // earlier denial stands.
     let previous: i32 = ctx.arg(3);
     if previous != 0 {
         return previous;
@@ -45,6 +55,10 @@ pub fn unix_stream_connect(ctx: LsmContext) -> i32 {
     }
     // SAFETY: non-null storage returned by the helper, valid for this program run.
     let mut tag = unsafe { *tag };
+    if !verdict::allowed(tag.class) {
+        verdict::report(Hook::UnixStreamConnect, &tag, 0);
+        return -DENY_ERRNO;
+    }
     let sock: *const c_void = ctx.arg(0);
     // None: a kernel socket without a file (`sock_create_kern`), which cannot be handed to a
     // process as an fd, so there is nothing to tag.

@@ -19,7 +19,7 @@ use eci_common::{CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, DenyEvent, Hook, MAP
 use crate::{
     fixture::{
         Agent, BindMount, CONTAINER_PARENT, Cgroup, Holder, Rebound, TRUSTED, eventually, listen,
-        probe, probe_with_stdin,
+        listen_seqpacket, probe, probe_with_stdin, receive_datagrams,
     },
     probe::{CONNECTED, EPERM, REFUSED, TRUNCATED},
 };
@@ -358,6 +358,7 @@ fn run(r: &mut Report) {
         check_events(&pins, unlisted.id(), &public),
     );
 
+    other_socket_types_cases(r, &mut maps, work, &allowed, &unlisted);
     fd_passing_cases(
         r,
         &pins,
@@ -392,21 +393,28 @@ fn run(r: &mut Report) {
             } else {
                 Ok(())
             },
-            expect(
-                "unlisted → public after SIGKILL",
-                probe(&unlisted.rel, "connect", &public, None),
-                EPERM,
-            ),
-            // The listener died with the agent: passing the kernel check now ends in ECONNREFUSED.
+            // The public listener died with the agent, and a connect is judged at the listener:
+            // with none there, every caller gets ECONNREFUSED. The engine's listener (the suite's
+            // own) still runs.
             expect(
                 "allowed → public after SIGKILL",
                 probe(&allowed.rel, "connect", &public, None),
                 REFUSED,
             ),
             expect(
+                "unlisted → engine after SIGKILL",
+                probe(&unlisted.rel, "connect", &engine, None),
+                EPERM,
+            ),
+            expect(
                 "allowed → engine after SIGKILL",
                 probe(&allowed.rel, "connect", &engine, None),
                 EPERM,
+            ),
+            expect(
+                "agent cgroup → engine after SIGKILL",
+                probe("/eci-agent", "connect", &engine, None),
+                CONNECTED,
             ),
         ]),
     );
@@ -741,7 +749,7 @@ fn check_events(pins: &PinLayout, cgroup_id: u64, public: &PathBuf) -> Result<()
     let found = seen.iter().any(|e| {
         e.cgroup_id == cgroup_id
             && e.ino == ino
-            && e.hook == Hook::InodePermission as u32
+            && e.hook == Hook::UnixStreamConnect as u32
             && events::comm(e) == "kernel-tests"
     });
     if found {
@@ -754,9 +762,88 @@ fn check_events(pins: &PinLayout, cgroup_id: u64, public: &PathBuf) -> Result<()
     }
 }
 
-/// Sends an fd of `path` (opened by `send_op`: `send-connected`, `send-opath`, `send-file`) from a
-/// process in `from` to a process in `to` over a socket pair; returns the receiver's exit code
-/// (`CONNECTED`: it got the fd, `TRUNCATED`: the kernel kept it back).
+/// Seqpacket listeners (judged at `unix_stream_connect` like stream ones) and datagram sockets
+/// (judged at `unix_may_send`, on connect and on every send) behind a tag, and a datagram socket an
+/// allowed process connected, handed to an unlisted one: judged again at its first send.
+fn other_socket_types_cases(
+    r: &mut Report,
+    maps: &mut KernelMaps,
+    work: &Path,
+    allowed: &Cgroup,
+    unlisted: &Cgroup,
+) {
+    let seqpacket = listen_seqpacket(&work.join("seqpacket.sock"));
+    let dgram = receive_datagrams(&work.join("dgram.sock"));
+    let unrelated_dgram = receive_datagrams(&work.join("dgram-other.sock"));
+    for path in [&seqpacket, &dgram] {
+        maps.protect(path, CLASS_PUBLIC).expect("protect");
+    }
+    r.case(
+        "seqpacket_listener_judged",
+        all([
+            expect(
+                "unlisted → protected seqpacket listener",
+                probe(&unlisted.rel, "connect-seqpacket", &seqpacket, None),
+                EPERM,
+            ),
+            expect(
+                "allowed → protected seqpacket listener",
+                probe(&allowed.rel, "connect-seqpacket", &seqpacket, None),
+                CONNECTED,
+            ),
+        ]),
+    );
+    r.case(
+        "datagram_sends_judged",
+        all([
+            expect(
+                "unlisted sends to a protected datagram socket",
+                probe(&unlisted.rel, "send-dgram", &dgram, None),
+                EPERM,
+            ),
+            expect(
+                "unlisted connects a datagram socket to a protected one",
+                probe(&unlisted.rel, "connect-dgram", &dgram, None),
+                EPERM,
+            ),
+            expect(
+                "allowed sends to a protected datagram socket",
+                probe(&allowed.rel, "send-dgram", &dgram, None),
+                CONNECTED,
+            ),
+            expect(
+                "unlisted sends to an unrelated datagram socket",
+                probe(&unlisted.rel, "send-dgram", &unrelated_dgram, None),
+                CONNECTED,
+            ),
+            pass_fd(&allowed.rel, "send-dgram-connected", &dgram, &unlisted.rel).and_then(|got| {
+                expect(
+                    "allowed's connected datagram socket → unlisted, who sends on it",
+                    got,
+                    EPERM,
+                )
+            }),
+            pass_fd(&allowed.rel, "send-dgram-connected", &dgram, &allowed.rel).and_then(|got| {
+                expect(
+                    "allowed's connected datagram socket → allowed, who sends on it",
+                    got,
+                    CONNECTED,
+                )
+            }),
+        ]),
+    );
+    for path in [&seqpacket, &dgram] {
+        let _ = maps.unprotect(path);
+        let _ = fs::remove_file(path);
+    }
+    let _ = fs::remove_file(&unrelated_dgram);
+}
+
+/// Sends an fd of `path` (opened by `send_op`: `send-connected`, `send-opath`, `send-file`,
+/// `send-dgram-connected`) from a process in `from` to a process in `to` over a socket pair;
+/// returns the receiver's exit code (`CONNECTED`: it got the fd, `TRUNCATED`: the kernel kept it
+/// back; for `send-dgram-connected` the receiver also sends a datagram on it, and `EPERM` says
+/// that send was refused).
 fn pass_fd(from: &str, send_op: &str, path: &Path, to: &str) -> Result<u8, String> {
     let (sender, receiver) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let path = path.to_str().ok_or("a non-UTF-8 path")?;
@@ -764,7 +851,12 @@ fn pass_fd(from: &str, send_op: &str, path: &Path, to: &str) -> Result<u8, Strin
     if sent != CONNECTED {
         return Err(format!("{send_op} {path} from {from} failed (exit {sent})"));
     }
-    Ok(probe_with_stdin(to, "recv-fd", "-", receiver.into()))
+    let recv_op = if send_op == "send-dgram-connected" {
+        "recv-fd-send"
+    } else {
+        "recv-fd"
+    };
+    Ok(probe_with_stdin(to, recv_op, "-", receiver.into()))
 }
 
 fn fd_passing_cases(

@@ -5,7 +5,10 @@ use std::{
     ffi::CString,
     fs,
     io::{BufRead as _, BufReader},
-    os::{fd::OwnedFd, unix::net::UnixListener},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        unix::net::{UnixDatagram, UnixListener},
+    },
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -71,6 +74,55 @@ pub fn listen(path: &Path) -> PathBuf {
         for stream in listener.incoming() {
             drop(stream);
         }
+    });
+    path.to_owned()
+}
+
+/// A seqpacket listener that accepts (and drops) connections on a thread until the process ends.
+pub fn listen_seqpacket(path: &Path) -> PathBuf {
+    let _ = fs::remove_file(path);
+    let listener = crate::probe::seqpacket_socket()
+        .and_then(|fd| {
+            crate::probe::with_sockaddr(path, |addr, len| {
+                // SAFETY: a valid socket fd and an address of `len` bytes.
+                unsafe { libc::bind(fd.as_raw_fd(), addr, len) }
+            })?;
+            // SAFETY: a valid socket fd.
+            if unsafe { libc::listen(fd.as_raw_fd(), 64) } < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(fd)
+        })
+        .unwrap_or_else(|e| panic!("seqpacket listener at {}: {e}", path.display()));
+    thread::spawn(move || {
+        loop {
+            // SAFETY: a valid listening socket; the accepted fd is owned at once.
+            let fd = unsafe {
+                libc::accept4(
+                    listener.as_raw_fd(),
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    libc::SOCK_CLOEXEC,
+                )
+            };
+            if fd >= 0 {
+                // SAFETY: a fresh fd owned by nobody else.
+                drop(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
+    });
+    path.to_owned()
+}
+
+/// A datagram socket bound at `path` that reads (and drops) what arrives on a thread until the
+/// process ends, so that senders never block on a full queue.
+pub fn receive_datagrams(path: &Path) -> PathBuf {
+    let _ = fs::remove_file(path);
+    let socket =
+        UnixDatagram::bind(path).unwrap_or_else(|e| panic!("bind {}: {e}", path.display()));
+    thread::spawn(move || {
+        let mut buf = [0u8; 64];
+        while socket.recv(&mut buf).is_ok() {}
     });
     path.to_owned()
 }

@@ -3,9 +3,9 @@
 //! suite's own cgroup out of the way.
 //!
 //! The fd-passing ops use their stdin, a unix socket the suite made with `socketpair(2)`:
-//! `send-*` put one fd of PATH on it (`SCM_RIGHTS`), `recv-fd` takes what arrives. `hold` connects
-//! to PATH, prints the connected fd's number and waits for stdin to close; `getfd PID FD` takes fd
-//! FD of process PID with `pidfd_getfd(2)`. `rebind PATH` re-creates a listener at PATH as a
+//! `send-*` put one fd of PATH on it (`SCM_RIGHTS`), `recv-fd` takes what arrives (`recv-fd-send`
+//! also sends a datagram on it). `hold` connects to PATH, prints the connected fd's number and
+//! waits for stdin to close; `getfd PID FD` takes fd FD of process PID with `pidfd_getfd(2)`. `rebind PATH` re-creates a listener at PATH as a
 //! restarting engine does (unlink, bind), `rebind-rename PATH TMP` binds it at TMP and renames it
 //! onto PATH; both print `bound` and listen until stdin closes.
 
@@ -16,7 +16,7 @@ use std::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
         unix::{
             fs::OpenOptionsExt as _,
-            net::{UnixListener, UnixStream},
+            net::{UnixDatagram, UnixListener, UnixStream},
         },
     },
     path::Path,
@@ -60,6 +60,14 @@ pub fn main(args: &[String]) -> ExitCode {
                 use std::os::fd::AsRawFd as _;
                 UnixStream::connect(format!("/proc/self/fd/{}", file.as_raw_fd())).map(drop)
             }),
+        "connect-seqpacket" => seqpacket_socket().and_then(|fd| {
+            with_sockaddr(Path::new(path), |addr, len| {
+                // SAFETY: a valid socket fd and an address of `len` bytes.
+                unsafe { libc::connect(fd.as_raw_fd(), addr, len) }
+            })
+        }),
+        "send-dgram" => UnixDatagram::unbound().and_then(|s| s.send_to(b"x", path).map(drop)),
+        "connect-dgram" => UnixDatagram::unbound().and_then(|s| s.connect(path)),
         "read" => fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut Vec::new()))
             .map(drop),
@@ -70,11 +78,21 @@ pub fn main(args: &[String]) -> ExitCode {
             .open(path)
             .and_then(|f| send_fd(f.as_raw_fd())),
         "send-file" => fs::File::open(path).and_then(|f| send_fd(f.as_raw_fd())),
+        "send-dgram-connected" => UnixDatagram::unbound().and_then(|s| {
+            s.connect(path)?;
+            send_fd(s.as_raw_fd())
+        }),
         "recv-fd" => match recv_fd() {
             Ok(Received::Fd(fd)) => {
                 drop(fd);
                 Ok(())
             }
+            Ok(Received::Truncated) => return ExitCode::from(TRUNCATED),
+            Err(err) => Err(err),
+        },
+        // Receives a connected datagram socket and sends one datagram on it.
+        "recv-fd-send" => match recv_fd() {
+            Ok(Received::Fd(fd)) => UnixDatagram::from(fd).send(b"x").map(drop),
             Ok(Received::Truncated) => return ExitCode::from(TRUNCATED),
             Err(err) => Err(err),
         },
@@ -114,6 +132,40 @@ pub fn main(args: &[String]) -> ExitCode {
             OTHER
         }
     })
+}
+
+/// A new `SOCK_SEQPACKET` unix socket (std has no type for one).
+pub fn seqpacket_socket() -> io::Result<OwnedFd> {
+    // SAFETY: a plain syscall; the returned fd is owned exactly once.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh fd owned by nobody else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Calls `f` with a `sockaddr_un` for `path` and its length; `f` returns a syscall's result.
+pub fn with_sockaddr(
+    path: &Path,
+    f: impl FnOnce(*const libc::sockaddr, libc::socklen_t) -> libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: an all-zero sockaddr_un is valid.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let bytes = path.as_os_str().as_encoded_bytes();
+    if bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::other("socket path too long"));
+    }
+    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    let len =
+        (std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1) as libc::socklen_t;
+    if f((&raw const addr).cast(), len) < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Says `bound`, then leaves connections in the listener's backlog (connecting needs no accept)
