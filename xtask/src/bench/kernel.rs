@@ -32,6 +32,16 @@ const WORKLOADS: &[(&str, Option<Target>)] = &[
         Some(Target::at_most(1.02, "under 2% overhead")),
     ),
     ("connect_protected_allowed", None),
+    (
+        "dgram_unrelated",
+        Some(Target::at_most(1.02, "under 2% overhead")),
+    ),
+    ("create_unlink_plain_dir", None),
+    ("create_unlink_protected_dir", None),
+    ("rename_protected_dir", None),
+    ("pass_fd", None),
+    ("pipe_open_close", None),
+    ("cgroup_mkdir_rmdir", None),
 ];
 
 impl Section for KernelSection {
@@ -75,9 +85,16 @@ impl Section for KernelSection {
         report.notes.push(format!(
             "kernel.*: ns per operation in a QEMU guest ({}), value with the programs attached, \
              baseline without, medians of {rounds} alternating rounds; *_deep walk 26 \
-             directories, stat_shallow 2 (the hook runs once per directory searched); \
-             connect_protected_allowed connects to the protected socket from a trusted cgroup \
-             (the verdict walk's cost)",
+             directories, stat_shallow 2 (no program runs on open or stat); connect_unrelated \
+             and dgram_unrelated reach untagged sockets (unix_stream_connect, unix_may_send), \
+             connect_protected_allowed the protected one from a trusted cgroup (the verdict \
+             walk), and each connect's two new socket files pass d_instantiate; \
+             create_unlink_plain_dir creates where nothing is protected (d_instantiate), \
+             create_unlink_ and rename_protected_dir use 11-byte names in a directory \
+             protecting engine.sock (d_instantiate, inode_rename: the name compare); pass_fd \
+             sends a plain file's fd with SCM_RIGHTS (file_receive); pipe_open_close makes a \
+             pseudo file (d_instantiate, as for every socket or eventfd); cgroup_mkdir_rmdir \
+             makes and removes a cgroup (the cgroup_mkdir tracepoint)",
             cx.accel
         ));
         Ok(report)
