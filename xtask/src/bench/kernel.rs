@@ -74,9 +74,22 @@ impl Section for KernelSection {
             );
             let append = format!("eci.mode=bench eci.arg={rounds} eci.arg={scale}");
             let guest = Guest::boot(kernel, &initramfs, cx.accel, &append)?;
-            let samples = collect(&guest, &kernel.label, Instant::now() + timeout)
+            let (samples, runs_per_op) = collect(&guest, &kernel.label, Instant::now() + timeout)
                 .with_context(|| format!("kernel {}", kernel.label))?;
             drop(guest);
+            report.notes.push(format!(
+                "kernel.{}: programs run per operation, as `program=runs×ns per run` (time inside \
+                 the program, not its trampoline; BPF run statistics, measured apart): {}",
+                kernel.label,
+                runs_per_op
+                    .iter()
+                    .map(|line| match line.split_once(' ') {
+                        Some((workload, runs)) => format!("{workload} {runs}"),
+                        None => format!("{line} none"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
             report.figures.extend(
                 figures(&kernel.label, &samples)
                     .with_context(|| format!("kernel {}: incomplete results", kernel.label))?,
@@ -131,8 +144,14 @@ pub fn parse(line: &str) -> Option<Sample> {
     })
 }
 
-fn collect(guest: &Guest, label: &str, deadline: Instant) -> anyhow::Result<Vec<Sample>> {
+/// The guest's samples, and its `eci-bench-runs` lines (which programs each operation runs).
+fn collect(
+    guest: &Guest,
+    label: &str,
+    deadline: Instant,
+) -> anyhow::Result<(Vec<Sample>, Vec<String>)> {
     let mut samples = Vec::new();
+    let mut runs_per_op = Vec::new();
     let mut done = false;
     loop {
         match guest.next(deadline) {
@@ -140,6 +159,9 @@ fn collect(guest: &Guest, label: &str, deadline: Instant) -> anyhow::Result<Vec<
                 if let Some(sample) = parse(&line) {
                     println!("  [{label}] {line}");
                     samples.push(sample);
+                } else if let Some(runs) = line.strip_prefix("eci-bench-runs ") {
+                    println!("  [{label}] {line}");
+                    runs_per_op.push(runs.to_owned());
                 } else if line == "eci-bench-done" {
                     done = true;
                 } else if line.starts_with("eci-bench-error") || line.starts_with("init: ") {
@@ -148,7 +170,7 @@ fn collect(guest: &Guest, label: &str, deadline: Instant) -> anyhow::Result<Vec<
                     bail!("kernel panic: {line}");
                 }
             }
-            Console::Ended if done => return Ok(samples),
+            Console::Ended if done => return Ok((samples, runs_per_op)),
             Console::Ended => bail!("the guest stopped before eci-bench-done"),
             Console::TimedOut => bail!("the guest did not finish in time"),
         }

@@ -2,14 +2,13 @@
 //! by `cargo xtask bench`, never a test). vm-init runs it instead of the kernel suite when the
 //! kernel command line says `eci.mode=bench`.
 //!
-//! Rounds alternate without/with the programs (off, on, off, on, …) so that drift in the guest
-//! (TCG, a busy host) falls on both sides alike; within a round, each workload counts the fastest
-//! of several short bursts (see [`BURSTS`]). "With" means the agent's kernel side, loaded by
-//! a child process through the same library calls as `eci-agent run`; "without" means it was
-//! killed and its pins removed, i.e. the programs detached. Each switch is checked: a probe from
+//! Each workload runs in short bursts, without and with the programs alternately (see [`BLOCKS`]),
+//! so that drift in the guest (TCG, a busy host) falls on both sides alike. The programs are the
+//! agent's kernel side, loaded and pinned by a child process through the same library calls as
+//! `eci-agent run`; the bench then takes them over (`switch`) and attaches and detaches them
+//! itself, which takes milliseconds instead of a load. Each round checks both modes: a probe from
 //! an unlisted cgroup must be refused on the protected socket when the programs are on and
-//! connect when they are off (waiting for the kernel to finish detaching), so a round can never
-//! measure the wrong state.
+//! connect when they are off.
 //!
 //! Output, one line each, parsed by the host:
 //! `eci-bench <workload> <on|off> <round> <ns_per_op>`, then `eci-bench-done`.
@@ -269,23 +268,15 @@ const WORKLOADS: &[Workload] = &[
     },
 ];
 
-/// Bursts each workload is timed in, per round and mode; the fastest counts. A busy host stalls
-/// the guest now and then (TCG is one host thread); a stall only ever adds time, so the fastest
-/// of many short bursts is the one nearest the cost of the operation itself.
-const BURSTS: u64 = 10;
-
-/// ns per operation of the fastest of [`BURSTS`] bursts of `per_burst` operations.
-fn fastest_burst(op: &mut Op, per_burst: u64) -> anyhow::Result<f64> {
-    let mut best = f64::INFINITY;
-    for _ in 0..BURSTS {
-        let started = Instant::now();
-        for _ in 0..per_burst {
-            op()?;
-        }
-        best = best.min(started.elapsed().as_nanos() as f64 / per_burst as f64);
-    }
-    Ok(best)
-}
+/// Each workload is timed in blocks without and with the programs, in this order (the mean time
+/// of both modes falls at the same moment), each block [`BURSTS_PER_BLOCK`] short bursts; the
+/// fastest burst of each mode counts. A busy host stalls the guest now and then (TCG is one host
+/// thread), and a stall only ever adds time, so the fastest of several short bursts is the one
+/// nearest the cost of the operation itself; interleaving the modes within a second or two puts
+/// both in the same stretch of the host's load. A switch costs a few hundred milliseconds in TCG
+/// (six links made or closed), hence blocks rather than alternating burst by burst.
+const BLOCKS: [bool; 4] = [false, true, true, false];
+const BURSTS_PER_BLOCK: u64 = 3;
 
 fn bench(args: &[String]) -> anyhow::Result<()> {
     let (rounds, scale): (u32, f64) = match args {
@@ -334,35 +325,89 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     let pins = PinLayout::new(Path::new(PIN_DIR));
     let _ = loader::unload(&pins);
 
-    let mut agent: Option<Child> = None;
+    // The agent loads and pins the programs once; the bench takes them over and attaches and
+    // detaches them itself from then on (see `switch`).
+    let agent = start_agent(&engine, &paths.public)?;
+    let mut programs = switch::Programs::adopt(&pins.links_dir()).context("taking the programs")?;
+    check_state(&paths.public, false)?;
     for round in 0..rounds {
-        for on in [false, true] {
-            if on {
-                agent = Some(start_agent(&engine, &paths.public)?);
-            } else if let Some(child) = agent.take() {
-                stop_agent(child, &pins)?;
-            }
-            check_state(&paths.public, on)?;
-            for w in WORKLOADS {
-                let per_burst = ((w.ops as f64 * scale) as u64 / BURSTS).max(10);
-                let mut op = (w.prepare)(&paths).with_context(|| w.name)?;
-                for _ in 0..per_burst {
-                    op().with_context(|| format!("{} warm-up", w.name))?;
+        programs.set(true)?;
+        check_state(&paths.public, true)?;
+        programs.set(false)?;
+        check_state(&paths.public, false)?;
+        for w in WORKLOADS {
+            let per_burst =
+                ((w.ops as f64 * scale) as u64 / (BLOCKS.len() as u64 * BURSTS_PER_BLOCK)).max(10);
+            let warm = (per_burst / 4).max(2);
+            let mut op = (w.prepare)(&paths).with_context(|| w.name)?;
+            let mut fastest = [f64::INFINITY; 2];
+            for on in BLOCKS {
+                programs.set(on)?;
+                // Attaching rewrites kernel text, which TCG translates anew.
+                run_ops(&mut op, warm).with_context(|| format!("{} warm-up", w.name))?;
+                for _ in 0..BURSTS_PER_BLOCK {
+                    let started = Instant::now();
+                    run_ops(&mut op, per_burst).with_context(|| w.name)?;
+                    let ns = started.elapsed().as_nanos() as f64 / per_burst as f64;
+                    fastest[usize::from(on)] = fastest[usize::from(on)].min(ns);
                 }
-                let ns = fastest_burst(&mut op, per_burst).with_context(|| w.name)?;
-                drop(op);
+            }
+            if round == 0 {
+                count_runs(w.name, &mut op, per_burst, &mut programs)?;
+            }
+            programs.set(false)?;
+            drop(op);
+            for on in [false, true] {
                 println!(
-                    "eci-bench {} {} {round} {ns:.1}",
+                    "eci-bench {} {} {round} {:.1}",
                     w.name,
-                    if on { "on" } else { "off" }
+                    if on { "on" } else { "off" },
+                    fastest[usize::from(on)]
                 );
             }
         }
     }
-    if let Some(child) = agent.take() {
-        stop_agent(child, &pins)?;
-    }
+    drop(programs);
+    stop_agent(agent, &pins)?;
     println!("eci-bench-done");
+    Ok(())
+}
+
+/// Which programs one operation runs, and how long each run takes inside the program (the
+/// trampoline around it not counted), from the kernel's BPF run statistics, which are on only
+/// here (they cost time of their own): `eci-bench-runs <workload> <program>=<runs per op>x<ns per
+/// run> …`. A workload that runs no program has nothing after its name.
+fn count_runs(
+    name: &str,
+    op: &mut Op,
+    n: u64,
+    programs: &mut switch::Programs,
+) -> anyhow::Result<()> {
+    programs.set(true)?;
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    let before = programs.runs()?;
+    run_ops(op, n).with_context(|| format!("{name} counting runs"))?;
+    let after = programs.runs()?;
+    drop(stats);
+    let mut line = format!("eci-bench-runs {name}");
+    for ((program, count0, ns0), (_, count1, ns1)) in before.iter().zip(&after) {
+        let runs = count1 - count0;
+        if runs > 0 {
+            line += &format!(
+                " {program}={:.2}x{:.0}",
+                runs as f64 / n as f64,
+                (ns1 - ns0) as f64 / runs as f64
+            );
+        }
+    }
+    println!("{line}");
+    Ok(())
+}
+
+fn run_ops(op: &mut Op, n: u64) -> io::Result<()> {
+    for _ in 0..n {
+        op()?;
+    }
     Ok(())
 }
 
@@ -548,6 +593,140 @@ mod scm {
             Ok(OwnedFd::from_raw_fd(
                 libc::CMSG_DATA(cmsg).cast::<RawFd>().read_unaligned(),
             ))
+        }
+    }
+}
+
+/// Attaching and detaching the loaded programs in milliseconds, with the `bpf(2)` commands aya does
+/// not offer on programs it did not load: the programs are found through the links the agent
+/// pinned, and each "on" makes a new link per program (`BPF_RAW_TRACEPOINT_OPEN`, which attaches
+/// LSM programs and BTF tracepoints to the target they were loaded for); closing a link's fd
+/// detaches it before `close(2)` returns.
+mod switch {
+    use std::{
+        ffi::CString,
+        fs, io,
+        os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        path::Path,
+    };
+
+    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
+
+    /// `union bpf_attr`, zero-filled past the fields a command uses.
+    type Attr = [u64; 16];
+
+    fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<OwnedFd> {
+        // SAFETY: `attr` is a live, zero-padded `union bpf_attr` of the size passed; the commands
+        // used here return a new fd (owned exactly once) or -1.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_bpf,
+                cmd,
+                attr.as_mut_ptr(),
+                size_of::<Attr>() as libc::c_uint,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh fd.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    pub struct Programs {
+        programs: Vec<OwnedFd>,
+        /// Their kernel ids, to find their run counts.
+        ids: Vec<u32>,
+        /// Links made by `set(true)`; empty while off.
+        links: Vec<OwnedFd>,
+    }
+
+    impl Programs {
+        /// Takes the program of every link pinned in `dir` and removes the pins, which detaches
+        /// the agent's links (bpffs releases them after an RCU grace period).
+        pub fn adopt(dir: &Path) -> io::Result<Self> {
+            let mut programs = Vec::new();
+            let mut ids = Vec::new();
+            for entry in fs::read_dir(dir)? {
+                let path = entry?.path();
+                let c_path =
+                    CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
+                let mut attr: Attr = [0; 16];
+                attr[0] = c_path.as_ptr() as u64;
+                let link = bpf(BPF_OBJ_GET, &mut attr)?;
+                // struct bpf_link_info { u32 type; u32 id; u32 prog_id; … }
+                let mut info = [0u32; 64];
+                let mut attr: Attr = [0; 16];
+                attr[0] = link.as_raw_fd() as u64 | ((size_of_val(&info) as u64) << 32);
+                attr[1] = info.as_mut_ptr() as u64;
+                // SAFETY: as in `bpf`; this command returns 0, not an fd.
+                let rc = unsafe {
+                    libc::syscall(
+                        libc::SYS_bpf,
+                        BPF_OBJ_GET_INFO_BY_FD,
+                        attr.as_mut_ptr(),
+                        size_of::<Attr>() as libc::c_uint,
+                    )
+                };
+                if rc < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                let mut attr: Attr = [0; 16];
+                attr[0] = u64::from(info[2]);
+                programs.push(bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?);
+                ids.push(info[2]);
+                drop(link);
+                fs::remove_file(&path)?;
+            }
+            if programs.is_empty() {
+                return Err(io::Error::other(format!(
+                    "no link pinned in {}",
+                    dir.display()
+                )));
+            }
+            Ok(Self {
+                programs,
+                ids,
+                links: Vec::new(),
+            })
+        }
+
+        /// Each program's name, run count and time spent running so far (counted only while
+        /// `aya::sys::enable_stats` is held).
+        pub fn runs(&self) -> io::Result<Vec<(String, u64, u64)>> {
+            let mut runs = Vec::new();
+            for info in aya::programs::loaded_programs() {
+                let info = info.map_err(io::Error::other)?;
+                if self.ids.contains(&info.id()) {
+                    runs.push((
+                        info.name_as_str().unwrap_or("?").to_owned(),
+                        info.run_count(),
+                        info.run_time().as_nanos() as u64,
+                    ));
+                }
+            }
+            runs.sort();
+            Ok(runs)
+        }
+
+        /// Attaches every program (`on`) or detaches them all.
+        pub fn set(&mut self, on: bool) -> io::Result<()> {
+            if !on {
+                self.links.clear();
+                return Ok(());
+            }
+            if self.links.is_empty() {
+                for program in &self.programs {
+                    let mut attr: Attr = [0; 16];
+                    // raw_tracepoint.name = NULL: the target the program was loaded for.
+                    attr[1] = program.as_raw_fd() as u64;
+                    self.links.push(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?);
+                }
+            }
+            Ok(())
         }
     }
 }
