@@ -35,8 +35,11 @@ pub struct KernelConfig {
 ///
 /// Admission race: a container cgroup is created by the runtime before the agent can know its id.
 /// Its verdict is inherited from the nearest ancestor until the agent writes its own. The container
-/// parents therefore get an explicit deny, even when a trusted cgroup contains them, so a new
-/// container starts denied (fail closed) and gains access only when the agent allows its cgroup.
+/// parents therefore get an explicit deny, even when a trusted cgroup contains them, and are
+/// registered so that the kernel's `cgroup_mkdir` program gives each new child (and each new
+/// `docker-<id>.scope` of the systemd driver, wherever it is made) an explicit deny of its own at
+/// creation; the existing ones get it from a scan. A new container starts denied (fail closed) and
+/// gains access only when the agent allows its cgroup (see `kernel/admission.rs`).
 pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
     let tree = CgroupTree::open(&cfg.cgroup_root)?;
     let mut enforcer = Enforcer::load(&PinLayout::new(&cfg.pin_dir))?;
@@ -65,10 +68,14 @@ pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
         )?;
     }
     for rel in &cfg.container_parents {
-        if let Ok(id) = tree.id(rel) {
-            enforcer.maps.set_verdict(id, CgroupVerdict::DENY)?;
-        }
+        // Created if the engine has not yet, so the deny is there before its first container.
+        let id = tree
+            .create(rel)
+            .with_context(|| format!("container cgroup parent {}", rel.display()))?;
+        enforcer.maps.set_verdict(id, CgroupVerdict::DENY)?;
+        enforcer.maps.admit_children_denied(id)?;
     }
+    crate::kernel::admission::deny_unadmitted(&tree, &mut enforcer.maps)?;
     enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
     Ok(enforcer)
 }
@@ -164,18 +171,27 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Result<()> {
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     use tokio::signal::unix::{SignalKind, signal};
 
-    use crate::sidecar::{SidecarConfig, audit::AuditLog, peer::TrustedCgroups};
+    use crate::{
+        engine::EngineApi,
+        gate::{KernelSync, SocketMountGate, host::protected_socket},
+        policy::mount::SocketGate,
+        registry::{DigestCache, RegistryClient, RegistryConfig},
+        sidecar::{SidecarConfig, audit::AuditLog, peer::TrustedCgroups},
+    };
 
+    if !settings.eci_enabled {
+        tracing::warn!(settings = %args.settings.display(), "enhancedContainerIsolation.value is false: socket mounts are not restricted and the command list does not apply");
+    }
     let kernel = KernelConfig {
         pin_dir: args.pin.pin_dir.clone(),
         cgroup_root: args.cgroup_root.clone(),
         engine: args.engine.clone(),
         trust: args.trust_cgroups.clone(),
-        container_parents: vec![PathBuf::from("docker")],
+        container_parents: vec![PathBuf::from(crate::gate::kernel::DEFAULT_CGROUPFS_PARENT)],
     };
     let mut enforcer = match enforce(&kernel) {
         Ok(enforcer) => Some(enforcer),
@@ -200,48 +216,78 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
                 .with_context(|| format!("binding {}", args.listen.display()))?
         }
     };
-    if let Some(mut enforcer) = enforcer {
-        if let Some(events) = enforcer.take_events() {
-            tokio::spawn(crate::kernel::events::log_denials(events));
-        }
-        // The engine re-creates its socket when it restarts: tag each new inode. The task owns
-        // the enforcer for the life of the process (the kernel state itself is pinned, so the
-        // process ending, however it ends, leaves enforcement in place).
-        let mut engine = ProtectedPath::new(args.engine.clone(), CLASS_ENGINE, &mut enforcer.maps)?;
-        let engine_path = args.engine.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
-            loop {
-                tick.tick().await;
-                if let Err(err) = engine.refresh(&mut enforcer.maps) {
-                    tracing::error!("re-protecting {}: {err:#}", engine_path.display());
-                }
+    // The kernel state is pinned: the process ending, however it ends, leaves it in place. What
+    // the agent keeps is the maps, shared by the engine-socket watch and the container verdicts.
+    let maps = match enforcer {
+        Some(mut enforcer) => {
+            if let Some(events) = enforcer.take_events() {
+                tokio::spawn(crate::kernel::events::log_denials(events));
             }
-        });
-    }
+            let mut engine =
+                ProtectedPath::new(args.engine.clone(), CLASS_ENGINE, &mut enforcer.maps)?;
+            let maps = Arc::new(Mutex::new(enforcer.maps));
+            // The engine re-creates its socket when it restarts: tag each new inode.
+            let engine_path = args.engine.clone();
+            let watched = maps.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let Ok(mut maps) = watched.lock() else { break };
+                    if let Err(err) = engine.refresh(&mut maps) {
+                        tracing::error!("re-protecting {}: {err:#}", engine_path.display());
+                    }
+                }
+            });
+            Some(maps)
+        }
+        None => None,
+    };
+
+    // Allowed digests: resolved in the background, refreshed, replaced on reload.
+    let digests = Arc::new(DigestCache::new(settings.policy.images.clone()));
+    let registry = RegistryClient::new(RegistryConfig {
+        insecure: args.insecure_registries.iter().cloned().collect(),
+        ..RegistryConfig::default()
+    })
+    .context("building the registry client")?;
+    digests
+        .clone()
+        .spawn_refresher(Arc::new(registry), args.registry_refresh.into());
 
     let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(settings));
-    let settings_path = args.settings.clone();
-    let mut hangup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
-    tokio::spawn(async move {
-        while hangup.recv().await.is_some() {
-            match crate::settings::load(&settings_path) {
-                Ok(new) => {
-                    tracing::info!(settings = %settings_path.display(), "settings reloaded");
-                    let _ = policy_tx.send(Arc::new(new));
-                }
-                Err(err) => tracing::error!(
-                    settings = %settings_path.display(),
-                    "reload refused, the running policy stays: {err}"
-                ),
-            }
-        }
-    });
+    crate::reload::spawn(args.settings.clone(), policy_tx, digests.clone())
+        .context("SIGHUP handler")?;
+
+    let sockets = SocketGate::new(vec![
+        protected_socket(&args.listen)?,
+        protected_socket(&args.engine)?,
+    ]);
+    let kernel_sync = match &maps {
+        Some(maps) => Some(KernelSync::new(
+            maps.clone(),
+            CgroupTree::open(&args.cgroup_root)?,
+        )),
+        None => None,
+    };
+    let gate = Arc::new(SocketMountGate::new(
+        EngineApi::new(&args.engine),
+        sockets,
+        policy_rx.clone(),
+        digests.subscribe(),
+        kernel_sync,
+    ));
+    tokio::spawn(crate::gate::watch::run(
+        gate.clone(),
+        policy_rx.clone(),
+        digests.subscribe(),
+    ));
 
     let mut config = SidecarConfig::new(
         &args.engine,
         TrustedCgroups::new(args.trust_cgroups.clone()),
     );
+    config.mounts = Some(gate);
     if let Some(target) = &args.audit_log {
         config.audit = Some(
             AuditLog::open(target, false)

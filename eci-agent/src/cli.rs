@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// A registry reached over plain HTTP (HOST:PORT); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
+    /// Time between two registry refreshes of the allowed digests (e.g. 5m, 30s).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub registry_refresh: Seconds,
     /// Where the cgroup2 hierarchy is mounted.
     #[arg(long, default_value = "/sys/fs/cgroup")]
     pub cgroup_root: PathBuf,
@@ -59,6 +62,36 @@ pub struct RunArgs {
     /// Run the sidecar without kernel enforcement when BPF LSM is not active (loudly).
     #[arg(long)]
     pub allow_no_lsm: bool,
+}
+
+/// A duration given as `90`, `90s`, `5m` or `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub u64);
+
+impl From<Seconds> for std::time::Duration {
+    fn from(s: Seconds) -> Self {
+        Self::from_secs(s.0)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Seconds, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with an optional s, m or h"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m or h)")),
+    };
+    match n.checked_mul(factor) {
+        Some(0) | None => Err(format!("{s:?}: must be between 1s and many years")),
+        Some(secs) => Ok(Seconds(secs)),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -89,6 +122,21 @@ pub fn main(cli: Cli) -> ExitCode {
         Err(err) => {
             eprintln!("eci-agent: {err:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Seconds(90)));
+        assert_eq!(parse_duration("5m"), Ok(Seconds(300)));
+        assert_eq!(parse_duration("1h"), Ok(Seconds(3600)));
+        for bad in ["", "0", "5d", "m", "-1s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
         }
     }
 }

@@ -6,9 +6,12 @@
 
 pub mod agent;
 pub mod cli;
+pub mod engine;
+pub mod gate;
 pub mod kernel;
 pub mod logging;
 pub mod policy;
 pub mod registry;
+pub mod reload;
 pub mod settings;
 pub mod sidecar;

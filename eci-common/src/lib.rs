@@ -10,12 +10,21 @@
 //! | [`MAP_VERDICTS`] | hash | cgroup v2 id → [`CgroupVerdict`] | `kernel/maps.rs`: trusted cgroups at start, container cgroups on start/reload/refresh |
 //! | [`MAP_EVENTS`] | ring buffer | [`DenyEvent`] | the programs, on every denial |
 //! | [`MAP_PROTECTED_INDEX`] | hash | [`InodeKey`] → [`Protected`] | `kernel/maps.rs`, beside every tag |
+//! | [`MAP_ADMISSION`] | hash | cgroup v2 id of a container parent → [`ADMIT_CHILDREN_DENIED`] | `kernel/maps.rs`, at start |
+//!
+//! Besides the maps, one read-only global, [`GLOBAL_OFFSETS`] ([`KernelOffsets`]), carries the
+//! kernel struct member offsets the loader found in the running kernel's BTF.
 //!
 //! The identity of a protected socket is the inode object itself (inode local storage), not a path
 //! and not a number the program would have to read out of kernel structs: bind mounts, hard links,
 //! `/proc/PID/root/...` and `O_PATH` fds all reach the same inode. The storage value carries the
 //! device and inode number so that denials can be reported without reading kernel structs.
-#![no_std]
+//!
+//! A client socket connected to a protected socket carries the same tag on its own (sockfs)
+//! inode: the programs copy it there at `unix_stream_connect`, so that a connected socket handed
+//! to another process (`SCM_RIGHTS`, `pidfd_getfd`) is judged at `file_receive` like the socket it
+//! reaches.
+#![cfg_attr(not(test), no_std)]
 
 /// Inode storage: which protected socket an inode is (see [`Protected`]).
 pub const MAP_PROTECTED: &str = "ECI_PROTECTED";
@@ -27,8 +36,25 @@ pub const MAP_EVENTS: &str = "ECI_EVENTS";
 /// cannot be listed), so `eci-agent status` and a restarted agent know the protected inodes.
 /// The programs never read it.
 pub const MAP_PROTECTED_INDEX: &str = "ECI_PROTECTED_INDEX";
+/// Hash: cgroup v2 id of a container parent → admission flags ([`ADMIT_CHILDREN_DENIED`]). A
+/// cgroup created under such a parent gets an explicit [`CgroupVerdict::DENY`] the moment it is
+/// made (`cgroup_mkdir`), before any process can join it.
+pub const MAP_ADMISSION: &str = "ECI_ADMISSION";
 /// Every map, in the order the loader pins them.
-pub const MAPS: [&str; 4] = [MAP_PROTECTED, MAP_VERDICTS, MAP_EVENTS, MAP_PROTECTED_INDEX];
+pub const MAPS: [&str; 5] = [
+    MAP_PROTECTED,
+    MAP_VERDICTS,
+    MAP_EVENTS,
+    MAP_PROTECTED_INDEX,
+    MAP_ADMISSION,
+];
+/// How many container parents can be registered in [`MAP_ADMISSION`].
+pub const MAX_ADMISSION_PARENTS: u32 = 64;
+/// [`MAP_ADMISSION`] value: every new child cgroup of this parent starts with an explicit deny.
+pub const ADMIT_CHILDREN_DENIED: u32 = 1 << 0;
+
+/// The read-only global ([`KernelOffsets`]) the loader fills from the running kernel's BTF.
+pub const GLOBAL_OFFSETS: &str = "ECI_OFFSETS";
 /// How many sockets can be protected at once.
 pub const MAX_PROTECTED: u32 = 64;
 
@@ -108,6 +134,90 @@ impl CgroupVerdict {
     }
 }
 
+/// Byte offsets of the kernel struct members the programs walk, as the running kernel's BTF gives
+/// them. aya emits no CO-RE relocations, so an offset compiled into the object would only be right
+/// for the kernel it was built against; the loader computes these at load time instead and refuses
+/// to load when one is missing. Each walk is also checked by the verifier: a load through a
+/// BTF-typed pointer at a constant offset must land on a member of the right type (e.g. a
+/// `struct inode *`), so a wrong offset is a load error, never a silent misread.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `struct file` → `f_inode` (`struct inode *`).
+    pub file_f_inode: u64,
+    /// `struct sock` → `sk_socket` (`struct socket *`).
+    pub sock_sk_socket: u64,
+    /// `struct socket` → `file` (`struct file *`).
+    pub socket_file: u64,
+    /// `struct unix_sock` → `path.dentry` (`struct dentry *`): where the socket is bound.
+    pub unix_sock_path_dentry: u64,
+    /// `struct dentry` → `d_inode` (`struct inode *`).
+    pub dentry_d_inode: u64,
+    /// `struct cgroup` → `kn` (`struct kernfs_node *`).
+    pub cgroup_kn: u64,
+    /// `struct kernfs_node` → `id` (`u64`, the cgroup id).
+    pub kernfs_node_id: u64,
+    /// `struct kernfs_node` → `parent` (`struct kernfs_node *`).
+    pub kernfs_node_parent: u64,
+    /// `struct kernfs_node` → `name` (`const char *`).
+    pub kernfs_node_name: u64,
+}
+
+impl KernelOffsets {
+    /// What the object carries before the loader overrides it. Never loaded as is: the loader
+    /// always sets the global, and an offset of 0 would fail the verifier's type check anyway.
+    pub const UNSET: Self = Self {
+        file_f_inode: 0,
+        sock_sk_socket: 0,
+        socket_file: 0,
+        unix_sock_path_dentry: 0,
+        dentry_d_inode: 0,
+        cgroup_kn: 0,
+        kernfs_node_id: 0,
+        kernfs_node_parent: 0,
+        kernfs_node_name: 0,
+    };
+}
+
+/// The systemd scope name Docker's systemd cgroup driver gives a container:
+/// `docker-<64 hex digits>.scope` (77 bytes). Shared by the `cgroup_mkdir` program and the
+/// agent's start-up scan, so both recognise the same cgroups.
+pub const CONTAINER_SCOPE_PREFIX: &[u8] = b"docker-";
+pub const CONTAINER_SCOPE_SUFFIX: &[u8] = b".scope";
+/// Length of a container scope name.
+pub const CONTAINER_SCOPE_LEN: usize = 7 + 64 + 6;
+
+/// Whether `name` (a cgroup directory name, no NUL) is a container scope name.
+#[inline(always)]
+pub fn is_container_scope(name: &[u8]) -> bool {
+    if name.len() != CONTAINER_SCOPE_LEN {
+        return false;
+    }
+    let mut i = 0;
+    while i < CONTAINER_SCOPE_PREFIX.len() {
+        if name[i] != CONTAINER_SCOPE_PREFIX[i] {
+            return false;
+        }
+        i += 1;
+    }
+    let mut i = 0;
+    while i < CONTAINER_SCOPE_SUFFIX.len() {
+        if name[CONTAINER_SCOPE_LEN - CONTAINER_SCOPE_SUFFIX.len() + i] != CONTAINER_SCOPE_SUFFIX[i]
+        {
+            return false;
+        }
+        i += 1;
+    }
+    let mut i = CONTAINER_SCOPE_PREFIX.len();
+    while i < CONTAINER_SCOPE_LEN - CONTAINER_SCOPE_SUFFIX.len() {
+        if !name[i].is_ascii_hexdigit() {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
 /// Which hook denied.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,6 +273,7 @@ const _: () = assert!(core::mem::size_of::<CgroupVerdict>() == 8);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 72);
 const _: () = assert!(core::mem::offset_of!(DenyEvent, comm) == 56);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
 
 #[cfg(feature = "user")]
 mod user {
@@ -174,4 +285,28 @@ mod user {
     unsafe impl aya::Pod for super::DenyEvent {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::InodeKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::KernelOffsets {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_container_scope;
+
+    #[test]
+    fn container_scope_names() {
+        let id = "0123456789abcdef".repeat(4);
+        assert!(is_container_scope(format!("docker-{id}.scope").as_bytes()));
+        assert!(is_container_scope(
+            format!("docker-{}.scope", id.to_uppercase()).as_bytes()
+        ));
+        assert!(!is_container_scope(b"docker.service"));
+        assert!(!is_container_scope(format!("docker-{id}.slice").as_bytes()));
+        assert!(!is_container_scope(format!("podman-{id}.scope").as_bytes()));
+        assert!(!is_container_scope(
+            format!("docker-{}.scope", &id[1..]).as_bytes()
+        ));
+        let bad = format!("docker-{}g.scope", &id[1..]);
+        assert!(!is_container_scope(bad.as_bytes()));
+    }
 }

@@ -12,6 +12,15 @@
 //! - `socket_connect` sees only the caller's unresolved `sun_path` string (every alias above
 //!   bypasses it), and `connect(2)` never calls `file_open` (nor does an `O_PATH` open); `open(2)`
 //!   of a socket file is already covered by `inode_permission` (`may_open`). So neither is used.
+//! - A connected socket, or an `O_PATH` fd of the socket file, can be handed to another process
+//!   without any path walk (`SCM_RIGHTS`, `pidfd_getfd`). `unix_stream_connect` sees the listener,
+//!   and copies its tag onto the connecting socket's own inode; `file_receive` judges the receiver
+//!   of any tagged inode like a connecting process.
+//! - A container's cgroup is made before the agent can know it: `cgroup_mkdir` (a BTF tracepoint)
+//!   gives it an explicit deny at creation, so it never inherits a trusted ancestor's allow.
+//!
+//! The last three walk kernel structs; the offsets come from the running kernel's BTF at load time
+//! (`kernel.rs` explains why that is safe without CO-RE). `inode_permission` needs none.
 // The programs exist only for the BPF target; on the host (`cargo build --workspace`, clippy)
 // this crate is an empty binary, so workspace-wide commands need no exclusions.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -19,6 +28,8 @@
 
 #[cfg(target_arch = "bpf")]
 mod hooks;
+#[cfg(target_arch = "bpf")]
+mod kernel;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]

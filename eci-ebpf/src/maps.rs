@@ -5,7 +5,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use eci_common::{
-    CgroupVerdict, DenyEvent, EVENTS_BYTES, InodeKey, MAX_PROTECTED, MAX_VERDICTS, Protected,
+    CgroupVerdict, DenyEvent, EVENTS_BYTES, InodeKey, MAX_ADMISSION_PARENTS, MAX_PROTECTED,
+    MAX_VERDICTS, Protected,
 };
 
 #[btf_map(name = "ECI_PROTECTED")]
@@ -21,3 +22,6 @@ pub static EVENTS: RingBuf<DenyEvent, { EVENTS_BYTES as usize }> = RingBuf::new(
 #[btf_map(name = "ECI_PROTECTED_INDEX")]
 pub static PROTECTED_INDEX: HashMap<InodeKey, Protected, { MAX_PROTECTED as usize }> =
     HashMap::new();
+
+#[btf_map(name = "ECI_ADMISSION")]
+pub static ADMISSION: HashMap<u64, u32, { MAX_ADMISSION_PARENTS as usize }> = HashMap::new();

@@ -1,5 +1,6 @@
 //! Fixtures shared by the integration tests (dockerd, registry, cgroups) and the kernel-VM suite.
 
+pub mod agent;
 pub mod dockerd;
 pub mod registry;
 pub mod sidecar;

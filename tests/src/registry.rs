@@ -133,6 +133,14 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        self.cleanup();
+    }
+}
+
+impl Registry {
+    /// Stops the registry and removes its files (also what dropping it does; statics that are
+    /// never dropped call it at exit).
+    pub fn cleanup(&mut self) {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }

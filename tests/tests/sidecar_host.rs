@@ -315,3 +315,28 @@ fn wait_bounded(child: std::process::Child, limit: Duration) -> Output {
         }
     }
 }
+
+#[test]
+fn push_and_pull_through_a_local_registry() {
+    let registry = eci_tests::registry::Registry::start().expect("registry");
+    let image = engine().cli_image();
+    let name = format!("{}/eci/pushpull:1", registry.addr);
+    ok(sidecar().docker().args(["tag", image, &name]));
+    let pushed = ok(sidecar().docker().args(["push", &name]));
+    assert!(pushed.contains("digest: sha256:"), "{pushed}");
+    ok(sidecar().docker().args(["rmi", &name]));
+    let pulled = ok(sidecar().docker().args(["pull", &name]));
+    assert!(
+        pulled.contains("Downloaded newer image") || pulled.contains("Pull complete"),
+        "{pulled}"
+    );
+    let digests =
+        ok(sidecar()
+            .docker()
+            .args(["image", "inspect", "-f", "{{json .RepoDigests}}", &name]));
+    assert!(
+        digests.contains(&format!("{}/eci/pushpull@sha256:", registry.addr)),
+        "{digests}"
+    );
+    ok(sidecar().docker().args(["rmi", &name]));
+}

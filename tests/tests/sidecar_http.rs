@@ -184,13 +184,25 @@ fn malformed_input_gets_a_clean_error_and_the_connection_closes() {
 #[test]
 fn smuggling_attempts_are_judged_or_dropped() {
     let sc = container_sidecar("deny", &["volume*"]);
-    // Content-Length and chunked together: the body is read as chunked (as the engine would),
-    // the connection is not reused, and the hidden request never runs.
+    // Content-Length and chunked together, in either order: 400, the connection is closed, and
+    // neither the request nor the one hidden behind it runs.
+    for head in [
+        "Content-Length: 60\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\r\nContent-Length: 60",
+    ] {
+        let answer = exchange(
+            sc.socket(),
+            format!("POST /v1.41/containers/prune HTTP/1.1\r\nHost: d\r\n{head}\r\n\r\n0\r\n\r\nPOST /v1.41/volumes/create HTTP/1.1\r\nHost: d\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(statuses(&answer), [400], "{answer}");
+    }
+    // The same bytes as a body, properly framed, are only data.
+    let hidden = "POST /v1.41/volumes/create HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
     let answer = exchange(
         sc.socket(),
-        b"POST /v1.41/containers/prune HTTP/1.1\r\nHost: d\r\nContent-Length: 60\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nPOST /v1.41/volumes/create HTTP/1.1\r\nHost: d\r\n\r\n",
+        format!("POST /v1.41/containers/prune HTTP/1.1\r\nHost: d\r\nContent-Length: {}\r\n\r\n{hidden}GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n", hidden.len()).as_bytes(),
     );
-    assert_eq!(statuses(&answer), [200], "{answer}");
+    assert_eq!(statuses(&answer), [200, 200], "{answer}");
     // A bad chunk size: the body is malformed, the connection is closed.
     let answer = exchange(
         sc.socket(),

@@ -28,13 +28,16 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    for (program, hook) in PROGRAMS {
-        let state = if pins.link(program).exists() {
+    for program in PROGRAMS {
+        let state = if pins.link(program.symbol).exists() {
             "attached"
         } else {
             "MISSING"
         };
-        println!("program {program} on {hook}: {state}");
+        println!(
+            "program {} on {} ({:?}): {state}",
+            program.symbol, program.target, program.attach
+        );
     }
     let maps = KernelMaps::open_pinned(&pins)?;
     println!("protected sockets:");
@@ -49,6 +52,14 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
     let tree = CgroupTree::open(Path::new("/sys/fs/cgroup"))
         .or_else(|_| CgroupTree::open(Path::new("/sys/fs/cgroup/unified")))
         .ok();
+    println!("container parents (each new child cgroup starts denied):");
+    for id in maps.container_parents() {
+        let path = tree
+            .as_ref()
+            .and_then(|tree| tree.path_of(id))
+            .map_or_else(|| "(gone)".to_owned(), |p| p.display().to_string());
+        println!("  {id} {path}");
+    }
     println!("cgroup verdicts (every other cgroup is denied):");
     for (id, verdict) in maps.verdicts() {
         let path = tree

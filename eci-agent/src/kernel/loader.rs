@@ -14,13 +14,16 @@ use std::{
 use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
-    programs::{Lsm, links::FdLink},
+    programs::{BtfTracePoint, Lsm, links::FdLink},
 };
-use eci_common::{MAP_PROTECTED, MAP_PROTECTED_INDEX, MAP_VERDICTS, MAPS};
+use eci_common::{
+    GLOBAL_OFFSETS, MAP_ADMISSION, MAP_PROTECTED, MAP_PROTECTED_INDEX, MAP_VERDICTS, MAPS,
+};
 
 use super::{
+    btf,
     maps::KernelMaps,
-    object::{OBJECT, PROGRAMS},
+    object::{Attach, OBJECT, PROGRAMS},
 };
 
 /// Why the programs could not be loaded.
@@ -36,6 +39,16 @@ pub enum LoadError {
         "BPF LSM is not active on this kernel (/sys/kernel/security/lsm: {active:?}); boot with `lsm=...,bpf` on the kernel command line"
     )]
     LsmInactive { active: String },
+    /// The running kernel's BTF lacks a struct member the programs walk (or has it with another
+    /// type): the programs would read the wrong memory, so they are not loaded at all.
+    #[error(
+        "this kernel's BTF ({path}) does not give the layout the programs need: {source}; eci-agent cannot enforce on this kernel"
+    )]
+    Offsets {
+        path: &'static str,
+        #[source]
+        source: btf::BtfError,
+    },
     /// The kernel refused to load or attach a program.
     #[error(
         "this kernel refused the BPF LSM program {program} ({source}); it cannot enforce here: use a kernel with BPF LSM (or `cargo xtask run --vm`)"
@@ -84,7 +97,7 @@ impl PinLayout {
     pub fn is_loaded(&self) -> bool {
         PROGRAMS
             .iter()
-            .any(|(program, _)| self.link(program).exists())
+            .any(|program| self.link(program.symbol).exists())
     }
 }
 
@@ -115,26 +128,51 @@ impl Enforcer {
         }
         let btf =
             Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        // The struct walks of unix_stream_connect, file_receive and cgroup_mkdir use the running
+        // kernel's member offsets (see eci-common's KernelOffsets for why not compiled-in ones).
+        let offsets = btf::kernel_offsets(&btf::Btf::from_sys_fs()?).map_err(|source| {
+            LoadError::Offsets {
+                path: btf::VMLINUX,
+                source,
+            }
+        })?;
         let map_paths: Vec<(&str, PathBuf)> =
             MAPS.iter().map(|name| (*name, pins.map(name))).collect();
         let mut loader = EbpfLoader::new();
         loader.btf(Some(&btf));
+        loader.override_global(GLOBAL_OFFSETS, &offsets, true);
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(OBJECT).context("loading the BPF object")?;
-        for &(program, hook) in PROGRAMS {
-            let lsm: &mut Lsm = ebpf
+        for &super::object::Program {
+            symbol: program,
+            target,
+            attach,
+        } in PROGRAMS
+        {
+            let refused = |source| LoadError::Refused { program, source };
+            let found = ebpf
                 .program_mut(program)
-                .with_context(|| format!("program {program} is missing from the BPF object"))?
-                .try_into()
-                .with_context(|| format!("program {program} is not an LSM program"))?;
-            lsm.load(hook, &btf)
-                .map_err(|source| LoadError::Refused { program, source })?;
-            let link_id = lsm
-                .attach()
-                .map_err(|source| LoadError::Refused { program, source })?;
-            let link: FdLink = lsm.take_link(link_id).context("taking the link")?.into();
+                .with_context(|| format!("program {program} is missing from the BPF object"))?;
+            let link: FdLink = match attach {
+                Attach::Lsm => {
+                    let lsm: &mut Lsm = found
+                        .try_into()
+                        .with_context(|| format!("program {program} is not an LSM program"))?;
+                    lsm.load(target, &btf).map_err(refused)?;
+                    let link_id = lsm.attach().map_err(refused)?;
+                    lsm.take_link(link_id).context("taking the link")?.into()
+                }
+                Attach::BtfTracePoint => {
+                    let tp: &mut BtfTracePoint = found.try_into().with_context(|| {
+                        format!("program {program} is not a BTF tracepoint program")
+                    })?;
+                    tp.load(target, &btf).map_err(refused)?;
+                    let link_id = tp.attach().map_err(refused)?;
+                    tp.take_link(link_id).context("taking the link")?.into()
+                }
+            };
             let pin = pins.link(program);
             // bpffs refuses names with a dot (EPERM), hence no ".new".
             let staging = pins.link(&format!("{program}_staging"));
@@ -152,6 +190,7 @@ impl Enforcer {
             take(&mut ebpf, MAP_PROTECTED)?,
             take(&mut ebpf, MAP_PROTECTED_INDEX)?,
             take(&mut ebpf, MAP_VERDICTS)?,
+            take(&mut ebpf, MAP_ADMISSION)?,
         )?;
         Ok(Self { maps, ebpf })
     }
@@ -162,7 +201,9 @@ impl Enforcer {
     }
 }
 
-/// Detaches the programs and removes every pin (maps, links, the directory itself).
+/// Detaches the programs and removes every pin (maps, links, the directory itself). The kernel
+/// releases a link whose last reference was its pin from a work queue, so the programs stop
+/// running shortly after this returns, not at once.
 pub fn unload(pins: &PinLayout) -> anyhow::Result<bool> {
     let mut removed = false;
     for dir in [pins.links_dir(), pins.maps_dir()] {

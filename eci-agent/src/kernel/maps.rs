@@ -4,6 +4,7 @@
 //!   storage keys are fds; the kernel takes `fget_raw`, so `O_PATH` works and nothing is opened
 //!   for reading or writing), and recorded in the index by `(st_dev, st_ino)`.
 //! - Verdicts: cgroup id → allowed classes.
+//! - Admission: container parents, whose new children the `cgroup_mkdir` program denies at birth.
 
 use std::{
     fs::{File, OpenOptions},
@@ -14,7 +15,8 @@ use std::{
 use anyhow::Context as _;
 use aya::maps::{HashMap, InodeStorage, Map, MapData};
 use eci_common::{
-    CgroupVerdict, InodeKey, MAP_PROTECTED, MAP_PROTECTED_INDEX, MAP_VERDICTS, Protected,
+    ADMIT_CHILDREN_DENIED, CgroupVerdict, InodeKey, MAP_ADMISSION, MAP_PROTECTED,
+    MAP_PROTECTED_INDEX, MAP_VERDICTS, Protected,
 };
 
 use super::{cgroup::CgroupId, loader::PinLayout};
@@ -23,14 +25,21 @@ pub struct KernelMaps {
     protected: InodeStorage<MapData, Protected>,
     index: HashMap<MapData, InodeKey, Protected>,
     verdicts: HashMap<MapData, u64, CgroupVerdict>,
+    admission: HashMap<MapData, u64, u32>,
 }
 
 impl KernelMaps {
-    pub(super) fn from_maps(protected: Map, index: Map, verdicts: Map) -> anyhow::Result<Self> {
+    pub(super) fn from_maps(
+        protected: Map,
+        index: Map,
+        verdicts: Map,
+        admission: Map,
+    ) -> anyhow::Result<Self> {
         Ok(Self {
             protected: protected.try_into().context(MAP_PROTECTED)?,
             index: index.try_into().context(MAP_PROTECTED_INDEX)?,
             verdicts: verdicts.try_into().context(MAP_VERDICTS)?,
+            admission: admission.try_into().context(MAP_ADMISSION)?,
         })
     }
 
@@ -46,6 +55,7 @@ impl KernelMaps {
             open(MAP_PROTECTED)?,
             open(MAP_PROTECTED_INDEX)?,
             open(MAP_VERDICTS)?,
+            open(MAP_ADMISSION)?,
         )
     }
 
@@ -112,6 +122,26 @@ impl KernelMaps {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
             Err(err) => Err(err).with_context(|| format!("removing the verdict of cgroup {id}")),
         }
+    }
+
+    /// Registers `parent` as a container parent: from now on every cgroup created under it starts
+    /// with an explicit deny (written by the `cgroup_mkdir` program).
+    pub fn admit_children_denied(&mut self, parent: CgroupId) -> anyhow::Result<()> {
+        self.admission
+            .insert(parent.0, ADMIT_CHILDREN_DENIED, 0)
+            .with_context(|| format!("registering container parent cgroup {parent}"))
+    }
+
+    /// The registered container parents.
+    pub fn container_parents(&self) -> Vec<CgroupId> {
+        let mut all: Vec<_> = self
+            .admission
+            .keys()
+            .filter_map(Result::ok)
+            .map(CgroupId)
+            .collect();
+        all.sort();
+        all
     }
 
     pub fn verdicts(&self) -> Vec<(CgroupId, CgroupVerdict)> {

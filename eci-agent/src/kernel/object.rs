@@ -1,7 +1,47 @@
-//! The BPF object built by `eci-agent/build.rs` from eci-ebpf.
+//! The BPF object built by `eci-agent/build.rs` from eci-ebpf, and the programs in it.
 
 /// Empty when the crate was built with `AYA_BUILD_SKIP=1` (checks and unit tests only).
 pub static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/eci"));
 
-/// The programs in the object: (symbol, LSM hook name).
-pub const PROGRAMS: &[(&str, &str)] = &[("inode_permission", "inode_permission")];
+/// How a program attaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attach {
+    /// A BPF LSM hook (`bpf_lsm_<name>`).
+    Lsm,
+    /// A BTF-enabled raw tracepoint (`btf_trace_<name>`).
+    BtfTracePoint,
+}
+
+/// A program in the object: its symbol (also the name of its pinned link) and what it attaches to.
+#[derive(Clone, Copy, Debug)]
+pub struct Program {
+    pub symbol: &'static str,
+    pub target: &'static str,
+    pub attach: Attach,
+}
+
+/// The programs, in the order they are attached. The admission tracepoint comes first, so that no
+/// container cgroup is created without a deny between it and the others; `unix_stream_connect`
+/// (which tags connected client sockets) before `file_receive` (which judges them).
+pub const PROGRAMS: &[Program] = &[
+    Program {
+        symbol: "cgroup_mkdir",
+        target: "cgroup_mkdir",
+        attach: Attach::BtfTracePoint,
+    },
+    Program {
+        symbol: "inode_permission",
+        target: "inode_permission",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "unix_stream_connect",
+        target: "unix_stream_connect",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "file_receive",
+        target: "file_receive",
+        attach: Attach::Lsm,
+    },
+];

@@ -171,6 +171,13 @@ impl DigestCache {
                 for (p, e) in &report.failed {
                     tracing::warn!(entry = %p, error = %e, "image list entry not refreshed; keeping the last good digests");
                 }
+                let allowed = self.allowed();
+                tracing::info!(
+                    digests = allowed.len(),
+                    unresolved = allowed.unresolved().len(),
+                    failed = report.failed.len(),
+                    "allowed digests refreshed"
+                );
                 tokio::select! {
                     () = tokio::time::sleep(interval) => {}
                     () = self.wake.notified() => {}

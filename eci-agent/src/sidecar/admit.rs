@@ -60,6 +60,12 @@ pub enum Refusal {
     CommandBlocked { message: String },
     /// A caller in no container and no trusted cgroup.
     UnknownCaller,
+    /// A caller in a container that is not allowed to use the socket (now).
+    ContainerNotAllowed,
+    /// The image of a container that mounts the socket is not allowed; Docker Desktop's text.
+    SocketMountDenied { message: String },
+    /// The gate could not verify a container's mounts or image: nothing passes unverified.
+    Unverifiable { message: String },
 }
 
 /// Decides one request. `raw_target` is quoted in the refusal text.

@@ -59,6 +59,8 @@ pub fn full(body: impl Into<Bytes>) -> ProxyBody {
 pub struct EngineLink {
     engine: std::path::PathBuf,
     sender: Option<http1::SendRequest<ProxyBody>>,
+    /// Turns `true` when the caller's container loses its allowance: tunnels end with it.
+    revoked: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl EngineLink {
@@ -66,15 +68,22 @@ impl EngineLink {
         Self {
             engine: engine.to_owned(),
             sender: None,
+            revoked: None,
         }
+    }
+
+    /// Ends this connection's tunnels when `revoked` turns `true`.
+    pub fn with_revocation(mut self, revoked: Option<tokio::sync::watch::Receiver<bool>>) -> Self {
+        self.revoked = revoked;
+        self
     }
 
     /// Forwards an ordinary (non-upgrade) request.
     pub async fn forward(
         &mut self,
-        req: Request<Incoming>,
+        req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
-        let req = upstream_request(req, false).map(|body| body.boxed());
+        let req = upstream_request(req, false);
         let reusable = match self.sender.take() {
             Some(mut sender) => sender.ready().await.is_ok().then_some(sender),
             None => None,
@@ -107,7 +116,7 @@ impl EngineLink {
     /// byte tunnel that honours half-close in each direction; any other answer is passed on.
     pub async fn forward_upgrade(
         &mut self,
-        mut req: Request<Incoming>,
+        mut req: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, ForwardError> {
         let client_upgrade = hyper::upgrade::on(&mut req);
         let (parts, body) = req.into_parts();
@@ -133,6 +142,7 @@ impl EngineLink {
             return Ok(downstream_response(resp));
         }
         let engine_upgrade = hyper::upgrade::on(&mut resp);
+        let revoked = self.revoked.clone();
         tokio::spawn(async move {
             let (client, engine) = match tokio::try_join!(client_upgrade, engine_upgrade) {
                 Ok(pair) => pair,
@@ -145,8 +155,12 @@ impl EngineLink {
             let mut engine = TokioIo::new(engine);
             // copy_bidirectional shuts down each write side when the other side's read ends,
             // which is how `docker run -i` tells the container that stdin is over.
-            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut engine).await {
-                tracing::debug!(%err, "tunnel ended with an error");
+            let tunnel = tokio::io::copy_bidirectional(&mut client, &mut engine);
+            tokio::select! {
+                ended = tunnel => if let Err(err) = ended {
+                    tracing::debug!(%err, "tunnel ended with an error");
+                },
+                () = super::revocation(revoked) => tracing::info!("tunnel closed: the container lost its allowance"),
             }
         });
         let (mut parts, _) = resp.into_parts();

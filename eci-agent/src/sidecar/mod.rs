@@ -8,21 +8,25 @@
 //!    engine would route, or answered the way the engine answers paths it does not route;
 //! 2. identify the caller ([`peer`]): done once per connection from the kernel's credentials;
 //! 3. classify and 4. decide ([`admit`]): the policy's route table and commandList;
+//!    4b. the socket-mount gate ([`mounts`]): `create`, `start` and `restart` of containers that
+//!    mount the socket, and container callers served only while their container is allowed;
 //! 5. respond ([`respond`], the only place refusals become HTTP) or forward ([`forward`]).
 //!
 //! Refusals (and, on request, admissions) are written to the audit log ([`audit`]).
 //!
 //! The engine only ever receives requests as hyper parsed them and the pipeline classified them
 //! (origin-form target, bodies re-framed), so where hyper is more lenient than Go the two still
-//! agree on what runs: a `#…` suffix is dropped before both see it; `Content-Length` with
-//! `Transfer-Encoding: chunked` is read as chunked (as Go does) and the connection is not
-//! reused, rather than answered 400. Hijack requests without an `Upgrade` header (pre-2016
-//! clients, answered by the engine with a bare 200 stream) are not tunnelled.
+//! agree on what runs: a `#…` suffix is dropped before both see it. `Content-Length` with
+//! `Transfer-Encoding`, which hyper would read as chunked, is answered 400 ([`framing`]).
+//! Hijack requests without an `Upgrade` header (pre-2016 clients, answered by the engine with a
+//! bare 200 stream) are not tunnelled.
 #![forbid(unsafe_code)]
 
 pub mod admit;
 pub mod audit;
 pub mod forward;
+mod framing;
+pub mod mounts;
 pub mod path;
 pub mod peer;
 pub mod respond;
@@ -60,6 +64,8 @@ pub struct SidecarConfig {
     pub head_timeout: Duration,
     /// Where refused (and optionally admitted) requests are recorded.
     pub audit: Option<AuditLog>,
+    /// The socket-mount gate; `None` serves the commandList alone (tests of the proxy layer).
+    pub mounts: Option<Arc<crate::gate::SocketMountGate>>,
 }
 
 impl SidecarConfig {
@@ -70,6 +76,7 @@ impl SidecarConfig {
             identity: Arc::new(ProcIdentity::new(trusted)),
             head_timeout: Duration::from_secs(30),
             audit: None,
+            mounts: None,
         }
     }
 }
@@ -182,9 +189,16 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
         return;
     }
 
+    // A container's connections last only as long as its allowance.
+    let revoked = match (&shared.config.mounts, &caller.kind) {
+        (Some(gate), CallerKind::Container(id)) => gate.containers.watch(id),
+        _ => None,
+    };
     let conn = Arc::new(Connection {
         caller,
-        engine: tokio::sync::Mutex::new(EngineLink::new(&shared.config.engine)),
+        engine: tokio::sync::Mutex::new(
+            EngineLink::new(&shared.config.engine).with_revocation(revoked.clone()),
+        ),
     });
     let service = service_fn(move |req| {
         let conn = conn.clone();
@@ -195,11 +209,26 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
         .timer(TokioTimer::new())
         .header_read_timeout(head_timeout)
         .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(TokioIo::new(sniff::Prefixed::new(first, stream)), service)
-        .with_upgrades()
-        .await;
-    if let Err(err) = served {
-        tracing::debug!(%err, "client connection ended");
+        .serve_connection(
+            TokioIo::new(framing::Guarded::new(sniff::Prefixed::new(first, stream))),
+            service,
+        )
+        .with_upgrades();
+    tokio::select! {
+        served = served => if let Err(err) = served {
+            tracing::debug!(%err, "client connection ended");
+        },
+        () = revocation(revoked) => tracing::info!("connection closed: the container lost its allowance"),
+    }
+}
+
+/// Completes when the container behind a connection loses its allowance; never for others.
+async fn revocation(revoked: Option<watch::Receiver<bool>>) {
+    match revoked {
+        Some(mut rx) => {
+            let _ = rx.wait_for(|revoked| *revoked).await;
+        }
+        None => std::future::pending().await,
     }
 }
 
@@ -209,6 +238,8 @@ async fn handle<G: CommandGate + ?Sized>(
     conn: &Connection,
     shared: &Shared<G>,
 ) -> Response<ProxyBody> {
+    use http_body_util::BodyExt as _;
+    let req = req.map(|body| body.boxed());
     // 1. Parse and normalise: the path the engine would route, or its own answer.
     let raw_target = raw_target(req.uri());
     let method = req.method().as_str().to_owned();
@@ -225,16 +256,42 @@ async fn handle<G: CommandGate + ?Sized>(
     let gate = shared.policy.borrow().clone();
     let admission = admit::admit(&*gate, &caller.kind, &method, &route_path, &raw_target);
     drop(gate);
-    let (decision, refusal) = match &admission {
+    let (mut decision, mut refusal) = match admission {
         Admission::Admitted(decision) => (decision, None),
         Admission::Refused(refusal, decision) => (decision, Some(refusal)),
     };
+
+    // 4b. The socket-mount gate, for what the commandList let through.
+    let mut req = req;
+    let mut body_read = false;
+    if refusal.is_none()
+        && let Some(gate) = &shared.config.mounts
+    {
+        match mounts::check(
+            gate,
+            &caller.kind,
+            &method,
+            decision.route,
+            &route_path.api_path,
+            req,
+        )
+        .await
+        {
+            mounts::Gated::Pass(passed) => req = passed,
+            mounts::Gated::Refused(gate_refusal, reason) => {
+                decision.reason = reason;
+                refusal = Some(gate_refusal);
+                body_read = true;
+                req = Request::new(forward::full(bytes::Bytes::new()));
+            }
+        }
+    }
     if let Some(audit) = &shared.config.audit {
         audit.record(&audit::Entry {
             caller,
             method: &method,
             raw_target: &raw_target,
-            decision,
+            decision: &decision,
             allowed: refusal.is_none(),
         });
     }
@@ -243,7 +300,11 @@ async fn handle<G: CommandGate + ?Sized>(
     if let Some(refusal) = refusal {
         tracing::info!(pid = ?caller.pid, cgroup = ?caller.cgroup, %method, target = %raw_target.escape_debug(),
             rule = ?decision.rule, reason = decision.reason, "request refused");
-        return respond::refuse(req, refusal).await;
+        return if body_read {
+            respond::refused(&refusal)
+        } else {
+            respond::refuse(req, &refusal).await
+        };
     }
     let hijack = is_hijack(&method, decision.route) && req.headers().contains_key(header::UPGRADE);
     let mut engine = conn.engine.lock().await;

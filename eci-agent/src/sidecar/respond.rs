@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body_util::BodyExt as _;
-use hyper::body::Incoming;
 
 use super::{
     admit::Refusal,
@@ -23,7 +22,7 @@ const DRAIN_LIMIT: usize = 32 << 20;
 const DRAIN_TIME: Duration = Duration::from_secs(10);
 
 /// Answers a refused request, after reading (a bounded part of) its body.
-pub async fn refuse(req: Request<Incoming>, refusal: &Refusal) -> Response<ProxyBody> {
+pub async fn refuse(req: Request<ProxyBody>, refusal: &Refusal) -> Response<ProxyBody> {
     // With `Expect: 100-continue` the client sends nothing until told to; reading would tell it.
     if !req.headers().contains_key(header::EXPECT) {
         let mut body = req.into_body();
@@ -44,7 +43,12 @@ pub async fn refuse(req: Request<Incoming>, refusal: &Refusal) -> Response<Proxy
 /// A request the policy refused.
 pub fn refused(refusal: &Refusal) -> Response<ProxyBody> {
     let message = match refusal {
-        Refusal::CommandBlocked { message, .. } => message.clone(),
+        Refusal::CommandBlocked { message, .. }
+        | Refusal::SocketMountDenied { message }
+        | Refusal::Unverifiable { message } => message.clone(),
+        Refusal::ContainerNotAllowed => "enhanced container isolation: this container is not allowed to use the docker \
+                                         socket; configure the docker socket image list to allow its image"
+            .to_owned(),
         Refusal::UnknownCaller => "enhanced container isolation: this process is neither in a container allowed to use the \
                                    docker socket nor in a trusted host cgroup"
             .to_owned(),

@@ -5,7 +5,7 @@ use std::{
     ffi::CString,
     fs,
     io::{BufRead as _, BufReader},
-    os::unix::net::UnixListener,
+    os::{fd::OwnedFd, unix::net::UnixListener},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -172,6 +172,62 @@ pub fn probe(cgroup: &str, op: &str, path: &Path, dir: Option<&Path>) -> u8 {
     }
     let status = cmd.status().expect("spawn a probe");
     status.code().map_or(255, |c| c as u8)
+}
+
+/// Runs a probe in `cgroup` with `stdin` (one end of a socket pair, for the fd-passing ops) as its
+/// standard input, and returns its exit code.
+pub fn probe_with_stdin(cgroup: &str, op: &str, arg: &str, stdin: OwnedFd) -> u8 {
+    let status = Command::new(std::env::current_exe().expect("own path"))
+        .args(["probe", cgroup, op, arg])
+        .stdin(Stdio::from(stdin))
+        .status()
+        .expect("spawn a probe");
+    status.code().map_or(255, |c| c as u8)
+}
+
+/// A `probe CGROUP hold PATH` child: it holds a connection to PATH until dropped.
+pub struct Holder {
+    child: Child,
+    /// The connected socket's fd number in the holder.
+    pub fd: u32,
+}
+
+impl Holder {
+    pub fn start(cgroup: &str, path: &Path) -> Result<Self, String> {
+        let mut child = Command::new(std::env::current_exe().expect("own path"))
+            .arg("probe")
+            .arg(cgroup)
+            .arg("hold")
+            .arg(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn a holder: {e}"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("holder stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        match line.trim().parse() {
+            Ok(fd) => Ok(Self { child, fd }),
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait();
+                Err(format!("the holder did not connect ({status:?})"))
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        // Closing its stdin ends it; kill in case it is stuck.
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// Polls `f` until it returns true or `timeout` passes.

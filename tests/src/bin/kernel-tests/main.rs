@@ -10,6 +10,7 @@
 mod agent;
 mod cases;
 mod fixture;
+mod gate_cases;
 mod probe;
 
 use std::process::ExitCode;

@@ -1,11 +1,19 @@
-//! `kernel-tests probe CGROUP OP PATH [DIR]`: joins CGROUP (relative to the cgroup2 mount), then
+//! `kernel-tests probe CGROUP OP PATH [ARG]`: joins CGROUP (relative to the cgroup2 mount), then
 //! tries OP on PATH and exits with what happened. Running each attempt in a fresh process keeps the
 //! suite's own cgroup out of the way.
+//!
+//! The fd-passing ops use their stdin, a unix socket the suite made with `socketpair(2)`:
+//! `send-*` put one fd of PATH on it (`SCM_RIGHTS`), `recv-fd` takes what arrives. `hold` connects
+//! to PATH, prints the connected fd's number and waits for stdin to close; `getfd PID FD` takes fd
+//! FD of process PID with `pidfd_getfd(2)`.
 
 use std::{
     fs::{self, OpenOptions},
-    io::{self, Read as _},
-    os::unix::{fs::OpenOptionsExt as _, net::UnixStream},
+    io::{self, Read as _, Write as _},
+    os::{
+        fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
+        unix::{fs::OpenOptionsExt as _, net::UnixStream},
+    },
     path::Path,
     process::ExitCode,
 };
@@ -15,6 +23,8 @@ pub const CONNECTED: u8 = 0;
 pub const EPERM: u8 = 10;
 pub const REFUSED: u8 = 12;
 pub const OTHER: u8 = 13;
+/// `recv-fd`: the message came without its fd and with `MSG_CTRUNC` (the kernel refused it).
+pub const TRUNCATED: u8 = 14;
 
 pub fn main(args: &[String]) -> ExitCode {
     let [cgroup, op, path, rest @ ..] = args else {
@@ -48,6 +58,33 @@ pub fn main(args: &[String]) -> ExitCode {
         "read" => fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut Vec::new()))
             .map(drop),
+        "send-connected" => UnixStream::connect(path).and_then(|s| send_fd(s.as_raw_fd())),
+        "send-opath" => OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_PATH)
+            .open(path)
+            .and_then(|f| send_fd(f.as_raw_fd())),
+        "send-file" => fs::File::open(path).and_then(|f| send_fd(f.as_raw_fd())),
+        "recv-fd" => match recv_fd() {
+            Ok(Received::Fd(fd)) => {
+                drop(fd);
+                Ok(())
+            }
+            Ok(Received::Truncated) => return ExitCode::from(TRUNCATED),
+            Err(err) => Err(err),
+        },
+        "hold" => UnixStream::connect(path).and_then(|s| {
+            println!("{}", s.as_raw_fd());
+            io::stdout().flush()?;
+            io::stdin().read_to_end(&mut Vec::new()).map(drop)
+        }),
+        "getfd" => rest
+            .first()
+            .and_then(|fd| fd.parse().ok())
+            .zip(path.parse().ok())
+            .ok_or_else(|| io::Error::other("getfd needs PID and FD"))
+            .and_then(|(fd, pid)| pidfd_getfd(pid, fd))
+            .map(drop),
         _ => Err(io::Error::other(format!("unknown probe op {op}"))),
     };
     ExitCode::from(match result {
@@ -59,4 +96,95 @@ pub fn main(args: &[String]) -> ExitCode {
             OTHER
         }
     })
+}
+
+/// Sends `fd` over stdin (a unix socket) with `SCM_RIGHTS`, one byte of payload.
+fn send_fd(fd: RawFd) -> io::Result<()> {
+    let mut byte = [b'x'];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // u64 words keep the control buffer aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: the message points at live buffers; the CMSG macros stay within `control`, which is
+    // larger than CMSG_SPACE(sizeof(int)).
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = libc::CMSG_SPACE(size_of::<RawFd>() as u32) as usize;
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = libc::SOL_SOCKET;
+        (*cmsg).cmsg_type = libc::SCM_RIGHTS;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<RawFd>() as u32) as usize;
+        libc::CMSG_DATA(cmsg).cast::<RawFd>().write_unaligned(fd);
+        if libc::sendmsg(0, &msg, 0) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+enum Received {
+    Fd(OwnedFd),
+    /// The payload arrived, the fd did not, and the kernel said so with `MSG_CTRUNC`.
+    Truncated,
+}
+
+/// Receives one message from stdin (a unix socket) and the fd it carries.
+fn recv_fd() -> io::Result<Received> {
+    let mut byte = [0u8];
+    let mut iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    let mut control = [0u64; 8];
+    // SAFETY: as in `send_fd`; the kernel fills at most msg_controllen bytes of `control`.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = size_of_val(&control);
+        let n = libc::recvmsg(0, &mut msg, libc::MSG_CMSG_CLOEXEC);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if n == 0 {
+            return Err(io::Error::other("the sender sent nothing"));
+        }
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        if !cmsg.is_null()
+            && (*cmsg).cmsg_level == libc::SOL_SOCKET
+            && (*cmsg).cmsg_type == libc::SCM_RIGHTS
+        {
+            let fd = libc::CMSG_DATA(cmsg).cast::<RawFd>().read_unaligned();
+            return Ok(Received::Fd(OwnedFd::from_raw_fd(fd)));
+        }
+        if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+            return Ok(Received::Truncated);
+        }
+        Err(io::Error::other(
+            "a message without fd and without MSG_CTRUNC",
+        ))
+    }
+}
+
+/// Takes a duplicate of fd `fd` of process `pid` (`pidfd_open` + `pidfd_getfd`).
+fn pidfd_getfd(pid: libc::pid_t, fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscalls with integer arguments; each returned fd is owned exactly once.
+    unsafe {
+        let pidfd = libc::syscall(libc::SYS_pidfd_open, pid, 0);
+        if pidfd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let pidfd = OwnedFd::from_raw_fd(pidfd as RawFd);
+        let got = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), fd, 0);
+        if got < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(got as RawFd))
+    }
 }

@@ -1,0 +1,8 @@
+//! The agent's own view of the real engine: a small API client and the decoding of what the
+//! engine answers into the facts the policy judges.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod decode;
+
+pub use api::{EngineApi, EngineError};

@@ -1,0 +1,116 @@
+//! Step 4b of the pipeline: the socket-mount gate. `create` is judged on its body before the
+//! engine sees it; `start` and `restart` on the engine's own view of the container, by its image
+//! ID. Container callers are served only while their container is allowed.
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt as _, Limited};
+
+use super::{
+    admit::Refusal,
+    forward::{ProxyBody, full},
+    peer::CallerKind,
+};
+use crate::gate::{self, GatePass, GateRefusal, SocketMountGate};
+
+/// Create bodies are a few KiB; the engine's own decoder has no limit, so be generous.
+const MAX_CREATE_BODY: usize = 16 << 20;
+
+/// What the gate made of a request: passed on (with its body, read or not), or refused with a
+/// reason code for the audit log.
+pub enum Gated {
+    Pass(Request<ProxyBody>),
+    Refused(Refusal, &'static str),
+}
+
+/// Runs the gate for one admitted request.
+pub async fn check(
+    gate: &SocketMountGate,
+    caller: &CallerKind,
+    method: &str,
+    route: Option<&'static str>,
+    api_path: &str,
+    req: Request<ProxyBody>,
+) -> Gated {
+    if let CallerKind::Container(id) = caller
+        && gate.eci_enabled()
+        && !gate.containers.is_allowed(id)
+    {
+        return Gated::Refused(Refusal::ContainerNotAllowed, "container_not_allowed");
+    }
+    match (method, route) {
+        ("POST", Some("/containers/create")) => create(gate, req).await,
+        ("POST", Some("/containers/{name:.*}/start" | "/containers/{name:.*}/restart")) => {
+            let name = api_path
+                .strip_prefix("/containers/")
+                .and_then(|rest| rest.rsplit_once('/'))
+                .map_or("", |(name, _)| name);
+            start(gate, name, req).await
+        }
+        _ => Gated::Pass(req),
+    }
+}
+
+async fn create(gate: &SocketMountGate, req: Request<ProxyBody>) -> Gated {
+    let (parts, body) = req.into_parts();
+    let body: Bytes = match Limited::new(body, MAX_CREATE_BODY).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            return refused(GateRefusal::Unverifiable {
+                message: format!(
+                    "enhanced container isolation: cannot read the container configuration: {err}"
+                ),
+            });
+        }
+    };
+    match gate.check_create(&body).await {
+        Ok(pass) => {
+            log_pass("create", &pass);
+            Gated::Pass(Request::from_parts(parts, full(body)))
+        }
+        Err(refusal) => refused(refusal),
+    }
+}
+
+async fn start(gate: &SocketMountGate, name: &str, req: Request<ProxyBody>) -> Gated {
+    match gate.check_start(name).await {
+        Ok(None) => Gated::Pass(req),
+        Ok(Some(judgement)) => match &judgement.outcome {
+            Ok(pass) => {
+                log_pass("start", pass);
+                gate::apply(gate, &judgement);
+                if pass.reaches_socket()
+                    && let Some(id) = crate::sidecar::peer::ContainerId::parse(&judgement.state.id)
+                    && let Err(refusal) = gate
+                        .prepare_kernel(&id, &judgement.state.cgroup_parent)
+                        .await
+                {
+                    return refused(refusal);
+                }
+                Gated::Pass(req)
+            }
+            Err(refusal) => {
+                gate::apply(gate, &judgement);
+                refused(refusal.clone())
+            }
+        },
+        Err(refusal) => refused(refusal),
+    }
+}
+
+fn log_pass(step: &str, pass: &GatePass) {
+    if pass.reaches_socket() {
+        tracing::info!(step, rule = %gate::rule_of(pass), "socket mount allowed");
+    }
+}
+
+fn refused(refusal: GateRefusal) -> Gated {
+    match refusal {
+        GateRefusal::ImageNotAllowed { message, reason } => {
+            Gated::Refused(Refusal::SocketMountDenied { message }, reason.as_str())
+        }
+        GateRefusal::Unverifiable { message } => {
+            Gated::Refused(Refusal::Unverifiable { message }, "mount_unverifiable")
+        }
+    }
+}

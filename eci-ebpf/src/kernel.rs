@@ -1,0 +1,143 @@
+//! The only place the programs read kernel structs, through the member offsets the loader found in
+//! the running kernel's BTF ([`KernelOffsets`], a read-only global).
+//!
+//! Why this is sound without CO-RE: the global lives in `.rodata`, which aya creates read-only for
+//! programs and freezes before loading them, so the verifier reads each offset as a known constant.
+//! Every walk below is a plain load through a BTF-typed pointer (a hook argument, or a pointer the
+//! previous load produced) at that constant offset, and the verifier types it from the kernel's own
+//! BTF: the load must land on a member of that struct, and what it yields is typed by that member.
+//! An offset that is wrong for this kernel therefore makes the program fail to load (e.g. the
+//! inode-storage helper refuses anything but a `struct inode *`), instead of reading the wrong
+//! field. Such loads are also fault-safe (`BPF_PROBE_MEM`): a NULL on the way reads as 0.
+//!
+//! The walks return `None` for a NULL on the way, and the hooks return before calling a helper:
+//! Linux 6.1's inode-storage helper refuses a NULL constant where it expects an inode pointer, and
+//! the compiler would otherwise merge the NULL paths into one call with NULL.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{cgroup, file, inode},
+    helpers::generated::bpf_skc_to_unix_sock,
+};
+use eci_common::KernelOffsets;
+
+/// Overridden by the loader (`EbpfLoader::override_global`); never used with these values.
+#[unsafe(no_mangle)]
+static ECI_OFFSETS: KernelOffsets = KernelOffsets::UNSET;
+
+macro_rules! offset {
+    ($member:ident) => {
+        load_offset(&ECI_OFFSETS.$member)
+    };
+}
+
+/// Volatile, so that the compiler cannot fold in the placeholder value the object carries.
+#[inline(always)]
+fn load_offset(offset: &u64) -> u64 {
+    // SAFETY: a read through a valid reference.
+    unsafe { core::ptr::read_volatile(offset) }
+}
+
+/// The member of type `T` at `offset` in the struct at `base`.
+///
+/// # Safety
+/// `base` must be a BTF-typed kernel pointer and `offset` one of [`ECI_OFFSETS`]'s members for
+/// that struct; the verifier checks both.
+#[inline(always)]
+unsafe fn member<T: Copy>(base: *const c_void, offset: u64) -> T {
+    // SAFETY: see above; the verifier rewrites this into a fault-safe kernel load.
+    unsafe { core::ptr::read(base.cast::<u8>().wrapping_add(offset as usize).cast::<T>()) }
+}
+
+/// `file->f_inode`.
+#[inline(always)]
+pub fn file_inode(file: *const file) -> Option<*mut inode> {
+    if file.is_null() {
+        return None;
+    }
+    // SAFETY: `file` is a hook argument typed `struct file *`.
+    let inode: *mut inode = unsafe { member(file.cast(), offset!(file_f_inode)) };
+    (!inode.is_null()).then_some(inode)
+}
+
+/// The inode of a socket's file: `sk->sk_socket->file->f_inode` (the sockfs inode that
+/// `SCM_RIGHTS` and `pidfd_getfd` hand over).
+#[inline(always)]
+pub fn sock_file_inode(sk: *const c_void) -> Option<*mut inode> {
+    if sk.is_null() {
+        return None;
+    }
+    // SAFETY: `sk` is a hook argument typed `struct sock *`; each pointer below comes from the
+    // previous load, so it is typed too.
+    let socket: *const c_void = unsafe { member(sk, offset!(sock_sk_socket)) };
+    if socket.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let file: *const file = unsafe { member(socket, offset!(socket_file)) };
+    file_inode(file)
+}
+
+/// The inode of the file a unix socket is bound to (`unix_sk(sk)->path.dentry->d_inode`); null for
+/// an unbound or abstract socket.
+#[inline(always)]
+pub fn unix_bound_inode(sk: *mut c_void) -> Option<*mut inode> {
+    if sk.is_null() {
+        return None;
+    }
+    // `unix_sock` extends `struct sock`; the verifier only lets a `struct sock *` be read as the
+    // larger struct through this helper, which also checks that it is a unix socket.
+    // SAFETY: `sk` is a hook argument typed `struct sock *`.
+    let unix = unsafe { bpf_skc_to_unix_sock(sk) };
+    if unix.is_null() {
+        return None;
+    }
+    // SAFETY: `unix` is typed `struct unix_sock *` by the helper.
+    let dentry: *const c_void = unsafe { member(unix.cast(), offset!(unix_sock_path_dentry)) };
+    if dentry.is_null() {
+        return None;
+    }
+    // SAFETY: `dentry` is typed `struct dentry *` by the previous load.
+    let inode: *mut inode = unsafe { member(dentry, offset!(dentry_d_inode)) };
+    (!inode.is_null()).then_some(inode)
+}
+
+/// A new cgroup as `cgroup_mkdir` sees it.
+pub struct NewCgroup {
+    pub id: u64,
+    pub parent_id: u64,
+    /// `kn->name`, a kernel string (NUL-terminated).
+    pub name: *const u8,
+}
+
+/// The id, parent id and name of `cgrp` (`cgrp->kn->{id, parent->id, name}`).
+#[inline(always)]
+pub fn cgroup_identity(cgrp: *const cgroup) -> Option<NewCgroup> {
+    if cgrp.is_null() {
+        return None;
+    }
+    // SAFETY: `cgrp` is the tracepoint's argument typed `struct cgroup *`; the pointers below come
+    // from the previous loads.
+    let kn: *const c_void = unsafe { member(cgrp.cast(), offset!(cgroup_kn)) };
+    if kn.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let id: u64 = unsafe { member(kn, offset!(kernfs_node_id)) };
+    // SAFETY: as above.
+    let parent: *const c_void = unsafe { member(kn, offset!(kernfs_node_parent)) };
+    let parent_id = if parent.is_null() {
+        0
+    } else {
+        // SAFETY: as above.
+        unsafe { member(parent, offset!(kernfs_node_id)) }
+    };
+    // SAFETY: as above.
+    let name: *const u8 = unsafe { member(kn, offset!(kernfs_node_name)) };
+    Some(NewCgroup {
+        id,
+        parent_id,
+        name,
+    })
+}

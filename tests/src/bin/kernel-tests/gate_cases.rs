@@ -1,0 +1,84 @@
+//! The agent's container verdicts (`gate::KernelSync`), through the pinned maps of the running
+//! suite: what `eci-agent run` writes when it allows a container at `start`, revokes it on a
+//! reload, and forgets it when it is gone.
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex},
+};
+
+use eci_agent::{
+    gate::{KernelSync, kernel::cgroupfs_path},
+    kernel::{KernelMaps, PinLayout, cgroup::CgroupTree},
+    sidecar::peer::ContainerId,
+};
+
+use crate::{
+    cases::{Report, all, expect},
+    fixture::{CGROUP_ROOT, CONTAINER_PARENT, Cgroup, probe},
+    probe::{CONNECTED, EPERM},
+};
+
+pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
+    let sync = KernelSync::new(
+        Arc::new(Mutex::new(
+            KernelMaps::open_pinned(pins).expect("open pinned maps"),
+        )),
+        CgroupTree::open(Path::new(CGROUP_ROOT)).expect("cgroup2"),
+    );
+    let id = ContainerId::parse(&"c".repeat(64)).expect("id");
+    let rel = cgroupfs_path(&id, CONTAINER_PARENT);
+    let rel_str = format!("/{}", rel.display());
+
+    r.case(
+        "container_allowed_before_its_first_process",
+        (|| {
+            // The agent creates the cgroup and allows it before `start` reaches the engine; the
+            // runtime then joins the existing cgroup.
+            sync.prepare_allowed(&id, "cgroupfs", CONTAINER_PARENT)
+                .map_err(|e| format!("prepare_allowed: {e:#}"))?;
+            expect(
+                "first process in the new container cgroup → public",
+                probe(&rel_str, "connect", public, None),
+                CONNECTED,
+            )
+        })(),
+    );
+    let _created = Cgroup::create(&rel_str);
+
+    r.case(
+        "revoked_container_loses_access_at_once",
+        (|| {
+            sync.judge_cgroup(&id, &rel, false)
+                .map_err(|e| format!("deny: {e:#}"))?;
+            let denied = probe(&rel_str, "connect", public, None);
+            sync.judge_cgroup(&id, &rel, true)
+                .map_err(|e| format!("allow: {e:#}"))?;
+            let allowed_again = probe(&rel_str, "connect", public, None);
+            sync.forget(&id);
+            let forgotten = probe(&rel_str, "connect", public, None);
+            all([
+                expect("after revocation", denied, EPERM),
+                expect("allowed again", allowed_again, CONNECTED),
+                expect("forgotten: the container parent's deny", forgotten, EPERM),
+            ])
+        })(),
+    );
+
+    r.case(
+        "other_drivers_start_denied",
+        (|| {
+            // Under the systemd driver the agent cannot create the cgroup in advance: the
+            // container starts under its parent's deny until the agent judges it running.
+            let other = ContainerId::parse(&"d".repeat(64)).expect("id");
+            sync.prepare_allowed(&other, "systemd", CONTAINER_PARENT)
+                .map_err(|e| format!("prepare_allowed: {e:#}"))?;
+            let scope = Cgroup::create(&format!("{CONTAINER_PARENT}/docker-{other}.scope"));
+            expect(
+                "unjudged systemd-driver container → public",
+                probe(&scope.rel, "connect", public, None),
+                EPERM,
+            )
+        })(),
+    );
+}
