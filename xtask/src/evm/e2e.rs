@@ -34,7 +34,6 @@ pub struct Options {
 enum CaseResult {
     Ok,
     Failed(String),
-    Pending(String),
 }
 
 struct Outcome {
@@ -138,8 +137,6 @@ fn watch(root: &Path, vm: &Vm, share: &Share, timeout: Duration) -> Outcome {
 fn parse_result(text: &str) -> CaseResult {
     if text.starts_with("ok") {
         CaseResult::Ok
-    } else if let Some(why) = text.strip_prefix("pending") {
-        CaseResult::Pending(why.trim().to_owned())
     } else {
         CaseResult::Failed(text.trim_start_matches("FAILED").trim().to_owned())
     }
@@ -201,7 +198,6 @@ fn print_report(outcome: &Outcome) {
         let cell = match result {
             CaseResult::Ok => "ok".to_owned(),
             CaseResult::Failed(why) => format!("FAILED: {why}"),
-            CaseResult::Pending(why) => format!("pending {why}"),
         };
         println!("| {name} | {cell} |");
     }
@@ -213,17 +209,12 @@ fn print_report(outcome: &Outcome) {
     }
     let passed = count(outcome, |r| *r == CaseResult::Ok);
     let failed = count(outcome, |r| matches!(r, CaseResult::Failed(_)));
-    let pending = count(outcome, |r| matches!(r, CaseResult::Pending(_)));
     let status = match &outcome.verdict {
         Ok(()) => "ok".to_owned(),
         Err(e) => format!("FAILED: {e}"),
     };
-    println!(
-        "eci VM suite: {:.0} s, {pending} pending on agent work not yet on main — {status}",
-        outcome.seconds
-    );
-    // Pending cases are reported as skipped in the closing line.
-    println!("e2e: {passed} passed, {failed} failed, {pending} skipped");
+    println!("eci VM suite: {:.0} s — {status}", outcome.seconds);
+    println!("e2e: {passed} passed, {failed} failed");
 }
 
 fn count(outcome: &Outcome, pred: impl Fn(&CaseResult) -> bool) -> usize {

@@ -36,10 +36,15 @@ fn run() -> anyhow::Result<()> {
         std::process::id(),
     )
     .context("joining the host cgroup")?;
+    // /proc/self/net is this namespace's view (/sys/class/net is the namespace of whoever
+    // mounted sysfs: the init's, which the device leaves).
     guest::wait_for(
         "eth0 in the relay's namespace",
         Duration::from_secs(30),
-        || Path::new("/sys/class/net/eth0").exists(),
+        || {
+            std::fs::read_to_string("/proc/self/net/dev")
+                .is_ok_and(|dev| dev.lines().any(|l| l.trim_start().starts_with("eth0:")))
+        },
     )?;
     // QEMU's user networking: the guest is 10.0.2.15 behind a NAT with no DHCP needed.
     for args in [

@@ -68,7 +68,9 @@ impl Suite {
         make_images()?;
         guest::mark("images ready");
         write_settings(&[&cli_image()], false)?;
+        let before = AgentLog::now();
         let agent = guest::start_agent(Path::new(SETTINGS))?;
+        before.wait_for(&["allowed digests refreshed"])?;
         guest::mark("agent ready");
         let cli_id = docker_ok(&["image", "inspect", "--format", "{{.Id}}", &cli_image()])?;
         Ok(Self {
@@ -78,22 +80,14 @@ impl Suite {
         })
     }
 
-    /// Writes new settings and sends SIGHUP; returns once the agent logged the reload.
+    /// Writes new settings and sends SIGHUP; returns once the agent has logged the reload and,
+    /// after it, a refresh of the allowed digests (an entry not resolved yet allows nothing).
     pub fn reload(&self, images: &[&str], allow_derived: bool) -> anyhow::Result<()> {
-        let log = guest::log_path("agent.log");
-        let count = || {
-            fs::read_to_string(&log)
-                .unwrap_or_default()
-                .matches("settings reloaded")
-                .count()
-        };
-        let before = count();
+        let before = AgentLog::now();
         write_settings(images, allow_derived)?;
         let agent = self.agent.as_ref().context("the agent is not running")?;
         sys::kill(agent.id(), libc::SIGHUP)?;
-        guest::wait_for("the settings reload", Duration::from_secs(20), || {
-            count() > before
-        })
+        before.wait_for(&["settings reloaded", "allowed digests refreshed"])
     }
 
     pub fn kill_agent(&mut self) -> anyhow::Result<()> {
@@ -107,8 +101,9 @@ impl Suite {
         if self.agent.is_some() {
             bail!("the agent is already running");
         }
+        let before = AgentLog::now();
         self.agent = Some(guest::start_agent(Path::new(SETTINGS))?);
-        Ok(())
+        before.wait_for(&["allowed digests refreshed"])
     }
 
     pub fn tear_down(&mut self) {
@@ -116,6 +111,42 @@ impl Suite {
             let _ = sys::kill(agent.id(), libc::SIGTERM);
             let _ = agent.wait();
         }
+    }
+}
+
+/// A point in the agent's log: what it logs after it can be waited for.
+struct AgentLog {
+    offset: usize,
+}
+
+impl AgentLog {
+    fn now() -> Self {
+        Self {
+            offset: Self::text().len(),
+        }
+    }
+
+    fn text() -> String {
+        fs::read_to_string(guest::log_path("agent.log")).unwrap_or_default()
+    }
+
+    /// Waits (up to 30 s) until `messages` appear, in this order, after this point.
+    fn wait_for(&self, messages: &[&str]) -> anyhow::Result<()> {
+        guest::wait_for(
+            &format!("the agent to log {messages:?}"),
+            Duration::from_secs(30),
+            || {
+                let text = Self::text();
+                let mut rest = text.get(self.offset..).unwrap_or_default();
+                messages.iter().all(|m| match rest.find(m) {
+                    Some(at) => {
+                        rest = &rest[at + m.len()..];
+                        true
+                    }
+                    None => false,
+                })
+            },
+        )
     }
 }
 

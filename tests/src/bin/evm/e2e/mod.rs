@@ -2,10 +2,7 @@
 //! CLI, agent and kernel. The init has started dockerd, the registry and the channel relay; the
 //! suite makes its images (no network), starts the agent itself (it kills and restarts it), runs
 //! the cases in order (later cases build on the containers earlier ones left), and prints one
-//! line per case: `eci-e2e <name> => ok | FAILED <why> | pending <why>`.
-//!
-//! `pending` is for a case that needs agent work not yet on main (see [`Needs`]): it is reported
-//! but not counted as a failure, until that work lands and the escape is removed here.
+//! line per case: `eci-e2e <name> => ok | FAILED <why>`.
 
 mod cases;
 mod fixture;
@@ -14,35 +11,9 @@ use std::{process::ExitCode, time::Instant};
 
 use fixture::Suite;
 
-/// Agent features a case depends on that main does not have yet.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Needs {
-    /// The sidecar's socket-mount gate at create and start (403 with the ECI message).
-    Gate,
-    /// Container → kernel verdicts: allowed containers' cgroups reach the public socket,
-    /// re-judged on reload.
-    VerdictSync,
-}
-
-impl Needs {
-    /// What is still missing on main. Empty this list as the features land.
-    const PENDING: &[Needs] = &[Needs::Gate, Needs::VerdictSync];
-
-    /// The features `needs` still lacks on main, or None when it lacks none.
-    fn pending(needs: &[Needs]) -> Option<Vec<Needs>> {
-        let missing: Vec<Needs> = needs
-            .iter()
-            .copied()
-            .filter(|n| Self::PENDING.contains(n))
-            .collect();
-        (!missing.is_empty()).then_some(missing)
-    }
-}
-
-/// One case: a name for the table, what it needs, and the check.
+/// One case: a name for the table and the check.
 pub struct Case {
     pub name: &'static str,
-    pub needs: &'static [Needs],
     pub run: fn(&mut Suite) -> anyhow::Result<()>,
 }
 
@@ -56,30 +27,17 @@ pub fn main() -> std::process::ExitCode {
         }
     };
     crate::guest::mark("e2e set-up done");
-    let (mut passed, mut failed, mut pending) = (0, 0, 0);
+    let (mut passed, mut failed) = (0, 0);
     for case in cases::ALL {
         let case_started = Instant::now();
         let result = (case.run)(&mut suite);
         let secs = case_started.elapsed().as_secs_f64();
-        match (result, Needs::pending(case.needs)) {
-            (Ok(()), _) => {
+        match result {
+            Ok(()) => {
                 passed += 1;
                 println!("eci-e2e {} => ok ({secs:.1} s)", case.name);
             }
-            (Err(err), Some(needs)) => {
-                pending += 1;
-                println!(
-                    "eci-e2e {} => pending (needs {}, not on main yet): {}",
-                    case.name,
-                    needs
-                        .iter()
-                        .map(|n| format!("{n:?}"))
-                        .collect::<Vec<_>>()
-                        .join("+"),
-                    one_line(&format!("{err:#}"))
-                );
-            }
-            (Err(err), None) => {
+            Err(err) => {
                 failed += 1;
                 println!(
                     "eci-e2e {} => FAILED {}",
@@ -91,7 +49,7 @@ pub fn main() -> std::process::ExitCode {
     }
     suite.tear_down();
     println!(
-        "eci-e2e: {passed} passed, {failed} failed, {pending} pending in {:.0} s",
+        "eci-e2e: {passed} passed, {failed} failed in {:.0} s",
         started.elapsed().as_secs_f64()
     );
     if failed == 0 && passed > 0 {
