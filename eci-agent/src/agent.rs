@@ -76,13 +76,16 @@ pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
         enforcer.maps.admit_children_denied(id)?;
     }
     crate::kernel::admission::deny_unadmitted(&tree, &mut enforcer.maps)?;
+    // The name first, so that an engine restarting right now is covered either way.
+    enforcer.maps.protect_name(&cfg.engine, CLASS_ENGINE)?;
     enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
     Ok(enforcer)
 }
 
 /// Binds the public socket so that it is protected before anyone can connect: it is bound in a
 /// private (0700) directory beside `path`, tagged, and only then renamed into place (a rename keeps
-/// the inode, and with it the tag).
+/// the inode, and with it the tag). The name `path` is protected too, so that a socket someone
+/// else binds there later (the agent gone) is tagged by the kernel at creation.
 pub fn bind_protected(path: &Path, maps: &mut KernelMaps) -> anyhow::Result<UnixListener> {
     let parent = path
         .parent()
@@ -97,6 +100,7 @@ pub fn bind_protected(path: &Path, maps: &mut KernelMaps) -> anyhow::Result<Unix
         let listener =
             UnixListener::bind(&tmp).with_context(|| format!("binding {}", tmp.display()))?;
         maps.protect(&tmp, CLASS_PUBLIC)?;
+        maps.protect_name(path, CLASS_PUBLIC)?;
         match fs::remove_file(path) {
             Ok(()) => {}
             Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
@@ -112,46 +116,83 @@ pub fn bind_protected(path: &Path, maps: &mut KernelMaps) -> anyhow::Result<Unix
     result
 }
 
-/// A protected socket path. The tag belongs to the inode, so when the socket is re-created (the
-/// engine restarted) the new inode must be tagged again; `refresh` notices and does it.
+/// A protected socket path. The tag belongs to the inode, and a socket re-created at the path
+/// (the engine restarted) is a new inode. The kernel tags it itself, at creation, from the tag on
+/// its directory (`KernelMaps::protect_name`), with or without a running agent; this watch is the
+/// second line: it tags the inode at the path when that did not happen (the directory itself was
+/// replaced, so its new inode carries no tag; or the kernel could not store the tag), and tags a
+/// replaced directory again.
 #[derive(Debug)]
 pub struct ProtectedPath {
     path: PathBuf,
     class: u32,
     key: Option<eci_common::InodeKey>,
+    dir: Option<eci_common::InodeKey>,
+}
+
+/// What [`ProtectedPath::refresh`] found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refreshed {
+    /// Nothing new (or nothing at the path now).
+    Unchanged,
+    /// A new inode, already tagged by the kernel when it was created.
+    TaggedByKernel,
+    /// A new inode without a tag, tagged now (it was reachable until now).
+    TaggedNow,
 }
 
 impl ProtectedPath {
-    /// Tags `path` now (idempotent) and remembers which inode carries the tag.
+    /// Protects the name `path` (its directory's tag) and the inode there now, and remembers both.
     pub fn new(path: PathBuf, class: u32, maps: &mut KernelMaps) -> anyhow::Result<Self> {
+        // The name first: a socket re-created between the two steps is then tagged by the kernel.
+        let dir = maps.protect_name(&path, class)?;
         let key = maps.protect(&path, class)?;
         Ok(Self {
             path,
             class,
             key: Some(key),
+            dir: Some(dir),
         })
     }
 
-    /// Re-tags the path when it names another inode than the tagged one; returns whether it did.
-    /// A missing path is not an error: the engine may be restarting.
-    pub fn refresh(&mut self, maps: &mut KernelMaps) -> anyhow::Result<bool> {
+    /// Tags the directory again when it was replaced, and the inode at the path when it is another
+    /// one than the tagged one. A missing path is not an error: the engine may be restarting.
+    pub fn refresh(&mut self, maps: &mut KernelMaps) -> anyhow::Result<Refreshed> {
         use std::os::unix::fs::MetadataExt as _;
+        if let Ok(dir) = crate::kernel::maps::name_dir(&self.path)
+            && self.dir != Some(dir)
+        {
+            if let Some(old) = self.dir.take() {
+                maps.forget_dir(&old);
+            }
+            self.dir = Some(maps.protect_name(&self.path, self.class)?);
+            tracing::warn!(path = %self.path.display(), "the socket's directory was replaced; protected the name in the new one");
+        }
         let Ok(meta) = fs::metadata(&self.path) else {
-            return Ok(false);
+            return Ok(Refreshed::Unchanged);
         };
         let now = eci_common::InodeKey {
             dev: meta.dev(),
             ino: meta.ino(),
         };
         if self.key == Some(now) {
-            return Ok(false);
+            return Ok(Refreshed::Unchanged);
         }
+        let by_kernel = maps
+            .tag_of(&self.path)?
+            .is_some_and(|tag| tag.class == self.class);
         if let Some(old) = self.key.take() {
             maps.forget(&old);
         }
+        // Also when the kernel tagged it: this records it in the index `status` reads.
         self.key = Some(maps.protect(&self.path, self.class)?);
-        tracing::info!(path = %self.path.display(), "socket re-created; protected the new inode");
-        Ok(true)
+        if by_kernel {
+            tracing::info!(path = %self.path.display(), "socket re-created; the kernel protected the new inode at creation");
+            Ok(Refreshed::TaggedByKernel)
+        } else {
+            tracing::warn!(path = %self.path.display(), "socket re-created without a tag (its directory was replaced?); protected the new inode now");
+            Ok(Refreshed::TaggedNow)
+        }
     }
 }
 
@@ -171,7 +212,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Result<()> {
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, atomic::Ordering::Relaxed};
 
     use tokio::signal::unix::{SignalKind, signal};
 
@@ -185,6 +226,18 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
 
     if !settings.eci_enabled {
         tracing::warn!(settings = %args.settings.display(), "enhancedContainerIsolation.value is false: socket mounts are not restricted and the command list does not apply");
+    }
+    let metrics = crate::metrics::global();
+    metrics.settings_loaded(crate::metrics::Outcome::Success, false);
+    if let Some(addr) = args.metrics {
+        let bound = crate::metrics::serve::spawn(addr).await?;
+        tracing::info!(%bound, "metrics, /healthz and /readyz served");
+    }
+    if args.dry_run {
+        tracing::warn!(
+            "DRY RUN: every decision is logged and audited, nothing is refused; the kernel does \
+             not guard the public socket (the engine socket stays the agent's alone)"
+        );
     }
     let kernel = KernelConfig {
         pin_dir: args.pin.pin_dir.clone(),
@@ -208,25 +261,60 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
             ));
         }
     };
+    let kernel_on = enforcer.is_some();
+    metrics.health().dry_run.store(args.dry_run, Relaxed);
+    metrics
+        .health()
+        .kernel_enforcing
+        .store(kernel_on && !args.dry_run, Relaxed);
+    metrics
+        .health()
+        .kernel_waived
+        .store(!kernel_on || args.dry_run, Relaxed);
+    let audit = match &args.audit_log {
+        Some(target) => Some(
+            AuditLog::open(target, false)
+                .with_context(|| format!("opening the audit log {}", target.display()))?,
+        ),
+        None => None,
+    };
     let listener = match enforcer.as_mut() {
-        Some(enforcer) => bind_protected(&args.listen, &mut enforcer.maps)?,
-        None => {
+        // A dry run leaves the public socket untagged: the kernel refuses none of its clients.
+        Some(enforcer) if !args.dry_run => bind_protected(&args.listen, &mut enforcer.maps)?,
+        enforcer => {
+            // A name an earlier run protected would have the kernel tag this socket at bind.
+            if let Some(enforcer) = enforcer {
+                enforcer.maps.unprotect_name(&args.listen)?;
+            }
             crate::sidecar::remove_stale_socket(&args.listen)?;
             UnixListener::bind(&args.listen)
                 .with_context(|| format!("binding {}", args.listen.display()))?
         }
     };
+    crate::socket_access::apply(
+        &args.listen,
+        &args.group,
+        args.group != crate::cli::DEFAULT_SOCKET_GROUP,
+    )?;
     // The kernel state is pinned: the process ending, however it ends, leaves it in place. What
     // the agent keeps is the maps, shared by the engine-socket watch and the container verdicts.
     let maps = match enforcer {
         Some(mut enforcer) => {
             if let Some(events) = enforcer.take_events() {
-                tokio::spawn(crate::kernel::events::log_denials(events));
+                let mut sink = crate::denials::DenialSink::new(
+                    audit.clone(),
+                    &args.cgroup_root,
+                    vec![args.listen.clone(), args.engine.clone()],
+                );
+                tokio::spawn(crate::kernel::events::log_denials(events, move |event| {
+                    sink.record(event);
+                }));
             }
             let mut engine =
                 ProtectedPath::new(args.engine.clone(), CLASS_ENGINE, &mut enforcer.maps)?;
             let maps = Arc::new(Mutex::new(enforcer.maps));
-            // The engine re-creates its socket when it restarts: tag each new inode.
+            // The engine re-creates its socket when it restarts; the kernel tags the new inode at
+            // creation (the directory's tag). This watch is the second line (see ProtectedPath).
             let engine_path = args.engine.clone();
             let watched = maps.clone();
             tokio::spawn(async move {
@@ -277,6 +365,8 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         digests.subscribe(),
         kernel_sync,
     ));
+    let table = gate.containers.clone();
+    metrics.count_allowed_containers(move || table.snapshot().len());
     tokio::spawn(crate::gate::watch::run(
         gate.clone(),
         policy_rx.clone(),
@@ -288,11 +378,22 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         TrustedCgroups::new(args.trust_cgroups.clone()),
     );
     config.mounts = Some(gate);
-    if let Some(target) = &args.audit_log {
-        config.audit = Some(
-            AuditLog::open(target, false)
-                .with_context(|| format!("opening the audit log {}", target.display()))?,
-        );
+    config.audit = audit;
+    config.dry_run = args.dry_run;
+    let mode = if args.dry_run {
+        crate::state::Mode::DryRun
+    } else {
+        crate::state::Mode::Enforce
+    };
+    let record = crate::state::AgentState {
+        mode,
+        pid: std::process::id(),
+        kernel: kernel_on,
+    };
+    // Only `status` reads it: without bpffs (--allow-no-lsm on a host without it) say so and
+    // serve anyway.
+    if let Err(err) = crate::state::write(&args.pin.pin_dir, &record) {
+        tracing::warn!(pin_dir = %args.pin.pin_dir.display(), %err, "cannot record the agent's mode for `eci-agent status`");
     }
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let shutdown = async move {
@@ -302,8 +403,10 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         }
     };
     println!("export DOCKER_HOST=unix://{}", args.listen.display());
-    tracing::info!(listen = %args.listen.display(), engine = %args.engine.display(), "serving");
+    tracing::info!(listen = %args.listen.display(), engine = %args.engine.display(), mode = mode.as_str(), "serving");
+    metrics.health().serving.store(true, Relaxed);
     let served = crate::sidecar::serve_listener(listener, config, policy_rx, shutdown).await;
     let _ = fs::remove_file(&args.listen);
+    crate::state::clear(&args.pin.pin_dir);
     served
 }

@@ -1,9 +1,14 @@
-//! The command line: `eci-agent run|check|status|unload`. Each subcommand's flags are a struct so
+//! The command line: `eci-agent run|check|explain|status|unload`. Each subcommand's flags are a struct so
 //! the code that runs it receives typed options, not a bag of strings.
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
+
+use crate::logging::LogFormat;
+
+/// dockerd's default group for its socket.
+pub const DEFAULT_SOCKET_GROUP: &str = "docker";
 
 /// Default place of the pinned BPF maps and links; kept across agent restarts.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/eci";
@@ -15,6 +20,9 @@ pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/eci";
     about = "Docker socket mount permissions, enforced in the kernel and on the socket"
 )]
 pub struct Cli {
+    /// How log lines are written on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -25,8 +33,11 @@ pub enum Command {
     Run(RunArgs),
     /// Validate an admin-settings.json and print the normalised policy.
     Check(CheckArgs),
-    /// Print what the kernel enforces now (from the pinned maps).
-    Status(PinArgs),
+    /// Print the decision the running policy makes for an image, a container or a request, and
+    /// the rule that made it (the same code as enforcement).
+    Explain(ExplainArgs),
+    /// Print the agent's mode and what the kernel enforces now (from the pinned maps).
+    Status(StatusArgs),
     /// Detach the programs and remove every pin.
     Unload(PinArgs),
 }
@@ -62,6 +73,15 @@ pub struct RunArgs {
     /// Run the sidecar without kernel enforcement when BPF LSM is not active (loudly).
     #[arg(long)]
     pub allow_no_lsm: bool,
+    /// Group that may use the public socket (mode 0660), as dockerd's own `--group`.
+    #[arg(long, short = 'G', default_value = DEFAULT_SOCKET_GROUP)]
+    pub group: String,
+    /// Serve Prometheus metrics, /healthz and /readyz over HTTP on ADDR (e.g. 127.0.0.1:9431).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Decide, log and audit everything but refuse nothing (see the README for the kernel side).
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// A duration given as `90`, `90s`, `5m` or `1h`.
@@ -101,6 +121,43 @@ pub struct CheckArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("subject").required(true).args(["image", "container", "request"])))]
+pub struct ExplainArgs {
+    #[arg(long)]
+    pub settings: PathBuf,
+    /// May a container of this image mount the socket? (a reference or an image ID)
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// The gate's judgement of an existing container (name or ID).
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
+    /// May a container send this request? e.g. 'POST /v1.47/images/x/push?tag=1'
+    #[arg(long, value_name = "'METHOD PATH'")]
+    pub request: Option<String>,
+    /// The Engine API asked about images and containers; through a running agent the host is
+    /// trusted, so the public socket works.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    pub engine: PathBuf,
+    /// A socket a container's mounts must not reach; repeatable. Default: --engine, plus the
+    /// deployment's engine socket /run/eci/engine.sock when it exists.
+    #[arg(long = "protect", value_name = "PATH")]
+    pub protect: Vec<PathBuf>,
+    /// A registry reached over plain HTTP (HOST:PORT); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub pin: PinArgs,
+    /// Exit 1 unless enforcement is live: BPF LSM active, programs pinned, and a running agent
+    /// in enforce mode with kernel enforcement (for health checks and scripts).
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct PinArgs {
     /// bpffs directory of the pinned maps and links.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -109,12 +166,16 @@ pub struct PinArgs {
 
 /// Runs a parsed command line and turns its outcome into an exit code (64 = bad usage or settings).
 pub fn main(cli: Cli) -> ExitCode {
-    crate::logging::init();
-    let Cli { command } = cli;
+    let Cli {
+        log_format,
+        command,
+    } = cli;
+    crate::logging::init(log_format);
     let result = match command {
         Command::Run(args) => crate::agent::run(args),
         Command::Check(args) => return crate::settings::check_command(&args),
-        Command::Status(args) => crate::kernel::status(&args.pin_dir),
+        Command::Explain(args) => return crate::explain::command(&args),
+        Command::Status(args) => return crate::state::status_command(&args),
         Command::Unload(args) => crate::kernel::unload(&args.pin_dir),
     };
     match result {

@@ -6,12 +6,17 @@
 
 pub mod agent;
 pub mod cli;
+pub mod denials;
 pub mod engine;
+pub mod explain;
 pub mod gate;
 pub mod kernel;
 pub mod logging;
+pub mod metrics;
 pub mod policy;
 pub mod registry;
 pub mod reload;
 pub mod settings;
 pub mod sidecar;
+pub mod socket_access;
+pub mod state;

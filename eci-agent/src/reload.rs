@@ -13,7 +13,7 @@ use tokio::{
     sync::watch,
 };
 
-use crate::{registry::DigestCache, settings::Settings};
+use crate::{metrics::Outcome, registry::DigestCache, settings::Settings};
 
 /// How often the file is looked at. Editors replace files by rename, which inotify on the old
 /// inode misses; a cheap stat of the path sees every kind of change.
@@ -69,13 +69,17 @@ pub fn spawn(
                         tracing::warn!(settings = %path.display(), "enhancedContainerIsolation.value is false: socket mounts are not restricted and the command list does not apply");
                     }
                     tracing::info!(settings = %path.display(), why, "settings reloaded");
+                    crate::metrics::global().settings_loaded(Outcome::Success, true);
                     digests.set_policy(new.policy.images.clone());
                     policy.send_replace(Arc::new(new));
                 }
-                Err(err) => tracing::error!(
-                    settings = %path.display(), why,
-                    "reload refused, the running policy stays: {err}"
-                ),
+                Err(err) => {
+                    crate::metrics::global().settings_loaded(Outcome::Failure, true);
+                    tracing::error!(
+                        settings = %path.display(), why,
+                        "reload refused, the running policy stays: {err}"
+                    );
+                }
             }
         }
     });

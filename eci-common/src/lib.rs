@@ -11,6 +11,8 @@
 //! | [`MAP_EVENTS`] | ring buffer | [`DenyEvent`] | the programs, on every denial |
 //! | [`MAP_PROTECTED_INDEX`] | hash | [`InodeKey`] → [`Protected`] | `kernel/maps.rs`, beside every tag |
 //! | [`MAP_ADMISSION`] | hash | cgroup v2 id of a container parent → [`ADMIT_CHILDREN_DENIED`] | `kernel/maps.rs`, at start |
+//! | [`MAP_PROTECTED_DIRS`] | inode storage | directory inode → [`ProtectedDir`] | `kernel/maps.rs`, through an `O_PATH` fd of the directory of each protected socket |
+//! | [`MAP_PROTECTED_DIRS_INDEX`] | hash | [`InodeKey`] of a directory → [`ProtectedDirRecord`] | `kernel/maps.rs`, beside every directory tag |
 //!
 //! Besides the maps, one read-only global, [`GLOBAL_OFFSETS`] ([`KernelOffsets`]), carries the
 //! kernel struct member offsets the loader found in the running kernel's BTF.
@@ -19,6 +21,13 @@
 //! and not a number the program would have to read out of kernel structs: bind mounts, hard links,
 //! `/proc/PID/root/...` and `O_PATH` fds all reach the same inode. The storage value carries the
 //! device and inode number so that denials can be reported without reading kernel structs.
+//!
+//! A socket re-created at a protected path (the engine restarting: unlink, then bind) is a new
+//! inode. It is tagged by the kernel itself, from the moment it has a name: the directory of each
+//! protected socket carries the names it protects ([`ProtectedDir`]), and the programs give any
+//! inode that appears under such a name (`d_instantiate`: `bind(2)`, `mknod(2)`, `link(2)`, a
+//! lookup; `inode_rename`: a rename into place) the tag of that name, with or without a running
+//! agent.
 //!
 //! A client socket connected to a protected socket carries the same tag on its own (sockfs)
 //! inode: the programs copy it there at `unix_stream_connect`, so that a connected socket handed
@@ -40,13 +49,20 @@ pub const MAP_PROTECTED_INDEX: &str = "ECI_PROTECTED_INDEX";
 /// cgroup created under such a parent gets an explicit [`CgroupVerdict::DENY`] the moment it is
 /// made (`cgroup_mkdir`), before any process can join it.
 pub const MAP_ADMISSION: &str = "ECI_ADMISSION";
+/// Inode storage: the names a directory protects (see [`ProtectedDir`]).
+pub const MAP_PROTECTED_DIRS: &str = "ECI_PROTECTED_DIRS";
+/// Hash: [`InodeKey`] of a directory → [`ProtectedDirRecord`]. User space's own index of the
+/// directory tags, for `eci-agent status`; the programs never read it.
+pub const MAP_PROTECTED_DIRS_INDEX: &str = "ECI_PROTECTED_DIRS_IDX";
 /// Every map, in the order the loader pins them.
-pub const MAPS: [&str; 5] = [
+pub const MAPS: [&str; 7] = [
     MAP_PROTECTED,
     MAP_VERDICTS,
     MAP_EVENTS,
     MAP_PROTECTED_INDEX,
     MAP_ADMISSION,
+    MAP_PROTECTED_DIRS,
+    MAP_PROTECTED_DIRS_INDEX,
 ];
 /// How many container parents can be registered in [`MAP_ADMISSION`].
 pub const MAX_ADMISSION_PARENTS: u32 = 64;
@@ -57,6 +73,20 @@ pub const ADMIT_CHILDREN_DENIED: u32 = 1 << 0;
 pub const GLOBAL_OFFSETS: &str = "ECI_OFFSETS";
 /// How many sockets can be protected at once.
 pub const MAX_PROTECTED: u32 = 64;
+
+/// How many directories can hold protected sockets at once.
+pub const MAX_PROTECTED_DIRS: u32 = 16;
+/// How many protected names one directory can hold (the public and the engine socket often share
+/// one, e.g. `/run`).
+pub const MAX_NAMES_PER_DIR: usize = 4;
+/// The longest protected name (one path component). A unix socket path, `sun_path`, holds at most
+/// 108 bytes, so every socket's own name fits.
+pub const PROTECTED_NAME_MAX: usize = 108;
+/// Bytes of [`ProtectedName::name`]: [`PROTECTED_NAME_MAX`] rounded up to whole u64 words, so the
+/// programs compare names a word at a time and there is always a NUL after the name.
+pub const PROTECTED_NAME_BYTES: usize = 112;
+/// Bytes of [`ProtectedDirRecord::path`].
+pub const DIR_PATH_BYTES: usize = 256;
 
 /// How many cgroups can carry a verdict at once (containers plus trusted host cgroups).
 pub const MAX_VERDICTS: u32 = 16_384;
@@ -95,6 +125,121 @@ pub struct Protected {
     pub dev: u64,
     /// `st_ino` of the socket file (for reports only).
     pub ino: u64,
+}
+
+/// One protected name in a directory. `class` 0 marks a free slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtectedName {
+    /// The `CLASS_*` bit an inode that appears under this name gets.
+    pub class: u32,
+    /// Length of the name in bytes.
+    pub len: u32,
+    /// The name, NUL-padded to the end.
+    pub name: [u8; PROTECTED_NAME_BYTES],
+}
+
+impl ProtectedName {
+    pub const EMPTY: Self = Self {
+        class: 0,
+        len: 0,
+        name: [0; PROTECTED_NAME_BYTES],
+    };
+
+    /// `None` for an empty name, one with a `/` or a NUL, or one longer than
+    /// [`PROTECTED_NAME_MAX`].
+    pub fn new(name: &[u8], class: u32) -> Option<Self> {
+        if name.is_empty()
+            || name.len() > PROTECTED_NAME_MAX
+            || name.iter().any(|&b| b == b'/' || b == 0)
+        {
+            return None;
+        }
+        let mut out = Self {
+            class,
+            len: name.len() as u32,
+            name: [0; PROTECTED_NAME_BYTES],
+        };
+        out.name[..name.len()].copy_from_slice(name);
+        Some(out)
+    }
+
+    /// The name's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.name[..(self.len as usize).min(PROTECTED_NAME_MAX)]
+    }
+}
+
+/// The value stored on a directory that holds protected sockets: the names it protects. An inode
+/// that gets one of these names in this directory is tagged [`Protected`] with the name's class.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtectedDir {
+    /// `st_dev` of the directory, which is that of every inode created in it (for the tags'
+    /// reports).
+    pub dev: u64,
+    pub names: [ProtectedName; MAX_NAMES_PER_DIR],
+}
+
+impl ProtectedDir {
+    pub const fn new(dev: u64) -> Self {
+        Self {
+            dev,
+            names: [ProtectedName::EMPTY; MAX_NAMES_PER_DIR],
+        }
+    }
+
+    /// Adds `name` (or changes its class); `false` when every slot is taken by another name.
+    pub fn insert(&mut self, name: ProtectedName) -> bool {
+        if let Some(slot) = self
+            .names
+            .iter_mut()
+            .find(|slot| slot.class != 0 && slot.bytes() == name.bytes())
+        {
+            *slot = name;
+            return true;
+        }
+        match self.names.iter_mut().find(|slot| slot.class == 0) {
+            Some(slot) => {
+                *slot = name;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes `name`; whether it was there.
+    pub fn remove(&mut self, name: &[u8]) -> bool {
+        match self
+            .names
+            .iter_mut()
+            .find(|slot| slot.class != 0 && slot.bytes() == name)
+        {
+            Some(slot) => {
+                *slot = ProtectedName::EMPTY;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.iter().all(|slot| slot.class == 0)
+    }
+
+    /// The protected names in use.
+    pub fn used(&self) -> impl Iterator<Item = &ProtectedName> {
+        self.names.iter().filter(|slot| slot.class != 0)
+    }
+}
+
+/// User space's record of a directory tag: the tag and the directory's path (NUL-padded; a path
+/// longer than [`DIR_PATH_BYTES`] is cut, it is only shown).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProtectedDirRecord {
+    pub dir: ProtectedDir,
+    pub path: [u8; DIR_PATH_BYTES],
 }
 
 /// A socket file's identity as user space sees it: `(st_dev, st_ino)`.
@@ -161,6 +306,14 @@ pub struct KernelOffsets {
     pub kernfs_node_parent: u64,
     /// `struct kernfs_node` → `name` (`const char *`).
     pub kernfs_node_name: u64,
+    /// `struct dentry` → `d_parent` (`struct dentry *`).
+    pub dentry_d_parent: u64,
+    /// `struct dentry` → `d_name.len` (`u32`).
+    pub dentry_d_name_len: u64,
+    /// `struct dentry` → `d_name.name` (`const unsigned char *`).
+    pub dentry_d_name_name: u64,
+    /// `struct inode` → `i_ino` (`unsigned long`).
+    pub inode_i_ino: u64,
 }
 
 impl KernelOffsets {
@@ -176,6 +329,10 @@ impl KernelOffsets {
         kernfs_node_id: 0,
         kernfs_node_parent: 0,
         kernfs_node_name: 0,
+        dentry_d_parent: 0,
+        dentry_d_name_len: 0,
+        dentry_d_name_name: 0,
+        inode_i_ino: 0,
     };
 }
 
@@ -224,6 +381,11 @@ pub fn is_container_scope(name: &[u8]) -> bool {
 pub enum Hook {
     InodePermission = 1,
     FileReceive = 2,
+    /// Not a denial: a new inode at a protected name could not be tagged (no memory for its
+    /// storage). The agent's watch tags it when it sees it; until then it is unprotected.
+    DInstantiate = 3,
+    /// A rename into a protected name refused because its inode could not be tagged.
+    InodeRename = 4,
 }
 
 impl Hook {
@@ -231,6 +393,8 @@ impl Hook {
         match value {
             1 => Some(Self::InodePermission),
             2 => Some(Self::FileReceive),
+            3 => Some(Self::DInstantiate),
+            4 => Some(Self::InodeRename),
             _ => None,
         }
     }
@@ -239,6 +403,8 @@ impl Hook {
         match self {
             Self::InodePermission => "inode_permission",
             Self::FileReceive => "file_receive",
+            Self::DInstantiate => "d_instantiate",
+            Self::InodeRename => "inode_rename",
         }
     }
 }
@@ -273,7 +439,22 @@ const _: () = assert!(core::mem::size_of::<CgroupVerdict>() == 8);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 72);
 const _: () = assert!(core::mem::offset_of!(DenyEvent, comm) == 56);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 104);
+const _: () = assert!(core::mem::size_of::<ProtectedName>() == 8 + PROTECTED_NAME_BYTES);
+const _: () =
+    assert!(PROTECTED_NAME_BYTES.is_multiple_of(8) && PROTECTED_NAME_BYTES > PROTECTED_NAME_MAX);
+// The programs read names as u64 words: each name must start 8-byte aligned in the value.
+const _: () = assert!(core::mem::offset_of!(ProtectedDir, names).is_multiple_of(8));
+const _: () = assert!(core::mem::size_of::<ProtectedName>().is_multiple_of(8));
+const _: () = assert!(core::mem::offset_of!(ProtectedName, name) == 8);
+const _: () = assert!(
+    core::mem::size_of::<ProtectedDir>()
+        == 8 + MAX_NAMES_PER_DIR * core::mem::size_of::<ProtectedName>()
+);
+const _: () = assert!(
+    core::mem::size_of::<ProtectedDirRecord>()
+        == core::mem::size_of::<ProtectedDir>() + DIR_PATH_BYTES
+);
 
 #[cfg(feature = "user")]
 mod user {
@@ -287,11 +468,51 @@ mod user {
     unsafe impl aya::Pod for super::InodeKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::KernelOffsets {}
+    // SAFETY: as above (integers and byte arrays, sizes asserted above).
+    unsafe impl aya::Pod for super::ProtectedDir {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ProtectedDirRecord {}
 }
 
 #[cfg(test)]
 mod tests {
-    use super::is_container_scope;
+    use super::{MAX_NAMES_PER_DIR, ProtectedDir, ProtectedName, is_container_scope};
+
+    #[test]
+    fn protected_names() {
+        assert!(ProtectedName::new(b"", 1).is_none());
+        assert!(ProtectedName::new(b"a/b", 1).is_none());
+        assert!(ProtectedName::new(b"a\0b", 1).is_none());
+        assert!(ProtectedName::new(&[b'x'; 109], 1).is_none());
+        let long = ProtectedName::new(&[b'x'; 108], 1).unwrap();
+        assert_eq!(long.bytes().len(), 108);
+        assert_eq!(long.name[108..], [0; 4]);
+        let n = ProtectedName::new(b"docker.sock", 2).unwrap();
+        assert_eq!(n.bytes(), b"docker.sock");
+        assert_eq!(n.len, 11);
+    }
+
+    #[test]
+    fn directory_slots() {
+        let mut dir = ProtectedDir::new(7);
+        assert!(dir.is_empty());
+        assert!(dir.insert(ProtectedName::new(b"a", 1).unwrap()));
+        assert!(dir.insert(ProtectedName::new(b"a", 2).unwrap()));
+        assert_eq!(dir.used().count(), 1);
+        assert_eq!(dir.used().next().unwrap().class, 2);
+        for i in 1..MAX_NAMES_PER_DIR {
+            assert!(dir.insert(ProtectedName::new(format!("n{i}").as_bytes(), 1).unwrap()));
+        }
+        assert!(!dir.insert(ProtectedName::new(b"full", 1).unwrap()));
+        assert!(dir.remove(b"a"));
+        assert!(!dir.remove(b"a"));
+        assert!(dir.insert(ProtectedName::new(b"full", 1).unwrap()));
+        for i in 1..MAX_NAMES_PER_DIR {
+            assert!(dir.remove(format!("n{i}").as_bytes()));
+        }
+        assert!(dir.remove(b"full"));
+        assert!(dir.is_empty());
+    }
 
     #[test]
     fn container_scope_names() {

@@ -141,3 +141,50 @@ pub fn cgroup_identity(cgrp: *const cgroup) -> Option<NewCgroup> {
         name,
     })
 }
+
+/// `dentry->d_parent->d_inode`: the directory a dentry is named in. `None` for a root (its own
+/// parent, not yet instantiated when `d_instantiate` runs) or a NULL on the way.
+#[inline(always)]
+pub fn dentry_dir_inode(dentry: *const c_void) -> Option<*mut inode> {
+    if dentry.is_null() {
+        return None;
+    }
+    // SAFETY: `dentry` is a hook argument typed `struct dentry *`; the pointer below comes from
+    // the previous load.
+    let parent: *const c_void = unsafe { member(dentry, offset!(dentry_d_parent)) };
+    if parent.is_null() || parent == dentry {
+        return None;
+    }
+    // SAFETY: as above.
+    let dir: *mut inode = unsafe { member(parent, offset!(dentry_d_inode)) };
+    (!dir.is_null()).then_some(dir)
+}
+
+/// `dentry->d_inode`: the inode a dentry names (NULL for a negative dentry).
+#[inline(always)]
+pub fn dentry_inode(dentry: *const c_void) -> Option<*mut inode> {
+    if dentry.is_null() {
+        return None;
+    }
+    // SAFETY: `dentry` is a hook argument typed `struct dentry *`.
+    let inode: *mut inode = unsafe { member(dentry, offset!(dentry_d_inode)) };
+    (!inode.is_null()).then_some(inode)
+}
+
+/// `dentry->d_name`: its length and a pointer to its bytes (a kernel string, NUL-terminated).
+#[inline(always)]
+pub fn dentry_name(dentry: *const c_void) -> (u32, *const u8) {
+    // SAFETY: `dentry` is a hook argument typed `struct dentry *`.
+    let len: u32 = unsafe { member(dentry, offset!(dentry_d_name_len)) };
+    // SAFETY: as above.
+    let name: *const u8 = unsafe { member(dentry, offset!(dentry_d_name_name)) };
+    (len, name)
+}
+
+/// `inode->i_ino`.
+#[inline(always)]
+pub fn inode_number(inode: *const inode) -> u64 {
+    // SAFETY: `inode` is typed `struct inode *` (a hook argument or loaded through BTF-typed
+    // pointers).
+    unsafe { member(inode.cast(), offset!(inode_i_ino)) }
+}

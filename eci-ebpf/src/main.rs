@@ -18,9 +18,14 @@
 //!   of any tagged inode like a connecting process.
 //! - A container's cgroup is made before the agent can know it: `cgroup_mkdir` (a BTF tracepoint)
 //!   gives it an explicit deny at creation, so it never inherits a trusted ancestor's allow.
+//! - The engine re-creates its socket when it restarts: a new inode, untagged. The directory of
+//!   each protected socket carries the names it protects, and `d_instantiate` (an inode gets a
+//!   name: `bind(2)` goes through `vfs_mknod()` before the socket can be found by `connect(2)`)
+//!   and `inode_rename` (an inode is renamed into a name) tag the inode that appears under such a
+//!   name, so it is protected from the moment it can be reached, whether the agent runs or not.
 //!
-//! The last three walk kernel structs; the offsets come from the running kernel's BTF at load time
-//! (`kernel.rs` explains why that is safe without CO-RE). `inode_permission` needs none.
+//! All but `inode_permission` walk kernel structs; the offsets come from the running kernel's BTF at load time
+//! (`kernel.rs` explains why that is safe without CO-RE).
 // The programs exist only for the BPF target; on the host (`cargo build --workspace`, clippy)
 // this crate is an empty binary, so workspace-wide commands need no exclusions.
 #![cfg_attr(target_arch = "bpf", no_std)]
@@ -32,6 +37,8 @@ mod hooks;
 mod kernel;
 #[cfg(target_arch = "bpf")]
 mod maps;
+#[cfg(target_arch = "bpf")]
+mod names;
 #[cfg(target_arch = "bpf")]
 mod verdict;
 

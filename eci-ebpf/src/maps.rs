@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use eci_common::{
     CgroupVerdict, DenyEvent, EVENTS_BYTES, InodeKey, MAX_ADMISSION_PARENTS, MAX_PROTECTED,
-    MAX_VERDICTS, Protected,
+    MAX_PROTECTED_DIRS, MAX_VERDICTS, Protected, ProtectedDir, ProtectedDirRecord,
 };
 
 #[btf_map(name = "ECI_PROTECTED")]
@@ -25,3 +25,14 @@ pub static PROTECTED_INDEX: HashMap<InodeKey, Protected, { MAX_PROTECTED as usiz
 
 #[btf_map(name = "ECI_ADMISSION")]
 pub static ADMISSION: HashMap<u64, u32, { MAX_ADMISSION_PARENTS as usize }> = HashMap::new();
+
+#[btf_map(name = "ECI_PROTECTED_DIRS")]
+pub static PROTECTED_DIRS: InodeStorage<ProtectedDir> = InodeStorage::new();
+
+/// Written and read by user space only, like `PROTECTED_INDEX`.
+#[btf_map(name = "ECI_PROTECTED_DIRS_IDX")]
+pub static PROTECTED_DIRS_INDEX: HashMap<
+    InodeKey,
+    ProtectedDirRecord,
+    { MAX_PROTECTED_DIRS as usize },
+> = HashMap::new();

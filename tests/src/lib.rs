@@ -2,5 +2,6 @@
 
 pub mod agent;
 pub mod dockerd;
+pub mod images;
 pub mod registry;
 pub mod sidecar;

@@ -7,15 +7,12 @@
 //! Kernel verdicts for the same containers are covered by the eci VM suite; here the agent runs
 //! with `--allow-no-lsm`.
 
-use std::{
-    process::Output,
-    sync::{Mutex, OnceLock},
-    time::Duration,
-};
+use std::{process::Output, time::Duration};
 
 use eci_tests::{
     agent::Agent,
     dockerd::{self, Dockerd},
+    images::{self, TestImages, UNRELATED_NAME, docker_ok},
     registry::Registry,
 };
 
@@ -25,122 +22,12 @@ fn engine() -> &'static Dockerd {
     dockerd::shared()
 }
 
-/// The images every test uses, made once per test binary.
-struct Images {
-    registry_addr: String,
-    /// In the registry (pushed, so the engine recorded its digest): `<reg>/eci/allowed:1`.
-    allowed: String,
-    /// Its manifest digest in the registry.
-    allowed_digest: String,
-    /// Built FROM `allowed` with one more layer; never pushed.
-    derived: String,
-    /// Imported from another rootfs; never pushed.
-    unrelated: String,
-}
-
-static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
-static IMAGES: OnceLock<Images> = OnceLock::new();
-
-extern "C" fn stop_registry() {
-    let _ = std::panic::catch_unwind(|| {
-        if let Some(reg) = REGISTRY.get()
-            && let Ok(mut reg) = reg.lock()
-        {
-            reg.cleanup();
-        }
-    });
-}
-
-fn docker_ok(args: &[&str]) -> String {
-    let out = engine().docker().args(args).output().expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-fn images() -> &'static Images {
-    IMAGES.get_or_init(|| {
-        let registry = Registry::start().expect("registry");
-        let addr = registry.addr.clone();
-        REGISTRY
-            .set(Mutex::new(registry))
-            .ok()
-            .expect("registry once");
-        // SAFETY: `stop_registry` is an `extern "C" fn()` that catches every panic.
-        assert_eq!(unsafe { libc::atexit(stop_registry) }, 0);
-
-        let cli = engine().cli_image();
-        let allowed = format!("{addr}/eci/allowed:1");
-        docker_ok(&["tag", cli, &allowed]);
-        docker_ok(&["push", "-q", &allowed]);
-        let repo_digests =
-            docker_ok(&["image", "inspect", "-f", "{{json .RepoDigests}}", &allowed]);
-        let allowed_digest = repo_digests
-            .split('@')
-            .nth(1)
-            .and_then(|d| d.split('"').next())
-            .expect("a recorded registry digest")
-            .to_owned();
-
-        let ctx = engine().scratch("derived-ctx");
-        std::fs::write(
-            ctx.join("Dockerfile"),
-            format!("FROM {allowed}\nCOPY extra /extra\n"),
-        )
-        .unwrap();
-        std::fs::write(ctx.join("extra"), "derived\n").unwrap();
-        let derived = format!("{addr}/eci/derived:1");
-        docker_ok(&["build", "-q", "-t", &derived, ctx.to_str().unwrap()]);
-
-        let rootfs = engine().scratch("unrelated-rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::copy("/usr/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-        for applet in ["sh", "true"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
-        }
-        let unrelated = "eci-test/unrelated:1".to_owned();
-        let tar = std::process::Command::new("tar")
-            .arg("-C")
-            .arg(&rootfs)
-            .args(["-c", "."])
-            .output()
-            .unwrap();
-        let mut import = engine()
-            .docker()
-            .args(["import", "-", &unrelated])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-        assert!(import.wait().unwrap().success());
-        Images {
-            registry_addr: addr,
-            allowed,
-            allowed_digest,
-            derived,
-            unrelated,
-        }
-    })
+fn images() -> &'static TestImages {
+    images::shared()
 }
 
 fn settings(images: &[&str], derived: bool) -> String {
-    serde_json::json!({
-        "configurationFileVersion": 2,
-        "enhancedContainerIsolation": {
-            "locked": true,
-            "value": true,
-            "dockerSocketMount": {
-                "imageList": { "images": images, "allowDerivedImages": derived },
-                "commandList": { "type": "deny", "commands": ["push"] },
-            },
-        },
-    })
-    .to_string()
+    images::settings(images, derived, &["push"])
 }
 
 /// An agent whose allowed digests have been resolved once from the shared registry.
@@ -211,10 +98,6 @@ fn assert_denied(out: &Output, expected: &str) {
     );
 }
 
-fn unrelated_name() -> &'static str {
-    "docker.io/eci-test/unrelated"
-}
-
 #[test]
 fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
     let imgs = images();
@@ -239,7 +122,7 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
         "{out:?}"
     );
 
-    let denied = denied_text(&agent, unrelated_name());
+    let denied = denied_text(&agent, UNRELATED_NAME);
     let sock = agent.socket().display().to_string();
     let dir = agent.dir().display().to_string();
     // -v, --mount, the parent directory, a symlink to the socket.
@@ -387,7 +270,7 @@ fn any_tag_digest_pin_and_star() {
         ));
         assert_denied(
             &run(&agent, &socket_mount(&agent), &imgs.unrelated, &["true"]),
-            &denied_text(&agent, unrelated_name()),
+            &denied_text(&agent, UNRELATED_NAME),
         );
     }
     let agent = agent("star", &["*"], false);
@@ -415,7 +298,7 @@ fn derived_images_pass_only_with_allow_derived_images() {
     // A local image unrelated to any allowed one is still refused.
     assert_denied(
         &run(&agent, &socket_mount(&agent), &imgs.unrelated, &["true"]),
-        &denied_text(&agent, unrelated_name()),
+        &denied_text(&agent, UNRELATED_NAME),
     );
 }
 
@@ -537,7 +420,7 @@ fn start_is_judged_on_the_engines_view_and_a_refused_container_stays_created() {
         !out.status.success()
             && stderr.contains(&format!(
                 "Error response from daemon: enhanced container isolation: docker socket mount denied for container with image \"{}\"",
-                unrelated_name()
+                UNRELATED_NAME
             )),
         "{out:?}"
     );

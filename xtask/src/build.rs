@@ -19,6 +19,24 @@ pub fn agent(root: &Path) -> anyhow::Result<PathBuf> {
     Ok(bin)
 }
 
+/// `target/release/BIN` of package `package`, for the host.
+pub fn host_bin(root: &Path, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    exec::run(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "-p",
+                package,
+                "--bin",
+                bin,
+            ])
+            .current_dir(root),
+    )?;
+    Ok(root.join("target/release").join(bin))
+}
+
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Statically linked binaries for the guest (it has no libc): vm-init, kernel-tests, eci-agent.

@@ -2,12 +2,14 @@
 //! installs what it is missing first (idempotently, one line per step), so a fresh machine needs
 //! nothing by hand.
 
+mod bench;
 mod build;
 mod cpio;
 mod evm;
 mod exec;
 mod run;
 mod setup;
+mod smoke;
 mod test;
 mod vm;
 
@@ -28,6 +30,8 @@ enum Command {
     Build,
     /// The agent in front of a Docker engine (a private dockerd unless --engine), example settings.
     Run(run::Options),
+    /// Only the smoke test of `cargo xtask run` (start, docker ps, a refused mount, Ctrl-C).
+    Smoke,
     /// Everything: unit and integration tests on the host, then the kernel suite in a VM per kernel.
     Test(test::Options),
     /// The kernel suite only, in a QEMU guest per Debian kernel.
@@ -36,6 +40,9 @@ enum Command {
     VmImage,
     /// The end-to-end suite in the eci VM (engine, registry, agent, kernel, host channel).
     VmE2e(evm::e2e::Options),
+    /// Benchmarks (kernel hooks in the VM, sidecar vs direct vs HAProxy): a markdown table and
+    /// target/bench/summary.json.
+    Bench(bench::Options),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -48,7 +55,12 @@ fn main() -> anyhow::Result<()> {
             build::agent(&root).map(drop)
         }
         Command::Run(opts) => run::run(&root, &opts),
+        Command::Smoke => {
+            setup::build_tools()?;
+            smoke::run(&root)
+        }
         Command::Test(opts) => test::run(&root, &opts),
+        Command::Bench(opts) => bench::run(&root, &opts),
         Command::VmTest(opts) => {
             let kernels = setup::all(&root)?;
             vm::run(&root, &opts, &kernels)

@@ -39,9 +39,11 @@ pub struct Options {
     pub agent_args: Vec<String>,
 }
 
-/// A dockerd we started; stopped by pid on drop.
+/// A dockerd we started; stopped by pid on drop, then its exec root (containerd's sockets and
+/// state) removed.
 struct PrivateEngine {
     child: Child,
+    exec_root: PathBuf,
 }
 
 impl Drop for PrivateEngine {
@@ -52,10 +54,28 @@ impl Drop for PrivateEngine {
             .arg(self.child.id().to_string())
             .status();
         let _ = self.child.wait();
+        let _ = fs::remove_dir_all(&self.exec_root);
+    }
+}
+
+/// Ctrl-C reaches every process of the terminal's group: the agent and dockerd stop on their
+/// own, and this process must live on to wait for them and clean up, instead of dying first.
+/// A handler (not SIG_IGN, which children would inherit) that does nothing.
+fn outlive_ctrl_c() {
+    extern "C" fn noop(_: libc::c_int) {}
+    // SAFETY: installs an async-signal-safe handler that does nothing; the sigaction struct is
+    // zero-initialised and fully set before the call.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = noop as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut());
     }
 }
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    outlive_ctrl_c();
     setup::build_tools()?;
     if opts.vm || (!opts.host && opts.engine.is_none() && !host_has_bpf_lsm()) {
         if !opts.agent_args.is_empty() {
@@ -149,7 +169,7 @@ fn start_dockerd(dir: &Path) -> anyhow::Result<(PathBuf, PrivateEngine)> {
         .stderr(log)
         .spawn()
         .context("starting dockerd (Debian's docker.io)")?;
-    let engine = PrivateEngine { child };
+    let engine = PrivateEngine { child, exec_root };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !socket.exists() {
         if Instant::now() > deadline {

@@ -28,6 +28,10 @@ const PACKAGES: &[&str] = &[
     "xz-utils",
 ];
 
+/// Debian packages only `cargo xtask bench` needs: the stand-in engine and the HAProxy socket
+/// proxy it compares the sidecar with.
+const BENCH_PACKAGES: &[&str] = &["nginx", "haproxy"];
+
 /// Debian kernel series the VM suite boots: (label, apt package name pattern).
 const KERNEL_SERIES: &[(&str, &str)] = &[
     ("6.1", r"^linux-image-6\.1\.0-[0-9]+-cloud-amd64-unsigned$"),
@@ -65,8 +69,19 @@ fn step(what: &str, done: &str) {
     println!("xtask setup: {what}: {done}");
 }
 
+/// What the bench needs beyond the build and test tools.
+pub fn bench_tools() -> anyhow::Result<()> {
+    install("bench packages", BENCH_PACKAGES)
+}
+
 fn packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES
+    install("Debian packages", PACKAGES)
+}
+
+/// Installs the packages of `list` that are missing (packages install without starting their
+/// services where a policy-rc.d forbids it, as in containers; the bench starts its own).
+fn install(what: &str, list: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = list
         .iter()
         .copied()
         .filter(|pkg| {
@@ -77,13 +92,10 @@ fn packages() -> anyhow::Result<()> {
         })
         .collect();
     if missing.is_empty() {
-        step("Debian packages", "present");
+        step(what, "present");
         return Ok(());
     }
-    step(
-        "Debian packages",
-        &format!("installing {}", missing.join(" ")),
-    );
+    step(what, &format!("installing {}", missing.join(" ")));
     exec::run(Command::new("apt-get").arg("update").arg("-q"))?;
     exec::run(
         Command::new("apt-get")

@@ -3,7 +3,7 @@
 
 use std::{path::Path, process::Command};
 
-use crate::{evm, exec, setup, vm};
+use crate::{evm, exec, setup, smoke, vm};
 
 #[derive(clap::Args)]
 pub struct Options {
@@ -21,6 +21,8 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
             .args(["test", "--locked", "--workspace"])
             .current_dir(root),
     )?;
+    println!("xtask test: smoke test of `cargo xtask run` (host mode, private dockerd, Ctrl-C)");
+    smoke::run(root)?;
     println!("xtask test: kernel suite in QEMU");
     vm::run(root, &opts.vm, &kernels)?;
     println!("xtask test: end-to-end suite in the eci VM");

@@ -6,7 +6,7 @@ use std::{
     fs,
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
@@ -79,7 +79,8 @@ pub fn run(root: &Path, opts: &Options, kernels: &[Kernel]) -> anyhow::Result<()
     }
 }
 
-fn initramfs(root: &Path, bins: &Path) -> anyhow::Result<PathBuf> {
+/// The guest's initramfs: vm-init as /init, the kernel suite, the kernel bench and the agent.
+pub fn initramfs(root: &Path, bins: &Path) -> anyhow::Result<PathBuf> {
     let mut archive = cpio::Archive::new(Vec::new());
     for dir in ["bin", "dev", "proc", "sys", "tmp", "run", "etc"] {
         archive.dir(dir)?;
@@ -91,6 +92,7 @@ fn initramfs(root: &Path, bins: &Path) -> anyhow::Result<PathBuf> {
     };
     add(&mut archive, &bins.join("vm-init"), "init")?;
     add(&mut archive, &bins.join("kernel-tests"), "bin/kernel-tests")?;
+    add(&mut archive, &bins.join("kernel-bench"), "bin/kernel-bench")?;
     add(&mut archive, &bins.join("eci-agent"), "bin/eci-agent")?;
     let path = root.join("target/vm/initramfs.cpio");
     fs::create_dir_all(path.parent().unwrap_or(root))?;
@@ -110,6 +112,81 @@ fn qemu_accel(accel: &str) -> &str {
     }
 }
 
+/// A running QEMU guest booted from our initramfs; its serial console arrives as lines.
+/// Killed (by its own pid) when dropped.
+pub struct Guest {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+/// What the console said next.
+pub enum Console {
+    Line(String),
+    /// The guest powered off (or QEMU ended).
+    Ended,
+    TimedOut,
+}
+
+impl Guest {
+    /// Boots `kernel`; `append` adds words to the kernel command line (e.g. `eci.mode=bench`).
+    pub fn boot(
+        kernel: &Kernel,
+        initramfs: &Path,
+        accel: &str,
+        append: &str,
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new("qemu-system-x86_64")
+            .arg("-accel")
+            .arg(qemu_accel(accel))
+            .args(["-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"])
+            .arg("-kernel")
+            .arg(&kernel.vmlinuz)
+            .arg("-initrd")
+            .arg(initramfs)
+            .arg("-append")
+            .arg(format!("console=ttyS0 lsm=lockdown,capability,landlock,yama,bpf panic=-1 softlockup_panic=1 quiet loglevel=4 {append}").trim_end())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        let stdout = child.stdout.take().context("qemu stdout")?;
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self { child, lines })
+    }
+
+    /// The next console line, waiting at most until `deadline`.
+    pub fn next(&self, deadline: Instant) -> Console {
+        match self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) => Console::Line(line),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Console::Ended,
+            Err(mpsc::RecvTimeoutError::Timeout) => Console::TimedOut,
+        }
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A console line that means the guest kernel died.
+pub fn is_panic(line: &str) -> bool {
+    line.contains("Kernel panic") || line.contains("KVM internal error")
+}
+
 fn boot(
     kernel: &Kernel,
     initramfs: &Path,
@@ -121,38 +198,14 @@ fn boot(
         kernel.label, kernel.package
     );
     let started = Instant::now();
-    let mut child = Command::new("qemu-system-x86_64")
-        .arg("-accel")
-        .arg(qemu_accel(accel))
-        .args(["-m", "1024", "-smp", "2", "-nographic", "-no-reboot", "-nodefaults", "-serial", "stdio"])
-        .arg("-kernel")
-        .arg(&kernel.vmlinuz)
-        .arg("-initrd")
-        .arg(initramfs)
-        .arg("-append")
-        .arg("console=ttyS0 lsm=lockdown,capability,landlock,yama,bpf panic=-1 softlockup_panic=1 quiet loglevel=4")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("starting qemu-system-x86_64")?;
-    let stdout = child.stdout.take().context("qemu stdout")?;
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let deadline = started + timeout;
+    let guest = Guest::boot(kernel, initramfs, accel, "")?;
     let mut cases = Vec::new();
     let mut init: Option<bool> = None;
     let mut summary = None;
     let verdict = loop {
-        let left = timeout.saturating_sub(started.elapsed());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let line = line.trim_end_matches('\r').to_owned();
+        match guest.next(deadline) {
+            Console::Line(line) => {
                 println!("  [{}] {line}", kernel.label);
                 if let Some(rest) = line.strip_prefix("eci-test ") {
                     if let Some((name, result)) = rest.split_once(": ") {
@@ -164,11 +217,11 @@ fn boot(
                     init = Some(true);
                 } else if line == "init: failure" {
                     init = Some(false);
-                } else if line.contains("Kernel panic") || line.contains("KVM internal error") {
+                } else if is_panic(&line) {
                     break Err(format!("kernel panic: {line}"));
                 }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Console::Ended => {
                 break match (init, &summary) {
                     (None, _) => Err("the guest stopped without an init: line".to_owned()),
                     (Some(_), None) => Err("the guest printed no eci-tests summary".to_owned()),
@@ -180,13 +233,12 @@ fn boot(
                     (Some(true), Some(_)) => Ok(()),
                 };
             }
-            Err(mpsc::RecvTimeoutError::Timeout) => {
+            Console::TimedOut => {
                 break Err(format!("timed out after {} s", timeout.as_secs()));
             }
         }
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(guest);
     Ok(Outcome {
         kernel: format!("{} ({})", kernel.label, kernel.package),
         cases,

@@ -334,6 +334,17 @@ impl SocketMountGate {
         Ok(out)
     }
 
+    /// The image verdict alone, for `eci-agent explain --image`: what a container of `image`
+    /// that mounts the socket would get. `None` when the engine has no such image.
+    pub async fn judge_image(&self, image: &str) -> Result<Option<AllowedBy>, GateRefusal> {
+        let Some(facts) = self.image_facts(image).await? else {
+            return Ok(None);
+        };
+        self.decide_image(&self.settings(), image, &facts)
+            .await
+            .map(Some)
+    }
+
     async fn decide(
         &self,
         settings: &Settings,
@@ -341,6 +352,19 @@ impl SocketMountGate {
         facts: &ImageFacts,
         reach: Reach,
     ) -> Result<GatePass, GateRefusal> {
+        let by = self.decide_image(settings, image_name, facts).await?;
+        Ok(GatePass::Allowed {
+            reach: Box::new(reach),
+            by,
+        })
+    }
+
+    async fn decide_image(
+        &self,
+        settings: &Settings,
+        image_name: &str,
+        facts: &ImageFacts,
+    ) -> Result<AllowedBy, GateRefusal> {
         let policy = &settings.policy.images;
         let allowed = self.digests.borrow().clone();
         let locals = if policy.needs_local_images() && facts.local_only {
@@ -349,10 +373,7 @@ impl SocketMountGate {
             Vec::new()
         };
         match policy.decide(facts, &allowed, &locals) {
-            crate::policy::Verdict::Allow(by) => Ok(GatePass::Allowed {
-                reach: Box::new(reach),
-                by,
-            }),
+            crate::policy::Verdict::Allow(by) => Ok(by),
             crate::policy::Verdict::Deny(reason) => Err(GateRefusal::ImageNotAllowed {
                 message: messages::socket_mount_denied(
                     &display_name(image_name),
@@ -384,6 +405,24 @@ pub fn rule_of(pass: &GatePass) -> String {
             AllowedBy::Digest { entry, .. } => entry.to_string(),
             AllowedBy::Derived { entry, base } => format!("{entry} (derived from {base})"),
         },
+    }
+}
+
+/// A stable snake_case code for a pass, for metrics and `explain`.
+pub fn pass_reason(pass: &GatePass) -> &'static str {
+    match pass {
+        GatePass::Clear => "no_socket_mount",
+        GatePass::EciOff => "eci_disabled",
+        GatePass::Allowed { by, .. } => allowed_reason(by),
+    }
+}
+
+/// A stable snake_case code for why an image passed.
+pub fn allowed_reason(by: &AllowedBy) -> &'static str {
+    match by {
+        AllowedBy::EveryImage => "every_image",
+        AllowedBy::Digest { .. } => "image_allowed",
+        AllowedBy::Derived { .. } => "derived_image",
     }
 }
 

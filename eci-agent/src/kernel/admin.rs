@@ -46,7 +46,22 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
             "  dev {} ino {}: {}",
             key.dev,
             key.ino,
-            class_names(tag.class)
+            socket_class(tag.class)
+        );
+    }
+    println!("protected names (the kernel tags whatever is created under one, at creation):");
+    for name in maps.protected_names() {
+        let now = match name.now {
+            None => "nothing there now".to_owned(),
+            Some((key, Some(tag))) => {
+                format!("now ino {} tagged {}", key.ino, socket_class(tag.class))
+            }
+            Some((key, None)) => format!("now ino {} NOT TAGGED", key.ino),
+        };
+        println!(
+            "  {}: {}; {now}",
+            name.path.display(),
+            socket_class(name.class)
         );
     }
     let tree = CgroupTree::open(Path::new("/sys/fs/cgroup"))
@@ -78,6 +93,8 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
 }
 
 pub fn unload(pin_dir: &Path) -> anyhow::Result<()> {
+    // The agent's mode record sits beside the pins (see `state.rs`).
+    let _ = std::fs::remove_file(crate::state::path(pin_dir));
     let pins = PinLayout::new(pin_dir);
     if loader::unload(&pins)? {
         println!(
@@ -88,6 +105,15 @@ pub fn unload(pin_dir: &Path) -> anyhow::Result<()> {
         println!("eci-agent: nothing pinned under {}", pin_dir.display());
     }
     Ok(())
+}
+
+/// What a protected socket's tag says it is.
+fn socket_class(class: u32) -> String {
+    match class {
+        CLASS_PUBLIC => "public socket".to_owned(),
+        CLASS_ENGINE => "engine socket".to_owned(),
+        other => format!("class {other:#x}"),
+    }
 }
 
 fn class_names(classes: u32) -> String {

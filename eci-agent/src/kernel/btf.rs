@@ -453,6 +453,10 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
                 other => Err(other),
             })?,
         kernfs_node_name: btf.typed_member("kernfs_node", &["name"], PtrToChar)?,
+        dentry_d_parent: btf.typed_member("dentry", &["d_parent"], PtrToStruct("dentry"))?,
+        dentry_d_name_len: btf.typed_member("dentry", &["d_name", "len"], Int(4))?,
+        dentry_d_name_name: btf.typed_member("dentry", &["d_name", "name"], PtrToChar)?,
+        inode_i_ino: btf.typed_member("inode", &["i_ino"], Int(8))?,
     })
 }
 
@@ -557,7 +561,14 @@ mod tests {
         let u64_t = b.reference(KIND_TYPEDEF, "u64", u64_);
         let fwd_inode = b.reference(KIND_FWD, "inode", 0);
         let _ = fwd_inode;
-        let inode = b.compound(KIND_STRUCT, "inode", 600, false, &[("i_mode", uint, 0)]);
+        let ulong = b.int("long unsigned int", 8);
+        let inode = b.compound(
+            KIND_STRUCT,
+            "inode",
+            600,
+            false,
+            &[("i_mode", uint, 0), ("i_ino", ulong, 320)],
+        );
         let inode_ptr = b.reference(KIND_PTR, "", inode);
         let const_inode_ptr = b.reference(KIND_CONST, "", inode_ptr);
         // struct file { union { u64 a; u64 b; }; unsigned int flags:3; struct inode *const f_inode @ 32 }
@@ -597,14 +608,48 @@ mod tests {
         );
         let dentry_fwd = b.reference(KIND_FWD, "dentry", 0);
         let _ = dentry_fwd;
+        // struct qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const unsigned
+        // char *name; }
+        let u32_t = b.reference(KIND_TYPEDEF, "u32", uint);
+        let hash_len = b.compound(
+            KIND_STRUCT,
+            "",
+            8,
+            false,
+            &[("hash", u32_t, 0), ("len", u32_t, 32)],
+        );
+        let qstr_union = b.compound(
+            KIND_UNION,
+            "",
+            8,
+            false,
+            &[("", hash_len, 0), ("hash_len", u64_t, 0)],
+        );
+        let uchar = b.int("unsigned char", 1);
+        let const_uchar = b.reference(KIND_CONST, "", uchar);
+        let uchar_ptr = b.reference(KIND_PTR, "", const_uchar);
+        let qstr = b.compound(
+            KIND_STRUCT,
+            "qstr",
+            16,
+            false,
+            &[("", qstr_union, 0), ("name", uchar_ptr, 64)],
+        );
+        // A pointer to the struct defined right after it (dentry.d_parent).
+        let dentry_ptr = b.reference(KIND_PTR, "", b.next_id + 1);
         let dentry = b.compound(
             KIND_STRUCT,
             "dentry",
             192,
             false,
-            &[("d_flags", uint, 0), ("d_inode", inode_ptr, 384)],
+            &[
+                ("d_flags", uint, 0),
+                ("d_parent", dentry_ptr, 192),
+                ("d_name", qstr, 256),
+                ("d_inode", inode_ptr, 384),
+            ],
         );
-        let dentry_ptr = b.reference(KIND_PTR, "", dentry);
+        assert_eq!(dentry, dentry_ptr + 1);
         let path = b.compound(
             KIND_STRUCT,
             "path",
@@ -658,6 +703,10 @@ mod tests {
                 kernfs_node_id: 64,
                 kernfs_node_parent: 8,
                 kernfs_node_name: 16,
+                dentry_d_parent: 24,
+                dentry_d_name_len: 36,
+                dentry_d_name_name: 40,
+                inode_i_ino: 40,
             })
         );
         assert_eq!(
@@ -782,5 +831,9 @@ mod tests {
         assert!(path >= sock_size, "unix_sock.path inside its struct sock");
         assert!(offsets.kernfs_node_id > 0);
         assert_ne!(offsets.kernfs_node_parent, offsets.kernfs_node_name);
+        // `struct qstr` is {hash, len} (little-endian), then the name pointer.
+        let d_name = btf.member("dentry", &["d_name"]).unwrap().offset;
+        assert_eq!(offsets.dentry_d_name_len, d_name + 4);
+        assert_eq!(offsets.dentry_d_name_name, d_name + 8);
     }
 }

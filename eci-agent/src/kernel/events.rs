@@ -35,8 +35,12 @@ pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<DenyEvent> {
     events
 }
 
-/// Logs every denial until the task is dropped.
-pub async fn log_denials(map: Map) -> anyhow::Result<()> {
+/// Logs every denial, and hands it to `on_denial` (audit log, metrics), until the task is
+/// dropped.
+pub async fn log_denials(
+    map: Map,
+    mut on_denial: impl FnMut(&DenyEvent) + Send + 'static,
+) -> anyhow::Result<()> {
     let ring = RingBuf::try_from(map)?;
     // SAFETY: the ring buffer owns its fd and closes it only when dropped, which happens after
     // the AsyncFd deregisters it (the AsyncFd owns the ring buffer).
@@ -44,7 +48,24 @@ pub async fn log_denials(map: Map) -> anyhow::Result<()> {
     loop {
         let mut guard = fd.readable_mut().await?;
         for event in drain(guard.get_inner_mut()) {
-            let hook = Hook::from_u32(event.hook).map_or("unknown", Hook::name);
+            let known = Hook::from_u32(event.hook);
+            let hook = known.map_or("unknown", Hook::name);
+            if let Some(Hook::DInstantiate | Hook::InodeRename) = known {
+                // Not a denial of access: the kernel could not store the tag of an inode that
+                // took a protected name.
+                tracing::error!(
+                    target: "eci::kernel",
+                    pid = event.tgid,
+                    comm = %comm(&event),
+                    dev = event.dev,
+                    ino = event.ino,
+                    hook,
+                    class = event.class,
+                    "the kernel could not tag a socket that took a protected name (out of memory); \
+                     a rename is refused, a new socket is tagged by the agent's watch"
+                );
+                continue;
+            }
             tracing::warn!(
                 target: "eci::kernel",
                 pid = event.tgid,
@@ -56,6 +77,7 @@ pub async fn log_denials(map: Map) -> anyhow::Result<()> {
                 class = event.class,
                 "kernel denied access to a protected socket"
             );
+            on_denial(&event);
         }
         guard.clear_ready();
     }

@@ -17,7 +17,8 @@ use aya::{
     programs::{BtfTracePoint, Lsm, links::FdLink},
 };
 use eci_common::{
-    GLOBAL_OFFSETS, MAP_ADMISSION, MAP_PROTECTED, MAP_PROTECTED_INDEX, MAP_VERDICTS, MAPS,
+    GLOBAL_OFFSETS, MAP_ADMISSION, MAP_PROTECTED, MAP_PROTECTED_DIRS, MAP_PROTECTED_DIRS_INDEX,
+    MAP_PROTECTED_INDEX, MAP_VERDICTS, MAPS,
 };
 
 use super::{
@@ -128,8 +129,8 @@ impl Enforcer {
         }
         let btf =
             Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
-        // The struct walks of unix_stream_connect, file_receive and cgroup_mkdir use the running
-        // kernel's member offsets (see eci-common's KernelOffsets for why not compiled-in ones).
+        // The struct walks of every program but inode_permission use the running kernel's member
+        // offsets (see eci-common's KernelOffsets for why not compiled-in ones).
         let offsets = btf::kernel_offsets(&btf::Btf::from_sys_fs()?).map_err(|source| {
             LoadError::Offsets {
                 path: btf::VMLINUX,
@@ -191,6 +192,8 @@ impl Enforcer {
             take(&mut ebpf, MAP_PROTECTED_INDEX)?,
             take(&mut ebpf, MAP_VERDICTS)?,
             take(&mut ebpf, MAP_ADMISSION)?,
+            take(&mut ebpf, MAP_PROTECTED_DIRS)?,
+            take(&mut ebpf, MAP_PROTECTED_DIRS_INDEX)?,
         )?;
         Ok(Self { maps, ebpf })
     }

@@ -3,20 +3,29 @@
 //! - Protected sockets: the inode is tagged through an `O_PATH` fd of the socket file (inode
 //!   storage keys are fds; the kernel takes `fget_raw`, so `O_PATH` works and nothing is opened
 //!   for reading or writing), and recorded in the index by `(st_dev, st_ino)`.
+//! - Protected names: the parent directory of each protected socket is tagged the same way with
+//!   the names it protects, so that the kernel tags a socket re-created under one of them itself
+//!   (see eci-common); recorded in their own index with the directory's path, for `status`.
 //! - Verdicts: cgroup id → allowed classes.
 //! - Admission: container parents, whose new children the `cgroup_mkdir` program denies at birth.
 
 use std::{
+    ffi::{OsStr, OsString},
     fs::{File, OpenOptions},
-    os::unix::fs::{MetadataExt as _, OpenOptionsExt as _},
-    path::Path,
+    os::unix::{
+        ffi::OsStrExt as _,
+        fs::{MetadataExt as _, OpenOptionsExt as _},
+    },
+    path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
-use aya::maps::{HashMap, InodeStorage, Map, MapData};
+use aya::maps::{HashMap, InodeStorage, Map, MapData, MapError};
 use eci_common::{
-    ADMIT_CHILDREN_DENIED, CgroupVerdict, InodeKey, MAP_ADMISSION, MAP_PROTECTED,
-    MAP_PROTECTED_INDEX, MAP_VERDICTS, Protected,
+    ADMIT_CHILDREN_DENIED, CgroupVerdict, DIR_PATH_BYTES, InodeKey, MAP_ADMISSION, MAP_PROTECTED,
+    MAP_PROTECTED_DIRS, MAP_PROTECTED_DIRS_INDEX, MAP_PROTECTED_INDEX, MAP_VERDICTS,
+    MAX_NAMES_PER_DIR, PROTECTED_NAME_MAX, Protected, ProtectedDir, ProtectedDirRecord,
+    ProtectedName,
 };
 
 use super::{cgroup::CgroupId, loader::PinLayout};
@@ -26,6 +35,17 @@ pub struct KernelMaps {
     index: HashMap<MapData, InodeKey, Protected>,
     verdicts: HashMap<MapData, u64, CgroupVerdict>,
     admission: HashMap<MapData, u64, u32>,
+    dirs: InodeStorage<MapData, ProtectedDir>,
+    dirs_index: HashMap<MapData, InodeKey, ProtectedDirRecord>,
+}
+
+/// A protected name as `status` shows it: where, and what the kernel holds there now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameStatus {
+    pub path: PathBuf,
+    pub class: u32,
+    /// The inode at `path` now and its tag; `None` when nothing is there.
+    pub now: Option<(InodeKey, Option<Protected>)>,
 }
 
 impl KernelMaps {
@@ -34,12 +54,16 @@ impl KernelMaps {
         index: Map,
         verdicts: Map,
         admission: Map,
+        dirs: Map,
+        dirs_index: Map,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             protected: protected.try_into().context(MAP_PROTECTED)?,
             index: index.try_into().context(MAP_PROTECTED_INDEX)?,
             verdicts: verdicts.try_into().context(MAP_VERDICTS)?,
             admission: admission.try_into().context(MAP_ADMISSION)?,
+            dirs: dirs.try_into().context(MAP_PROTECTED_DIRS)?,
+            dirs_index: dirs_index.try_into().context(MAP_PROTECTED_DIRS_INDEX)?,
         })
     }
 
@@ -56,6 +80,8 @@ impl KernelMaps {
             open(MAP_PROTECTED_INDEX)?,
             open(MAP_VERDICTS)?,
             open(MAP_ADMISSION)?,
+            open(MAP_PROTECTED_DIRS)?,
+            open(MAP_PROTECTED_DIRS_INDEX)?,
         )
     }
 
@@ -85,9 +111,53 @@ impl KernelMaps {
         Ok(key)
     }
 
-    /// Removes the tag of the socket file at `path` (if it still exists) from both maps.
+    /// Protects the *name* `path`: its parent directory is tagged with the name and `class`, so
+    /// that whatever inode appears under that name from now on (a socket re-created by a restarted
+    /// engine) is tagged by the kernel the moment it gets the name. Idempotent; returns the
+    /// directory's identity. The directory's own replacement is not covered (its new inode carries
+    /// no tag): `ProtectedPath::refresh` notices that.
+    pub fn protect_name(&mut self, path: &Path, class: u32) -> anyhow::Result<InodeKey> {
+        let (dir_path, name) = split_name(path)?;
+        let protected_name = ProtectedName::new(name.as_bytes(), class).with_context(|| {
+            format!(
+                "{}: a protected name is one path component of at most {PROTECTED_NAME_MAX} bytes",
+                path.display()
+            )
+        })?;
+        let dir = open_path(&dir_path)?;
+        let key = inode_key(&dir, &dir_path)?;
+        let mut tags = match self.dirs.get(&dir, 0) {
+            Ok(tags) => tags,
+            Err(MapError::KeyNotFound) => ProtectedDir::new(key.dev),
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!(
+                        "reading the tag of {} in {MAP_PROTECTED_DIRS}",
+                        dir_path.display()
+                    )
+                });
+            }
+        };
+        tags.dev = key.dev;
+        if !tags.insert(protected_name) {
+            anyhow::bail!(
+                "{}: its directory already protects {MAX_NAMES_PER_DIR} other names",
+                path.display()
+            );
+        }
+        self.write_dir(&dir, &dir_path, key, tags)?;
+        Ok(key)
+    }
+
+    /// Removes the tag of the socket file at `path` (if it still exists) from both maps, and the
+    /// name from its directory's tag (the directory's tag goes when it protects no name).
     pub fn unprotect(&mut self, path: &Path) -> anyhow::Result<()> {
-        let file = open_path(path)?;
+        self.unprotect_name(path)?;
+        let file = match open_path(path) {
+            Ok(file) => file,
+            Err(_) if !path.exists() => return Ok(()),
+            Err(err) => return Err(err),
+        };
         let meta = file
             .metadata()
             .with_context(|| format!("stat {}", path.display()))?;
@@ -97,6 +167,127 @@ impl KernelMaps {
             ino: meta.ino(),
         });
         Ok(())
+    }
+
+    /// Removes the name `path` from its directory's tag; nothing to do when the directory is gone
+    /// or does not protect it.
+    pub fn unprotect_name(&mut self, path: &Path) -> anyhow::Result<()> {
+        let (dir_path, name) = split_name(path)?;
+        let Ok(dir) = open_path(&dir_path) else {
+            return Ok(());
+        };
+        let key = inode_key(&dir, &dir_path)?;
+        let mut tags = match self.dirs.get(&dir, 0) {
+            Ok(tags) => tags,
+            Err(MapError::KeyNotFound) => return Ok(()),
+            Err(err) => {
+                return Err(err).with_context(|| {
+                    format!(
+                        "reading the tag of {} in {MAP_PROTECTED_DIRS}",
+                        dir_path.display()
+                    )
+                });
+            }
+        };
+        if !tags.remove(name.as_bytes()) {
+            return Ok(());
+        }
+        if tags.is_empty() {
+            match self.dirs.remove(&dir) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!(
+                            "removing the tag of {} in {MAP_PROTECTED_DIRS}",
+                            dir_path.display()
+                        )
+                    });
+                }
+            }
+            self.forget_dir(&key);
+            return Ok(());
+        }
+        self.write_dir(&dir, &dir_path, key, tags)
+    }
+
+    fn write_dir(
+        &mut self,
+        dir: &File,
+        dir_path: &Path,
+        key: InodeKey,
+        tags: ProtectedDir,
+    ) -> anyhow::Result<()> {
+        self.dirs
+            .insert(dir, tags, 0)
+            .with_context(|| format!("tagging {} in {MAP_PROTECTED_DIRS}", dir_path.display()))?;
+        let record = ProtectedDirRecord {
+            dir: tags,
+            path: path_bytes(dir_path),
+        };
+        self.dirs_index.insert(key, record, 0).with_context(|| {
+            format!(
+                "recording {} in {MAP_PROTECTED_DIRS_INDEX}",
+                dir_path.display()
+            )
+        })
+    }
+
+    /// Drops the index entry of a directory that no longer carries a tag (or was replaced).
+    pub fn forget_dir(&mut self, key: &InodeKey) {
+        let _ = self.dirs_index.remove(key);
+    }
+
+    /// The tag the inode at `path` carries now (`None`: untagged).
+    pub fn tag_of(&self, path: &Path) -> anyhow::Result<Option<Protected>> {
+        let file = open_path(path)?;
+        match self.protected.get(&file, 0) {
+            Ok(tag) => Ok(Some(tag)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("reading the tag of {}", path.display())),
+        }
+    }
+
+    /// The tag the directory at `dir` carries now (`None`: it protects no name).
+    pub fn dir_tag(&self, dir: &Path) -> anyhow::Result<Option<ProtectedDir>> {
+        let file = open_path(dir)?;
+        match self.dirs.get(&file, 0) {
+            Ok(tag) => Ok(Some(tag)),
+            Err(MapError::KeyNotFound) => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("reading the tag of {}", dir.display())),
+        }
+    }
+
+    /// The directory tags, as recorded in their index.
+    pub fn protected_dirs(&self) -> Vec<(InodeKey, ProtectedDirRecord)> {
+        let mut all: Vec<_> = self.dirs_index.iter().filter_map(Result::ok).collect();
+        all.sort_by_key(|(key, _)| *key);
+        all
+    }
+
+    /// Every protected name, with what is under it now.
+    pub fn protected_names(&self) -> Vec<NameStatus> {
+        let mut all = Vec::new();
+        for (_, record) in self.protected_dirs() {
+            let end = record
+                .path
+                .iter()
+                .position(|&b| b == 0)
+                .unwrap_or(record.path.len());
+            let dir = Path::new(OsStr::from_bytes(&record.path[..end]));
+            for name in record.dir.used() {
+                let path = dir.join(OsStr::from_bytes(name.bytes()));
+                let now = open_path(&path).ok().and_then(|file| {
+                    let key = inode_key(&file, &path).ok()?;
+                    Some((key, self.protected.get(&file, 0).ok()))
+                });
+                all.push(NameStatus {
+                    path,
+                    class: name.class,
+                    now,
+                });
+            }
+        }
+        all
     }
 
     /// The protected inodes, as recorded in the index.
@@ -154,6 +345,54 @@ impl KernelMaps {
         all.sort_by_key(|(id, _)| *id);
         all
     }
+}
+
+/// The directory and the name the kernel will see for `path`: symbolic links resolved (those on
+/// the way, and the last component itself when it is one), so that the directory tag lands where
+/// the socket really is created.
+fn split_name(path: &Path) -> anyhow::Result<(PathBuf, OsString)> {
+    let lexical = |path: &Path| -> anyhow::Result<(PathBuf, OsString)> {
+        let name = path
+            .file_name()
+            .with_context(|| format!("{} does not end in a file name", path.display()))?;
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
+            _ => PathBuf::from("."),
+        };
+        Ok((dir, name.to_owned()))
+    };
+    if let Ok(resolved) = std::fs::canonicalize(path) {
+        return lexical(&resolved);
+    }
+    // Nothing there now (the engine is restarting): resolve the directory alone.
+    let (dir, name) = lexical(path)?;
+    Ok((std::fs::canonicalize(&dir).unwrap_or(dir), name))
+}
+
+/// The identity of the directory that holds the protected name `path` (see [`split_name`]).
+pub fn name_dir(path: &Path) -> anyhow::Result<InodeKey> {
+    let (dir_path, _) = split_name(path)?;
+    let dir = open_path(&dir_path)?;
+    inode_key(&dir, &dir_path)
+}
+
+fn inode_key(file: &File, path: &Path) -> anyhow::Result<InodeKey> {
+    let meta = file
+        .metadata()
+        .with_context(|| format!("stat {}", path.display()))?;
+    Ok(InodeKey {
+        dev: meta.dev(),
+        ino: meta.ino(),
+    })
+}
+
+/// `path` NUL-padded into a record (cut if longer: it is only shown).
+fn path_bytes(path: &Path) -> [u8; DIR_PATH_BYTES] {
+    let mut out = [0; DIR_PATH_BYTES];
+    let bytes = path.as_os_str().as_bytes();
+    let n = bytes.len().min(DIR_PATH_BYTES - 1);
+    out[..n].copy_from_slice(&bytes[..n]);
+    out
 }
 
 /// An `O_PATH` fd: enough to name the inode, grants no access to it.

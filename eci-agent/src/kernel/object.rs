@@ -22,7 +22,9 @@ pub struct Program {
 
 /// The programs, in the order they are attached. The admission tracepoint comes first, so that no
 /// container cgroup is created without a deny between it and the others; `unix_stream_connect`
-/// (which tags connected client sockets) before `file_receive` (which judges them).
+/// (which tags connected client sockets) before `file_receive` (which judges them). The two that
+/// tag sockets re-created at a protected path come last: until the agent writes the directory
+/// tags, they have nothing to do.
 pub const PROGRAMS: &[Program] = &[
     Program {
         symbol: "cgroup_mkdir",
@@ -42,6 +44,16 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         symbol: "file_receive",
         target: "file_receive",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "d_instantiate",
+        target: "d_instantiate",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "inode_rename",
+        target: "inode_rename",
         attach: Attach::Lsm,
     },
 ];

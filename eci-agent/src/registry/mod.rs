@@ -172,6 +172,7 @@ impl DigestCache {
                     tracing::warn!(entry = %p, error = %e, "image list entry not refreshed; keeping the last good digests");
                 }
                 let allowed = self.allowed();
+                crate::metrics::global().registry_refresh(report.failed.len(), allowed.len());
                 tracing::info!(
                     digests = allowed.len(),
                     unresolved = allowed.unresolved().len(),

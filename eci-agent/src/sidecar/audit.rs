@@ -1,4 +1,5 @@
-//! The audit log: one JSON line per refused request (and, when asked, per admitted one).
+//! The audit log: one JSON line per refused request (and, when asked, per admitted one), and
+//! one per access the kernel refused.
 
 use std::{
     io::Write,
@@ -23,13 +24,47 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
+/// What became of a request (or a container start).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Verdict {
+    Allow,
+    Deny,
+    /// `--dry-run`: the policy refuses it, the agent let it through.
+    WouldDeny,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "allow",
+            Self::Deny => "deny",
+            Self::WouldDeny => "would_deny",
+        }
+    }
+}
+
 /// One audited request.
 pub struct Entry<'a> {
     pub caller: &'a Caller,
     pub method: &'a str,
     pub raw_target: &'a str,
     pub decision: &'a Decision,
-    pub allowed: bool,
+    pub verdict: Verdict,
+}
+
+/// One access to a protected socket the kernel refused.
+pub struct KernelDenial<'a> {
+    pub pid: u32,
+    pub comm: &'a str,
+    pub cgroup_id: u64,
+    /// The cgroup's path, when it still exists.
+    pub cgroup: Option<&'a str>,
+    pub container_id: Option<&'a str>,
+    /// The protected socket's path, when the inode is one the agent protected by path.
+    pub path: Option<&'a str>,
+    pub dev: u64,
+    pub ino: u64,
+    pub hook: &'a str,
 }
 
 impl AuditLog {
@@ -56,7 +91,7 @@ impl AuditLog {
     }
 
     pub fn record(&self, entry: &Entry<'_>) {
-        if entry.allowed && !self.allowed_too {
+        if entry.verdict == Verdict::Allow && !self.allowed_too {
             return;
         }
         let Entry {
@@ -64,7 +99,7 @@ impl AuditLog {
             method,
             raw_target,
             decision,
-            allowed,
+            verdict,
         } = entry;
         let container = match &caller.kind {
             super::peer::CallerKind::Container(id) => Some(id.as_str()),
@@ -80,10 +115,34 @@ impl AuditLog {
             "target": raw_target,
             "route": decision.route,
             "command": decision.command,
-            "verdict": if *allowed { "allow" } else { "deny" },
+            "verdict": verdict.as_str(),
             "rule": decision.rule,
             "reason": decision.reason,
         });
+        self.write(&line);
+    }
+
+    /// A kernel denial: always recorded (there is no "allowed" counterpart).
+    pub fn record_kernel_denial(&self, d: &KernelDenial<'_>) {
+        let line = serde_json::json!({
+            "time": rfc3339_now(),
+            "source": "kernel",
+            "pid": d.pid,
+            "comm": d.comm,
+            "cgroup_id": d.cgroup_id,
+            "cgroup": d.cgroup,
+            "container_id": d.container_id,
+            "path": d.path,
+            "dev": d.dev,
+            "ino": d.ino,
+            "hook": d.hook,
+            "verdict": Verdict::Deny.as_str(),
+            "reason": "kernel_denied",
+        });
+        self.write(&line);
+    }
+
+    fn write(&self, line: &serde_json::Value) {
         let mut out = self
             .out
             .lock()

@@ -66,6 +66,9 @@ pub struct SidecarConfig {
     pub audit: Option<AuditLog>,
     /// The socket-mount gate; `None` serves the commandList alone (tests of the proxy layer).
     pub mounts: Option<Arc<crate::gate::SocketMountGate>>,
+    /// `--dry-run`: every decision is made, logged and audited, but nothing is refused and no
+    /// connection is closed on revocation.
+    pub dry_run: bool,
 }
 
 impl SidecarConfig {
@@ -77,6 +80,7 @@ impl SidecarConfig {
             head_timeout: Duration::from_secs(30),
             audit: None,
             mounts: None,
+            dry_run: false,
         }
     }
 }
@@ -87,6 +91,7 @@ impl std::fmt::Debug for SidecarConfig {
             .field("engine", &self.engine)
             .field("head_timeout", &self.head_timeout)
             .field("audit", &self.audit)
+            .field("dry_run", &self.dry_run)
             .finish_non_exhaustive()
     }
 }
@@ -189,9 +194,11 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
         return;
     }
 
-    // A container's connections last only as long as its allowance.
+    // A container's connections last only as long as its allowance (a dry run closes none).
     let revoked = match (&shared.config.mounts, &caller.kind) {
-        (Some(gate), CallerKind::Container(id)) => gate.containers.watch(id),
+        (Some(gate), CallerKind::Container(id)) if !shared.config.dry_run => {
+            gate.containers.watch(id)
+        }
         _ => None,
     };
     let conn = Arc::new(Connection {
@@ -278,22 +285,36 @@ async fn handle<G: CommandGate + ?Sized>(
         .await
         {
             mounts::Gated::Pass(passed) => req = passed,
-            mounts::Gated::Refused(gate_refusal, reason) => {
+            mounts::Gated::Refused(gate_refusal, reason, rest) => {
                 decision.reason = reason;
                 refusal = Some(gate_refusal);
-                body_read = true;
-                req = Request::new(forward::full(bytes::Bytes::new()));
+                req = rest.unwrap_or_else(|| {
+                    body_read = true;
+                    Request::new(forward::full(bytes::Bytes::new()))
+                });
             }
         }
     }
+    // A dry run forwards what the policy refuses, unless there is nothing left to forward.
+    let verdict = match &refusal {
+        None => audit::Verdict::Allow,
+        Some(_) if shared.config.dry_run && !body_read => audit::Verdict::WouldDeny,
+        Some(_) => audit::Verdict::Deny,
+    };
+    crate::metrics::global().request(verdict, decision.command.as_deref());
     if let Some(audit) = &shared.config.audit {
         audit.record(&audit::Entry {
             caller,
             method: &method,
             raw_target: &raw_target,
             decision: &decision,
-            allowed: refusal.is_none(),
+            verdict,
         });
+    }
+    if verdict == audit::Verdict::WouldDeny {
+        tracing::warn!(pid = ?caller.pid, cgroup = ?caller.cgroup, %method, target = %raw_target.escape_debug(),
+            rule = ?decision.rule, reason = decision.reason, "dry run: request would be refused; forwarded");
+        refusal = None;
     }
 
     // 5. Respond or forward.

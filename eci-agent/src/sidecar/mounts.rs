@@ -17,10 +17,11 @@ use crate::gate::{self, GatePass, GateRefusal, SocketMountGate};
 const MAX_CREATE_BODY: usize = 16 << 20;
 
 /// What the gate made of a request: passed on (with its body, read or not), or refused with a
-/// reason code for the audit log.
+/// reason code for the audit log, and the request as it could still be forwarded (`--dry-run`
+/// lets refused requests through; `None` when the body could not be read).
 pub enum Gated {
     Pass(Request<ProxyBody>),
-    Refused(Refusal, &'static str),
+    Refused(Refusal, &'static str, Option<Request<ProxyBody>>),
 }
 
 /// Runs the gate for one admitted request.
@@ -36,7 +37,11 @@ pub async fn check(
         && gate.eci_enabled()
         && !gate.containers.is_allowed(id)
     {
-        return Gated::Refused(Refusal::ContainerNotAllowed, "container_not_allowed");
+        return Gated::Refused(
+            Refusal::ContainerNotAllowed,
+            "container_not_allowed",
+            Some(req),
+        );
     }
     match (method, route) {
         ("POST", Some("/containers/create")) => create(gate, req).await,
@@ -56,24 +61,36 @@ async fn create(gate: &SocketMountGate, req: Request<ProxyBody>) -> Gated {
     let body: Bytes = match Limited::new(body, MAX_CREATE_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
         Err(err) => {
-            return refused(GateRefusal::Unverifiable {
-                message: format!(
-                    "enhanced container isolation: cannot read the container configuration: {err}"
-                ),
-            });
+            return refused(
+                GateRefusal::Unverifiable {
+                    message: format!(
+                        "enhanced container isolation: cannot read the container configuration: {err}"
+                    ),
+                },
+                None,
+            );
         }
     };
-    match gate.check_create(&body).await {
+    let checked = gate.check_create(&body).await;
+    count(checked.as_ref());
+    let req = Request::from_parts(parts, full(body));
+    match checked {
         Ok(pass) => {
             log_pass("create", &pass);
-            Gated::Pass(Request::from_parts(parts, full(body)))
+            Gated::Pass(req)
         }
-        Err(refusal) => refused(refusal),
+        Err(refusal) => refused(refusal, Some(req)),
     }
 }
 
 async fn start(gate: &SocketMountGate, name: &str, req: Request<ProxyBody>) -> Gated {
-    match gate.check_start(name).await {
+    let checked = gate.check_start(name).await;
+    match &checked {
+        Ok(Some(judgement)) => count(judgement.outcome.as_ref()),
+        Err(refusal) => count(Err(refusal)),
+        Ok(None) => {}
+    }
+    match checked {
         Ok(None) => Gated::Pass(req),
         Ok(Some(judgement)) => match &judgement.outcome {
             Ok(pass) => {
@@ -85,17 +102,28 @@ async fn start(gate: &SocketMountGate, name: &str, req: Request<ProxyBody>) -> G
                         .prepare_kernel(&id, &judgement.state.cgroup_parent)
                         .await
                 {
-                    return refused(refusal);
+                    return refused(refusal, Some(req));
                 }
                 Gated::Pass(req)
             }
             Err(refusal) => {
                 gate::apply(gate, &judgement);
-                refused(refusal.clone())
+                refused(refusal.clone(), Some(req))
             }
         },
-        Err(refusal) => refused(refusal),
+        Err(refusal) => refused(refusal, Some(req)),
     }
+}
+
+/// The metrics hook: one socket-mount decision.
+fn count(outcome: Result<&GatePass, &GateRefusal>) {
+    use crate::sidecar::audit::Verdict;
+    let (verdict, reason) = match outcome {
+        Ok(pass) => (Verdict::Allow, gate::pass_reason(pass)),
+        Err(GateRefusal::ImageNotAllowed { reason, .. }) => (Verdict::Deny, reason.as_str()),
+        Err(GateRefusal::Unverifiable { .. }) => (Verdict::Deny, "mount_unverifiable"),
+    };
+    crate::metrics::global().mount_decision(verdict, reason);
 }
 
 fn log_pass(step: &str, pass: &GatePass) {
@@ -104,13 +132,13 @@ fn log_pass(step: &str, pass: &GatePass) {
     }
 }
 
-fn refused(refusal: GateRefusal) -> Gated {
+fn refused(refusal: GateRefusal, req: Option<Request<ProxyBody>>) -> Gated {
     match refusal {
         GateRefusal::ImageNotAllowed { message, reason } => {
-            Gated::Refused(Refusal::SocketMountDenied { message }, reason.as_str())
+            Gated::Refused(Refusal::SocketMountDenied { message }, reason.as_str(), req)
         }
         GateRefusal::Unverifiable { message } => {
-            Gated::Refused(Refusal::Unverifiable { message }, "mount_unverifiable")
+            Gated::Refused(Refusal::Unverifiable { message }, "mount_unverifiable", req)
         }
     }
 }

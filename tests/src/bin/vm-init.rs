@@ -1,6 +1,9 @@
 //! The guest's `/init` for the kernel-VM harness: mounts what the suite needs, checks that BPF LSM
 //! is active, runs `/bin/kernel-tests`, prints `init: success|failure` for the host and powers off.
 //! The host parses the serial console; a missing `init:` line is a failure there.
+//!
+//! With `eci.mode=bench` on the kernel command line it runs `/bin/kernel-bench` instead (the
+//! benchmark of `cargo xtask bench`); `eci.arg=` words are passed to either program.
 
 use std::{ffi::CString, fs, process::Command};
 
@@ -104,11 +107,16 @@ fn run() -> Result<bool, String> {
         .filter_map(|w| w.strip_prefix("eci.arg="))
         .map(str::to_owned)
         .collect();
-    let status = Command::new("/bin/kernel-tests")
+    let program = if cmdline.split_whitespace().any(|w| w == "eci.mode=bench") {
+        "/bin/kernel-bench"
+    } else {
+        "/bin/kernel-tests"
+    };
+    let status = Command::new(program)
         .args(&args)
         .env("PATH", "/bin")
         .status()
-        .map_err(|e| format!("running /bin/kernel-tests: {e}"))?;
+        .map_err(|e| format!("running {program}: {e}"))?;
     Ok(status.success())
 }
 

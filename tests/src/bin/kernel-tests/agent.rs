@@ -1,11 +1,11 @@
 //! `kernel-tests agent PIN_DIR ENGINE PUBLIC`: the agent's kernel side through the same library
 //! calls as `eci-agent run` (which also serves the sidecar; that is tested elsewhere). It serves
-//! PUBLIC with a trivial accept loop, re-tags sockets that are re-created, prints `agent: ready`
-//! and runs until killed.
+//! PUBLIC with a trivial accept loop, watches the engine path (the second line behind the kernel's
+//! own tagging of re-created sockets), prints `agent: ready` and runs until killed.
 
 use std::{path::PathBuf, process::ExitCode, thread, time::Duration};
 
-use eci_agent::agent::{KernelConfig, ProtectedPath, bind_protected, enforce};
+use eci_agent::agent::{KernelConfig, ProtectedPath, Refreshed, bind_protected, enforce};
 use eci_common::CLASS_ENGINE;
 
 use crate::fixture::{CGROUP_ROOT, CONTAINER_PARENT, TRUSTED};
@@ -43,7 +43,10 @@ fn run(args: &[String]) -> anyhow::Result<()> {
     println!("agent: ready");
     loop {
         thread::sleep(Duration::from_millis(100));
-        engine.refresh(&mut enforcer.maps)?;
+        match engine.refresh(&mut enforcer.maps)? {
+            Refreshed::Unchanged => {}
+            other => println!("agent: engine socket re-created: {other:?}"),
+        }
     }
 }
 

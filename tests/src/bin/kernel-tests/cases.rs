@@ -14,12 +14,12 @@ use std::{
 
 use aya::maps::{Map, MapData, RingBuf};
 use eci_agent::kernel::{KernelMaps, PinLayout, btf, cgroup::CgroupId, events};
-use eci_common::{CLASS_PUBLIC, CgroupVerdict, DenyEvent, Hook, MAP_EVENTS};
+use eci_common::{CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, DenyEvent, Hook, MAP_EVENTS};
 
 use crate::{
     fixture::{
-        Agent, BindMount, CONTAINER_PARENT, Cgroup, Holder, TRUSTED, eventually, listen, probe,
-        probe_with_stdin,
+        Agent, BindMount, CONTAINER_PARENT, Cgroup, Holder, Rebound, TRUSTED, eventually, listen,
+        probe, probe_with_stdin,
     },
     probe::{CONNECTED, EPERM, REFUSED, TRUNCATED},
 };
@@ -93,7 +93,9 @@ fn run(r: &mut Report) {
     let work = Path::new(WORK);
     let _ = fs::remove_dir_all(work);
     fs::create_dir_all(work.join("bdir")).expect("work dir");
-    let engine = listen(&work.join("engine.sock"));
+    // The engine socket in a directory of its own, which a case replaces.
+    fs::create_dir_all(work.join("run")).expect("engine dir");
+    let engine = listen(&work.join("run/engine.sock"));
     let other = listen(&work.join("other.sock"));
     let public = work.join("docker.sock");
     let plain_file = work.join("plain.txt");
@@ -409,6 +411,13 @@ fn run(r: &mut Report) {
         ]),
     );
 
+    r.case(
+        "recreated_sockets_protected_without_agent",
+        recreated_without_agent(&unlisted, &allowed, &engine, &public),
+    );
+    // A listener of the suite's own at the engine path again (tagged by the kernel at bind).
+    listen(&engine);
+
     let agent = Agent::start(Path::new(PIN_DIR), &engine, &public);
     r.case(
         "restart_adopts_pinned_state",
@@ -453,6 +462,15 @@ fn run(r: &mut Report) {
                 CONNECTED,
             )
         })(),
+    );
+
+    r.case(
+        "replaced_directory_caught_by_the_agent_watch",
+        replaced_directory(&maps, work, &unlisted, &engine),
+    );
+    r.case(
+        "unprotected_name_no_longer_tags",
+        unprotected_name(&mut maps, &unlisted, &engine),
     );
 
     crate::gate_cases::run(r, &pins, &public);
@@ -500,6 +518,199 @@ fn run(r: &mut Report) {
     drop((allowed_deep, allowed, unlisted));
     let _ = fs::remove_dir_all(work);
     let _ = fs::remove_dir_all("/sys/fs/cgroup/eci-agent");
+}
+
+/// With the agent killed: a restarting engine (or anything else) re-creates the engine socket and
+/// the public socket, at once reachable only as before; sockets under other names are not touched.
+fn recreated_without_agent(
+    unlisted: &Cgroup,
+    allowed: &Cgroup,
+    engine: &Path,
+    public: &Path,
+) -> Result<(), String> {
+    let dir = engine.parent().ok_or("the engine path has no directory")?;
+    let connect = |cgroup: &str, path: &Path| probe(cgroup, "connect", path, None);
+
+    let rebound = Rebound::at(&allowed.rel, engine)?;
+    // No agent runs and nothing polls: every check below comes right after the bind.
+    let engine_checks = all([
+        expect(
+            "unlisted → re-created engine",
+            connect(&unlisted.rel, engine),
+            EPERM,
+        ),
+        expect(
+            "allowed → re-created engine",
+            connect(&allowed.rel, engine),
+            EPERM,
+        ),
+        expect(
+            "agent cgroup → re-created engine",
+            connect("/eci-agent", engine),
+            CONNECTED,
+        ),
+        status_shows_tagged(engine, "engine socket"),
+    ]);
+    drop(rebound);
+
+    let staging = dir.join("staging.sock");
+    let renamed = Rebound::renamed(&allowed.rel, engine, &staging)?;
+    let rename_checks = all([
+        expect(
+            "unlisted → engine bound elsewhere and renamed into place",
+            connect(&unlisted.rel, engine),
+            EPERM,
+        ),
+        expect(
+            "agent cgroup → engine renamed into place",
+            connect("/eci-agent", engine),
+            CONNECTED,
+        ),
+    ]);
+    drop(renamed);
+
+    let neighbour = dir.join("neighbour.sock");
+    let beside = Rebound::at(&allowed.rel, &neighbour)?;
+    let neighbour_check = expect(
+        "unlisted → new socket under another name beside the engine",
+        connect(&unlisted.rel, &neighbour),
+        CONNECTED,
+    );
+    drop(beside);
+    let _ = fs::remove_file(&neighbour);
+
+    let rebound = Rebound::at(&allowed.rel, public)?;
+    let public_checks = all([
+        expect(
+            "unlisted → re-created public socket",
+            connect(&unlisted.rel, public),
+            EPERM,
+        ),
+        expect(
+            "allowed → re-created public socket",
+            connect(&allowed.rel, public),
+            CONNECTED,
+        ),
+    ]);
+    drop(rebound);
+    all([engine_checks, rename_checks, neighbour_check, public_checks])
+}
+
+/// `eci-agent status` lists `path` as a protected name whose current inode carries `class`.
+fn status_shows_tagged(path: &Path, class: &str) -> Result<(), String> {
+    let out = eci_agent_cmd(&["status", "--pin-dir", PIN_DIR])?;
+    let path = fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let ino = fs::metadata(&path).map_err(|e| e.to_string())?.ino();
+    let line = format!("{}: {class}; now ino {ino} tagged {class}", path.display());
+    if out.lines().any(|l| l.trim() == line) {
+        Ok(())
+    } else {
+        Err(format!("status lacks `{line}`:\n{out}"))
+    }
+}
+
+/// The engine's directory itself replaced: its new inode carries no tag, so the kernel does not tag
+/// a socket created in it; the agent's watch (the second line) does, and tags the new directory,
+/// so that the next re-creation is tagged by the kernel again.
+fn replaced_directory(
+    maps: &KernelMaps,
+    work: &Path,
+    unlisted: &Cgroup,
+    engine: &Path,
+) -> Result<(), String> {
+    let dir = engine.parent().ok_or("the engine path has no directory")?;
+    let old = work.join("run.old");
+    let _ = fs::remove_dir_all(&old);
+    fs::rename(dir, &old).map_err(|e| format!("rename {}: {e}", dir.display()))?;
+    fs::create_dir(dir).map_err(|e| format!("mkdir {}: {e}", dir.display()))?;
+    listen(engine);
+    let result = (|| {
+        if !eventually(Duration::from_secs(5), || {
+            probe(&unlisted.rel, "connect", engine, None) == EPERM
+        }) {
+            return Err("the engine socket in a replaced directory stayed reachable".into());
+        }
+        all([
+            // The watch tags the directory before the inode, so it is tagged by now.
+            protects(maps, dir, "engine.sock", CLASS_ENGINE),
+            expect(
+                "agent cgroup → engine in the replaced directory",
+                probe("/eci-agent", "connect", engine, None),
+                CONNECTED,
+            ),
+        ])
+    })();
+    let _ = fs::remove_dir_all(&old);
+    result
+}
+
+/// Whether the directory `dir` carries a tag that protects `name` as `class`. Checked on the map
+/// itself: with an agent watching, a socket re-created there would be tagged anyway.
+fn protects(maps: &KernelMaps, dir: &Path, name: &str, class: u32) -> Result<(), String> {
+    let tag = maps
+        .dir_tag(dir)
+        .map_err(|e| format!("{e:#}"))?
+        .ok_or_else(|| format!("{} carries no directory tag", dir.display()))?;
+    if tag
+        .used()
+        .any(|n| n.bytes() == name.as_bytes() && n.class == class)
+    {
+        Ok(())
+    } else {
+        Err(format!(
+            "the tag of {} does not protect {name} as class {class}: {:?}",
+            dir.display(),
+            tag.used()
+                .map(|n| (String::from_utf8_lossy(n.bytes()).into_owned(), n.class))
+                .collect::<Vec<_>>()
+        ))
+    }
+}
+
+/// A name protected and then unprotected through the maps API: while protected, a socket created
+/// under it is tagged; afterwards it is not, and `status` no longer lists it. The engine's own name
+/// in the same directory stays protected.
+fn unprotected_name(maps: &mut KernelMaps, unlisted: &Cgroup, engine: &Path) -> Result<(), String> {
+    let dir = engine.parent().ok_or("the engine path has no directory")?;
+    let scratch = dir.join("scratch.sock");
+    maps.protect_name(&scratch, CLASS_ENGINE)
+        .map_err(|e| format!("protect_name: {e:#}"))?;
+    let protected = {
+        let _listener = Rebound::at("/", &scratch)?;
+        all([
+            expect(
+                "unlisted → socket created under a protected name",
+                probe(&unlisted.rel, "connect", &scratch, None),
+                EPERM,
+            ),
+            status_shows_tagged(&scratch, "engine socket"),
+        ])
+    };
+    maps.unprotect(&scratch)
+        .map_err(|e| format!("unprotect: {e:#}"))?;
+    let status = eci_agent_cmd(&["status", "--pin-dir", PIN_DIR])?;
+    let listed = if status.contains("scratch.sock") {
+        Err(format!(
+            "status still lists the unprotected name:\n{status}"
+        ))
+    } else {
+        Ok(())
+    };
+    let unprotected = {
+        let _listener = Rebound::at("/", &scratch)?;
+        expect(
+            "unlisted → socket created under a name no longer protected",
+            probe(&unlisted.rel, "connect", &scratch, None),
+            CONNECTED,
+        )
+    };
+    let _ = fs::remove_file(&scratch);
+    all([
+        protected,
+        listed,
+        unprotected,
+        protects(maps, dir, "engine.sock", CLASS_ENGINE),
+    ])
 }
 
 fn eci_agent_cmd(args: &[&str]) -> Result<String, String> {
@@ -785,6 +996,17 @@ fn btf_offsets() -> Result<(), String> {
         return Err(format!(
             "unix_sock.path.dentry at {} but unix_sock.path at {path}",
             offsets.unix_sock_path_dentry
+        ));
+    }
+    // `struct qstr` is {hash, len} (little-endian), then the name pointer.
+    let d_name = btf
+        .member("dentry", &["d_name"])
+        .map_err(|e| e.to_string())?
+        .offset;
+    if (offsets.dentry_d_name_len, offsets.dentry_d_name_name) != (d_name + 4, d_name + 8) {
+        return Err(format!(
+            "dentry.d_name at {d_name} but its len at {} and name at {}",
+            offsets.dentry_d_name_len, offsets.dentry_d_name_name
         ));
     }
     Ok(())

@@ -230,6 +230,55 @@ impl Drop for Holder {
     }
 }
 
+/// A `probe CGROUP rebind…` child: a listener it re-created at a path (as a restarting engine
+/// does), listening until dropped.
+pub struct Rebound {
+    child: Child,
+}
+
+impl Rebound {
+    /// Unlinks `path` and binds a listener there from a process in `cgroup`.
+    pub fn at(cgroup: &str, path: &Path) -> Result<Self, String> {
+        Self::start(cgroup, "rebind", path, None)
+    }
+
+    /// Binds a listener at `tmp` from a process in `cgroup` and renames it onto `path`.
+    pub fn renamed(cgroup: &str, path: &Path, tmp: &Path) -> Result<Self, String> {
+        Self::start(cgroup, "rebind-rename", path, Some(tmp))
+    }
+
+    fn start(cgroup: &str, op: &str, path: &Path, tmp: Option<&Path>) -> Result<Self, String> {
+        let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+        cmd.arg("probe").arg(cgroup).arg(op).arg(path);
+        if let Some(tmp) = tmp {
+            cmd.arg(tmp);
+        }
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("spawn a rebinder: {e}"))?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("rebinder stdout");
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        if line.trim() == "bound" {
+            Ok(Self { child })
+        } else {
+            let _ = child.kill();
+            let status = child.wait();
+            Err(format!("{op} {} failed ({status:?})", path.display()))
+        }
+    }
+}
+
+impl Drop for Rebound {
+    fn drop(&mut self) {
+        drop(self.child.stdin.take());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Polls `f` until it returns true or `timeout` passes.
 pub fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;

@@ -5,14 +5,19 @@
 //! The fd-passing ops use their stdin, a unix socket the suite made with `socketpair(2)`:
 //! `send-*` put one fd of PATH on it (`SCM_RIGHTS`), `recv-fd` takes what arrives. `hold` connects
 //! to PATH, prints the connected fd's number and waits for stdin to close; `getfd PID FD` takes fd
-//! FD of process PID with `pidfd_getfd(2)`.
+//! FD of process PID with `pidfd_getfd(2)`. `rebind PATH` re-creates a listener at PATH as a
+//! restarting engine does (unlink, bind), `rebind-rename PATH TMP` binds it at TMP and renames it
+//! onto PATH; both print `bound` and listen until stdin closes.
 
 use std::{
     fs::{self, OpenOptions},
     io::{self, Read as _, Write as _},
     os::{
         fd::{AsRawFd as _, FromRawFd as _, OwnedFd, RawFd},
-        unix::{fs::OpenOptionsExt as _, net::UnixStream},
+        unix::{
+            fs::OpenOptionsExt as _,
+            net::{UnixListener, UnixStream},
+        },
     },
     path::Path,
     process::ExitCode,
@@ -78,6 +83,19 @@ pub fn main(args: &[String]) -> ExitCode {
             io::stdout().flush()?;
             io::stdin().read_to_end(&mut Vec::new()).map(drop)
         }),
+        "rebind" => {
+            let _ = fs::remove_file(path);
+            UnixListener::bind(path).and_then(serve_until_stdin_closes)
+        }
+        "rebind-rename" => rest
+            .first()
+            .ok_or_else(|| io::Error::other("rebind-rename needs TMP"))
+            .and_then(|tmp| {
+                let _ = fs::remove_file(tmp);
+                let listener = UnixListener::bind(tmp)?;
+                fs::rename(tmp, path)?;
+                serve_until_stdin_closes(listener)
+            }),
         "getfd" => rest
             .first()
             .and_then(|fd| fd.parse().ok())
@@ -96,6 +114,16 @@ pub fn main(args: &[String]) -> ExitCode {
             OTHER
         }
     })
+}
+
+/// Says `bound`, then leaves connections in the listener's backlog (connecting needs no accept)
+/// until stdin closes.
+fn serve_until_stdin_closes(listener: UnixListener) -> io::Result<()> {
+    println!("bound");
+    io::stdout().flush()?;
+    io::stdin().read_to_end(&mut Vec::new())?;
+    drop(listener);
+    Ok(())
 }
 
 /// Sends `fd` over stdin (a unix socket) with `SCM_RIGHTS`, one byte of payload.

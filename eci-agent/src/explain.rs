@@ -1,0 +1,398 @@
+//! `eci-agent explain`: the decision the policy in a settings file makes for a request, an image
+//! or an existing container, and the rule that made it — through the same code the running agent
+//! enforces with: the sidecar's path normalisation and admission (`sidecar::path`,
+//! `sidecar::admit`) for a request; the socket-mount gate (`gate::SocketMountGate`) with digests
+//! resolved by the registry client for an image or a container.
+//!
+//! Exit status: 0 allowed, 1 refused, 2 undecidable (the engine could not be asked), 64 bad
+//! settings or arguments.
+
+use std::{path::PathBuf, process::ExitCode, sync::Arc};
+
+use crate::{
+    cli::ExplainArgs,
+    gate::{self, GatePass, GateRefusal, SocketMountGate},
+    policy::{
+        image::AllowedBy,
+        mount::{ReachKind, SocketGate},
+    },
+    settings::{self, Settings},
+    sidecar::{
+        admit::{self, Admission, Refusal},
+        path::{self, EnginePath},
+        peer::{CallerKind, ContainerId},
+    },
+};
+
+/// The deployment's private engine socket (deploy/systemd), protected by default when present.
+pub const DEPLOYED_ENGINE_SOCKET: &str = "/run/eci/engine.sock";
+
+const EXIT_REFUSED: u8 = 1;
+const EXIT_UNDECIDED: u8 = 2;
+
+/// A decision and how it was reached, as printed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Explanation {
+    /// `None`: no decision could be made (the engine could not be asked).
+    pub allowed: Option<bool>,
+    pub facts: Vec<(&'static str, String)>,
+}
+
+impl Explanation {
+    fn new(allowed: Option<bool>) -> Self {
+        Self {
+            allowed,
+            facts: Vec::new(),
+        }
+    }
+
+    fn fact(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.facts.push((key, value.into()));
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let decision = match self.allowed {
+            Some(true) => "allow",
+            Some(false) => "deny",
+            None => "undecided",
+        };
+        let mut out = format!("decision: {decision}\n");
+        for (k, v) in &self.facts {
+            out.push_str(&format!("{k}: {v}\n"));
+        }
+        out
+    }
+
+    fn exit_code(&self) -> ExitCode {
+        match self.allowed {
+            Some(true) => ExitCode::SUCCESS,
+            Some(false) => ExitCode::from(EXIT_REFUSED),
+            None => ExitCode::from(EXIT_UNDECIDED),
+        }
+    }
+}
+
+pub fn command(args: &ExplainArgs) -> ExitCode {
+    let settings = match settings::load(&args.settings) {
+        Ok(s) => s,
+        Err(err) => {
+            eprintln!("eci-agent: {}: {err}", args.settings.display());
+            return ExitCode::from(settings::EXIT_INVALID);
+        }
+    };
+    if let Some(spec) = &args.request {
+        return match explain_request(&settings, spec) {
+            Ok(e) => {
+                print!("{}", e.render());
+                e.exit_code()
+            }
+            Err(err) => {
+                eprintln!("eci-agent: --request {spec:?}: {err}");
+                ExitCode::from(settings::EXIT_INVALID)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("eci-agent: starting the tokio runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(explain_with_engine(args, settings)) {
+        Ok(e) => {
+            print!("{}", e.render());
+            e.exit_code()
+        }
+        Err(err) => {
+            eprintln!("eci-agent: {err:#}");
+            ExitCode::from(EXIT_UNDECIDED)
+        }
+    }
+}
+
+/// `--request 'METHOD TARGET'`: what the sidecar does with it from a container allowed to mount
+/// the socket (host callers in trusted cgroups are not filtered).
+pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, String> {
+    let mut words = spec.split_whitespace();
+    let (Some(method), Some(target), None) = (words.next(), words.next(), words.next()) else {
+        return Err("expected 'METHOD TARGET', e.g. 'POST /v1.47/images/x/push?tag=1'".into());
+    };
+    let uri: http::Uri = target.parse().map_err(|e| format!("{target:?}: {e}"))?;
+    let route_path = match path::engine_path(uri.path(), uri.query()) {
+        Ok(EnginePath::Route(p)) => p,
+        Ok(EnginePath::Redirect { location }) => {
+            // The engine routes nothing for it; the sidecar answers the same redirect.
+            return Ok(Explanation::new(Some(true))
+                .fact(
+                    "route",
+                    "none: the engine answers 301 for a path that is not clean",
+                )
+                .fact("location", location));
+        }
+        Err(err) => {
+            return Ok(Explanation::new(Some(false))
+                .fact("route", "none: the engine answers 400")
+                .fact("reason", err.to_string()));
+        }
+    };
+    // Any container id: the commandList is one list for all containers.
+    let caller = CallerKind::Container(ContainerId::parse(&"0".repeat(64)).expect("valid id"));
+    let method = method.to_ascii_uppercase();
+    let (allowed, decision, refusal) =
+        match admit::admit(settings, &caller, &method, &route_path, target) {
+            Admission::Admitted(d) => (true, d, None),
+            Admission::Refused(r, d) => (false, d, Some(r)),
+        };
+    let mut e = Explanation::new(Some(allowed))
+        .fact("caller", "a container allowed to mount the socket")
+        .fact(
+            "route",
+            decision
+                .route
+                .map_or_else(|| "unknown".to_owned(), |r| format!("{method} {r}")),
+        )
+        .fact("command", decision.command.clone().unwrap_or_default())
+        .fact(
+            "rule",
+            decision.rule.as_ref().map_or_else(
+                || format!("none ({})", list_mode(settings)),
+                |r| format!("{r:?} in the commandList ({})", list_mode(settings)),
+            ),
+        )
+        .fact("reason", decision.reason);
+    if let Some(Refusal::CommandBlocked { message }) = refusal {
+        e = e.fact("message", message);
+    }
+    Ok(e)
+}
+
+fn list_mode(settings: &Settings) -> String {
+    if settings.eci_enabled {
+        format!("{} list", settings.policy.commands.mode())
+    } else {
+        "ECI is off".into()
+    }
+}
+
+async fn explain_with_engine(
+    args: &ExplainArgs,
+    settings: Settings,
+) -> anyhow::Result<Explanation> {
+    use crate::{
+        engine::EngineApi,
+        gate::host::protected_socket,
+        registry::{DigestCache, RegistryClient, RegistryConfig},
+    };
+    use anyhow::Context as _;
+
+    let cache = Arc::new(DigestCache::new(settings.policy.images.clone()));
+    let registry = RegistryClient::new(RegistryConfig {
+        insecure: args.insecure_registries.iter().cloned().collect(),
+        ..RegistryConfig::default()
+    })
+    .context("building the registry client")?;
+    let report = cache.refresh(&registry).await;
+    let mut protect: Vec<PathBuf> = vec![args.engine.clone()];
+    if args.protect.is_empty() {
+        protect.extend(
+            [PathBuf::from(DEPLOYED_ENGINE_SOCKET)]
+                .into_iter()
+                .filter(|p| p.exists()),
+        );
+    } else {
+        protect.extend(args.protect.iter().cloned());
+    }
+    let sockets = protect
+        .iter()
+        .map(|p| protected_socket(p))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(Arc::new(settings));
+    let gate = SocketMountGate::new(
+        EngineApi::new(&args.engine),
+        SocketGate::new(sockets),
+        settings_rx,
+        cache.subscribe(),
+        None,
+    );
+    let mut e = if let Some(image) = &args.image {
+        explain_image(&gate, image).await
+    } else if let Some(container) = &args.container {
+        explain_container(&gate, container).await
+    } else {
+        unreachable!("clap requires one of --image, --container, --request")
+    };
+    for (entry, err) in &report.failed {
+        e = e.fact("registry", format!("{entry} not resolved: {err}"));
+    }
+    Ok(e)
+}
+
+/// `--image REF`: the verdict a container of this image that mounts the socket gets.
+async fn explain_image(gate: &SocketMountGate, image: &str) -> Explanation {
+    if !gate.eci_enabled() {
+        return Explanation::new(Some(true))
+            .fact("image", image)
+            .fact(
+                "rule",
+                "enhancedContainerIsolation.value is false: socket mounts are not restricted",
+            )
+            .fact("reason", gate::pass_reason(&GatePass::EciOff));
+    }
+    match gate.judge_image(image).await {
+        Ok(Some(by)) => Explanation::new(Some(true))
+            .fact("image", image)
+            .fact("rule", allowed_by(&by))
+            .fact("reason", gate::allowed_reason(&by)),
+        Ok(None) => Explanation::new(None).fact("image", image).fact(
+            "reason",
+            "the engine has no such image: decisions are made on the image's digests, so pull it first",
+        ),
+        Err(refusal) => refused(Explanation::new(Some(false)).fact("image", image), &refusal),
+    }
+}
+
+/// `--container ID`: the gate's judgement of an existing container, as at `start` and after a
+/// reload.
+async fn explain_container(gate: &SocketMountGate, name: &str) -> Explanation {
+    match gate.check_start(name).await {
+        Ok(None) => Explanation::new(None).fact("container", format!("{name}: no such container")),
+        Ok(Some(j)) => {
+            let e = Explanation::new(Some(j.outcome.is_ok()))
+                .fact("container", j.state.id.clone())
+                .fact("image", j.image.clone())
+                .fact("running", j.state.running.to_string());
+            match &j.outcome {
+                Ok(pass) => {
+                    let mut e = e
+                        .fact(
+                            "socket",
+                            if pass.reaches_socket() {
+                                "mounted"
+                            } else {
+                                "not mounted"
+                            },
+                        )
+                        .fact("rule", gate::rule_of(pass))
+                        .fact("reason", gate::pass_reason(pass));
+                    if let GatePass::Allowed { reach, .. } = pass {
+                        e = e.fact(
+                            "mount",
+                            format!("{:?} ({})", reach.mount, reach_kind(&reach.kind)),
+                        );
+                    }
+                    e
+                }
+                Err(refusal) => refused(e.fact("socket", "mounted"), refusal),
+            }
+        }
+        Err(refusal) => refused(
+            Explanation::new(Some(false)).fact("container", name),
+            &refusal,
+        ),
+    }
+}
+
+fn refused(e: Explanation, refusal: &GateRefusal) -> Explanation {
+    match refusal {
+        GateRefusal::ImageNotAllowed { message, reason } => e
+            .fact("rule", "no imageList entry allows its digests")
+            .fact("reason", reason.as_str())
+            .fact("message", message.clone()),
+        GateRefusal::Unverifiable { message } => e
+            .fact("reason", "mount_unverifiable")
+            .fact("message", message.clone()),
+    }
+}
+
+fn allowed_by(by: &AllowedBy) -> String {
+    match by {
+        AllowedBy::EveryImage => "\"*\" in the imageList".into(),
+        AllowedBy::Digest { entry, digest } => {
+            format!("imageList entry {entry} (digest {digest})")
+        }
+        AllowedBy::Derived { entry, base } => {
+            format!(
+                "imageList entry {entry}, derived from the local image {base} (allowDerivedImages)"
+            )
+        }
+    }
+}
+
+fn reach_kind(kind: &ReachKind) -> &'static str {
+    match kind {
+        ReachKind::IsSocket => "the socket itself",
+        ReachKind::Ancestor => "a directory above the socket",
+        ReachKind::ProcFs => "under /proc",
+        ReachKind::BindVolume(_) => "a volume bind-mounting it",
+        ReachKind::Unresolved => "not resolvable",
+        ReachKind::Unverifiable => "host path not verifiable",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(kind: &str, commands: &[&str]) -> Settings {
+        let json = serde_json::json!({
+            "configurationFileVersion": 2,
+            "enhancedContainerIsolation": {
+                "locked": true, "value": true,
+                "dockerSocketMount": {
+                    "imageList": { "images": [] },
+                    "commandList": { "type": kind, "commands": commands },
+                },
+            },
+        });
+        Settings::from_json_str(&json.to_string(), std::path::Path::new("/etc/eci/a.json")).unwrap()
+    }
+
+    #[test]
+    fn request_explained_with_rule_and_message() {
+        let s = settings("deny", &["push", "build"]);
+        let e = explain_request(&s, "POST /v1.47/images/x/push?tag=1").unwrap();
+        assert_eq!(e.allowed, Some(false));
+        let text = e.render();
+        assert!(text.contains("rule: \"push\" in the commandList"), "{text}");
+        assert!(text.contains("reason: command_listed"), "{text}");
+        assert!(
+            text.contains(
+                "message: enhanced container isolation: docker command \"/v1.47/images/x/push?tag=1\" is blocked"
+            ),
+            "{text}"
+        );
+        let e = explain_request(&s, "GET /containers/json").unwrap();
+        assert_eq!(e.allowed, Some(true));
+        let e = explain_request(&s, "HEAD /_ping").unwrap();
+        assert_eq!(e.allowed, Some(true));
+        assert!(e.render().contains("reason: ping"));
+    }
+
+    #[test]
+    fn allow_list_and_odd_paths() {
+        let s = settings("allow", &["ps"]);
+        assert_eq!(
+            explain_request(&s, "GET /v1.41/containers/json")
+                .unwrap()
+                .allowed,
+            Some(true)
+        );
+        let e = explain_request(&s, "GET /images/json").unwrap();
+        assert_eq!(e.allowed, Some(false));
+        assert!(e.render().contains("reason: command_not_listed"));
+        // Not clean: the engine redirects and runs nothing.
+        let e = explain_request(&s, "POST //images/x/push").unwrap();
+        assert!(
+            e.render().contains("location: /images/x/push"),
+            "{}",
+            e.render()
+        );
+        assert!(explain_request(&s, "GET").is_err());
+        assert!(explain_request(&s, "GET / extra").is_err());
+    }
+}

@@ -1,0 +1,298 @@
+//! `loadgen`: the HTTP load generator of `cargo xtask bench` (a benchmark tool, not a test).
+//! It speaks HTTP/1.1 over a unix socket with hyper's client, one kept-alive connection per
+//! concurrent worker, and prints one JSON line of results on stdout.
+//!
+//! - `loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP]`: GET PATH in a closed loop;
+//!   requests/s over the measured window and p50/p99 latency of the requests completed in it.
+//! - `loadgen upload SOCKET PATH BYTES`: one POST of BYTES (Content-Length, streamed from a
+//!   reused buffer, never held whole) and the throughput until both the body is sent and the
+//!   answer is read.
+//! - `loadgen sink SOCKET`: serves until killed, reading every request body to its end before
+//!   answering 200, as the engine does with `images/load`. (nginx answers first and discards the
+//!   body, which tells a client it may stop sending; making nginx read it first means spooling
+//!   it to a file, whose cost would drown the proxies'.)
+//!
+//! It runs on one thread (tokio's current-thread runtime) so that it takes at most one core from
+//! the proxies it measures, whatever the concurrency.
+
+mod stats;
+
+use std::{
+    path::{Path, PathBuf},
+    pin::Pin,
+    process::ExitCode,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http::{Request, header};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{BodyExt as _, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::{net::UnixStream, sync::oneshot};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("loadgen: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    match local.block_on(&runtime, run(&args)) {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("loadgen: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES | loadgen sink SOCKET";
+
+async fn run(args: &[String]) -> anyhow::Result<String> {
+    match args {
+        [mode, socket, path, concurrency, seconds, rest @ ..] if mode == "http" => {
+            let warmup = match rest {
+                [] => 0.5,
+                [w] => w.parse().context("WARMUP")?,
+                _ => bail!("{USAGE}"),
+            };
+            let plan = Plan {
+                socket: PathBuf::from(socket),
+                path: path.clone(),
+                concurrency: concurrency.parse().context("CONCURRENCY")?,
+                warmup: Duration::from_secs_f64(warmup),
+                measure: Duration::from_secs_f64(seconds.parse().context("SECONDS")?),
+            };
+            if plan.concurrency == 0 || plan.measure.is_zero() {
+                bail!("CONCURRENCY and SECONDS must be positive");
+            }
+            Ok(closed_loop(&plan).await?.to_json().to_string())
+        }
+        [mode, socket, path, bytes] if mode == "upload" => {
+            let bytes: u64 = bytes.parse().context("BYTES")?;
+            let (seconds, status) = upload(Path::new(socket), path, bytes).await?;
+            Ok(serde_json::json!({
+                "bytes": bytes,
+                "seconds": seconds,
+                "mib_per_s": bytes as f64 / (1024.0 * 1024.0) / seconds,
+                "status": status,
+            })
+            .to_string())
+        }
+        [mode, socket] if mode == "sink" => sink(Path::new(socket)).await,
+        _ => bail!("{USAGE}"),
+    }
+}
+
+async fn sink(socket: &Path) -> anyhow::Result<String> {
+    let _ = std::fs::remove_file(socket);
+    let listener = tokio::net::UnixListener::bind(socket)
+        .with_context(|| format!("binding {}", socket.display()))?;
+    loop {
+        let (stream, _) = listener.accept().await?;
+        tokio::task::spawn_local(async move {
+            let service =
+                hyper::service::service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let mut body = req.into_body();
+                    let mut read: u64 = 0;
+                    while let Some(frame) = body.frame().await {
+                        if let Ok(data) = frame?.into_data() {
+                            read += data.len() as u64;
+                        }
+                    }
+                    let answer = format!("{{\"stream\":\"Loaded {read} bytes\"}}");
+                    Ok::<_, hyper::Error>(hyper::Response::new(http_body_util::Full::new(
+                        Bytes::from(answer),
+                    )))
+                });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+struct Plan {
+    socket: PathBuf,
+    path: String,
+    concurrency: usize,
+    warmup: Duration,
+    measure: Duration,
+}
+
+/// What one worker saw inside the measured window.
+#[derive(Default)]
+struct Tally {
+    latencies_ns: Vec<u64>,
+    errors: u64,
+    reconnects: u64,
+}
+
+async fn closed_loop(plan: &Plan) -> anyhow::Result<stats::Summary> {
+    let start = Instant::now();
+    let window = (start + plan.warmup, start + plan.warmup + plan.measure);
+    let mut workers = Vec::with_capacity(plan.concurrency);
+    for _ in 0..plan.concurrency {
+        let socket = plan.socket.clone();
+        let path = plan.path.clone();
+        workers.push(tokio::task::spawn_local(async move {
+            worker(&socket, &path, window).await
+        }));
+    }
+    let mut all = Tally::default();
+    for worker in workers {
+        let tally = worker.await.context("worker panicked")??;
+        all.latencies_ns.extend(tally.latencies_ns);
+        all.errors += tally.errors;
+        all.reconnects += tally.reconnects;
+    }
+    Ok(stats::Summary::new(
+        all.latencies_ns,
+        all.errors,
+        all.reconnects,
+        plan.measure,
+    ))
+}
+
+async fn connect(socket: &Path) -> anyhow::Result<http1::SendRequest<Empty<Bytes>>> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::task::spawn_local(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
+}
+
+async fn worker(socket: &Path, path: &str, window: (Instant, Instant)) -> anyhow::Result<Tally> {
+    let mut tally = Tally::default();
+    let mut sender = connect(socket).await?;
+    loop {
+        if sender.ready().await.is_err() {
+            // The server closed the kept-alive connection (nginx's keepalive_requests, or an
+            // error): a fresh one, counted, as a real client would do.
+            sender = connect(socket).await?;
+            tally.reconnects += 1;
+            continue;
+        }
+        let req = Request::get(path)
+            .header(header::HOST, "docker")
+            .body(Empty::<Bytes>::new())?;
+        let sent = Instant::now();
+        if sent >= window.1 {
+            return Ok(tally);
+        }
+        let ok = match sender.send_request(req).await {
+            Ok(resp) => {
+                let status = resp.status();
+                resp.into_body().collect().await.is_ok() && status.is_success()
+            }
+            Err(_) => false,
+        };
+        let done = Instant::now();
+        if sent >= window.0 && done <= window.1 {
+            if ok {
+                tally.latencies_ns.push(duration_ns(done - sent));
+            } else {
+                tally.errors += 1;
+            }
+        }
+    }
+}
+
+fn duration_ns(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A body of `left` bytes made of one shared chunk, which tells `done` when its last chunk was
+/// taken by the connection.
+struct Upload {
+    chunk: Bytes,
+    left: u64,
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl Body for Upload {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        let n = self.left.min(self.chunk.len() as u64);
+        self.left -= n;
+        let data = self.chunk.slice(..n as usize);
+        // The connection takes no more once the last chunk is out (Content-Length is met).
+        if self.left == 0
+            && let Some(done) = self.done.take()
+        {
+            let _ = done.send(());
+        }
+        Poll::Ready(Some(Ok(Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.left == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.left)
+    }
+}
+
+async fn upload(socket: &Path, path: &str, bytes: u64) -> anyhow::Result<(f64, u16)> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .with_context(|| format!("connecting to {}", socket.display()))?;
+    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    let conn = tokio::task::spawn_local(conn);
+    let (done_tx, done_rx) = oneshot::channel();
+    let body = Upload {
+        chunk: Bytes::from(vec![0x5a; 256 * 1024]),
+        left: bytes,
+        done: Some(done_tx),
+    };
+    let req = Request::post(path)
+        .header(header::HOST, "docker")
+        .header(header::CONTENT_TYPE, "application/x-tar")
+        .body(body)?;
+    let start = Instant::now();
+    let resp = sender
+        .send_request(req)
+        .await
+        .context("sending the upload")?;
+    let status = resp.status().as_u16();
+    resp.into_body()
+        .collect()
+        .await
+        .context("reading the answer")?;
+    // The server may answer before it has read the whole body (nginx discards it): the upload
+    // is over when the last byte has left, too.
+    done_rx
+        .await
+        .context("the connection stopped before the whole body was sent")?;
+    let seconds = start.elapsed().as_secs_f64();
+    conn.abort();
+    if !(200..300).contains(&status) {
+        bail!("upload answered {status}");
+    }
+    Ok((seconds, status))
+}

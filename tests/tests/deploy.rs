@@ -1,0 +1,269 @@
+//! The deployment files are checked against the real agent: every `eci-agent` command line in
+//! them parses with the agent's own clap `Cli`, the paths they pass are the ones they mount or
+//! create, the settings they ship load, and the Kubernetes manifest has the privileges, host
+//! mounts and probes the agent needs.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser as _;
+use eci_agent::cli::{Cli, Command, RunArgs};
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// A systemd unit file: `(section, key, value)` in order, continuation lines joined.
+fn unit_entries(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut section = String::new();
+    let mut pending = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if pending.is_empty() && (line.is_empty() || line.starts_with('#') || line.starts_with(';'))
+        {
+            continue;
+        }
+        if let Some(cont) = line.strip_suffix('\\') {
+            pending.push_str(cont);
+            pending.push(' ');
+            continue;
+        }
+        let full = std::mem::take(&mut pending) + line;
+        if let Some(name) = full.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
+            section = name.to_owned();
+        } else if let Some((k, v)) = full.split_once('=') {
+            out.push((section.clone(), k.trim().to_owned(), v.trim().to_owned()));
+        }
+    }
+    out
+}
+
+fn values<'a>(entries: &'a [(String, String, String)], section: &str, key: &str) -> Vec<&'a str> {
+    entries
+        .iter()
+        .filter(|(s, k, _)| s == section && k == key)
+        .map(|(_, _, v)| v.as_str())
+        .collect()
+}
+
+/// Parses an `eci-agent …` argument vector with the real CLI; it must be `run`.
+fn run_args(argv: &[String]) -> RunArgs {
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}:\n{e}"));
+    match cli.command {
+        Command::Run(args) => args,
+        other => panic!("expected `run`, got {other:?}"),
+    }
+}
+
+#[test]
+fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
+    let unit = unit_entries(&read("deploy/systemd/eci-agent.service"));
+    let requires = values(&unit, "Unit", "Requires").join(" ");
+    let after = values(&unit, "Unit", "After").join(" ");
+    assert!(
+        requires.split_whitespace().any(|u| u == "docker.service"),
+        "{requires}"
+    );
+    assert!(
+        after.split_whitespace().any(|u| u == "docker.service"),
+        "{after}"
+    );
+    assert_eq!(values(&unit, "Service", "Restart"), ["on-failure"]);
+    assert!(
+        values(&unit, "Service", "ExecReload")
+            .iter()
+            .any(|v| v.contains("-HUP")),
+    );
+    // The pins are kept across stops: nothing unloads.
+    for key in ["ExecStop", "ExecStopPost", "ExecStartPre"] {
+        assert!(
+            values(&unit, "Service", key)
+                .iter()
+                .all(|v| !v.contains("unload")),
+            "{key} unloads"
+        );
+    }
+    let exec = values(&unit, "Service", "ExecStart");
+    assert_eq!(exec.len(), 1, "{exec:?}");
+    let argv: Vec<String> = exec[0].split_whitespace().map(str::to_owned).collect();
+    assert!(argv[0].ends_with("/eci-agent"), "{argv:?}");
+    let args = run_args(&argv);
+    assert_eq!(args.listen, Path::new("/var/run/docker.sock"));
+    assert!(
+        !args.allow_no_lsm,
+        "the deployed agent must not run without teeth"
+    );
+    assert!(!args.dry_run);
+    assert!(args.metrics.is_some());
+    assert_eq!(args.pin.pin_dir, Path::new("/sys/fs/bpf/eci"));
+
+    // The drop-in moves docker.socket to the engine path the agent forwards to, private.
+    let drop_in = unit_entries(&read(
+        "deploy/systemd/docker.socket.d/eci-private-socket.conf",
+    ));
+    assert_eq!(
+        values(&drop_in, "Socket", "ListenStream"),
+        ["", args.engine.to_str().unwrap()],
+        "the drop-in must reset ListenStream, then listen on --engine"
+    );
+    assert_eq!(values(&drop_in, "Socket", "SocketMode"), ["0600"]);
+    assert_eq!(values(&drop_in, "Socket", "SocketUser"), ["root"]);
+}
+
+fn docs() -> Vec<Yaml> {
+    YamlLoader::load_from_str(&read("deploy/kubernetes/daemonset.yaml")).expect("valid YAML")
+}
+
+fn kind<'a>(docs: &'a [Yaml], kind: &str) -> &'a Yaml {
+    docs.iter()
+        .find(|d| d["kind"].as_str() == Some(kind))
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
+fn strings(y: &Yaml) -> Vec<String> {
+    y.as_vec()
+        .map(|v| {
+            v.iter()
+                .map(|s| s.as_str().expect("a string").to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn daemonset_is_privileged_with_host_mounts_settings_and_probes() {
+    let docs = docs();
+    let ds = kind(&docs, "DaemonSet");
+    assert_eq!(ds["apiVersion"].as_str(), Some("apps/v1"));
+    let spec = &ds["spec"]["template"]["spec"];
+    assert_eq!(spec["hostPID"].as_bool(), Some(true));
+    assert_eq!(spec["automountServiceAccountToken"].as_bool(), Some(false));
+    let containers = spec["containers"].as_vec().expect("containers");
+    assert_eq!(containers.len(), 1);
+    let c = &containers[0];
+    assert_eq!(c["securityContext"]["privileged"].as_bool(), Some(true));
+
+    // Host mounts: each volume a hostPath of the same path, each mounted where the host has it.
+    let volumes = spec["volumes"].as_vec().expect("volumes");
+    let mounts = c["volumeMounts"].as_vec().expect("volumeMounts");
+    let mount_of = |name: &str| {
+        mounts
+            .iter()
+            .find(|m| m["name"].as_str() == Some(name))
+            .and_then(|m| m["mountPath"].as_str())
+            .unwrap_or_else(|| panic!("volume {name} is not mounted"))
+    };
+    for host in [
+        "/sys/fs/bpf",
+        "/sys/kernel/security",
+        "/sys/fs/cgroup",
+        "/var/run",
+        "/run/eci",
+    ] {
+        let v = volumes
+            .iter()
+            .find(|v| v["hostPath"]["path"].as_str() == Some(host))
+            .unwrap_or_else(|| panic!("no hostPath volume for {host}"));
+        assert_eq!(mount_of(v["name"].as_str().unwrap()), host);
+    }
+
+    // The command: the host's cgroup namespace, then the agent's own command line.
+    let mut argv = strings(&c["command"]);
+    argv.extend(strings(&c["args"]));
+    assert_eq!(argv.first().map(String::as_str), Some("nsenter"));
+    assert!(argv.contains(&"--cgroup=/proc/1/ns/cgroup".to_owned()));
+    let agent = argv.iter().position(|a| a == "--").expect("nsenter ... --") + 1;
+    assert_eq!(argv[agent], "eci-agent");
+    let args = run_args(&argv[agent..]);
+    assert!(!args.allow_no_lsm && !args.dry_run);
+    let under = |p: &Path, what: &str| {
+        assert!(
+            mounts
+                .iter()
+                .filter_map(|m| m["mountPath"].as_str())
+                .any(|m| p.starts_with(m)),
+            "{what} {} is on no mounted volume",
+            p.display()
+        );
+    };
+    under(&args.listen, "--listen");
+    under(&args.engine, "--engine");
+    under(&args.pin.pin_dir, "--pin-dir");
+    under(&args.cgroup_root, "--cgroup-root");
+
+    // Settings from the ConfigMap, mounted as a directory (subPath would never update), and
+    // loadable by the agent.
+    let cm = kind(&docs, "ConfigMap");
+    let settings_volume = volumes
+        .iter()
+        .find(|v| !v["configMap"].is_badvalue())
+        .expect("a configMap volume");
+    assert_eq!(
+        settings_volume["configMap"]["name"].as_str(),
+        cm["metadata"]["name"].as_str()
+    );
+    let settings_mount = mounts
+        .iter()
+        .find(|m| m["name"] == settings_volume["name"])
+        .unwrap();
+    assert!(settings_mount["subPath"].is_badvalue());
+    let dir = Path::new(settings_mount["mountPath"].as_str().unwrap());
+    let key = args
+        .settings
+        .strip_prefix(dir)
+        .expect("--settings is in the ConfigMap's directory")
+        .to_str()
+        .unwrap();
+    let json = cm["data"][key].as_str().expect("the settings key");
+    eci_agent::settings::Settings::from_json_str(json, &args.settings)
+        .expect("the shipped settings load");
+
+    // Probes on the metrics listener, which listens on the pod's address and the named port.
+    let metrics = args.metrics.expect("--metrics for the probes");
+    assert!(metrics.ip().is_unspecified(), "kubelet probes the pod IP");
+    let port = c["ports"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"].as_str() == Some("metrics"))
+        .expect("a port named metrics");
+    assert_eq!(
+        port["containerPort"].as_i64(),
+        Some(i64::from(metrics.port()))
+    );
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
+        assert_eq!(get["port"].as_str(), Some("metrics"), "{probe}");
+    }
+    assert_eq!(
+        ds["spec"]["selector"]["matchLabels"],
+        ds["spec"]["template"]["metadata"]["labels"]
+    );
+}
+
+#[test]
+fn the_cli_check_rejects_what_the_deployment_tests_rely_on_it_rejecting() {
+    // The flag checks above are only worth something if unknown flags fail to parse.
+    assert!(Cli::try_parse_from(["eci-agent", "run", "--no-such-flag"]).is_err());
+    assert!(
+        Cli::try_parse_from([
+            "eci-agent",
+            "run",
+            "--settings",
+            "s",
+            "--listen",
+            "l",
+            "--engine",
+            "e",
+            "--metrics",
+            "not-an-address"
+        ])
+        .is_err()
+    );
+}

@@ -1,0 +1,222 @@
+//! Kernel section: what the BPF LSM programs cost the syscalls they sit on, measured in the VM
+//! harness (`kernel-bench` in the guest, see tests/src/bin/kernel-bench). Rounds alternate
+//! without and with the programs in one boot; the figure is the median with the programs over
+//! the median without. TCG makes every nanosecond slow, but both sides alike, so the ratio
+//! still shows the hooks' cost.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use super::{Context, Figure, Report, Section, Target, median};
+use crate::{
+    build, setup,
+    vm::{self, Console, Guest},
+};
+
+pub struct KernelSection;
+
+/// The guest's workloads, what each one's figure is called and the target it has.
+const WORKLOADS: &[(&str, Option<Target>)] = &[
+    (
+        "open_deep",
+        Some(Target::at_most(1.01, "under 1% overhead")),
+    ),
+    (
+        "stat_deep",
+        Some(Target::at_most(1.01, "under 1% overhead")),
+    ),
+    ("stat_shallow", None),
+    (
+        "connect_unrelated",
+        Some(Target::at_most(1.02, "under 2% overhead")),
+    ),
+    ("connect_protected_allowed", None),
+];
+
+impl Section for KernelSection {
+    fn name(&self) -> &'static str {
+        "kernel"
+    }
+
+    fn run(&self, cx: &Context) -> anyhow::Result<Report> {
+        let kernels = setup::all(cx.root)?;
+        let bins = build::guest(cx.root)?;
+        let initramfs = vm::initramfs(cx.root, &bins)?;
+        // Rounds per mode and a scale on the guest's operation counts (see kernel-bench).
+        let (rounds, scale, timeout) = if cx.quick {
+            (4, 0.25, Duration::from_secs(150))
+        } else {
+            (10, 1.0, Duration::from_secs(900))
+        };
+        let mut report = Report::default();
+        let selected: Vec<_> = kernels
+            .iter()
+            .filter(|k| cx.kernels.is_empty() || cx.kernels.contains(&k.label))
+            .collect();
+        if selected.is_empty() {
+            bail!("no kernel selected");
+        }
+        for kernel in selected {
+            println!(
+                "xtask bench: kernel {} ({}), {rounds} rounds each way",
+                kernel.label, kernel.package
+            );
+            let append = format!("eci.mode=bench eci.arg={rounds} eci.arg={scale}");
+            let guest = Guest::boot(kernel, &initramfs, cx.accel, &append)?;
+            let samples = collect(&guest, &kernel.label, Instant::now() + timeout)
+                .with_context(|| format!("kernel {}", kernel.label))?;
+            drop(guest);
+            report.figures.extend(
+                figures(&kernel.label, &samples)
+                    .with_context(|| format!("kernel {}: incomplete results", kernel.label))?,
+            );
+        }
+        report.notes.push(format!(
+            "kernel.*: ns per operation in a QEMU guest ({}), value with the programs attached, \
+             baseline without, medians of {rounds} alternating rounds; *_deep walk 26 \
+             directories, stat_shallow 2 (the hook runs once per directory searched); \
+             connect_protected_allowed connects to the protected socket from a trusted cgroup \
+             (the verdict walk's cost)",
+            cx.accel
+        ));
+        Ok(report)
+    }
+}
+
+/// One measurement line of the guest: `eci-bench <workload> <on|off> <round> <ns_per_op>`.
+#[derive(Debug, PartialEq)]
+pub struct Sample {
+    pub workload: String,
+    pub on: bool,
+    pub round: u32,
+    pub ns_per_op: f64,
+}
+
+pub fn parse(line: &str) -> Option<Sample> {
+    let mut words = line.strip_prefix("eci-bench ")?.split_whitespace();
+    let workload = words.next()?.to_owned();
+    let on = match words.next()? {
+        "on" => true,
+        "off" => false,
+        _ => return None,
+    };
+    let round = words.next()?.parse().ok()?;
+    let ns_per_op: f64 = words.next()?.parse().ok()?;
+    if words.next().is_some() || !ns_per_op.is_finite() || ns_per_op <= 0.0 {
+        return None;
+    }
+    Some(Sample {
+        workload,
+        on,
+        round,
+        ns_per_op,
+    })
+}
+
+fn collect(guest: &Guest, label: &str, deadline: Instant) -> anyhow::Result<Vec<Sample>> {
+    let mut samples = Vec::new();
+    let mut done = false;
+    loop {
+        match guest.next(deadline) {
+            Console::Line(line) => {
+                if let Some(sample) = parse(&line) {
+                    println!("  [{label}] {line}");
+                    samples.push(sample);
+                } else if line == "eci-bench-done" {
+                    done = true;
+                } else if line.starts_with("eci-bench-error") || line.starts_with("init: ") {
+                    println!("  [{label}] {line}");
+                } else if vm::is_panic(&line) {
+                    bail!("kernel panic: {line}");
+                }
+            }
+            Console::Ended if done => return Ok(samples),
+            Console::Ended => bail!("the guest stopped before eci-bench-done"),
+            Console::TimedOut => bail!("the guest did not finish in time"),
+        }
+    }
+}
+
+/// One figure per workload: median with the programs over median without.
+pub fn figures(label: &str, samples: &[Sample]) -> anyhow::Result<Vec<Figure>> {
+    WORKLOADS
+        .iter()
+        .map(|(workload, target)| {
+            let side = |on: bool| {
+                let values: Vec<f64> = samples
+                    .iter()
+                    .filter(|s| s.workload == *workload && s.on == on)
+                    .map(|s| s.ns_per_op)
+                    .collect();
+                median(&values).with_context(|| {
+                    format!("no {workload} samples {}", if on { "on" } else { "off" })
+                })
+            };
+            let mut figure = Figure::new(
+                format!("kernel.{label}.{workload}"),
+                side(true)?,
+                side(false)?,
+                "ns/op",
+            );
+            figure.target = target.clone();
+            Ok(figure)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_measurement_lines_only() {
+        assert_eq!(
+            parse("eci-bench open_deep on 3 1234.5"),
+            Some(Sample {
+                workload: "open_deep".to_owned(),
+                on: true,
+                round: 3,
+                ns_per_op: 1234.5
+            })
+        );
+        assert_eq!(parse("eci-bench-done"), None);
+        assert_eq!(parse("eci-bench open_deep maybe 3 1.0"), None);
+        assert_eq!(parse("eci-bench open_deep on x 1.0"), None);
+        assert_eq!(parse("eci-bench open_deep on 1 -1"), None);
+        assert_eq!(parse("eci-bench open_deep on 1 1.0 extra"), None);
+        assert_eq!(parse("eci-test x: ok"), None);
+    }
+
+    #[test]
+    fn figures_are_medians_on_over_off() {
+        let mut samples = Vec::new();
+        for (workload, _) in WORKLOADS {
+            for (round, (off, on)) in [(100.0, 101.0), (90.0, 95.0), (110.0, 300.0)]
+                .into_iter()
+                .enumerate()
+            {
+                for (is_on, ns) in [(false, off), (true, on)] {
+                    samples.push(Sample {
+                        workload: (*workload).to_owned(),
+                        on: is_on,
+                        round: round as u32,
+                        ns_per_op: ns,
+                    });
+                }
+            }
+        }
+        let figures = figures("6.1", &samples).unwrap();
+        assert_eq!(figures.len(), WORKLOADS.len());
+        assert_eq!(figures[0].name, "kernel.6.1.open_deep");
+        assert_eq!(figures[0].value, 101.0);
+        assert_eq!(figures[0].baseline, 100.0);
+        assert_eq!(figures[0].met(), Some(true));
+        assert!(figures[2].target.is_none());
+        assert!(figures[3].target.is_some());
+        assert!(figures[4].target.is_none());
+        // A workload without samples on one side is an error, not a figure.
+        samples.retain(|s| !(s.workload == "stat_deep" && s.on));
+        assert!(self::figures("6.1", &samples).is_err());
+    }
+}
