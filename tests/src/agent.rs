@@ -33,13 +33,26 @@ pub fn cgroup2_root() -> &'static str {
 impl Agent {
     /// Starts the agent binary `bin` (an integration test passes
     /// `env!("CARGO_BIN_EXE_agent-under-test")`) with `settings` (admin-settings.json text) and
-    /// `extra` flags, and waits until it answers `/_ping`.
+    /// `extra` flags, and waits until it answers `/_ping`. It logs at debug level.
     pub fn start(
         bin: &str,
         engine: &Dockerd,
         name: &str,
         settings: &str,
         extra: &[&str],
+    ) -> Result<Self> {
+        Self::start_logging(bin, engine, name, settings, extra, "info,eci_agent=debug")
+    }
+
+    /// [`Agent::start`] with the log filter `rust_log` (the bench runs at the production
+    /// default, `info`).
+    pub fn start_logging(
+        bin: &str,
+        engine: &Dockerd,
+        name: &str,
+        settings: &str,
+        extra: &[&str],
+        rust_log: &str,
     ) -> Result<Self> {
         let dir = engine.scratch(&format!("agent-{name}"));
         let socket = dir.join("docker.sock");
@@ -64,7 +77,7 @@ impl Agent {
                 cgroup2_root(),
             ])
             .args(extra)
-            .env("RUST_LOG", "info,eci_agent=debug")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

@@ -9,6 +9,8 @@ use std::{
     sync::{Mutex, OnceLock},
 };
 
+use anyhow::{Context as _, bail};
+
 use crate::{
     dockerd::{self, Dockerd},
     registry::Registry,
@@ -48,13 +50,23 @@ fn engine() -> &'static Dockerd {
 
 /// `docker ARGS` straight on the test binary's engine; its stdout, trimmed.
 pub fn docker_ok(args: &[&str]) -> String {
-    let out = engine().docker().args(args).output().expect("docker");
-    assert!(
-        out.status.success(),
-        "docker {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    docker_on(engine(), args).unwrap_or_else(|err| panic!("{err:#}"))
+}
+
+/// `docker ARGS` straight on `engine`; its stdout, trimmed, or an error with its stderr.
+pub fn docker_on(engine: &Dockerd, args: &[&str]) -> anyhow::Result<String> {
+    let out = engine
+        .docker()
+        .args(args)
+        .output()
+        .with_context(|| format!("docker {args:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "docker {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
 /// The images, with the registry holding `allowed` (stopped at exit).
@@ -68,34 +80,47 @@ pub fn shared() -> &'static TestImages {
             .expect("registry once");
         // SAFETY: `stop_registry` is an `extern "C" fn()` that catches every panic.
         assert_eq!(unsafe { libc::atexit(stop_registry) }, 0);
+        TestImages::make(engine(), &addr).unwrap_or_else(|err| panic!("{err:#}"))
+    })
+}
 
+impl TestImages {
+    /// Makes the images in `engine`, pushing `allowed` to the registry at `registry_addr`
+    /// (plain HTTP on loopback, which the engine allows without configuration). The bench makes
+    /// its own this way, in an engine of its own.
+    pub fn make(engine: &Dockerd, registry_addr: &str) -> anyhow::Result<Self> {
+        let addr = registry_addr;
         let allowed = format!("{addr}/eci/allowed:1");
-        docker_ok(&["tag", engine().cli_image(), &allowed]);
-        docker_ok(&["push", "-q", &allowed]);
-        let repo_digests =
-            docker_ok(&["image", "inspect", "-f", "{{json .RepoDigests}}", &allowed]);
+        docker_on(engine, &["tag", engine.cli_image(), &allowed])?;
+        docker_on(engine, &["push", "-q", &allowed])?;
+        let repo_digests = docker_on(
+            engine,
+            &["image", "inspect", "-f", "{{json .RepoDigests}}", &allowed],
+        )?;
         let allowed_digest = repo_digests
             .split('@')
             .nth(1)
             .and_then(|d| d.split('"').next())
-            .expect("a recorded registry digest")
+            .with_context(|| format!("no registry digest recorded for {allowed}"))?
             .to_owned();
 
-        let ctx = engine().scratch("derived-ctx");
+        let ctx = engine.scratch("derived-ctx");
         std::fs::write(
             ctx.join("Dockerfile"),
             format!("FROM {allowed}\nCOPY extra /extra\n"),
-        )
-        .unwrap();
-        std::fs::write(ctx.join("extra"), "derived\n").unwrap();
+        )?;
+        std::fs::write(ctx.join("extra"), "derived\n")?;
         let derived = format!("{addr}/eci/derived:1");
-        docker_ok(&["build", "-q", "-t", &derived, ctx.to_str().unwrap()]);
+        let ctx = ctx.to_str().context("scratch path is not UTF-8")?;
+        docker_on(engine, &["build", "-q", "-t", &derived, ctx])?;
 
-        let rootfs = engine().scratch("unrelated-rootfs");
-        std::fs::create_dir_all(rootfs.join("bin")).unwrap();
-        std::fs::copy("/usr/bin/busybox", rootfs.join("bin/busybox")).unwrap();
+        let rootfs = engine.scratch("unrelated-rootfs");
+        std::fs::create_dir_all(rootfs.join("bin"))?;
+        std::fs::copy("/usr/bin/busybox", rootfs.join("bin/busybox"))?;
         for applet in ["sh", "true"] {
-            std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).unwrap();
+            let link = rootfs.join("bin").join(applet);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink("busybox", link)?;
         }
         let unrelated = "eci-test/unrelated:1".to_owned();
         let tar = Command::new("tar")
@@ -103,24 +128,30 @@ pub fn shared() -> &'static TestImages {
             .arg(&rootfs)
             .args(["-c", "."])
             .output()
-            .unwrap();
-        let mut import = engine()
+            .context("tar of the unrelated rootfs")?;
+        let mut import = engine
             .docker()
             .args(["import", "-", &unrelated])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
-            .unwrap();
-        import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-        assert!(import.wait().unwrap().success());
-        TestImages {
-            registry_addr: addr,
+            .context("docker import")?;
+        import
+            .stdin
+            .take()
+            .context("docker import stdin")?
+            .write_all(&tar.stdout)?;
+        if !import.wait()?.success() {
+            bail!("docker import of {unrelated} failed");
+        }
+        Ok(Self {
+            registry_addr: addr.to_owned(),
             allowed,
             allowed_digest,
             derived,
             unrelated,
-        }
-    })
+        })
+    }
 }
 
 /// admin-settings.json text: ECI on, `images` (and `allowDerivedImages`), a deny commandList.

@@ -108,6 +108,7 @@ impl Figure {
         Some(match target.bound {
             Bound::AtMost(limit) => ratio <= limit,
             Bound::AtLeast(limit) => ratio >= limit,
+            Bound::AddedAtMost(limit) => self.value - self.baseline <= limit,
         })
     }
 }
@@ -121,8 +122,12 @@ pub struct Target {
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Bound {
+    /// value / baseline at most this.
     AtMost(f64),
+    /// value / baseline at least this.
     AtLeast(f64),
+    /// value − baseline at most this, in the figure's unit (a latency the agent adds).
+    AddedAtMost(f64),
 }
 
 impl Target {
@@ -136,6 +141,13 @@ impl Target {
     pub const fn at_least(ratio: f64, label: &'static str) -> Self {
         Self {
             bound: Bound::AtLeast(ratio),
+            label,
+        }
+    }
+
+    pub const fn added_at_most(limit: f64, label: &'static str) -> Self {
+        Self {
+            bound: Bound::AddedAtMost(limit),
             label,
         }
     }
@@ -155,6 +167,18 @@ pub fn median(samples: &[f64]) -> Option<f64> {
     } else {
         sorted[mid]
     })
+}
+
+/// Nearest-rank percentile (`p` in 0..=100): the smallest sample at or below which at least p%
+/// of the samples lie; `None` when empty, when a sample is not a number or `p` is out of range.
+pub fn percentile(samples: &[f64], p: f64) -> Option<f64> {
+    if samples.is_empty() || samples.iter().any(|s| s.is_nan()) || !(0.0..=100.0).contains(&p) {
+        return None;
+    }
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
@@ -304,6 +328,29 @@ mod tests {
         assert_eq!(median(&[7.0]), Some(7.0));
         assert_eq!(median(&[]), None);
         assert_eq!(median(&[1.0, f64::NAN]), None);
+    }
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let samples: Vec<f64> = (1..=100).rev().map(f64::from).collect();
+        assert_eq!(percentile(&samples, 50.0), Some(50.0));
+        assert_eq!(percentile(&samples, 99.0), Some(99.0));
+        assert_eq!(percentile(&samples, 0.0), Some(1.0));
+        // Twenty samples: p99 is the largest.
+        let twenty: Vec<f64> = (0..20).map(f64::from).collect();
+        assert_eq!(percentile(&twenty, 99.0), Some(19.0));
+        assert_eq!(percentile(&[], 50.0), None);
+        assert_eq!(percentile(&[1.0, f64::NAN], 50.0), None);
+        assert_eq!(percentile(&[1.0], 101.0), None);
+    }
+
+    #[test]
+    fn added_latency_targets_compare_differences() {
+        let target = Target::added_at_most(5.0, "≤ 5 ms added");
+        let f = Figure::new("x", 14.0, 10.0, "ms").with_target(target.clone());
+        assert_eq!(f.met(), Some(true));
+        let f = Figure::new("x", 15.5, 10.0, "ms").with_target(target);
+        assert_eq!(f.met(), Some(false));
     }
 
     #[test]
