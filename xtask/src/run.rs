@@ -32,7 +32,7 @@ pub struct Options {
     #[arg(long)]
     pub host: bool,
     /// How QEMU runs the eci VM's CPUs.
-    #[arg(long, value_enum, default_value_t = evm::boot::Accel::TcgMulti)]
+    #[arg(long, value_enum, default_value_t = evm::boot::Accel::TcgSingle)]
     pub accel: evm::boot::Accel,
     /// Flags passed through to `eci-agent run` (host mode only).
     #[arg(last = true)]

@@ -23,7 +23,7 @@ use crate::{build, setup};
 #[derive(clap::Args)]
 pub struct Options {
     /// How QEMU runs the eci VM's CPUs.
-    #[arg(long = "e2e-accel", value_enum, default_value_t = Accel::TcgMulti)]
+    #[arg(long = "e2e-accel", value_enum, default_value_t = Accel::TcgSingle)]
     pub accel: Accel,
     /// Timeout of the whole boot, in seconds.
     #[arg(long = "e2e-timeout", default_value_t = 900)]
