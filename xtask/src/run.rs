@@ -77,13 +77,13 @@ fn outlive_ctrl_c() {
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     outlive_ctrl_c();
     setup::build_tools()?;
-    if opts.vm || (!opts.host && opts.engine.is_none() && !host_has_bpf_lsm()) {
+    if opts.vm || (!opts.host && opts.engine.is_none() && !host_can_enforce(root)?) {
         if !opts.agent_args.is_empty() {
             bail!("flags after -- go to a host agent; the eci VM runs its own");
         }
         if !opts.vm {
             println!(
-                "xtask run: this kernel has no active BPF LSM: using the eci VM (--host to override)"
+                "xtask run: this kernel cannot enforce: using the eci VM (--host to override)"
             );
         }
         return evm::serve::run(
@@ -141,11 +141,22 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Whether BPF is among the active LSMs here. A listed `bpf` may still refuse programs (the agent
-/// says so at start); an unlisted one certainly cannot enforce.
-fn host_has_bpf_lsm() -> bool {
-    fs::read_to_string("/sys/kernel/security/lsm")
-        .is_ok_and(|list| list.trim().split(',').any(|lsm| lsm == "bpf"))
+/// Whether the agent can enforce on this kernel. An unlisted `bpf` LSM certainly cannot; a
+/// listed one may still refuse every program (EPERM), which only loading tells: the freshly
+/// built agent's `probe` loads and removes the programs.
+fn host_can_enforce(root: &Path) -> anyhow::Result<bool> {
+    let listed = fs::read_to_string("/sys/kernel/security/lsm")
+        .is_ok_and(|list| list.trim().split(',').any(|lsm| lsm == "bpf"));
+    if !listed {
+        return Ok(false);
+    }
+    let agent = build::agent(root)?;
+    let out = Command::new(&agent)
+        .arg("probe")
+        .output()
+        .with_context(|| format!("running {} probe", agent.display()))?;
+    print!("xtask run: {}", String::from_utf8_lossy(&out.stdout));
+    Ok(out.status.success())
 }
 
 fn start_dockerd(dir: &Path) -> anyhow::Result<(PathBuf, PrivateEngine)> {
