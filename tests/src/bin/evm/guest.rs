@@ -28,6 +28,8 @@ pub const HOST_CGROUP: &str = "eci-host";
 pub const REGISTRY: &str = "127.0.0.1:5000";
 /// The relay's TCP port inside its own network namespace (QEMU forwards the host's port to it).
 pub const RELAY_PORT: u16 = 2375;
+/// The agent's Prometheus listener (`--metrics`), on the VM's loopback.
+pub const METRICS: &str = "127.0.0.1:9431";
 
 pub fn share(rel: &str) -> PathBuf {
     Path::new(SHARE).join(rel)
@@ -52,6 +54,26 @@ pub fn ping(socket: &Path) -> std::io::Result<bool> {
     let mut reply = Vec::new();
     stream.read_to_end(&mut reply)?;
     Ok(reply.starts_with(b"HTTP/1.0 200") || reply.starts_with(b"HTTP/1.1 200"))
+}
+
+/// The value of the unlabelled sample `name` on the agent's `GET /metrics`.
+pub fn metric(name: &str) -> anyhow::Result<f64> {
+    let mut stream = std::net::TcpStream::connect(METRICS)
+        .with_context(|| format!("connecting to the metrics listener {METRICS}"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: eci\r\nConnection: close\r\n\r\n")?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap_or((&reply, ""));
+    if !head.starts_with("HTTP/1.1 200") {
+        bail!("GET /metrics: {}", head.lines().next().unwrap_or_default());
+    }
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .with_context(|| format!("no {name} sample in GET /metrics"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("{name}: not a number"))
 }
 
 /// Polls `ready` every 100 ms until it holds or `limit` passes.
@@ -104,6 +126,7 @@ pub fn start_agent(settings: &Path) -> anyhow::Result<Child> {
             .args(["--insecure-registry", REGISTRY])
             .arg("--audit-log")
             .arg(log_path("audit.log"))
+            .args(["--metrics", METRICS])
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1"),
         log,

@@ -2,18 +2,18 @@
 //! running containers that keep probing the socket) outlive their case so that the agent's
 //! SIGKILL and restart can be judged on them.
 
-use std::{fs, path::Path, time::Duration};
+use std::{fs, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
 
 use anyhow::{Context as _, bail, ensure};
 
 use super::{
     Case,
     fixture::{
-        Holder, SETTINGS, Suite, WORK, cli_image, derived_image, docker, docker_ok, docker_refused,
-        other_image, probe_here, socket_mount_denied,
+        Audit, Holder, SETTINGS, Suite, WORK, cli_image, derived_image, docker, docker_ok,
+        docker_refused, other_image, probe_here, probe_with_pid, socket_mount_denied,
     },
 };
-use crate::guest::{self, ENGINE_SOCK, PUBLIC_SOCK};
+use crate::guest::{self, CGROUP_ROOT, ENGINE_SOCK, PUBLIC_SOCK};
 
 const SOCK_BIND: &str = "/var/run/docker.sock:/var/run/docker.sock";
 
@@ -77,6 +77,10 @@ pub const ALL: &[Case] = &[
     Case {
         name: "kernel: running container revoked by reload, no restart",
         run: socket_holder_revoked,
+    },
+    Case {
+        name: "kernel denials in the audit log and the metrics",
+        run: denials_audited,
     },
     Case {
         name: "kernel: SIGKILL of the agent keeps the refusals",
@@ -336,6 +340,95 @@ fn socket_holder_revoked(suite: &mut Suite) -> anyhow::Result<()> {
     holder.wait_for("EPERM").context("after the reload")
 }
 
+const DENIALS_TOTAL: &str = "eci_kernel_denials_total";
+
+/// What the kernel refuses reaches the operator: one audit line per denial, with the process,
+/// its cgroup, the container in it and the socket's path (the inode's, not the name the caller
+/// used), and the denial counter. A process in an unlisted cgroup tries the engine socket; the
+/// revoked holders keep trying the public socket (one through the parent directory's mount).
+fn denials_audited(suite: &mut Suite) -> anyhow::Result<()> {
+    ensure!(!suite.holders.is_empty(), "no holder container was started");
+    let before = guest::metric(DENIALS_TOTAL)?;
+    let audit = Audit::now();
+    let (pid, word) = probe_with_pid(Some("eci-probe"), &["unix", ENGINE_SOCK])?;
+    ensure!(
+        word == "EPERM",
+        "an unlisted cgroup connecting to {ENGINE_SOCK}: {word}"
+    );
+    let engine = fs::metadata(ENGINE_SOCK)?;
+    let cgroup_id = fs::metadata(Path::new(CGROUP_ROOT).join("eci-probe"))?.ino();
+    let line = audit.wait_for(&format!("pid {pid}"), |d| d["pid"] == pid)?;
+    expect_fields(
+        &line,
+        &[
+            ("comm", "evm".into()),
+            ("cgroup", "/eci-probe".into()),
+            ("cgroup_id", cgroup_id.into()),
+            ("container_id", serde_json::Value::Null),
+            ("path", ENGINE_SOCK.into()),
+            ("dev", engine.dev().into()),
+            ("ino", engine.ino().into()),
+            ("hook", "inode_permission".into()),
+            ("verdict", "deny".into()),
+            ("reason", "kernel_denied".into()),
+        ],
+    )
+    .context("the unlisted cgroup's denial")?;
+
+    let public = fs::metadata(PUBLIC_SOCK)?;
+    for holder in &suite.holders {
+        let id = docker_ok(&["inspect", "--format", "{{.Id}}", &holder.name])?
+            .trim()
+            .to_owned();
+        let line = audit.wait_for(&format!("container {}", holder.name), |d| {
+            d["container_id"] == id.as_str()
+        })?;
+        let pid = line["pid"].as_u64().unwrap_or(0);
+        let cgroup = line["cgroup"].as_str().unwrap_or_default();
+        ensure!(pid > 1, "{}: pid {pid} in {line}", holder.name);
+        ensure!(
+            cgroup.ends_with(&id),
+            "{}: the cgroup {cgroup:?} is not the container's",
+            holder.name
+        );
+        expect_fields(
+            &line,
+            &[
+                ("comm", "evm".into()),
+                ("path", PUBLIC_SOCK.into()),
+                ("dev", public.dev().into()),
+                ("ino", public.ino().into()),
+                ("hook", "inode_permission".into()),
+                ("verdict", "deny".into()),
+            ],
+        )
+        .with_context(|| format!("{}'s denial", holder.name))?;
+    }
+    // Every denial counts, the ones the holders keep causing too: at least those seen here.
+    let after = guest::metric(DENIALS_TOTAL)?;
+    let seen = audit.kernel_denials()?.len() as f64;
+    ensure!(
+        after - before >= seen && seen >= 1.0 + suite.holders.len() as f64,
+        "{DENIALS_TOTAL} went from {before} to {after}, while the audit log got {seen} kernel \
+         denials"
+    );
+    Ok(())
+}
+
+/// Each `(field, value)` of an audit line, compared exactly.
+fn expect_fields(
+    line: &serde_json::Value,
+    fields: &[(&str, serde_json::Value)],
+) -> anyhow::Result<()> {
+    let wrong: Vec<String> = fields
+        .iter()
+        .filter(|(key, want)| line[*key] != *want)
+        .map(|(key, want)| format!("{key} is {} (expected {want})", line[*key]))
+        .collect();
+    ensure!(wrong.is_empty(), "{}: {line}", wrong.join(", "));
+    Ok(())
+}
+
 fn sigkill_keeps_refusals(suite: &mut Suite) -> anyhow::Result<()> {
     ensure!(!suite.holders.is_empty(), "no holder container was started");
     suite.kill_agent()?;
@@ -357,6 +450,7 @@ fn sigkill_keeps_refusals(suite: &mut Suite) -> anyhow::Result<()> {
 }
 
 fn restart_resumes(suite: &mut Suite) -> anyhow::Result<()> {
+    let audit = Audit::now();
     if suite.agent.is_none() {
         suite.start_agent()?;
     }
@@ -365,10 +459,15 @@ fn restart_resumes(suite: &mut Suite) -> anyhow::Result<()> {
     for holder in &suite.holders {
         holder.wait_for("EPERM")?;
     }
-    let word = probe_here(Some("eci-probe"), &["unix", ENGINE_SOCK])?;
+    let (pid, word) = probe_with_pid(Some("eci-probe"), &["unix", ENGINE_SOCK])?;
     ensure!(
         word == "EPERM",
         "an unlisted cgroup reaches the engine: {word}"
     );
-    Ok(())
+    // The restarted agent reads the kernel's denials again (the programs and maps were adopted).
+    audit
+        .wait_for(&format!("pid {pid} after the restart"), |d| {
+            d["pid"] == pid && d["path"] == ENGINE_SOCK
+        })
+        .map(drop)
 }

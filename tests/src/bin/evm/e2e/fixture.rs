@@ -212,7 +212,7 @@ pub fn docker_refused(args: &[&str], message: &str) -> anyhow::Result<()> {
 }
 
 /// Straight to the engine: only for making the images, before the agent protects its socket.
-fn engine(args: &[&str]) -> anyhow::Result<String> {
+pub fn engine(args: &[&str]) -> anyhow::Result<String> {
     let out = Command::new("timeout")
         .args(["-k", "5", "300", "docker", "-H"])
         .arg(format!("unix://{ENGINE_SOCK}"))
@@ -230,7 +230,7 @@ fn engine(args: &[&str]) -> anyhow::Result<String> {
 }
 
 /// A root filesystem: busybox with its applets, the probe, and `extra` files (source → path).
-fn rootfs(dir: &Path, extra: &[(&Path, &str)]) -> anyhow::Result<()> {
+pub fn rootfs(dir: &Path, extra: &[(&Path, &str)]) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(dir);
     for sub in [
         "bin", "eci", "etc", "tmp", "proc", "sys", "dev", "run", "var",
@@ -254,7 +254,7 @@ fn rootfs(dir: &Path, extra: &[(&Path, &str)]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn tar(dir: &Path) -> anyhow::Result<PathBuf> {
+pub fn tar(dir: &Path) -> anyhow::Result<PathBuf> {
     let out = dir.with_extension("tar");
     let status = Command::new("tar")
         .arg("-C")
@@ -367,11 +367,80 @@ impl Holder {
 
 /// `evm probe` run here, in cgroup `rel` (None: the suite's own, trusted cgroup).
 pub fn probe_here(cgroup: Option<&str>, args: &[&str]) -> anyhow::Result<String> {
+    probe_with_pid(cgroup, args).map(|(_, word)| word)
+}
+
+/// As [`probe_here`], with the probe's pid (what the kernel reports a denial under).
+pub fn probe_with_pid(cgroup: Option<&str>, args: &[&str]) -> anyhow::Result<(u32, String)> {
     let mut cmd = Command::new(guest::share("bin/evm"));
     cmd.arg("probe");
     if let Some(rel) = cgroup {
         cmd.args(["in-cgroup", rel]);
     }
-    let out = cmd.args(args).output()?;
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    let child = cmd
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id();
+    let out = child.wait_with_output()?;
+    Ok((pid, String::from_utf8_lossy(&out.stdout).trim().to_owned()))
+}
+
+/// A point in the agent's audit log (`--audit-log`): the kernel's denials written after it.
+pub struct Audit {
+    offset: usize,
+}
+
+impl Audit {
+    pub fn now() -> Self {
+        Self {
+            offset: Self::text().len(),
+        }
+    }
+
+    fn text() -> String {
+        fs::read_to_string(guest::log_path("audit.log")).unwrap_or_default()
+    }
+
+    /// The kernel denials recorded after this point (lines that are not JSON are an error: the
+    /// log is for machines).
+    pub fn kernel_denials(&self) -> anyhow::Result<Vec<serde_json::Value>> {
+        let text = Self::text();
+        let mut found = Vec::new();
+        // Only whole lines: the agent may be writing one now.
+        let new = text.get(self.offset..).unwrap_or_default();
+        let whole = new.rfind('\n').map_or("", |end| &new[..end]);
+        for line in whole.lines() {
+            let entry: serde_json::Value = serde_json::from_str(line)
+                .with_context(|| format!("an audit line is not JSON: {line}"))?;
+            if entry["source"] == "kernel" {
+                found.push(entry);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Waits (up to 20 s) for a kernel denial after this point that `matches`; Err says how many
+    /// other kernel denials came meanwhile, and the last one.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        matches: impl Fn(&serde_json::Value) -> bool,
+    ) -> anyhow::Result<serde_json::Value> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let denials = self.kernel_denials()?;
+            if let Some(hit) = denials.iter().find(|d| matches(d)) {
+                return Ok(hit.clone());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no kernel denial of {what} in the audit log after 20 s ({} others, last: {})",
+                    denials.len(),
+                    denials.last().map_or("none".to_owned(), |d| d.to_string())
+                );
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
