@@ -24,13 +24,17 @@ pub enum Mode {
     Serve,
     /// The end-to-end suite, then power-off.
     E2e,
+    /// The bench (`cargo xtask bench --section evm`): `runs` timed `docker run`s each way.
+    Bench { runs: u32 },
 }
 
 impl Mode {
-    fn arg(self) -> &'static str {
+    /// The kernel command line words the guest init reads.
+    fn args(self) -> String {
         match self {
-            Self::Serve => "serve",
-            Self::E2e => "e2e",
+            Self::Serve => "eci.mode=serve".to_owned(),
+            Self::E2e => "eci.mode=e2e".to_owned(),
+            Self::Bench { runs } => format!("eci.mode=bench eci.runs={runs}"),
         }
     }
 }
@@ -123,8 +127,8 @@ impl Vm {
             .arg("-append")
             .arg(format!(
                 "console=ttyS0 quiet loglevel=4 panic=-1 softlockup_panic=1 \
-                 lsm=lockdown,capability,landlock,yama,bpf eci.mode={}",
-                mode.arg()
+                 lsm=lockdown,capability,landlock,yama,bpf {}",
+                mode.args()
             ))
             .arg("-drive")
             .arg(format!(

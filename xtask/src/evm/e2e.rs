@@ -8,13 +8,14 @@ use std::{
     io::Write as _,
     path::Path,
     process::{Command, Stdio},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use anyhow::{Context as _, bail};
 
 use super::{
-    boot::{self, Accel, Mode, Share, Vm},
+    attempt::{self, Attempt, Console, Failure, Next},
+    boot::{Accel, Mode, Share, Vm},
     channel::Channel,
     image,
 };
@@ -36,67 +37,103 @@ enum CaseResult {
     Failed(String),
 }
 
-struct Outcome {
+/// One boot's results: always complete enough to print, whatever failed.
+pub struct Outcome {
     cases: Vec<(String, CaseResult)>,
-    timings: Vec<(String, f64, String)>,
-    verdict: Result<(), String>,
-    seconds: f64,
+    /// (label, host s, guest uptime) of the init's and the suite's marks.
+    pub timings: Vec<(String, f64, String)>,
+    pub verdict: Result<(), Failure>,
+    /// Host seconds from QEMU's start to the guest's end.
+    pub seconds: f64,
+    /// The suite's own time, from its summary line.
+    pub suite_seconds: Option<f64>,
+}
+
+impl Attempt for Outcome {
+    fn failure(&self) -> Option<&Failure> {
+        self.verdict.as_ref().err()
+    }
 }
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
-    let kernel = setup::eci_vm_kernel(root)?;
-    let image = image::ensure(root, &kernel)?;
-    let bins = build::guest(root)?;
-    let share = Share::new(root, &bins, &root.join("examples/admin-settings.json"))?;
-    println!(
-        "xtask vm-e2e: booting the eci VM ({}, {:?})",
-        kernel.package, opts.accel
-    );
-    let vm = Vm::start(&image, &share, Mode::E2e, opts.accel)?;
-    let outcome = watch(root, &vm, &share, Duration::from_secs(opts.timeout));
-    drop(vm);
-    print_report(&outcome);
-    let out = share.out();
-    if outcome.verdict.is_err() {
-        // Keep the guest's logs where they can be read after the share is removed.
-        let keep = image::dir(root).join("last-e2e-logs");
-        let _ = fs::remove_dir_all(&keep);
-        if fs::rename(&out, &keep).is_ok() {
-            println!("xtask vm-e2e: guest logs kept in {}", keep.display());
-        }
-    }
+    let (outcome, retried) = boot(root, opts.accel, Duration::from_secs(opts.timeout), true)?;
+    print_report(&outcome, retried.as_deref());
     match outcome.verdict {
         Ok(()) => Ok(()),
         Err(err) => bail!("the eci VM suite failed: {err}"),
     }
 }
 
+/// Boots the eci VM for the suite (and once more if the first boot failed before the suite
+/// started); the last boot's outcome and, if there was a retry, why. `keep_logs`: a failed
+/// boot's guest logs are kept under target/vm/eci/last-e2e-logs (`-boot1` for a retried boot's).
+pub fn boot(
+    root: &Path,
+    accel: Accel,
+    timeout: Duration,
+    keep_logs: bool,
+) -> anyhow::Result<(Outcome, Option<String>)> {
+    let kernel = setup::eci_vm_kernel(root)?;
+    let image = image::ensure(root, &kernel)?;
+    let bins = build::guest(root)?;
+    attempt::with_one_retry("vm-e2e", |n| {
+        let share = Share::new(root, &bins, &root.join("examples/admin-settings.json"))?;
+        println!(
+            "xtask vm-e2e: booting the eci VM ({}, {accel:?}){}",
+            kernel.package,
+            if n > 1 { ", second attempt" } else { "" }
+        );
+        let vm = Vm::start(&image, &share, Mode::E2e, accel)?;
+        let outcome = watch(root, &vm, &share, timeout);
+        drop(vm);
+        if keep_logs && outcome.verdict.is_err() {
+            // Keep the guest's logs where they can be read after the share is removed.
+            let retried = n == 1 && outcome.failure().is_some_and(|f| f.infrastructure);
+            let name = if retried {
+                "last-e2e-logs-boot1"
+            } else {
+                "last-e2e-logs"
+            };
+            let keep = image::dir(root).join(name);
+            let _ = fs::remove_dir_all(&keep);
+            if fs::rename(share.out(), &keep).is_ok() {
+                println!("xtask vm-e2e: guest logs kept in {}", keep.display());
+            }
+        }
+        Ok(outcome)
+    })
+}
+
 fn watch(root: &Path, vm: &Vm, share: &Share, timeout: Duration) -> Outcome {
-    let deadline = Instant::now() + timeout;
+    let mut console = Console::new(vm, timeout);
     let mut cases = Vec::new();
-    let mut timings = Vec::new();
     let mut summary = None;
+    let mut suite_seconds = None;
     let mut init = None;
     let verdict = loop {
-        let line = match vm.next_line(deadline) {
-            Ok(Some(line)) => line,
-            Ok(None) => {
+        let line = match console.next() {
+            Ok(Next::Line(line)) => line,
+            Ok(Next::Stopped) => {
                 break match (init, &summary) {
-                    (None, _) => Err("the guest stopped without an init: line".to_owned()),
-                    (Some(_), None) => Err("the guest printed no eci-e2e summary".to_owned()),
-                    (Some(false), Some(s)) => Err(format!("init: failure ({s})")),
+                    (None, _) => Err(console.stopped("no init: line")),
+                    (Some(_), None) => Err(console.stopped("no eci-e2e summary")),
+                    (Some(false), Some(s)) => {
+                        Err(Failure::workload(format!("init: failure ({s})")))
+                    }
                     (Some(true), Some(_))
                         if cases
                             .iter()
                             .any(|(_, r)| matches!(r, CaseResult::Failed(_))) =>
                     {
-                        Err("a case failed".to_owned())
+                        Err(Failure::workload("a case failed"))
                     }
-                    (Some(true), Some(_)) if cases.is_empty() => Err("no case ran".to_owned()),
+                    (Some(true), Some(_)) if cases.is_empty() => {
+                        Err(Failure::workload("no case ran"))
+                    }
                     (Some(true), Some(_)) => Ok(()),
                 };
             }
-            Err(err) => break Err(format!("{err:#}")),
+            Err(failure) => break Err(failure),
         };
         println!("  [eci-vm] {line}");
         if let Some(rest) = line.strip_prefix("eci-e2e ") {
@@ -104,11 +141,8 @@ fn watch(root: &Path, vm: &Vm, share: &Share, timeout: Duration) -> Outcome {
                 cases.push((name.to_owned(), parse_result(result)));
             }
         } else if line.starts_with("eci-e2e: ") {
+            suite_seconds = parse_summary_seconds(&line);
             summary = Some(line.clone());
-        } else if let Some(rest) = line.strip_prefix("evm: t=") {
-            if let Some((uptime, label)) = rest.split_once(' ') {
-                timings.push((label.to_owned(), vm.elapsed(), uptime.to_owned()));
-            }
         } else if line == "evm: host-channel ready" {
             let verdict = match host_checks(root, vm.channel_port) {
                 Ok(()) => "ok".to_owned(),
@@ -116,22 +150,28 @@ fn watch(root: &Path, vm: &Vm, share: &Share, timeout: Duration) -> Outcome {
             };
             println!("xtask vm-e2e: host-side channel checks: {verdict}");
             if let Err(err) = fs::write(share.dir.join("host-channel.result"), verdict) {
-                break Err(format!("writing the host's verdict: {err}"));
+                break Err(Failure::workload(format!(
+                    "writing the host's verdict: {err}"
+                )));
             }
         } else if line == "init: success" {
             init = Some(true);
         } else if line == "init: failure" {
             init = Some(false);
-        } else if boot::is_panic(&line) {
-            break Err(format!("kernel panic: {line}"));
         }
     };
     Outcome {
         cases,
-        timings,
+        timings: std::mem::take(&mut console.marks),
         verdict,
         seconds: vm.elapsed(),
+        suite_seconds,
     }
+}
+
+/// `eci-e2e: 17 passed, 0 failed in 212 s` → 212.
+fn parse_summary_seconds(line: &str) -> Option<f64> {
+    line.rsplit_once(" in ")?.1.strip_suffix(" s")?.parse().ok()
 }
 
 fn parse_result(text: &str) -> CaseResult {
@@ -190,7 +230,7 @@ fn docker(host: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Stri
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-fn print_report(outcome: &Outcome) {
+fn print_report(outcome: &Outcome, retried: Option<&str>) {
     println!();
     println!("| eci VM end-to-end case | result |");
     println!("|---|---|");
@@ -200,6 +240,11 @@ fn print_report(outcome: &Outcome) {
             CaseResult::Failed(why) => format!("FAILED: {why}"),
         };
         println!("| {name} | {cell} |");
+    }
+    if let Some(why) = retried {
+        println!(
+            "| (boot) | RETRIED once: the first boot failed before the suite started: {why} |"
+        );
     }
     println!();
     println!("| step | host s | guest uptime s |");
@@ -214,6 +259,9 @@ fn print_report(outcome: &Outcome) {
         Err(e) => format!("FAILED: {e}"),
     };
     println!("eci VM suite: {:.0} s — {status}", outcome.seconds);
+    if let Some(why) = retried {
+        println!("eci VM suite: RETRIED: this was the second boot; the first failed: {why}");
+    }
     println!("e2e: {passed} passed, {failed} failed");
 }
 

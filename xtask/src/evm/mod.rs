@@ -2,6 +2,7 @@
 //! `image` builds its disk; `boot` starts it; `e2e` runs the end-to-end suite inside it;
 //! `channel` is the host end of the relay to the agent's sidecar.
 
+pub mod attempt;
 pub mod boot;
 pub mod channel;
 pub mod e2e;

@@ -4,10 +4,13 @@
 //! engine socket and a registry on the loopback, hands the host channel's network device to the
 //! relay, then, by the kernel command line's `eci.mode=`:
 //! - `serve`: starts eci-agent on /var/run/docker.sock and runs until QEMU is stopped;
-//! - `e2e`: runs the end-to-end suite (which starts the agent itself) and powers off.
+//! - `e2e`: runs the end-to-end suite (which starts the agent itself) and powers off;
+//! - `bench`: runs `evm bench` (`eci.runs=N` timed `docker run`s each way) and powers off.
 //!
-//! The host reads the serial console: `evm: t=… <step>` timings, `evm: ready` (serve), and
-//! `init: success|failure` at the end; logs go back through the share's `out/`.
+//! The host reads the serial console: `evm: t=… <step>` timings, `evm: t=… workload start` when
+//! the machine is up and the project's part begins (what fails before it may be retried, see
+//! xtask's evm/attempt.rs), `evm: ready` (serve), and `init: success|failure` at the end; logs go
+//! back through the share's `out/`.
 
 use std::{
     fs,
@@ -46,6 +49,7 @@ const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 enum Mode {
     Serve,
     E2e,
+    Bench,
 }
 
 pub fn main() -> ExitCode {
@@ -70,15 +74,19 @@ fn run() -> anyhow::Result<bool> {
     sys::set_env_single_threaded(&[("PATH", PATH), ("HOME", "/root")]);
     let _ = sys::sethostname("eci-vm");
     guest::mark("init");
-    let mode = match fs::read_to_string("/proc/cmdline")
-        .unwrap_or_default()
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("eci.mode="))
-    {
+    let cmdline = fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let param = |key: &str| {
+        cmdline
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    };
+    let mode = match param("eci.mode") {
         Some("serve") => Mode::Serve,
         Some("e2e") => Mode::E2e,
-        other => bail!("eci.mode= must be serve or e2e, not {other:?}"),
+        Some("bench") => Mode::Bench,
+        other => bail!("eci.mode= must be serve, e2e or bench, not {other:?}"),
     };
+    let runs = param("eci.runs").unwrap_or("5").to_owned();
     println!(
         "evm: kernel {} lsm {} mode {mode:?}",
         fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -128,9 +136,12 @@ fn run() -> anyhow::Result<bool> {
         std::net::TcpStream::connect(REGISTRY).is_ok()
     })?;
 
+    // The machine is up: from here on a failure is the project's (see the module's comment).
+    guest::mark("workload start");
     match mode {
         Mode::Serve => serve(),
-        Mode::E2e => e2e(),
+        Mode::E2e => run_to_end(&["e2e"]),
+        Mode::Bench => run_to_end(&["bench", &runs]),
     }
 }
 
@@ -169,11 +180,12 @@ fn serve() -> anyhow::Result<bool> {
     Ok(false)
 }
 
-fn e2e() -> anyhow::Result<bool> {
+/// `evm ARGS…` (the suite or the bench) to its end: its exit status is the init's verdict.
+fn run_to_end(args: &[&str]) -> anyhow::Result<bool> {
     let suite = Command::new(guest::share("bin/evm"))
-        .arg("e2e")
+        .args(args)
         .spawn()
-        .context("starting the suite")?;
+        .with_context(|| format!("starting evm {}", args.join(" ")))?;
     let pid = suite.id() as i32;
     // Reap everything (orphaned shims and container processes end up here) until the suite ends.
     while let Some((reaped, code)) = sys::wait_any() {
@@ -181,7 +193,7 @@ fn e2e() -> anyhow::Result<bool> {
             return Ok(code == 0);
         }
     }
-    bail!("the suite vanished without an exit status")
+    bail!("evm {} vanished without an exit status", args.join(" "))
 }
 
 fn run_quiet(cmd: &mut Command) -> anyhow::Result<()> {

@@ -4,8 +4,11 @@
 //! - as PID 1: the init (see `init`);
 //! - `evm relay`: the guest end of the host channel;
 //! - `evm e2e`: the end-to-end suite;
+//! - `evm bench RUNS`: the figures of `cargo xtask bench --section evm`;
+//! - `evm in-cgroup REL -- CMD…`: CMD run in another cgroup (the bench's docker CLI);
 //! - `evm probe …`: one access attempt (also runs inside the test images).
 
+mod bench;
 mod e2e;
 mod guest;
 mod init;
@@ -24,9 +27,13 @@ fn main() -> ExitCode {
     match args.first().map(String::as_str) {
         Some("relay") => relay::main(),
         Some("e2e") => e2e::main(),
+        Some("bench") => bench::main(&args[1..]),
+        Some("in-cgroup") => bench::in_cgroup(&args[1..]),
         Some("probe") => probe::main(&args[1..]),
         _ => {
-            eprintln!("usage: evm relay | e2e | probe …  (as PID 1: the eci VM's init)");
+            eprintln!(
+                "usage: evm relay | e2e | bench RUNS | in-cgroup REL -- CMD… | probe …  (as PID 1: the eci VM's init)"
+            );
             ExitCode::from(64)
         }
     }

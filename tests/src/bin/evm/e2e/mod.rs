@@ -5,7 +5,7 @@
 //! line per case: `eci-e2e <name> => ok | FAILED <why>`.
 
 mod cases;
-mod fixture;
+pub mod fixture;
 
 use std::{process::ExitCode, time::Instant};
 
