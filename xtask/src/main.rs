@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod cpio;
+mod evm;
 mod exec;
 mod run;
 mod setup;
@@ -35,6 +36,10 @@ enum Command {
     Test(test::Options),
     /// The kernel suite only, in a QEMU guest per Debian kernel.
     VmTest(vm::Options),
+    /// Build (or find current) the eci VM's disk image under target/vm/eci.
+    VmImage,
+    /// The end-to-end suite in the eci VM (engine, registry, agent, kernel, host channel).
+    VmE2e(evm::e2e::Options),
     /// Benchmarks (kernel hooks in the VM, sidecar vs direct vs HAProxy): a markdown table and
     /// target/bench/summary.json.
     Bench(bench::Options),
@@ -59,6 +64,15 @@ fn main() -> anyhow::Result<()> {
         Command::VmTest(opts) => {
             let kernels = setup::all(&root)?;
             vm::run(&root, &opts, &kernels)
+        }
+        Command::VmImage => {
+            setup::build_tools()?;
+            let kernel = setup::eci_vm_kernel(&root)?;
+            evm::image::ensure(&root, &kernel).map(drop)
+        }
+        Command::VmE2e(opts) => {
+            setup::build_tools()?;
+            evm::e2e::run(&root, &opts)
         }
     }
 }

@@ -1,0 +1,222 @@
+//! `cargo xtask vm-e2e` (and the last step of `cargo xtask test`): boots the eci VM once, the
+//! guest runs the end-to-end suite, and the host reads its serial lines. Midway the guest asks
+//! the host to use the channel (the host's own docker CLI through the relay); the host answers
+//! through the share. The run fails on a failed case, a panic, a timeout or a missing line.
+
+use std::{
+    fs,
+    io::Write as _,
+    path::Path,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{
+    boot::{self, Accel, Mode, Share, Vm},
+    channel::Channel,
+    image,
+};
+use crate::{build, setup};
+
+#[derive(clap::Args)]
+pub struct Options {
+    /// How QEMU runs the eci VM's CPUs.
+    #[arg(long = "e2e-accel", value_enum, default_value_t = Accel::TcgSingle)]
+    pub accel: Accel,
+    /// Timeout of the whole boot, in seconds.
+    #[arg(long = "e2e-timeout", default_value_t = 900)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum CaseResult {
+    Ok,
+    Failed(String),
+}
+
+struct Outcome {
+    cases: Vec<(String, CaseResult)>,
+    timings: Vec<(String, f64, String)>,
+    verdict: Result<(), String>,
+    seconds: f64,
+}
+
+pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    let kernel = setup::eci_vm_kernel(root)?;
+    let image = image::ensure(root, &kernel)?;
+    let bins = build::guest(root)?;
+    let share = Share::new(root, &bins, &root.join("examples/admin-settings.json"))?;
+    println!(
+        "xtask vm-e2e: booting the eci VM ({}, {:?})",
+        kernel.package, opts.accel
+    );
+    let vm = Vm::start(&image, &share, Mode::E2e, opts.accel)?;
+    let outcome = watch(root, &vm, &share, Duration::from_secs(opts.timeout));
+    drop(vm);
+    print_report(&outcome);
+    let out = share.out();
+    if outcome.verdict.is_err() {
+        // Keep the guest's logs where they can be read after the share is removed.
+        let keep = image::dir(root).join("last-e2e-logs");
+        let _ = fs::remove_dir_all(&keep);
+        if fs::rename(&out, &keep).is_ok() {
+            println!("xtask vm-e2e: guest logs kept in {}", keep.display());
+        }
+    }
+    match outcome.verdict {
+        Ok(()) => Ok(()),
+        Err(err) => bail!("the eci VM suite failed: {err}"),
+    }
+}
+
+fn watch(root: &Path, vm: &Vm, share: &Share, timeout: Duration) -> Outcome {
+    let deadline = Instant::now() + timeout;
+    let mut cases = Vec::new();
+    let mut timings = Vec::new();
+    let mut summary = None;
+    let mut init = None;
+    let verdict = loop {
+        let line = match vm.next_line(deadline) {
+            Ok(Some(line)) => line,
+            Ok(None) => {
+                break match (init, &summary) {
+                    (None, _) => Err("the guest stopped without an init: line".to_owned()),
+                    (Some(_), None) => Err("the guest printed no eci-e2e summary".to_owned()),
+                    (Some(false), Some(s)) => Err(format!("init: failure ({s})")),
+                    (Some(true), Some(_))
+                        if cases
+                            .iter()
+                            .any(|(_, r)| matches!(r, CaseResult::Failed(_))) =>
+                    {
+                        Err("a case failed".to_owned())
+                    }
+                    (Some(true), Some(_)) if cases.is_empty() => Err("no case ran".to_owned()),
+                    (Some(true), Some(_)) => Ok(()),
+                };
+            }
+            Err(err) => break Err(format!("{err:#}")),
+        };
+        println!("  [eci-vm] {line}");
+        if let Some(rest) = line.strip_prefix("eci-e2e ") {
+            if let Some((name, result)) = rest.split_once(" => ") {
+                cases.push((name.to_owned(), parse_result(result)));
+            }
+        } else if line.starts_with("eci-e2e: ") {
+            summary = Some(line.clone());
+        } else if let Some(rest) = line.strip_prefix("evm: t=") {
+            if let Some((uptime, label)) = rest.split_once(' ') {
+                timings.push((label.to_owned(), vm.elapsed(), uptime.to_owned()));
+            }
+        } else if line == "evm: host-channel ready" {
+            let verdict = match host_checks(root, vm.channel_port) {
+                Ok(()) => "ok".to_owned(),
+                Err(err) => format!("failed: {err:#}"),
+            };
+            println!("xtask vm-e2e: host-side channel checks: {verdict}");
+            if let Err(err) = fs::write(share.dir.join("host-channel.result"), verdict) {
+                break Err(format!("writing the host's verdict: {err}"));
+            }
+        } else if line == "init: success" {
+            init = Some(true);
+        } else if line == "init: failure" {
+            init = Some(false);
+        } else if boot::is_panic(&line) {
+            break Err(format!("kernel panic: {line}"));
+        }
+    };
+    Outcome {
+        cases,
+        timings,
+        verdict,
+        seconds: vm.elapsed(),
+    }
+}
+
+fn parse_result(text: &str) -> CaseResult {
+    if text.starts_with("ok") {
+        CaseResult::Ok
+    } else {
+        CaseResult::Failed(text.trim_start_matches("FAILED").trim().to_owned())
+    }
+}
+
+/// The host's side: its own docker CLI through the channel, as a trusted caller (a build, which
+/// the commandList refuses to containers, passes).
+fn host_checks(root: &Path, port: u16) -> anyhow::Result<()> {
+    let socket = image::dir(root).join(format!("channel-{}.sock", std::process::id()));
+    let channel = Channel::open(&socket, port)?;
+    let host = format!("unix://{}", channel.socket.display());
+    let version = docker(&host, &["version", "--format", "{{.Server.Version}}"], None)?;
+    if version.trim().is_empty() {
+        bail!("no server version through the channel");
+    }
+    docker(
+        &host,
+        &["build", "-q", "-t", "eci/from-host:1", "-"],
+        Some("FROM 127.0.0.1:5000/eci/cli:1\nLABEL built-by=host-channel\n"),
+    )
+    .context("docker build from the host")?;
+    Ok(())
+}
+
+fn docker(host: &str, args: &[&str], stdin: Option<&str>) -> anyhow::Result<String> {
+    let mut child = Command::new("timeout")
+        .args(["-k", "5", "180", "docker", "-H", host])
+        .args(args)
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("running the host's docker CLI")?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "docker {} through the channel: {}: {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn print_report(outcome: &Outcome) {
+    println!();
+    println!("| eci VM end-to-end case | result |");
+    println!("|---|---|");
+    for (name, result) in &outcome.cases {
+        let cell = match result {
+            CaseResult::Ok => "ok".to_owned(),
+            CaseResult::Failed(why) => format!("FAILED: {why}"),
+        };
+        println!("| {name} | {cell} |");
+    }
+    println!();
+    println!("| step | host s | guest uptime s |");
+    println!("|---|---|---|");
+    for (label, host, guest) in &outcome.timings {
+        println!("| {label} | {host:.1} | {guest} |");
+    }
+    let passed = count(outcome, |r| *r == CaseResult::Ok);
+    let failed = count(outcome, |r| matches!(r, CaseResult::Failed(_)));
+    let status = match &outcome.verdict {
+        Ok(()) => "ok".to_owned(),
+        Err(e) => format!("FAILED: {e}"),
+    };
+    println!("eci VM suite: {:.0} s — {status}", outcome.seconds);
+    println!("e2e: {passed} passed, {failed} failed");
+}
+
+fn count(outcome: &Outcome, pred: impl Fn(&CaseResult) -> bool) -> usize {
+    outcome.cases.iter().filter(|(_, r)| pred(r)).count()
+}
