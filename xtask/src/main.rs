@@ -76,3 +76,21 @@ fn main() -> anyhow::Result<()> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks the whole command line's consistency (duplicate ids among flattened options
+    /// and the like) only when asked: a broken `cargo xtask test` would fail CI before any test.
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_parses_with_no_flags() {
+        use clap::Parser as _;
+        super::Cli::try_parse_from(["xtask", "test"]).expect("cargo xtask test parses");
+    }
+}

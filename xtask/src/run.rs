@@ -21,6 +21,7 @@ use anyhow::{Context as _, bail};
 use crate::{build, evm, setup};
 
 #[derive(clap::Args)]
+#[group(id = "run")]
 pub struct Options {
     /// An engine socket to protect instead of starting a private dockerd.
     #[arg(long)]

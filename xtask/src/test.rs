@@ -6,6 +6,7 @@ use std::{path::Path, process::Command};
 use crate::{evm, exec, setup, smoke, vm};
 
 #[derive(clap::Args)]
+#[group(id = "test")]
 pub struct Options {
     #[command(flatten)]
     pub vm: vm::Options,

@@ -30,6 +30,7 @@ const SECTIONS: &[&dyn Section] = &[
 ];
 
 #[derive(clap::Args)]
+#[group(id = "bench")]
 pub struct Options {
     /// Short rounds: every section together stays under 5 minutes (builds aside).
     #[arg(long)]

@@ -22,12 +22,15 @@ use super::{
 use crate::{build, setup};
 
 #[derive(clap::Args)]
+#[group(id = "vm_e2e")]
 pub struct Options {
     /// How QEMU runs the eci VM's CPUs.
-    #[arg(long = "e2e-accel", value_enum, default_value_t = Accel::TcgSingle)]
+    // Explicit ids: `cargo xtask test` flattens these beside vm-test's `accel` and `timeout`,
+    // and clap keys arguments by id, not by flag name.
+    #[arg(id = "e2e_accel", long = "e2e-accel", value_enum, default_value_t = Accel::TcgSingle)]
     pub accel: Accel,
     /// Timeout of the whole boot, in seconds.
-    #[arg(long = "e2e-timeout", default_value_t = 900)]
+    #[arg(id = "e2e_timeout", long = "e2e-timeout", default_value_t = 900)]
     pub timeout: u64,
 }
 
