@@ -40,6 +40,9 @@ pub enum Command {
     Status(StatusArgs),
     /// Detach the programs and remove every pin.
     Unload(PinArgs),
+    /// Exit 0 when this kernel loads and attaches the programs (loaded into a throwaway pin
+    /// directory and removed again); 1 with the reason otherwise.
+    Probe(ProbeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -158,6 +161,13 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// The bpffs mount the throwaway pins go under.
+    #[arg(long, default_value = "/sys/fs/bpf")]
+    pub bpffs: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
 pub struct PinArgs {
     /// bpffs directory of the pinned maps and links.
     #[arg(long, default_value = DEFAULT_PIN_DIR)]
@@ -177,6 +187,18 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Explain(args) => return crate::explain::command(&args),
         Command::Status(args) => return crate::state::status_command(&args),
         Command::Unload(args) => crate::kernel::unload(&args.pin_dir),
+        Command::Probe(args) => {
+            return match crate::kernel::probe::try_load(&args.bpffs) {
+                Ok(()) => {
+                    println!("enforcement: available (BPF LSM programs load and attach)");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    println!("enforcement: unavailable: {err:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 mod bench;
 mod build;
 mod cpio;
+mod evm;
 mod exec;
 mod run;
 mod setup;
@@ -35,6 +36,10 @@ enum Command {
     Test(test::Options),
     /// The kernel suite only, in a QEMU guest per Debian kernel.
     VmTest(vm::Options),
+    /// Build (or find current) the eci VM's disk image under target/vm/eci.
+    VmImage,
+    /// The end-to-end suite in the eci VM (engine, registry, agent, kernel, host channel).
+    VmE2e(evm::e2e::Options),
     /// Benchmarks (kernel hooks in the VM, sidecar vs direct vs HAProxy): a markdown table and
     /// target/bench/summary.json.
     Bench(bench::Options),
@@ -60,5 +65,32 @@ fn main() -> anyhow::Result<()> {
             let kernels = setup::all(&root)?;
             vm::run(&root, &opts, &kernels)
         }
+        Command::VmImage => {
+            setup::build_tools()?;
+            let kernel = setup::eci_vm_kernel(&root)?;
+            evm::image::ensure(&root, &kernel).map(drop)
+        }
+        Command::VmE2e(opts) => {
+            setup::build_tools()?;
+            evm::e2e::run(&root, &opts)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// clap checks the whole command line's consistency (duplicate ids among flattened options
+    /// and the like) only when asked: a broken `cargo xtask test` would fail CI before any test.
+    #[test]
+    fn command_line_is_consistent() {
+        super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn test_parses_with_no_flags() {
+        use clap::Parser as _;
+        super::Cli::try_parse_from(["xtask", "test"]).expect("cargo xtask test parses");
     }
 }

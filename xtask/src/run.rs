@@ -2,9 +2,11 @@
 //! Without `--engine` it starts a private dockerd (socket and data under target/run). Flags after
 //! `--` go to `eci-agent run`. Ctrl-C stops what it started.
 //!
-//! Kernel enforcement needs a kernel that loads BPF LSM programs; where this one refuses them the
-//! agent runs with `--allow-no-lsm` (the sidecar alone, said loudly). The eci VM, which brings an
-//! enforcing kernel, is not built yet.
+//! Kernel enforcement needs a kernel that loads BPF LSM programs. With `--vm`, or when this
+//! kernel has no active BPF LSM, the agent runs in the eci VM (Debian's engine and kernel under
+//! QEMU) and the host reaches its sidecar through a unix socket relayed into the VM; both modes
+//! print the same `export DOCKER_HOST=` line. `--host` forces the host: where the kernel refuses
+//! the programs the agent then runs with `--allow-no-lsm` (the sidecar alone, said loudly).
 
 use std::{
     fs,
@@ -16,14 +18,24 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{build, setup};
+use crate::{build, evm, setup};
 
 #[derive(clap::Args)]
+#[group(id = "run")]
 pub struct Options {
     /// An engine socket to protect instead of starting a private dockerd.
     #[arg(long)]
     pub engine: Option<PathBuf>,
-    /// Flags passed through to `eci-agent run`.
+    /// Run the engine and the agent in the eci VM (the default where this kernel has no BPF LSM).
+    #[arg(long, conflicts_with_all = ["host", "engine"])]
+    pub vm: bool,
+    /// Run the agent on this host even where its kernel cannot enforce.
+    #[arg(long)]
+    pub host: bool,
+    /// How QEMU runs the eci VM's CPUs.
+    #[arg(long, value_enum, default_value_t = evm::boot::Accel::TcgSingle)]
+    pub accel: evm::boot::Accel,
+    /// Flags passed through to `eci-agent run` (host mode only).
     #[arg(last = true)]
     pub agent_args: Vec<String>,
 }
@@ -66,6 +78,22 @@ fn outlive_ctrl_c() {
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     outlive_ctrl_c();
     setup::build_tools()?;
+    if opts.vm || (!opts.host && opts.engine.is_none() && !host_can_enforce(root)?) {
+        if !opts.agent_args.is_empty() {
+            bail!("flags after -- go to a host agent; the eci VM runs its own");
+        }
+        if !opts.vm {
+            println!(
+                "xtask run: this kernel cannot enforce: using the eci VM (--host to override)"
+            );
+        }
+        return evm::serve::run(
+            root,
+            opts.accel,
+            &root.join("examples/admin-settings.json"),
+            &root.join("target/run/vm/docker.sock"),
+        );
+    }
     let agent = build::agent(root)?;
     let dir = root.join("target/run");
     fs::create_dir_all(&dir)?;
@@ -112,6 +140,24 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
         bail!("eci-agent exited with {status}");
     }
     Ok(())
+}
+
+/// Whether the agent can enforce on this kernel. An unlisted `bpf` LSM certainly cannot; a
+/// listed one may still refuse every program (EPERM), which only loading tells: the freshly
+/// built agent's `probe` loads and removes the programs.
+fn host_can_enforce(root: &Path) -> anyhow::Result<bool> {
+    let listed = fs::read_to_string("/sys/kernel/security/lsm")
+        .is_ok_and(|list| list.trim().split(',').any(|lsm| lsm == "bpf"));
+    if !listed {
+        return Ok(false);
+    }
+    let agent = build::agent(root)?;
+    let out = Command::new(&agent)
+        .arg("probe")
+        .output()
+        .with_context(|| format!("running {} probe", agent.display()))?;
+    print!("xtask run: {}", String::from_utf8_lossy(&out.stdout));
+    Ok(out.status.success())
 }
 
 fn start_dockerd(dir: &Path) -> anyhow::Result<(PathBuf, PrivateEngine)> {

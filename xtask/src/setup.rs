@@ -21,6 +21,11 @@ const PACKAGES: &[&str] = &[
     "docker.io",
     "docker-registry",
     "skopeo",
+    // The eci VM's disk image (`cargo xtask vm-image`): a Debian root by debootstrap, an ext4
+    // image of it, and the kernel decompressed to vmlinux.
+    "debootstrap",
+    "e2fsprogs",
+    "xz-utils",
 ];
 
 /// Debian packages only `cargo xtask bench` needs: the stand-in engine and the HAProxy socket
@@ -35,6 +40,10 @@ const KERNEL_SERIES: &[(&str, &str)] = &[
         r"^linux-image-6\.12\.[0-9]+\+deb12-cloud-amd64-unsigned$",
     ),
 ];
+
+/// The eci VM's kernel: Debian's standard 6.1 build. The cloud flavour used by the kernel suite
+/// has no 9p, which the eci VM shares files with the host through.
+const ECI_VM_KERNEL: (&str, &str) = ("6.1-std", r"^linux-image-6\.1\.0-[0-9]+-amd64-unsigned$");
 
 /// A kernel ready to boot.
 #[derive(Clone, Debug)]
@@ -151,52 +160,65 @@ fn bpf_linker() -> anyhow::Result<()> {
 
 /// The newest Debian cloud kernel of each series, downloaded and unpacked under target/vm/kernels.
 pub fn kernels(root: &Path) -> anyhow::Result<Vec<Kernel>> {
+    KERNEL_SERIES
+        .iter()
+        .map(|(label, pattern)| kernel(root, label, pattern))
+        .collect()
+}
+
+/// The eci VM's kernel, downloaded and unpacked under target/vm/kernels.
+pub fn eci_vm_kernel(root: &Path) -> anyhow::Result<Kernel> {
+    let (label, pattern) = ECI_VM_KERNEL;
+    kernel(root, label, pattern)
+}
+
+fn kernel(root: &Path, label: &str, pattern: &str) -> anyhow::Result<Kernel> {
     let dir = root.join("target/vm/kernels");
     fs::create_dir_all(&dir)?;
-    let mut kernels = Vec::new();
-    for (label, pattern) in KERNEL_SERIES {
-        let package = newest_package(pattern)
-            .or_else(|_| cached_package(&dir, label))
-            .with_context(|| format!("no Debian kernel package of series {label}"))?;
-        let unpacked = dir.join(&package);
-        if !unpacked.join("boot").exists() {
-            step(
-                &format!("kernel {label}"),
-                &format!("downloading {package}"),
-            );
-            let tmp = dir.join("download");
-            let _ = fs::remove_dir_all(&tmp);
-            fs::create_dir_all(&tmp)?;
-            exec::run(
-                Command::new("apt-get")
-                    .args(["download", &package])
-                    .current_dir(&tmp),
-            )?;
-            let deb = fs::read_dir(&tmp)?
-                .flatten()
-                .map(|e| e.path())
-                .find(|p| p.extension().is_some_and(|e| e == "deb"))
-                .context("apt-get download produced no .deb")?;
-            exec::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&unpacked))?;
-            fs::remove_dir_all(&tmp)?;
-        } else {
-            step(&format!("kernel {label}"), &format!("{package} cached"));
-        }
-        let vmlinuz = fs::read_dir(unpacked.join("boot"))?
+    let package = newest_package(pattern)
+        .or_else(|_| cached_package(&dir, pattern))
+        .with_context(|| format!("no Debian kernel package of series {label}"))?;
+    let unpacked = dir.join(&package);
+    if !unpacked.join("boot").exists() {
+        step(
+            &format!("kernel {label}"),
+            &format!("downloading {package}"),
+        );
+        let tmp = dir.join(format!("download-{label}"));
+        let _ = fs::remove_dir_all(&tmp);
+        fs::create_dir_all(&tmp)?;
+        exec::run(
+            Command::new("apt-get")
+                .args(["download", &package])
+                .current_dir(&tmp),
+        )?;
+        let deb = fs::read_dir(&tmp)?
             .flatten()
             .map(|e| e.path())
-            .find(|p| {
-                p.file_name()
-                    .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
-            })
-            .with_context(|| format!("{package} has no /boot/vmlinuz-*"))?;
-        kernels.push(Kernel {
-            label: (*label).to_owned(),
-            package,
-            vmlinuz,
-        });
+            .find(|p| p.extension().is_some_and(|e| e == "deb"))
+            .context("apt-get download produced no .deb")?;
+        // Unpack beside, then rename: an interrupted unpack never looks complete.
+        let partial = dir.join(format!("{package}.partial"));
+        let _ = fs::remove_dir_all(&partial);
+        exec::run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&partial))?;
+        fs::rename(&partial, &unpacked)?;
+        fs::remove_dir_all(&tmp)?;
+    } else {
+        step(&format!("kernel {label}"), &format!("{package} cached"));
     }
-    Ok(kernels)
+    let vmlinuz = fs::read_dir(unpacked.join("boot"))?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-"))
+        })
+        .with_context(|| format!("{package} has no /boot/vmlinuz-*"))?;
+    Ok(Kernel {
+        label: label.to_owned(),
+        package,
+        vmlinuz,
+    })
 }
 
 fn newest_package(pattern: &str) -> anyhow::Result<String> {
@@ -214,18 +236,32 @@ fn newest_package(pattern: &str) -> anyhow::Result<String> {
 }
 
 /// Without an apt index (offline), use what an earlier run unpacked.
-fn cached_package(dir: &Path, label: &str) -> anyhow::Result<String> {
-    let prefix = format!("linux-image-{label}");
+fn cached_package(dir: &Path, pattern: &str) -> anyhow::Result<String> {
     let mut names: Vec<String> = fs::read_dir(dir)?
         .flatten()
+        .filter(|e| e.path().join("boot").exists())
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| {
-            n.starts_with(&prefix)
-                && (n.contains(&format!("{label}.0-")) || n.contains(&format!("{label}.")))
-        })
+        .filter(|n| matches_pattern(pattern, n))
         .collect();
     names.sort_by_key(|name| version_key(name));
     names.pop().context("nothing cached")
+}
+
+/// The subset of apt's regular expressions the patterns above use: `^…$` anchors, `\.` and
+/// `[0-9]+` (one or more digits); everything else is literal.
+fn matches_pattern(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match p {
+            [] | [b'$'] => n.is_empty(),
+            [b'\\', c, rest @ ..] => n.first() == Some(c) && go(rest, &n[1..]),
+            [b'[', b'0', b'-', b'9', b']', b'+', rest @ ..] => {
+                let digits = n.iter().take_while(|b| b.is_ascii_digit()).count();
+                (1..=digits).rev().any(|k| go(rest, &n[k..]))
+            }
+            [c, rest @ ..] => n.first() == Some(c) && go(rest, &n[1..]),
+        }
+    }
+    go(pattern.trim_start_matches('^').as_bytes(), name.as_bytes())
 }
 
 /// Numeric runs of a package name, so that 6.12.117 sorts after 6.12.99.
@@ -233,4 +269,29 @@ fn version_key(name: &str) -> Vec<u64> {
     name.split(|c: char| !c.is_ascii_digit())
         .filter_map(|s| s.parse().ok())
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cached_kernels_match_their_series_only() {
+        let (_, std) = ECI_VM_KERNEL;
+        assert!(matches_pattern(std, "linux-image-6.1.0-57-amd64-unsigned"));
+        assert!(!matches_pattern(
+            std,
+            "linux-image-6.1.0-57-cloud-amd64-unsigned"
+        ));
+        assert!(!matches_pattern(std, "linux-image-6.1.0--amd64-unsigned"));
+        let (_, cloud) = KERNEL_SERIES[1];
+        assert!(matches_pattern(
+            cloud,
+            "linux-image-6.12.117+deb12-cloud-amd64-unsigned"
+        ));
+        assert!(!matches_pattern(
+            cloud,
+            "linux-image-6.12.117+deb12-amd64-unsigned"
+        ));
+    }
 }

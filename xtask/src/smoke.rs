@@ -40,6 +40,8 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let mut xtask = Command::new(std::env::current_exe()?);
     xtask
         .arg("run")
+        // Host mode even where the kernel has no BPF LSM (the eci VM is what vm-e2e tests).
+        .arg("--host")
         .arg("--")
         .arg("--pin-dir")
         .arg(&pins)

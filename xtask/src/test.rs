@@ -1,13 +1,17 @@
-//! `cargo xtask test`: everything, in tiers. Root, BPF and dockerd tests run here, never skipped.
+//! `cargo xtask test`: everything, in tiers (host tests, the kernel suite, the eci VM's
+//! end-to-end suite). Root, BPF and dockerd tests run here, never skipped.
 
 use std::{path::Path, process::Command};
 
-use crate::{exec, setup, smoke, vm};
+use crate::{evm, exec, setup, smoke, vm};
 
 #[derive(clap::Args)]
+#[group(id = "test")]
 pub struct Options {
     #[command(flatten)]
     pub vm: vm::Options,
+    #[command(flatten)]
+    pub e2e: evm::e2e::Options,
 }
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
@@ -21,5 +25,7 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     println!("xtask test: smoke test of `cargo xtask run` (host mode, private dockerd, Ctrl-C)");
     smoke::run(root)?;
     println!("xtask test: kernel suite in QEMU");
-    vm::run(root, &opts.vm, &kernels)
+    vm::run(root, &opts.vm, &kernels)?;
+    println!("xtask test: end-to-end suite in the eci VM");
+    evm::e2e::run(root, &opts.e2e)
 }

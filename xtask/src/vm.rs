@@ -17,6 +17,7 @@ use anyhow::{Context as _, bail};
 use crate::{build, cpio, setup::Kernel};
 
 #[derive(clap::Args)]
+#[group(id = "vm_test")]
 pub struct Options {
     /// Only kernels whose series label (e.g. 6.1) matches.
     #[arg(long)]

@@ -1,9 +1,12 @@
 //! A small client for the real engine's API, used by the agent itself (not by the proxy path):
 //! inspecting containers, images and volumes for the socket-mount gate, listing running
-//! containers and following container events. Each call opens its own connection, so a slow
-//! call never holds up another one.
+//! containers and following container events. Calls run on kept-alive connections, one call
+//! per connection at a time, so a slow call never holds up another one.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
@@ -39,22 +42,38 @@ pub enum EngineError {
     Target { target: String },
 }
 
+/// Idle kept-alive connections kept for the next call; the gate asks a few questions per
+/// `start` and a fresh connection for each cost more than the answers.
+const MAX_IDLE: usize = 4;
+
+type Sender = http1::SendRequest<Empty<Bytes>>;
+
 /// The engine, as the agent talks to it.
 #[derive(Clone, Debug)]
 pub struct EngineApi {
     socket: PathBuf,
+    idle: Arc<Mutex<Vec<Sender>>>,
 }
 
 impl EngineApi {
     pub fn new(socket: &Path) -> Self {
         Self {
             socket: socket.to_owned(),
+            idle: Arc::default(),
         }
     }
 
     /// `GET target`; `Ok(None)` for a 404 (no such container, image or volume).
     pub async fn get(&self, target: &str) -> Result<Option<Bytes>, EngineError> {
-        let resp = self.send(target).await?;
+        let (resp, sender) = match self.pooled().await {
+            // A kept-alive connection the engine may have closed meanwhile: a GET is safe to
+            // send again on a fresh one.
+            Some(mut sender) => match sender.send_request(request(target)?).await {
+                Ok(resp) => (resp, sender),
+                Err(_) => self.send_fresh(target).await?,
+            },
+            None => self.send_fresh(target).await?,
+        };
         let status = resp.status();
         let body = Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
@@ -63,6 +82,7 @@ impl EngineApi {
                 target: target.to_owned(),
             })?
             .to_bytes();
+        self.give_back(sender);
         match status {
             StatusCode::OK => Ok(Some(body)),
             StatusCode::NOT_FOUND => Ok(None),
@@ -74,9 +94,10 @@ impl EngineApi {
         }
     }
 
-    /// `GET target` as a stream of newline-delimited JSON documents (`/events`).
+    /// `GET target` as a stream of newline-delimited JSON documents (`/events`), on a
+    /// connection of its own.
     pub async fn stream(&self, target: &str) -> Result<hyper::body::Incoming, EngineError> {
-        let resp = self.send(target).await?;
+        let (resp, _sender) = self.send_fresh(target).await?;
         if resp.status() != StatusCode::OK {
             return Err(EngineError::Status {
                 target: target.to_owned(),
@@ -87,10 +108,28 @@ impl EngineApi {
         Ok(resp.into_body())
     }
 
-    async fn send(
+    async fn pooled(&self) -> Option<Sender> {
+        loop {
+            let mut sender = self.idle.lock().ok()?.pop()?;
+            if sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    fn give_back(&self, sender: Sender) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < MAX_IDLE
+            && !sender.is_closed()
+        {
+            idle.push(sender);
+        }
+    }
+
+    async fn send_fresh(
         &self,
         target: &str,
-    ) -> Result<http::Response<hyper::body::Incoming>, EngineError> {
+    ) -> Result<(http::Response<hyper::body::Incoming>, Sender), EngineError> {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
@@ -110,16 +149,23 @@ impl EngineApi {
                 tracing::debug!(%err, "engine API connection ended");
             }
         });
-        let req = Request::builder()
-            .method(Method::GET)
-            .uri(target)
-            .header(http::header::HOST, "docker")
-            .body(Empty::new())
-            .map_err(|_| EngineError::Target {
-                target: target.to_owned(),
-            })?;
-        sender.send_request(req).await.map_err(http_err)
+        let resp = sender
+            .send_request(request(target)?)
+            .await
+            .map_err(http_err)?;
+        Ok((resp, sender))
     }
+}
+
+fn request(target: &str) -> Result<Request<Empty<Bytes>>, EngineError> {
+    Request::builder()
+        .method(Method::GET)
+        .uri(target)
+        .header(http::header::HOST, "docker")
+        .body(Empty::new())
+        .map_err(|_| EngineError::Target {
+            target: target.to_owned(),
+        })
 }
 
 /// Percent-encodes one path segment (a container, image or volume name as the user wrote it).
@@ -138,6 +184,56 @@ pub fn segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake engine that answers every request head with `{}` (404 for `/missing`) and counts
+    /// the connections it accepted.
+    async fn fake_engine(path: &Path) -> Arc<std::sync::atomic::AtomicUsize> {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::UnixListener::bind(path).unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while let Ok(n) = stream.read(&mut chunk).await {
+                        if n == 0 {
+                            break;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                            buf.drain(..end + 4);
+                            let answer: &[u8] = if head.starts_with("GET /missing ") {
+                                b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}"
+                            } else {
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
+                            };
+                            if stream.write_all(answer).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        accepted
+    }
+
+    #[tokio::test]
+    async fn calls_reuse_a_kept_alive_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("engine.sock");
+        let accepted = fake_engine(&socket).await;
+        let api = EngineApi::new(&socket);
+        for _ in 0..5 {
+            assert_eq!(api.get("/info").await.unwrap().as_deref(), Some(&b"{}"[..]));
+        }
+        assert_eq!(api.get("/missing").await.unwrap(), None);
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn segments_cannot_escape_their_place_in_the_path() {

@@ -14,6 +14,19 @@ pub fn lsm_list_has_bpf(list: &str) -> bool {
     list.split(',').any(|name| name.trim() == "bpf")
 }
 
+/// The final word: loads and attaches the programs into a throwaway pin directory under
+/// `bpffs`, then removes them. Nothing is protected meanwhile (no inode is tagged, no container
+/// parent registered), so the programs refuse nothing while they are attached.
+pub fn try_load(bpffs: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let pins = super::PinLayout::new(&bpffs.join(format!("eci-probe-{}", std::process::id())));
+    let loaded = super::Enforcer::load(&pins);
+    let removed = super::loader::unload(&pins)
+        .with_context(|| format!("removing the probe's pins under {}", pins.root().display()));
+    loaded?;
+    removed.map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

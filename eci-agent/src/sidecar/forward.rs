@@ -169,6 +169,12 @@ impl EngineLink {
     }
 }
 
+/// The send buffer asked for engine connections (the kernel caps it at `net.core.wmem_max`).
+/// The default (`wmem_default`, usually 208 KiB) splits a streamed request body — image load,
+/// build context, `docker cp` — into writes of that size, each waking the engine; larger
+/// writes cost the agent about a fifth less CPU per GiB uploaded (see the commit that set it).
+const ENGINE_SEND_BUFFER: usize = 1 << 20;
+
 async fn connect(
     engine: &Path,
     upgrades: bool,
@@ -179,6 +185,10 @@ async fn connect(
             path: engine.display().to_string(),
             source,
         })?;
+    if let Err(err) = socket2::SockRef::from(&stream).set_send_buffer_size(ENGINE_SEND_BUFFER) {
+        // Only slower: the connection works as well with the default buffer.
+        tracing::debug!(%err, "engine connection: SO_SNDBUF");
+    }
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(super::MAX_HEAD_BYTES)
         .handshake(TokioIo::new(stream))

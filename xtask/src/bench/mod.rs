@@ -7,6 +7,7 @@
 //!
 //! A section is one file implementing [`Section`] plus one line in [`SECTIONS`].
 
+mod evm;
 mod image_policy;
 mod kernel;
 mod sidecar;
@@ -25,9 +26,11 @@ const SECTIONS: &[&dyn Section] = &[
     &kernel::KernelSection,
     &sidecar::SidecarSection,
     &image_policy::ImagePolicySection,
+    &evm::EvmSection,
 ];
 
 #[derive(clap::Args)]
+#[group(id = "bench")]
 pub struct Options {
     /// Short rounds: every section together stays under 5 minutes (builds aside).
     #[arg(long)]

@@ -9,7 +9,17 @@
 //! Runs are interleaved (every route, concurrency and way, then again), each way's order
 //! rotating per round, and each figure is the median over rounds, so a busy machine slows all
 //! three alike. On a small machine the load generator, the proxy and nginx share the cores: the
-//! proxies' CPU time per request is reported too, since it does not depend on that sharing.
+//! proxies' CPU time per request is reported too, since it does not depend on that sharing, and
+//! so is what one request costs the whole machine each way (load generator + nginx + proxy).
+//!
+//! Tried to lower the sidecar's cost, each measured against the same build interleaved (CPU µs
+//! per request at c = 1, 10, 50, 200 and a 1 GiB upload): a current-thread runtime; running
+//! the engine connection inside the client connection's task (also with a task-local waker, so
+//! the two sides' wake-ups of each other do not requeue the task); hyper's flattened writes
+//! instead of `writev`. None moved the CPU per request beyond the noise (15–20 µs at c ≥ 10 for
+//! all, nginx ~5 µs): about half of it is the kernel's socket work — 4 syscalls and 2 peer
+//! wake-ups per proxied request, where nginx has 2 and 1. Kept: a 1 MiB send buffer on engine
+//! connections (12–19% less agent CPU per GiB uploaded).
 
 use std::{
     fs,
@@ -34,6 +44,16 @@ const ROUTES: &[(&str, &str)] = &[
 ];
 const CONCURRENCY: &[u32] = &[1, 10, 50, 200];
 const UPLOAD_PATH: &str = "/v1.43/images/load";
+
+/// The targets of issue 3, with what bounds them on a machine whose cores the load generator,
+/// nginx and the proxy share: throughput then follows the CPU one request costs the whole
+/// machine, so the ratio cannot exceed direct / through-eci `total_cpu_us_per_req` (about
+/// 12 / 32 µs measured on 2 shared cores: the proxy's 4 socket syscalls and 2 wake-ups per
+/// request alone cost more than nginx's whole request). An upload through a proxy copies each
+/// byte twice more (in and out), which halves a CPU-bound ratio.
+const RPS_TARGET: &str =
+    "≥ 75% of direct (needs a free core: on shared cores ≤ 1 / total_cpu ratio)";
+const UPLOAD_TARGET: &str = "≥ 90% of direct (needs a free core: on shared cores ≤ ~50%, 2 copies)";
 
 /// How requests reach the upstream.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -112,6 +132,7 @@ impl Section for SidecarSection {
                     for i in 0..VIAS.len() {
                         let via = VIAS[(i + round) % VIAS.len()];
                         let cpu_before = proxy_pid(via).map(cpu_ticks).transpose()?;
+                        let nginx_before = cpu_ticks(nginx.pid())?;
                         let out = exec::stdout(
                             Command::new(&loadgen)
                                 .arg("http")
@@ -122,18 +143,24 @@ impl Section for SidecarSection {
                                 .arg(plan.warmup.to_string()),
                         )?;
                         let cpu_after = proxy_pid(via).map(cpu_ticks).transpose()?;
+                        let nginx_after = cpu_ticks(nginx.pid())?;
                         let result = HttpResult::parse(&out)?;
-                        let cpu_us_per_request = match (cpu_before, cpu_after) {
-                            (Some(b), Some(a)) if result.requests > 0 => Some(
-                                (a - b) as f64 * 1e6 / tick
-                                    / result.requests as f64
-                                    // The CPU was counted over warm-up and window, the
-                                    // requests over the window only.
-                                    * plan.seconds
-                                    / (plan.seconds + plan.warmup),
-                            ),
+                        // The CPU was counted over warm-up and window, the requests over
+                        // the window only.
+                        let per_request = |ticks: u64| {
+                            ticks as f64 * 1e6 / tick / result.requests as f64 * plan.seconds
+                                / (plan.seconds + plan.warmup)
+                        };
+                        let proxy_ticks = match (cpu_before, cpu_after) {
+                            (Some(b), Some(a)) => Some(a - b),
                             _ => None,
                         };
+                        let cpu_us_per_request = proxy_ticks.map(per_request);
+                        let total_cpu_us_per_request = result.loadgen_cpu_ticks.map(|lg| {
+                            per_request(
+                                lg + (nginx_after - nginx_before) + proxy_ticks.unwrap_or(0),
+                            )
+                        });
                         println!(
                             "  {route} c={concurrency} {via:?}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs{}",
                             result.rps,
@@ -148,6 +175,7 @@ impl Section for SidecarSection {
                             via,
                             result,
                             cpu_us_per_request,
+                            total_cpu_us_per_request,
                         });
                     }
                 }
@@ -210,7 +238,7 @@ impl Section for SidecarSection {
         let direct = upload(Via::Direct)?;
         report.figures.push(
             Figure::new("sidecar.upload.mib_s", upload(Via::Eci)?, direct, "MiB/s")
-                .with_target(Target::at_least(0.90, "≥ 90% of direct")),
+                .with_target(Target::at_least(0.90, UPLOAD_TARGET)),
         );
         report.figures.push(Figure::new(
             "sidecar.upload.haproxy_mib_s",
@@ -221,7 +249,9 @@ impl Section for SidecarSection {
         report.notes.extend(error_notes(&runs));
         report.notes.push(format!(
             "sidecar.*: value through eci-agent, baseline nginx reached directly (rps_vs_haproxy \
-             and cpu_us_per_req: baseline HAProxy; haproxy_*: value HAProxy); medians of {} \
+             and cpu_us_per_req: baseline HAProxy; haproxy_*: value HAProxy; total_cpu_us_per_req: \
+             loadgen + nginx + proxy CPU per request, whose inverse ratio bounds the rps ratio \
+             when the cores are shared and busy); medians of {} \
              round(s) of {} s per run on {} cores shared by loadgen, proxy and nginx; upload of \
              {} MiB in one POST",
             plan.rounds,
@@ -320,6 +350,8 @@ struct HttpResult {
     rps: f64,
     p50_us: f64,
     p99_us: f64,
+    /// loadgen's own CPU over warm-up and window.
+    loadgen_cpu_ticks: Option<u64>,
 }
 
 impl HttpResult {
@@ -347,6 +379,7 @@ impl HttpResult {
             rps: num("rps")?,
             p50_us: num("p50_us")?,
             p99_us: num("p99_us")?,
+            loadgen_cpu_ticks: json["cpu_ticks"].as_u64(),
         })
     }
 }
@@ -357,6 +390,8 @@ struct Run {
     via: Via,
     result: HttpResult,
     cpu_us_per_request: Option<f64>,
+    /// Load generator + nginx + proxy: what one request costs the machine this way.
+    total_cpu_us_per_request: Option<f64>,
 }
 
 /// The per-route, per-concurrency figures: medians over rounds of each way.
@@ -376,13 +411,14 @@ fn http_figures(runs: &[Run]) -> anyhow::Result<Vec<Figure>> {
             let p50 = |r: &Run| Some(r.result.p50_us);
             let p99 = |r: &Run| Some(r.result.p99_us);
             let cpu = |r: &Run| r.cpu_us_per_request;
+            let total_cpu = |r: &Run| r.total_cpu_us_per_request;
             let name = |what: &str| format!("sidecar.{route}.c{c}.{what}");
             let direct_rps = med(Via::Direct, rps)?;
             let eci_rps = med(Via::Eci, rps)?;
             let haproxy_rps = med(Via::Haproxy, rps)?;
             figures.push(
                 Figure::new(name("rps"), eci_rps, direct_rps, "req/s")
-                    .with_target(Target::at_least(0.75, "≥ 75% of direct")),
+                    .with_target(Target::at_least(0.75, RPS_TARGET)),
             );
             figures.push(
                 Figure::new(name("rps_vs_haproxy"), eci_rps, haproxy_rps, "req/s")
@@ -416,6 +452,12 @@ fn http_figures(runs: &[Run]) -> anyhow::Result<Vec<Figure>> {
                 name("cpu_us_per_req"),
                 med(Via::Eci, cpu).unwrap_or(f64::NAN),
                 med(Via::Haproxy, cpu).unwrap_or(f64::NAN),
+                "CPU µs/req",
+            ));
+            figures.push(Figure::new(
+                name("total_cpu_us_per_req"),
+                med(Via::Eci, total_cpu).unwrap_or(f64::NAN),
+                med(Via::Direct, total_cpu).unwrap_or(f64::NAN),
                 "CPU µs/req",
             ));
         }
@@ -717,6 +759,12 @@ mod tests {
         let r = HttpResult::parse(line).unwrap();
         assert_eq!(r.requests, 10);
         assert_eq!(r.p99_us, 90.5);
+        assert_eq!(r.loadgen_cpu_ticks, None);
+        let with_cpu = line.replace("}", r#","cpu_ticks":42}"#);
+        assert_eq!(
+            HttpResult::parse(&with_cpu).unwrap().loadgen_cpu_ticks,
+            Some(42)
+        );
         assert!(
             HttpResult::parse(
                 r#"{"requests":0,"errors":0,"reconnects":0,"rps":0.0,"p50_us":null,"p99_us":null}"#
@@ -748,8 +796,10 @@ mod tests {
                                 rps: rps * jitter,
                                 p50_us: 10.0,
                                 p99_us: 20.0,
+                                loadgen_cpu_ticks: Some(1),
                             },
                             cpu_us_per_request: (via != Via::Direct).then_some(5.0),
+                            total_cpu_us_per_request: Some(10.0),
                         });
                     }
                 }
@@ -768,7 +818,7 @@ mod tests {
             .unwrap();
         assert_eq!((vs.value, vs.baseline), (800.0, 500.0));
         assert_eq!(vs.met(), Some(true));
-        assert_eq!(figures.len(), ROUTES.len() * CONCURRENCY.len() * 7);
+        assert_eq!(figures.len(), ROUTES.len() * CONCURRENCY.len() * 8);
         assert!(error_notes(&runs).is_empty());
     }
 }

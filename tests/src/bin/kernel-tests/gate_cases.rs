@@ -66,6 +66,31 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
     );
 
     r.case(
+        "probe_says_this_kernel_enforces",
+        (|| {
+            // What `cargo xtask run` asks before choosing the host over the eci VM.
+            let out = std::process::Command::new("/bin/eci-agent")
+                .args(["probe", "--bpffs", "/sys/fs/bpf"])
+                .output()
+                .map_err(|e| format!("spawn: {e}"))?;
+            let text = String::from_utf8_lossy(&out.stdout);
+            if !out.status.success() || !text.contains("enforcement: available") {
+                return Err(format!("probe: {:?} {text}", out.status));
+            }
+            let leftovers: Vec<_> = std::fs::read_dir("/sys/fs/bpf")
+                .map_err(|e| format!("bpffs: {e}"))?
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("eci-probe-"))
+                .collect();
+            if leftovers.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("probe left {leftovers:?}"))
+            }
+        })(),
+    );
+
+    r.case(
         "other_drivers_start_denied",
         (|| {
             // Under the systemd driver the agent cannot create the cgroup in advance: the

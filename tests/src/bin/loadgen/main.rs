@@ -3,7 +3,8 @@
 //! concurrent worker, and prints one JSON line of results on stdout.
 //!
 //! - `loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP]`: GET PATH in a closed loop;
-//!   requests/s over the measured window and p50/p99 latency of the requests completed in it.
+//!   requests/s over the measured window and p50/p99 latency of the requests completed in it,
+//!   and its own CPU time (`cpu_ticks`, warm-up included).
 //! - `loadgen upload SOCKET PATH BYTES`: one POST of BYTES (Content-Length, streamed from a
 //!   reused buffer, never held whole) and the throughput until both the body is sent and the
 //!   answer is read.
@@ -79,7 +80,10 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
             if plan.concurrency == 0 || plan.measure.is_zero() {
                 bail!("CONCURRENCY and SECONDS must be positive");
             }
-            Ok(closed_loop(&plan).await?.to_json().to_string())
+            let mut json = closed_loop(&plan).await?.to_json();
+            // Its own CPU (warm-up included), so the bench can weigh a way's whole cost.
+            json["cpu_ticks"] = own_cpu_ticks().into();
+            Ok(json.to_string())
         }
         [mode, socket, path, bytes] if mode == "upload" => {
             let bytes: u64 = bytes.parse().context("BYTES")?;
@@ -95,6 +99,16 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
         [mode, socket] if mode == "sink" => sink(Path::new(socket)).await,
         _ => bail!("{USAGE}"),
     }
+}
+
+/// utime + stime of this process from /proc/self/stat (fields 14 and 15, counted after the
+/// `)` that ends the command name), in clock ticks; `None` if unreadable.
+fn own_cpu_ticks() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
 }
 
 async fn sink(socket: &Path) -> anyhow::Result<String> {

@@ -1,0 +1,473 @@
+//! The cases, in the order they run. Later cases use what earlier ones leave: the holders (long
+//! running containers that keep probing the socket) outlive their case so that the agent's
+//! SIGKILL and restart can be judged on them.
+
+use std::{fs, os::unix::fs::MetadataExt as _, path::Path, time::Duration};
+
+use anyhow::{Context as _, bail, ensure};
+
+use super::{
+    Case,
+    fixture::{
+        Audit, Holder, SETTINGS, Suite, WORK, cli_image, derived_image, docker, docker_ok,
+        docker_refused, other_image, probe_here, probe_with_pid, socket_mount_denied,
+    },
+};
+use crate::guest::{self, CGROUP_ROOT, ENGINE_SOCK, PUBLIC_SOCK};
+
+const SOCK_BIND: &str = "/var/run/docker.sock:/var/run/docker.sock";
+
+pub const ALL: &[Case] = &[
+    Case {
+        name: "sidecar serves the host's docker CLI",
+        run: sidecar_serves_host,
+    },
+    Case {
+        name: "allowed image mounts the socket and runs docker ps",
+        run: allowed_runs_docker_ps,
+    },
+    Case {
+        name: "unlisted image refused: -v",
+        run: unlisted_dash_v,
+    },
+    Case {
+        name: "unlisted image refused: --mount",
+        run: unlisted_mount,
+    },
+    Case {
+        name: "unlisted image refused: parent directory",
+        run: unlisted_parent_dir,
+    },
+    Case {
+        name: "re-tagged image refused",
+        run: retagged_refused,
+    },
+    Case {
+        name: "derived image refused without allowDerivedImages",
+        run: derived_refused,
+    },
+    Case {
+        name: "derived image passes with allowDerivedImages",
+        run: derived_allowed,
+    },
+    Case {
+        name: "commandList blocks push and build from a container",
+        run: command_list_container,
+    },
+    Case {
+        name: "commandList does not apply to the host",
+        run: command_list_host,
+    },
+    Case {
+        name: "host channel: the host's docker CLI through the relay",
+        run: host_channel,
+    },
+    Case {
+        name: "host channel unreachable from containers",
+        run: channel_unreachable,
+    },
+    Case {
+        name: "kernel: unlisted cgroup reaches neither engine nor sidecar",
+        run: unlisted_cgroup,
+    },
+    Case {
+        name: "kernel: parent-directory mount under \"*\" revoked by reload",
+        run: parent_dir_revoked,
+    },
+    Case {
+        name: "kernel: running container revoked by reload, no restart",
+        run: socket_holder_revoked,
+    },
+    Case {
+        name: "kernel denials in the audit log and the metrics",
+        run: denials_audited,
+    },
+    Case {
+        name: "kernel: SIGKILL of the agent keeps the refusals",
+        run: sigkill_keeps_refusals,
+    },
+    Case {
+        name: "restarted agent resumes service",
+        run: restart_resumes,
+    },
+];
+
+fn sidecar_serves_host(_: &mut Suite) -> anyhow::Result<()> {
+    let version = docker_ok(&["version", "--format", "{{.Server.Version}}"])?;
+    ensure!(!version.trim().is_empty(), "no server version");
+    let out = docker_ok(&["run", "--rm", &cli_image(), "echo", "hello"])?;
+    guest::mark("first docker run done");
+    ensure!(out.trim() == "hello", "container said {out:?}");
+    Ok(())
+}
+
+fn allowed_runs_docker_ps(_: &mut Suite) -> anyhow::Result<()> {
+    let out = docker_ok(&["run", "--rm", "-v", SOCK_BIND, &cli_image(), "docker", "ps"])?;
+    ensure!(out.contains("CONTAINER ID"), "docker ps printed {out:?}");
+    Ok(())
+}
+
+fn unlisted_dash_v(_: &mut Suite) -> anyhow::Result<()> {
+    let image = other_image();
+    docker_refused(
+        &["run", "--rm", "-v", SOCK_BIND, &image, "true"],
+        &socket_mount_denied(&image),
+    )
+}
+
+fn unlisted_mount(_: &mut Suite) -> anyhow::Result<()> {
+    let image = other_image();
+    docker_refused(
+        &[
+            "run",
+            "--rm",
+            "--mount",
+            "type=bind,source=/var/run/docker.sock,target=/var/run/docker.sock",
+            &image,
+            "true",
+        ],
+        &socket_mount_denied(&image),
+    )
+}
+
+fn unlisted_parent_dir(_: &mut Suite) -> anyhow::Result<()> {
+    let image = other_image();
+    for bind in ["/var/run:/host-run", "/run:/host-run"] {
+        docker_refused(
+            &["run", "--rm", "-v", bind, &image, "true"],
+            &socket_mount_denied(&image),
+        )
+        .with_context(|| format!("-v {bind}"))?;
+    }
+    Ok(())
+}
+
+/// `docker tag other allowed` must not pass: digests are compared, not names.
+fn retagged_refused(suite: &mut Suite) -> anyhow::Result<()> {
+    let allowed = cli_image();
+    docker_ok(&["tag", &other_image(), &allowed])?;
+    let result = docker_refused(
+        &["run", "--rm", "-v", SOCK_BIND, &allowed, "true"],
+        &socket_mount_denied(&allowed),
+    );
+    docker_ok(&["tag", &suite.cli_id, &allowed]).context("restoring the cli tag")?;
+    result
+}
+
+fn derived_refused(_: &mut Suite) -> anyhow::Result<()> {
+    let image = derived_image();
+    docker_refused(
+        &["run", "--rm", "-v", SOCK_BIND, &image, "true"],
+        &socket_mount_denied(&image),
+    )
+}
+
+fn derived_allowed(suite: &mut Suite) -> anyhow::Result<()> {
+    suite.reload(&[&cli_image()], true)?;
+    let result = docker_ok(&[
+        "run",
+        "--rm",
+        "-v",
+        SOCK_BIND,
+        &derived_image(),
+        "docker",
+        "ps",
+    ]);
+    suite.reload(&[&cli_image()], false)?;
+    let out = result?;
+    ensure!(out.contains("CONTAINER ID"), "docker ps printed {out:?}");
+    Ok(())
+}
+
+fn command_list_container(_: &mut Suite) -> anyhow::Result<()> {
+    let blocked = "enhanced container isolation: docker command \"";
+    for (what, script) in [
+        ("push", format!("docker push {}", cli_image())),
+        (
+            "build",
+            format!(
+                "echo FROM {} | docker build -t eci/in-container:1 -",
+                cli_image()
+            ),
+        ),
+    ] {
+        let out = docker(&[
+            "run",
+            "--rm",
+            "-v",
+            SOCK_BIND,
+            &cli_image(),
+            "sh",
+            "-c",
+            &script,
+        ])?;
+        let text = String::from_utf8_lossy(&out.stderr);
+        ensure!(!out.status.success(), "{what} from a container succeeded");
+        ensure!(
+            text.contains(blocked) && text.contains(&format!("/{what}")) && text.contains(SETTINGS),
+            "{what} from a container failed, but not with the commandList message: {}",
+            text.trim()
+        );
+    }
+    Ok(())
+}
+
+fn command_list_host(_: &mut Suite) -> anyhow::Result<()> {
+    docker_ok(&["push", &cli_image()]).context("push from the host")?;
+    let ctx = Path::new(WORK).join("host-build");
+    fs::create_dir_all(&ctx)?;
+    fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM {}\nLABEL built-by=host\n", cli_image()),
+    )?;
+    docker_ok(&[
+        "build",
+        "-q",
+        "-t",
+        "eci/host-built:1",
+        &ctx.to_string_lossy(),
+    ])
+    .context("build from the host")?;
+    Ok(())
+}
+
+/// The host side runs its checks (docker version, a build that the commandList would refuse to a
+/// container) through the channel while this waits; it writes its verdict into the share.
+fn host_channel(_: &mut Suite) -> anyhow::Result<()> {
+    let done = guest::share("host-channel.result");
+    let _ = fs::remove_file(&done);
+    println!("evm: host-channel ready");
+    guest::wait_for(
+        "the host's channel checks",
+        Duration::from_secs(300),
+        || done.exists(),
+    )?;
+    let verdict = fs::read_to_string(&done)?;
+    match verdict.trim() {
+        "ok" => Ok(()),
+        other => bail!("host side: {other}"),
+    }
+}
+
+/// Only the relay's network namespace has the network device: containers, with the host's
+/// network or their own, and everything else in the VM find nothing listening.
+fn channel_unreachable(_: &mut Suite) -> anyhow::Result<()> {
+    let relay = format!("10.0.2.15:{}", crate::guest::RELAY_PORT);
+    let loopback = format!("127.0.0.1:{}", crate::guest::RELAY_PORT);
+    for (network, target) in [
+        ("host", relay.as_str()),
+        ("host", loopback.as_str()),
+        ("default", relay.as_str()),
+    ] {
+        let out = docker(&[
+            "run",
+            "--rm",
+            "--network",
+            network,
+            &other_image(),
+            "/eci/evm",
+            "probe",
+            "tcp",
+            target,
+        ])?;
+        let word = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        // Exit 1 with an errno word: the probe ran and its connect failed (125+ is docker's own).
+        ensure!(
+            out.status.code() == Some(1) && word.starts_with('E'),
+            "a container on network {network} connecting to {target}: {word:?} ({}) {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let word = probe_here(None, &["tcp", &relay])?;
+    ensure!(
+        word.starts_with('E'),
+        "the VM's own namespace reaches the relay: {word}"
+    );
+    Ok(())
+}
+
+fn unlisted_cgroup(_: &mut Suite) -> anyhow::Result<()> {
+    for socket in [ENGINE_SOCK, PUBLIC_SOCK] {
+        let word = probe_here(Some("eci-probe"), &["unix", socket])?;
+        ensure!(
+            word == "EPERM",
+            "an unlisted cgroup connecting to {socket}: {word}"
+        );
+    }
+    // Controls: the trusted host cgroup reaches the sidecar, and still not the engine.
+    let word = probe_here(None, &["unix", PUBLIC_SOCK])?;
+    ensure!(
+        word == "ok",
+        "the trusted cgroup connecting to {PUBLIC_SOCK}: {word}"
+    );
+    let word = probe_here(None, &["unix", ENGINE_SOCK])?;
+    ensure!(
+        word == "EPERM",
+        "the trusted cgroup connecting to {ENGINE_SOCK}: {word}"
+    );
+    Ok(())
+}
+
+fn parent_dir_revoked(suite: &mut Suite) -> anyhow::Result<()> {
+    suite.reload(&["*"], false)?;
+    let holder = Holder::start(
+        "parent-dir",
+        &other_image(),
+        &["-v", "/run:/host-run"],
+        "/host-run/docker.sock",
+    )?;
+    suite.holders.push(holder);
+    let holder = suite.holders.last().context("holder")?;
+    holder.wait_for("ok").context("under \"*\"")?;
+    suite.reload(&[&cli_image()], false)?;
+    holder.wait_for("EPERM").context("after the reload")
+}
+
+fn socket_holder_revoked(suite: &mut Suite) -> anyhow::Result<()> {
+    suite.reload(&[&cli_image()], false)?;
+    let holder = Holder::start(
+        "socket",
+        &cli_image(),
+        &["-v", SOCK_BIND],
+        "/var/run/docker.sock",
+    )?;
+    suite.holders.push(holder);
+    let holder = suite.holders.last().context("holder")?;
+    holder.wait_for("ok").context("while its image is listed")?;
+    // An empty list: no image may hold the socket (the parent-dir holder stays refused too).
+    suite.reload(&[], false)?;
+    holder.wait_for("EPERM").context("after the reload")
+}
+
+const DENIALS_TOTAL: &str = "eci_kernel_denials_total";
+
+/// What the kernel refuses reaches the operator: one audit line per denial, with the process,
+/// its cgroup, the container in it and the socket's path (the inode's, not the name the caller
+/// used), and the denial counter. A process in an unlisted cgroup tries the engine socket; the
+/// revoked holders keep trying the public socket (one through the parent directory's mount).
+fn denials_audited(suite: &mut Suite) -> anyhow::Result<()> {
+    ensure!(!suite.holders.is_empty(), "no holder container was started");
+    let before = guest::metric(DENIALS_TOTAL)?;
+    let audit = Audit::now();
+    let (pid, word) = probe_with_pid(Some("eci-probe"), &["unix", ENGINE_SOCK])?;
+    ensure!(
+        word == "EPERM",
+        "an unlisted cgroup connecting to {ENGINE_SOCK}: {word}"
+    );
+    let engine = fs::metadata(ENGINE_SOCK)?;
+    let cgroup_id = fs::metadata(Path::new(CGROUP_ROOT).join("eci-probe"))?.ino();
+    let line = audit.wait_for(&format!("pid {pid}"), |d| d["pid"] == pid)?;
+    expect_fields(
+        &line,
+        &[
+            ("comm", "evm".into()),
+            ("cgroup", "/eci-probe".into()),
+            ("cgroup_id", cgroup_id.into()),
+            ("container_id", serde_json::Value::Null),
+            ("path", ENGINE_SOCK.into()),
+            ("dev", engine.dev().into()),
+            ("ino", engine.ino().into()),
+            ("hook", "inode_permission".into()),
+            ("verdict", "deny".into()),
+            ("reason", "kernel_denied".into()),
+        ],
+    )
+    .context("the unlisted cgroup's denial")?;
+
+    let public = fs::metadata(PUBLIC_SOCK)?;
+    for holder in &suite.holders {
+        let id = docker_ok(&["inspect", "--format", "{{.Id}}", &holder.name])?
+            .trim()
+            .to_owned();
+        let line = audit.wait_for(&format!("container {}", holder.name), |d| {
+            d["container_id"] == id.as_str()
+        })?;
+        let pid = line["pid"].as_u64().unwrap_or(0);
+        let cgroup = line["cgroup"].as_str().unwrap_or_default();
+        ensure!(pid > 1, "{}: pid {pid} in {line}", holder.name);
+        ensure!(
+            cgroup.ends_with(&id),
+            "{}: the cgroup {cgroup:?} is not the container's",
+            holder.name
+        );
+        expect_fields(
+            &line,
+            &[
+                ("comm", "evm".into()),
+                ("path", PUBLIC_SOCK.into()),
+                ("dev", public.dev().into()),
+                ("ino", public.ino().into()),
+                ("hook", "inode_permission".into()),
+                ("verdict", "deny".into()),
+            ],
+        )
+        .with_context(|| format!("{}'s denial", holder.name))?;
+    }
+    // Every denial counts, the ones the holders keep causing too: at least those seen here.
+    let after = guest::metric(DENIALS_TOTAL)?;
+    let seen = audit.kernel_denials()?.len() as f64;
+    ensure!(
+        after - before >= seen && seen >= 1.0 + suite.holders.len() as f64,
+        "{DENIALS_TOTAL} went from {before} to {after}, while the audit log got {seen} kernel \
+         denials"
+    );
+    Ok(())
+}
+
+/// Each `(field, value)` of an audit line, compared exactly.
+fn expect_fields(
+    line: &serde_json::Value,
+    fields: &[(&str, serde_json::Value)],
+) -> anyhow::Result<()> {
+    let wrong: Vec<String> = fields
+        .iter()
+        .filter(|(key, want)| line[*key] != *want)
+        .map(|(key, want)| format!("{key} is {} (expected {want})", line[*key]))
+        .collect();
+    ensure!(wrong.is_empty(), "{}: {line}", wrong.join(", "));
+    Ok(())
+}
+
+fn sigkill_keeps_refusals(suite: &mut Suite) -> anyhow::Result<()> {
+    ensure!(!suite.holders.is_empty(), "no holder container was started");
+    suite.kill_agent()?;
+    // Nobody serves the sidecar now: the trusted cgroup finds it closed, not forbidden.
+    let word = probe_here(None, &["unix", PUBLIC_SOCK])?;
+    ensure!(
+        word == "ECONNREFUSED",
+        "after SIGKILL the sidecar socket gives {word}"
+    );
+    for holder in &suite.holders {
+        holder.wait_for("EPERM")?;
+    }
+    let word = probe_here(Some("eci-probe"), &["unix", ENGINE_SOCK])?;
+    ensure!(
+        word == "EPERM",
+        "an unlisted cgroup reaches the engine after SIGKILL: {word}"
+    );
+    Ok(())
+}
+
+fn restart_resumes(suite: &mut Suite) -> anyhow::Result<()> {
+    let audit = Audit::now();
+    if suite.agent.is_none() {
+        suite.start_agent()?;
+    }
+    let out = docker_ok(&["run", "--rm", &cli_image(), "echo", "again"])?;
+    ensure!(out.trim() == "again", "container said {out:?}");
+    for holder in &suite.holders {
+        holder.wait_for("EPERM")?;
+    }
+    let (pid, word) = probe_with_pid(Some("eci-probe"), &["unix", ENGINE_SOCK])?;
+    ensure!(
+        word == "EPERM",
+        "an unlisted cgroup reaches the engine: {word}"
+    );
+    // The restarted agent reads the kernel's denials again (the programs and maps were adopted).
+    audit
+        .wait_for(&format!("pid {pid} after the restart"), |d| {
+            d["pid"] == pid && d["path"] == ENGINE_SOCK
+        })
+        .map(drop)
+}

@@ -1,0 +1,219 @@
+//! Booting the eci VM: the per-boot share (our static binaries, settings, logs coming back) and
+//! the QEMU process, whose serial console arrives as lines on a channel. The VM is stopped (by
+//! QEMU's pid) when the handle is dropped.
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::image::Image;
+
+/// What the guest init does after the engine is up (`eci.mode=` on the kernel command line).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// The agent in front of the engine, until stopped.
+    Serve,
+    /// The end-to-end suite, then power-off.
+    E2e,
+    /// The bench (`cargo xtask bench --section evm`): `runs` timed `docker run`s each way.
+    Bench { runs: u32 },
+}
+
+impl Mode {
+    /// The kernel command line words the guest init reads.
+    fn args(self) -> String {
+        match self {
+            Self::Serve => "eci.mode=serve".to_owned(),
+            Self::E2e => "eci.mode=e2e".to_owned(),
+            Self::Bench { runs } => format!("eci.mode=bench eci.runs={runs}"),
+        }
+    }
+}
+
+/// How QEMU emulates the CPUs. Multi-threaded TCG runs the two vCPUs on two host threads, but a
+/// vCPU may then miss another's kernel text patching (Debian's 6.12 oopsed on a stale int3 in
+/// the kernel suite). Measured on this 2-core machine for the eci VM (6.1), boot to ready was
+/// 21–27 s either way and a `docker run` 2–6 s either way, so single-threaded is the default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Accel {
+    TcgMulti,
+    TcgSingle,
+    Kvm,
+}
+
+impl Accel {
+    fn arg(self) -> &'static str {
+        match self {
+            Self::TcgMulti => "tcg,thread=multi",
+            Self::TcgSingle => "tcg,thread=single",
+            Self::Kvm => "kvm",
+        }
+    }
+}
+
+/// The directory shared with the guest as `/mnt/eci`: removed when dropped.
+pub struct Share {
+    pub dir: PathBuf,
+}
+
+impl Share {
+    /// A fresh share holding the guest binaries (`evm`, `eci-agent`) and `settings`.
+    pub fn new(root: &Path, bins: &Path, settings: &Path) -> anyhow::Result<Self> {
+        let dir = super::image::dir(root).join(format!("share-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(dir.join("bin"))?;
+        fs::create_dir_all(dir.join("out"))?;
+        let share = Self { dir };
+        for bin in ["evm", "eci-agent"] {
+            // Copies, not links: a concurrent cargo build must not change them under the guest.
+            fs::copy(bins.join(bin), share.dir.join("bin").join(bin))
+                .with_context(|| format!("copying {} into the share", bins.join(bin).display()))?;
+        }
+        fs::copy(settings, share.dir.join("settings.json"))
+            .with_context(|| format!("copying {}", settings.display()))?;
+        Ok(share)
+    }
+
+    pub fn out(&self) -> PathBuf {
+        self.dir.join("out")
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A running VM.
+pub struct Vm {
+    child: Child,
+    pub lines: mpsc::Receiver<String>,
+    pub started: Instant,
+    /// The host's end of the channel: 127.0.0.1:PORT, forwarded by QEMU to the guest's relay.
+    pub channel_port: u16,
+}
+
+impl Vm {
+    pub fn start(image: &Image, share: &Share, mode: Mode, accel: Accel) -> anyhow::Result<Self> {
+        let channel_port = free_port()?;
+        let started = Instant::now();
+        let mut child = Command::new("qemu-system-x86_64")
+            .arg("-accel")
+            .arg(accel.arg())
+            .args([
+                "-m",
+                "3072",
+                "-smp",
+                "2",
+                "-nographic",
+                "-no-reboot",
+                "-nodefaults",
+            ])
+            .args(["-serial", "stdio", "-bios", "/usr/share/qemu/qboot.rom"])
+            .arg("-kernel")
+            .arg(&image.vmlinux)
+            .arg("-initrd")
+            .arg(&image.stage1)
+            .arg("-append")
+            .arg(format!(
+                "console=ttyS0 quiet loglevel=4 panic=-1 softlockup_panic=1 \
+                 lsm=lockdown,capability,landlock,yama,bpf {}",
+                mode.args()
+            ))
+            .arg("-drive")
+            .arg(format!(
+                "file={},if=virtio,format=raw,snapshot=on",
+                image.disk.display()
+            ))
+            .args(["-device", "virtio-rng-pci"])
+            .arg("-virtfs")
+            .arg(format!(
+                "local,path={},mount_tag=eci,security_model=none,id=eci",
+                share.dir.display()
+            ))
+            .arg("-netdev")
+            .arg(format!(
+                "user,id=n0,restrict=on,hostfwd=tcp:127.0.0.1:{channel_port}-:2375"
+            ))
+            .args(["-device", "virtio-net-pci,netdev=n0,romfile="])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting qemu-system-x86_64")?;
+        let stdout = child.stdout.take().context("qemu stdout")?;
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                let line = String::from_utf8_lossy(&line)
+                    .trim_end_matches('\r')
+                    .to_owned();
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            child,
+            lines,
+            started,
+            channel_port,
+        })
+    }
+
+    /// Seconds since QEMU started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Waits for the next line until `deadline`; None when QEMU has exited.
+    pub fn next_line(&self, deadline: Instant) -> anyhow::Result<Option<String>> {
+        match self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            Ok(line) => Ok(Some(line)),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Ok(None),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                bail!("timed out after {:.0} s", self.elapsed())
+            }
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // Our own QEMU, by pid; the disk is a snapshot, so nothing is lost.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A port free on the host's loopback now (QEMU binds it a moment later).
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("finding a free port")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// Whether a serial line says the guest kernel died.
+pub fn is_panic(line: &str) -> bool {
+    line.contains("Kernel panic") || line.contains("KVM internal error")
+}
+
+pub fn wait_secs(d: Duration) -> Instant {
+    Instant::now() + d
+}
