@@ -368,7 +368,7 @@ fn denials_audited(suite: &mut Suite) -> anyhow::Result<()> {
             ("path", ENGINE_SOCK.into()),
             ("dev", engine.dev().into()),
             ("ino", engine.ino().into()),
-            ("hook", "inode_permission".into()),
+            ("hook", "unix_stream_connect".into()),
             ("verdict", "deny".into()),
             ("reason", "kernel_denied".into()),
         ],
@@ -398,7 +398,7 @@ fn denials_audited(suite: &mut Suite) -> anyhow::Result<()> {
                 ("path", PUBLIC_SOCK.into()),
                 ("dev", public.dev().into()),
                 ("ino", public.ino().into()),
-                ("hook", "inode_permission".into()),
+                ("hook", "unix_stream_connect".into()),
                 ("verdict", "deny".into()),
             ],
         )
