@@ -35,7 +35,7 @@ pub struct Options {
     /// Short rounds: every section together stays under 5 minutes (builds aside).
     #[arg(long)]
     pub quick: bool,
-    /// Only these sections (repeatable): kernel, sidecar, image-policy.
+    /// Only these sections (repeatable; the possible values list them all).
     #[arg(long, value_parser = section_names())]
     pub section: Vec<String>,
     /// Kernel section: only kernels whose series label (e.g. 6.1) matches.
