@@ -348,8 +348,12 @@ const DENIALS_TOTAL: &str = "eci_kernel_denials_total";
 /// revoked holders keep trying the public socket (one through the parent directory's mount).
 fn denials_audited(suite: &mut Suite) -> anyhow::Result<()> {
     ensure!(!suite.holders.is_empty(), "no holder container was started");
-    let before = guest::metric(DENIALS_TOTAL)?;
+    // The holders keep being denied while this runs. The agent counts each denial, then writes
+    // its line, one event at a time; so with the audit mark taken before the first scrape and
+    // the lines read before the second, the only line the counter can miss is the one event in
+    // flight when the mark was taken.
     let audit = Audit::now();
+    let before = guest::metric(DENIALS_TOTAL)?;
     let (pid, word) = probe_with_pid(Some("eci-probe"), &["unix", ENGINE_SOCK])?;
     ensure!(
         word == "EPERM",
@@ -405,10 +409,10 @@ fn denials_audited(suite: &mut Suite) -> anyhow::Result<()> {
         .with_context(|| format!("{}'s denial", holder.name))?;
     }
     // Every denial counts, the ones the holders keep causing too: at least those seen here.
-    let after = guest::metric(DENIALS_TOTAL)?;
     let seen = audit.kernel_denials()?.len() as f64;
+    let after = guest::metric(DENIALS_TOTAL)?;
     ensure!(
-        after - before >= seen && seen >= 1.0 + suite.holders.len() as f64,
+        after - before + 1.0 >= seen && seen >= 1.0 + suite.holders.len() as f64,
         "{DENIALS_TOTAL} went from {before} to {after}, while the audit log got {seen} kernel \
          denials"
     );

@@ -393,8 +393,10 @@ pub struct Audit {
 
 impl Audit {
     pub fn now() -> Self {
+        // After the last whole line: a line being written now belongs to what comes after.
+        let text = Self::text();
         Self {
-            offset: Self::text().len(),
+            offset: text.rfind('\n').map_or(0, |end| end + 1),
         }
     }
 
