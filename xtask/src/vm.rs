@@ -101,6 +101,25 @@ pub fn initramfs(root: &Path, bins: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// QEMU's serial console (its stdout), line by line, read on a thread of its own. Bytes that
+/// are not UTF-8 (firmware escape sequences, a panicking kernel) are kept lossily rather than
+/// ending the stream.
+pub fn serial_lines(child: &mut Child) -> anyhow::Result<mpsc::Receiver<String>> {
+    let stdout = child.stdout.take().context("qemu stdout")?;
+    let (tx, lines) = mpsc::channel();
+    thread::spawn(move || {
+        for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+            let line = String::from_utf8_lossy(&line)
+                .trim_end_matches('\r')
+                .to_owned();
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok(lines)
+}
+
 /// Multi-threaded TCG does not make a vCPU see another vCPU's code patching in time: Debian's
 /// 6.12 kernel then trips over a stale `int3` from `text_poke_bp` while booting ("Oops: int3",
 /// seen in CI). Single-threaded TCG still gives the guest two CPUs, run round-robin, so
@@ -151,15 +170,7 @@ impl Guest {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting qemu-system-x86_64")?;
-        let stdout = child.stdout.take().context("qemu stdout")?;
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line.trim_end_matches('\r').to_owned()).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = serial_lines(&mut child)?;
         Ok(Self { child, lines })
     }
 

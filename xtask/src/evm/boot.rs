@@ -4,12 +4,10 @@
 
 use std::{
     fs,
-    io::{BufRead as _, BufReader},
     net::TcpListener,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     sync::mpsc,
-    thread,
     time::{Duration, Instant},
 };
 
@@ -151,18 +149,7 @@ impl Vm {
             .stderr(Stdio::inherit())
             .spawn()
             .context("starting qemu-system-x86_64")?;
-        let stdout = child.stdout.take().context("qemu stdout")?;
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
-                let line = String::from_utf8_lossy(&line)
-                    .trim_end_matches('\r')
-                    .to_owned();
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = crate::vm::serial_lines(&mut child)?;
         Ok(Self {
             child,
             lines,
