@@ -45,8 +45,10 @@ pub fn tag_if_protected(dir: *mut inode, dentry: *const c_void, target: *mut ino
     // SAFETY (for every read of `names` below): non-null storage returned by the helper, valid
     // for this program run; only scalars are read through it, never the whole value (which is
     // larger than the BPF stack).
-    let any_of_that_length = (0..MAX_NAMES_PER_DIR)
-        .any(|i| unsafe { (*names).names[i].class != 0 && (*names).names[i].len == len });
+    let any_of_that_length = (0..MAX_NAMES_PER_DIR).any(|i| {
+        // SAFETY: as above: scalars read through the helper's non-null storage.
+        unsafe { (*names).names[i].class != 0 && (*names).names[i].len == len }
+    });
     if !any_of_that_length {
         return Named::Unprotected;
     }

@@ -26,10 +26,10 @@ pub fn allowed(class: u32) -> bool {
         }
         let own = *own_level.get_or_insert(level);
         // SAFETY: the reference is only read before the next map operation.
-        if let Some(verdict) = unsafe { VERDICTS.get(&id) } {
-            if let Some(decision) = verdict.decide(class, own - level) {
-                return decision;
-            }
+        if let Some(verdict) = unsafe { VERDICTS.get(id) }
+            && let Some(decision) = verdict.decide(class, own - level)
+        {
+            return decision;
         }
     }
     false
@@ -54,5 +54,5 @@ pub fn report(hook: Hook, tag: &Protected, mask: u32) {
         reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),
     };
-    let _ = EVENTS.output(&event, 0);
+    let _ = EVENTS.output(event, 0);
 }

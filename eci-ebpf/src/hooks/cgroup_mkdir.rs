@@ -35,13 +35,13 @@ pub fn cgroup_mkdir(ctx: BtfTracePointContext) -> i32 {
         return 0;
     };
     // SAFETY: the reference is only tested, before the next map operation.
-    let by_parent = unsafe { ADMISSION.get(&new.parent_id) }.is_some();
+    let by_parent = unsafe { ADMISSION.get(new.parent_id) }.is_some();
     if !by_parent && !scope_name(new.name) {
         return 0;
     }
     // NOEXIST: never overwrite a verdict the agent wrote (ids are not reused, so there should be
     // none, but the agent's word wins).
-    let _ = VERDICTS.insert(&new.id, &CgroupVerdict::DENY, BPF_NOEXIST.into());
+    let _ = VERDICTS.insert(new.id, CgroupVerdict::DENY, BPF_NOEXIST.into());
     0
 }
 
