@@ -11,10 +11,8 @@ use std::{
 use eci_common::{DenyEvent, Hook};
 
 use crate::{
-    kernel::{
-        cgroup::{CgroupId, CgroupTree},
-        events,
-    },
+    ids::CgroupId,
+    kernel::{cgroup::CgroupTree, events},
     sidecar::{
         audit::{AuditLog, KernelDenial},
         peer::container_in_path,

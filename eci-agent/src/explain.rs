@@ -12,6 +12,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use crate::{
     cli::ExplainArgs,
     gate::{self, GatePass, GateRefusal, SocketMountGate},
+    ids::ContainerId,
     policy::{
         image::AllowedBy,
         mount::{ReachKind, SocketGate},
@@ -20,7 +21,7 @@ use crate::{
     sidecar::{
         admit::{self, Admission, Refusal},
         path::{self, EnginePath},
-        peer::{CallerKind, ContainerId},
+        peer::CallerKind,
     },
 };
 

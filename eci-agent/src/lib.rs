@@ -10,6 +10,7 @@ pub mod denials;
 pub mod engine;
 pub mod explain;
 pub mod gate;
+pub mod ids;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;

@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use eci_agent::sidecar::{Caller, CallerKind, IdentifyCaller, peer::ContainerId};
+use eci_agent::{
+    ids::ContainerId,
+    sidecar::{Caller, CallerKind, IdentifyCaller},
+};
 use eci_tests::{
     dockerd::{self, Dockerd},
     sidecar::{self, Sidecar},

@@ -9,7 +9,7 @@ use std::{
 
 use tokio::sync::watch;
 
-use crate::sidecar::peer::ContainerId;
+use crate::ids::ContainerId;
 
 /// Why a container is allowed, for logs and `status`.
 #[derive(Clone, Debug, PartialEq, Eq)]

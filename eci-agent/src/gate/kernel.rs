@@ -20,11 +20,11 @@ use anyhow::Context as _;
 use eci_common::{CLASS_PUBLIC, CgroupVerdict};
 
 use crate::{
+    ids::{CgroupId, ContainerId},
     kernel::{
         KernelMaps,
-        cgroup::{CgroupId, CgroupTree, cgroup_of_pid},
+        cgroup::{CgroupTree, cgroup_of_pid},
     },
-    sidecar::peer::ContainerId,
 };
 
 /// The engine's default parent for container cgroups under the cgroupfs driver.

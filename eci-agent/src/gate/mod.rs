@@ -23,6 +23,7 @@ use crate::{
         api::segment,
         decode::{self, ContainerState, EngineInfo},
     },
+    ids::ContainerId,
     policy::{
         image::{AllowedBy, AllowedDigests, ImageFacts},
         image_ref::AnyReference,
@@ -30,7 +31,6 @@ use crate::{
         mount::{self, MountSpec, MountVerdict, Reach, SocketGate},
     },
     settings::Settings,
-    sidecar::peer::ContainerId,
 };
 
 pub use containers::{AllowedContainer, ContainerTable};

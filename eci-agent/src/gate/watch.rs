@@ -9,7 +9,7 @@ use http_body_util::BodyExt as _;
 use tokio::sync::watch;
 
 use super::{SocketMountGate, apply};
-use crate::{engine::decode, sidecar::peer::ContainerId};
+use crate::{engine::decode, ids::ContainerId};
 
 /// `filters={"type":["container"]}`, URL-encoded.
 const EVENTS: &str = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D";

@@ -17,10 +17,8 @@ use std::{
 
 use eci_common::{CgroupVerdict, MAX_CGROUP_DEPTH, is_container_scope};
 
-use super::{
-    cgroup::{CgroupId, CgroupTree},
-    maps::KernelMaps,
-};
+use super::{cgroup::CgroupTree, maps::KernelMaps};
+use crate::ids::CgroupId;
 
 /// Gives every existing container cgroup without a verdict an explicit deny, as `cgroup_mkdir`
 /// would have; returns the ids it denied.

@@ -2,22 +2,14 @@
 //! number of its directory in the cgroup2 mount; user space names it by its path there.
 
 use std::{
-    fmt, fs, io,
+    fs, io,
     os::unix::fs::MetadataExt as _,
     path::{Component, Path, PathBuf},
 };
 
 use anyhow::{Context as _, bail};
 
-/// A cgroup v2 id (what `bpf_get_current_cgroup_id()` returns).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CgroupId(pub u64);
-
-impl fmt::Display for CgroupId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(f)
-    }
-}
+use crate::ids::CgroupId;
 
 /// The cgroup2 hierarchy mounted at `root`.
 #[derive(Clone, Debug)]

@@ -28,7 +28,8 @@ use eci_common::{
     ProtectedName,
 };
 
-use super::{cgroup::CgroupId, loader::PinLayout};
+use super::loader::PinLayout;
+use crate::ids::CgroupId;
 
 pub struct KernelMaps {
     protected: InodeStorage<MapData, Protected>,

@@ -140,8 +140,8 @@ pub fn admit<G: CommandGate + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ContainerId;
     use crate::policy::command::{ListMode, parse_rule};
-    use crate::sidecar::peer::ContainerId;
 
     struct Gate(bool, CommandPolicy);
 

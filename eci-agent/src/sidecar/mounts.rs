@@ -97,7 +97,7 @@ async fn start(gate: &SocketMountGate, name: &str, req: Request<ProxyBody>) -> G
                 log_pass("start", pass);
                 gate::apply(gate, &judgement);
                 if pass.reaches_socket()
-                    && let Some(id) = crate::sidecar::peer::ContainerId::parse(&judgement.state.id)
+                    && let Some(id) = crate::ids::ContainerId::parse(&judgement.state.id)
                     && let Err(refusal) = gate
                         .prepare_kernel(&id, &judgement.state.cgroup_parent)
                         .await

@@ -5,10 +5,9 @@
 //! Identity comes from the kernel, never from anything the client sends. The decision sits
 //! behind [`IdentifyCaller`] so the pipeline can be exercised without root or real containers.
 
-use std::{
-    fmt,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
+
+use crate::ids::ContainerId;
 
 /// A connection's caller, as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,27 +27,6 @@ pub enum CallerKind {
     Container(ContainerId),
     /// Neither: refused outright (the kernel should already have stopped it).
     Unknown,
-}
-
-/// A full 64-hex container id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ContainerId(String);
-
-impl ContainerId {
-    pub fn parse(s: &str) -> Option<Self> {
-        (s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
-            .then(|| Self(s.to_owned()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for ContainerId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
 }
 
 /// Says who the process behind a connection is.

@@ -13,7 +13,10 @@ use std::{
 };
 
 use aya::maps::{Map, MapData, RingBuf};
-use eci_agent::kernel::{KernelMaps, PinLayout, btf, cgroup::CgroupId, events};
+use eci_agent::{
+    ids::CgroupId,
+    kernel::{KernelMaps, PinLayout, btf, events},
+};
 use eci_common::{CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, DenyEvent, Hook, MAP_EVENTS};
 
 use crate::{
@@ -134,8 +137,7 @@ fn run(r: &mut Report) {
     // start; here the suite writes them through the same map API.
     let mut maps = KernelMaps::open_pinned(&pins).expect("open pinned maps");
     let set = |maps: &mut KernelMaps, cg: &Cgroup, v: CgroupVerdict| {
-        maps.set_verdict(eci_agent::kernel::cgroup::CgroupId(cg.id()), v)
-            .expect("set verdict");
+        maps.set_verdict(CgroupId(cg.id()), v).expect("set verdict");
     };
     set(
         &mut maps,

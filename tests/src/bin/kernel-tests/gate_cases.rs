@@ -9,8 +9,8 @@ use std::{
 
 use eci_agent::{
     gate::{KernelSync, kernel::cgroupfs_path},
+    ids::ContainerId,
     kernel::{KernelMaps, PinLayout, cgroup::CgroupTree},
-    sidecar::peer::ContainerId,
 };
 
 use crate::{
