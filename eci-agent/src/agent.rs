@@ -244,7 +244,9 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         cgroup_root: args.cgroup_root.clone(),
         engine: args.engine.clone(),
         trust: args.trust_cgroups.clone(),
-        container_parents: vec![PathBuf::from(crate::gate::kernel::DEFAULT_CGROUPFS_PARENT)],
+        container_parents: vec![PathBuf::from(
+            crate::gate::placement::DEFAULT_CGROUPFS_PARENT,
+        )],
     };
     let mut enforcer = match enforce(&kernel) {
         Ok(enforcer) => Some(enforcer),
@@ -351,22 +353,37 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         protected_socket(&args.listen)?,
         protected_socket(&args.engine)?,
     ]);
+    let tree = CgroupTree::open(&args.cgroup_root)?;
     let kernel_sync = match &maps {
-        Some(maps) => Some(KernelSync::new(
-            maps.clone(),
-            CgroupTree::open(&args.cgroup_root)?,
-        )),
+        Some(maps) => Some(
+            KernelSync::new(maps.clone(), tree.clone()).never_on(
+                args.trust_cgroups
+                    .iter()
+                    .filter_map(|rel| tree.id(rel).ok()),
+            ),
+        ),
         None => None,
     };
-    let gate = Arc::new(SocketMountGate::new(
-        EngineApi::new(&args.engine),
-        sockets,
-        policy_rx.clone(),
-        digests.subscribe(),
-        kernel_sync,
-    ));
-    let table = gate.containers.clone();
-    metrics.count_allowed_containers(move || table.snapshot().len());
+    // The agent's own cgroup, wherever the kernel set-up left it: no container goes inside it.
+    let agent_cgroup = crate::kernel::cgroup::cgroup_of_pid(std::process::id())
+        .ok()
+        .map(|p| p.strip_prefix("/").map(Path::to_path_buf).unwrap_or(p));
+    let gate = Arc::new(
+        SocketMountGate::new(
+            EngineApi::new(&args.engine),
+            sockets,
+            policy_rx.clone(),
+            digests.subscribe(),
+            kernel_sync,
+        )
+        .with_cgroups(crate::gate::Cgroups {
+            tree,
+            agent: agent_cgroup,
+            trusted: args.trust_cgroups.clone(),
+        }),
+    );
+    let table = gate.table.clone();
+    metrics.count_allowed_containers(move || table.allowed_count());
     tokio::spawn(crate::gate::watch::run(
         gate.clone(),
         policy_rx.clone(),

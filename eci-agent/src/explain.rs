@@ -12,7 +12,7 @@ use std::{path::PathBuf, process::ExitCode, sync::Arc};
 use crate::{
     cli::ExplainArgs,
     gate::{self, GatePass, GateRefusal, SocketMountGate},
-    ids::ContainerId,
+    ids::{CallerKind, ContainerId},
     policy::{
         image::AllowedBy,
         mount::{ReachKind, SocketGate},
@@ -21,7 +21,6 @@ use crate::{
     sidecar::{
         admit::{self, Admission, Refusal},
         path::{self, EnginePath},
-        peer::CallerKind,
     },
 };
 
@@ -260,13 +259,13 @@ async fn explain_image(gate: &SocketMountGate, image: &str) -> Explanation {
 /// `--container ID`: the gate's judgement of an existing container, as at `start` and after a
 /// reload.
 async fn explain_container(gate: &SocketMountGate, name: &str) -> Explanation {
-    match gate.check_start(name).await {
+    match gate.judge(name).await {
         Ok(None) => Explanation::new(None).fact("container", format!("{name}: no such container")),
         Ok(Some(j)) => {
             let e = Explanation::new(Some(j.outcome.is_ok()))
-                .fact("container", j.state.id.clone())
-                .fact("image", j.image.clone())
-                .fact("running", j.state.running.to_string());
+                .fact("container", j.container.id.clone())
+                .fact("image", j.container.config_image.clone())
+                .fact("running", j.container.running.to_string());
             match &j.outcome {
                 Ok(pass) => {
                     let mut e = e
@@ -304,6 +303,9 @@ fn refused(e: Explanation, refusal: &GateRefusal) -> Explanation {
             .fact("rule", "no imageList entry allows its digests")
             .fact("reason", reason.as_str())
             .fact("message", message.clone()),
+        GateRefusal::Refused { message, reason } => {
+            e.fact("reason", *reason).fact("message", message.clone())
+        }
         GateRefusal::Unverifiable { message } => e
             .fact("reason", "mount_unverifiable")
             .fact("message", message.clone()),

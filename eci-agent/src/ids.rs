@@ -33,3 +33,14 @@ impl fmt::Display for CgroupId {
         self.0.fmt(f)
     }
 }
+
+/// Who is behind a connection, as the sidecar and the gate act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerKind {
+    /// A process in a trusted host cgroup: nothing is filtered.
+    TrustedHost,
+    /// A process inside a container: the commandList applies.
+    Container(ContainerId),
+    /// Neither: refused outright (the kernel should already have stopped it).
+    Unknown,
+}

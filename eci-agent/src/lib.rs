@@ -15,6 +15,7 @@ pub mod kernel;
 pub mod logging;
 pub mod metrics;
 pub mod policy;
+pub mod process;
 pub mod registry;
 pub mod reload;
 pub mod settings;

@@ -10,6 +10,10 @@ use std::{
 };
 
 use eci_agent::{
+    engine::EngineApi,
+    gate::{Cgroups, SocketMountGate, host::protected_socket},
+    kernel::cgroup::CgroupTree,
+    policy::{image::AllowedDigests, mount::SocketGate},
     settings::Settings,
     sidecar::{self, AuditLog, SidecarConfig, TrustedCgroups},
 };
@@ -58,7 +62,9 @@ impl Sidecar {
         Self::start_with(engine, policy, |_| {})
     }
 
-    /// Like [`Sidecar::start`], letting the test adjust the configuration first.
+    /// Like [`Sidecar::start`], letting the test adjust the configuration first. The sidecar
+    /// has the agent's gate (image ["*"]-style policies allow every image; the container table
+    /// learns containers from the engine as they call), without the kernel.
     pub fn start_with(
         engine: &Dockerd,
         policy: Settings,
@@ -71,10 +77,27 @@ impl Sidecar {
         let socket = dir.join("docker.sock");
         let audit = dir.join("audit.jsonl");
         let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
+        let (_, digests) = watch::channel(Arc::new(AllowedDigests::default()));
+        let gate = SocketMountGate::new(
+            EngineApi::new(engine),
+            SocketGate::new(vec![
+                protected_socket(&socket).unwrap(),
+                protected_socket(engine).unwrap(),
+            ]),
+            policy_rx.clone(),
+            digests,
+            None,
+        )
+        .with_cgroups(Cgroups {
+            tree: CgroupTree::open(Path::new(crate::agent::cgroup2_root())).unwrap(),
+            agent: None,
+            trusted: vec![PathBuf::from("/")],
+        });
         let mut config = SidecarConfig::new(engine, TrustedCgroups::new([PathBuf::from("/")]));
+        config.mounts = Some(Arc::new(gate));
         config.audit = Some(AuditLog::open(&audit, true).unwrap());
         adjust(&mut config);
-        let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread()

@@ -11,8 +11,10 @@ use std::{
 };
 
 use eci_agent::{
+    gate::{ContainerRecord, Standing},
     ids::ContainerId,
-    sidecar::{Caller, CallerKind, IdentifyCaller},
+    process::Peer,
+    sidecar::{Caller, CallerKind, ContainerAt, IdentifyCaller},
 };
 use eci_tests::{
     dockerd::{self, Dockerd},
@@ -28,20 +30,37 @@ fn engine() -> &'static Dockerd {
 struct AsContainer;
 
 impl IdentifyCaller for AsContainer {
-    fn identify(&self, pid: Option<i32>) -> Caller {
-        let id = ContainerId::parse(&"c0".repeat(32)).unwrap();
+    fn identify(&self, peer: &Peer, _: Option<&dyn ContainerAt>) -> Caller {
         Caller {
-            pid,
+            pid: peer.pid(),
             cgroup: Some("/docker/test".into()),
-            kind: CallerKind::Container(id),
+            kind: CallerKind::Container(fake_id()),
+            candidate: None,
         }
     }
+}
+
+fn fake_id() -> ContainerId {
+    ContainerId::parse(&"c0".repeat(32)).unwrap()
 }
 
 fn container_sidecar(kind: &str, commands: &[&str]) -> Sidecar {
     Sidecar::start_with(engine(), sidecar::command_list(kind, commands), |config| {
         config.identity = Arc::new(AsContainer);
         config.head_timeout = Duration::from_secs(2);
+        // The fake container is allowed, as if the gate had judged it.
+        if let Some(gate) = &config.mounts {
+            gate.table.record(ContainerRecord {
+                id: fake_id(),
+                image: "test".into(),
+                image_id: String::new(),
+                init_pid: 0,
+                driver: "cgroupfs".into(),
+                cgroup_parent: String::new(),
+                cgroup: None,
+                standing: Standing::Allowed { rule: "*".into() },
+            });
+        }
     })
 }
 

@@ -1,24 +1,27 @@
 //! Container verdicts in the kernel: an allowed container's cgroup gets the allow verdict for
 //! the public socket, every other container's cgroup an explicit deny.
 //!
+//! Verdicts go only where they belong: to the cgroup the gate recorded for the container (the
+//! one the engine's answers place it in, verified to exist), never to the agent's own cgroup,
+//! a trusted one or the root — whatever a container did to its processes' cgroups.
+//!
 //! Admission: a container's first process must never run allowed by accident, nor denied when
-//! it is allowed. The container parents carry an explicit deny (see `agent::enforce`), so a
+//! it is allowed. Container cgroups start denied (the kernel's `cgroup_mkdir` program), so a
 //! container the agent has not judged yet is denied. For an allowed container started through
 //! the sidecar under the cgroupfs driver, the agent creates the container's cgroup itself and
 //! writes the allow verdict *before* forwarding `start`; runc then joins the existing cgroup, so
-//! the first process already runs allowed. Containers the engine starts on its own (restart
-//! policies) or under the systemd driver are judged from the engine's `start` event: denied
-//! until then (fail closed), allowed a moment later.
+//! the first process already runs allowed.
 
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{Arc, Mutex},
 };
 
 use anyhow::Context as _;
 use eci_common::{CLASS_PUBLIC, CgroupVerdict};
 
+use super::placement;
 use crate::{
     ids::{CgroupId, ContainerId},
     kernel::{
@@ -26,9 +29,6 @@ use crate::{
         cgroup::{CgroupTree, cgroup_of_pid},
     },
 };
-
-/// The engine's default parent for container cgroups under the cgroupfs driver.
-pub const DEFAULT_CGROUPFS_PARENT: &str = "docker";
 
 pub const ALLOW: CgroupVerdict = CgroupVerdict {
     classes: CLASS_PUBLIC,
@@ -38,6 +38,9 @@ pub const ALLOW: CgroupVerdict = CgroupVerdict {
 pub struct KernelSync {
     maps: Arc<Mutex<KernelMaps>>,
     tree: CgroupTree,
+    /// Cgroups that never get a container verdict: the trusted ones (the agent's own and the
+    /// root are checked at each write).
+    never: Vec<CgroupId>,
     /// Container → the cgroup whose verdict the agent wrote, so it can be removed when the
     /// container goes.
     written: Mutex<HashMap<ContainerId, CgroupId>>,
@@ -48,47 +51,65 @@ impl KernelSync {
         Self {
             maps,
             tree,
+            never: Vec::new(),
             written: Mutex::default(),
         }
     }
 
+    /// Cgroups that must never carry a container's verdict (the trusted host cgroups).
+    #[must_use]
+    pub fn never_on(mut self, cgroups: impl IntoIterator<Item = CgroupId>) -> Self {
+        self.never.extend(cgroups);
+        self
+    }
+
     /// Before `start` of an allowed container: under the cgroupfs driver, creates its cgroup and
-    /// allows it. Other drivers are left to [`Self::judge_running`].
+    /// allows it, and returns it. Other drivers are left to [`Self::set`] once it runs.
     pub fn prepare_allowed(
         &self,
         id: &ContainerId,
         driver: &str,
         cgroup_parent: &str,
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Option<CgroupId>> {
         if driver != "cgroupfs" {
-            return Ok(());
+            return Ok(None);
         }
-        let rel = cgroupfs_path(id, cgroup_parent);
+        let rel = placement::container_cgroup(driver, cgroup_parent, id)?;
         let cgroup = self.tree.create(&rel)?;
-        self.write(id, cgroup, ALLOW)
+        self.set(id, cgroup, true)?;
+        Ok(Some(cgroup))
     }
 
-    /// A running container (its init process is `pid`): allow or deny the cgroup it runs in.
-    pub fn judge_running(&self, id: &ContainerId, pid: u32, allowed: bool) -> anyhow::Result<()> {
-        let rel = cgroup_of_pid(pid).with_context(|| format!("cgroup of container {id}"))?;
-        self.judge_cgroup(id, &rel, allowed)
-    }
-
-    /// Allows or denies the container's cgroup at `rel` (relative to the cgroup2 mount).
-    pub fn judge_cgroup(&self, id: &ContainerId, rel: &Path, allowed: bool) -> anyhow::Result<()> {
-        let cgroup = self.tree.id(rel)?;
-        self.write(
-            id,
-            cgroup,
-            if allowed { ALLOW } else { CgroupVerdict::DENY },
-        )
+    /// Allows or denies container `id`'s recorded `cgroup`.
+    pub fn set(&self, id: &ContainerId, cgroup: CgroupId, allowed: bool) -> anyhow::Result<()> {
+        self.check_target(cgroup)?;
+        let verdict = if allowed { ALLOW } else { CgroupVerdict::DENY };
+        self.maps
+            .lock()
+            .map_err(|_| anyhow::anyhow!("kernel maps lock poisoned"))?
+            .set_verdict(cgroup, verdict)?;
+        let previous = self
+            .written
+            .lock()
+            .ok()
+            .and_then(|mut w| w.insert(id.clone(), cgroup));
+        // A restarted container has a new cgroup: the old one's entry goes.
+        if let Some(old) = previous
+            && old != cgroup
+        {
+            self.remove(id, old);
+        }
+        Ok(())
     }
 
     /// The container is gone: its verdict entry goes too (cgroup ids are never reused).
     pub fn forget(&self, id: &ContainerId) {
-        let Some(cgroup) = self.written.lock().ok().and_then(|mut w| w.remove(id)) else {
-            return;
-        };
+        if let Some(cgroup) = self.written.lock().ok().and_then(|mut w| w.remove(id)) {
+            self.remove(id, cgroup);
+        }
+    }
+
+    fn remove(&self, id: &ContainerId, cgroup: CgroupId) {
         if let Ok(mut maps) = self.maps.lock()
             && let Err(err) = maps.remove_verdict(cgroup)
         {
@@ -96,48 +117,35 @@ impl KernelSync {
         }
     }
 
-    fn write(
-        &self,
-        id: &ContainerId,
-        cgroup: CgroupId,
-        verdict: CgroupVerdict,
-    ) -> anyhow::Result<()> {
-        self.maps
-            .lock()
-            .map_err(|_| anyhow::anyhow!("kernel maps lock poisoned"))?
-            .set_verdict(cgroup, verdict)?;
-        if let Ok(mut w) = self.written.lock() {
-            w.insert(id.clone(), cgroup);
+    /// A container verdict never lands on the agent's own cgroup (nor an ancestor of it), a
+    /// trusted cgroup or the root.
+    fn check_target(&self, cgroup: CgroupId) -> anyhow::Result<()> {
+        if self.never.contains(&cgroup) {
+            anyhow::bail!(
+                "cgroup {cgroup} is a trusted host cgroup; no container verdict goes there"
+            );
+        }
+        let root = self.tree.id(Path::new("/"))?;
+        let own = cgroup_of_pid(std::process::id()).context("the agent's own cgroup")?;
+        let mut dir = own.as_path();
+        loop {
+            let id = self.tree.id(dir)?;
+            if id == cgroup {
+                anyhow::bail!(
+                    "cgroup {cgroup} holds the agent itself; no container verdict goes there"
+                );
+            }
+            if id == root {
+                break;
+            }
+            match dir.parent() {
+                Some(up) => dir = up,
+                None => break,
+            }
+        }
+        if cgroup == root {
+            anyhow::bail!("the cgroup2 root gets no container verdict");
         }
         Ok(())
-    }
-}
-
-/// Where runc puts a container under the cgroupfs driver with cgroup v2: `<parent>/<id>`.
-pub fn cgroupfs_path(id: &ContainerId, cgroup_parent: &str) -> PathBuf {
-    let parent = cgroup_parent.trim_matches('/');
-    let parent = if parent.is_empty() {
-        DEFAULT_CGROUPFS_PARENT
-    } else {
-        parent
-    };
-    Path::new(parent).join(id.as_str())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cgroupfs_paths() {
-        let id = ContainerId::parse(&"a".repeat(64)).unwrap();
-        assert_eq!(
-            cgroupfs_path(&id, ""),
-            Path::new("docker").join("a".repeat(64))
-        );
-        assert_eq!(
-            cgroupfs_path(&id, "/ci/"),
-            Path::new("ci").join("a".repeat(64))
-        );
     }
 }

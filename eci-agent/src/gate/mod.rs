@@ -2,18 +2,27 @@
 //! [`crate::policy::image`] applied to what the engine and the host say, at `create`, at
 //! `start`, and to every running container whenever the policy or the allowed digests change.
 //!
+//! The gate owns each event end to end — `create`, `start`/`restart`, an engine event, a
+//! reload: judge → [`table`] → [`kernel`] → outcome — so the sidecar only asks and forwards.
+//!
 //! - [`host`]: resolving mount sources on the host.
-//! - [`containers`]: the containers allowed now (the sidecar serves only them).
-//! - [`kernel`]: their verdicts in the kernel.
+//! - [`placement`]: where a container's cgroup is, and which parents are refused (pure).
+//! - [`table`]: the one container table, the identity source of the agent.
+//! - [`kernel`]: verdicts in the kernel, only on recorded cgroups.
 //! - [`watch`]: judging running containers again on reload, refresh and engine events.
 #![forbid(unsafe_code)]
 
-pub mod containers;
 pub mod host;
 pub mod kernel;
+pub mod placement;
+pub mod table;
 pub mod watch;
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use tokio::sync::{OnceCell, watch as tokio_watch};
 
@@ -21,26 +30,33 @@ use crate::{
     engine::{
         EngineApi, EngineError,
         api::segment,
-        decode::{self, ContainerState, EngineInfo},
+        decode::{self, EngineInfo},
     },
-    ids::ContainerId,
+    ids::{CallerKind, ContainerId},
+    kernel::cgroup::CgroupTree,
     policy::{
         image::{AllowedBy, AllowedDigests, ImageFacts},
         image_ref::AnyReference,
         messages::{self, ReasonCode},
-        mount::{self, MountSpec, MountVerdict, Reach, SocketGate},
+        mount::{self, InspectedContainer, MountSpec, MountVerdict, Reach, SocketGate},
     },
     settings::Settings,
 };
 
-pub use containers::{AllowedContainer, ContainerTable};
 pub use kernel::KernelSync;
+pub use table::{ContainerRecord, ContainerTable, Standing};
 
 /// Why a container may not start (or be created) as asked.
 #[derive(Clone, Debug)]
 pub enum GateRefusal {
     /// Docker Desktop's refusal: the image may not mount the socket.
     ImageNotAllowed { message: String, reason: ReasonCode },
+    /// Refused for what it asks, whatever its image: an ECI-style `message` naming the reason,
+    /// and a snake_case `reason` code.
+    Refused {
+        message: String,
+        reason: &'static str,
+    },
     /// The request or the engine's answer could not be read, or the engine could not be asked:
     /// nothing is let through unverified.
     Unverifiable { message: String },
@@ -52,6 +68,22 @@ impl GateRefusal {
             message: format!(
                 "enhanced container isolation: cannot verify the container's socket mounts: {what}"
             ),
+        }
+    }
+
+    fn placement(err: &placement::PlacementError) -> Self {
+        Self::Refused {
+            message: format!("enhanced container isolation: container cgroup refused: {err}"),
+            reason: err.code(),
+        }
+    }
+
+    /// The snake_case reason code, for metrics and the audit log.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::ImageNotAllowed { reason, .. } => reason.as_str(),
+            Self::Refused { reason, .. } => reason,
+            Self::Unverifiable { .. } => "mount_unverifiable",
         }
     }
 }
@@ -74,12 +106,28 @@ impl GatePass {
     }
 }
 
-/// A judged container, for `start` and for running containers.
+/// A container judged from the engine's own view of it.
 #[derive(Clone, Debug)]
 pub struct Judgement {
-    pub state: ContainerState,
-    pub image: String,
+    pub container: InspectedContainer,
     pub outcome: Result<GatePass, GateRefusal>,
+}
+
+impl Judgement {
+    /// Whether the container may use the socket (ECI off counts: nothing is restricted).
+    pub fn allowed(&self) -> bool {
+        matches!(&self.outcome, Ok(p) if p.reaches_socket() || matches!(p, GatePass::EciOff))
+    }
+}
+
+/// Where cgroups are, and which ones lend standing: the agent's own and the trusted ones.
+#[derive(Clone, Debug)]
+pub struct Cgroups {
+    pub tree: CgroupTree,
+    /// The agent's own cgroup, relative to the cgroup2 mount.
+    pub agent: Option<PathBuf>,
+    /// `--trust-cgroup` paths.
+    pub trusted: Vec<PathBuf>,
 }
 
 pub struct SocketMountGate {
@@ -89,7 +137,9 @@ pub struct SocketMountGate {
     settings: tokio_watch::Receiver<Arc<Settings>>,
     digests: tokio_watch::Receiver<Arc<AllowedDigests>>,
     info: OnceCell<EngineInfo>,
-    pub containers: Arc<ContainerTable>,
+    cgroups: Option<Cgroups>,
+    /// The one container table (see [`table`]).
+    pub table: Arc<ContainerTable>,
     pub kernel: Option<KernelSync>,
 }
 
@@ -108,9 +158,22 @@ impl SocketMountGate {
             settings,
             digests,
             info: OnceCell::new(),
-            containers: ContainerTable::new(),
+            cgroups: None,
+            table: ContainerTable::new(),
             kernel,
         }
+    }
+
+    /// Where containers' cgroups are found. Without it no container gets a recorded cgroup, so
+    /// no caller is ever taken for a container (they are all refused or trusted by the sidecar).
+    #[must_use]
+    pub fn with_cgroups(mut self, cgroups: Cgroups) -> Self {
+        self.cgroups = Some(cgroups);
+        self
+    }
+
+    pub fn cgroups(&self) -> Option<&Cgroups> {
+        self.cgroups.as_ref()
     }
 
     fn settings(&self) -> Arc<Settings> {
@@ -120,21 +183,6 @@ impl SocketMountGate {
     /// False when `enhancedContainerIsolation.value` is false: nothing is restricted.
     pub fn eci_enabled(&self) -> bool {
         self.settings.borrow().eci_enabled
-    }
-
-    /// Before an allowed container starts: its cgroup allowed in the kernel (cgroupfs driver).
-    pub async fn prepare_kernel(
-        &self,
-        id: &ContainerId,
-        cgroup_parent: &str,
-    ) -> Result<(), GateRefusal> {
-        let Some(kernel) = &self.kernel else {
-            return Ok(());
-        };
-        let driver = self.info().await?.cgroup_driver.clone();
-        kernel
-            .prepare_allowed(id, &driver, cgroup_parent)
-            .map_err(|e| GateRefusal::unverifiable(format!("{e:#}")))
     }
 
     async fn info(&self) -> Result<&EngineInfo, GateRefusal> {
@@ -152,13 +200,25 @@ impl SocketMountGate {
     }
 
     /// `POST /containers/create`: judges the body before the engine sees it.
-    pub async fn check_create(&self, body: &[u8]) -> Result<GatePass, GateRefusal> {
+    pub async fn check_create(
+        &self,
+        caller: &CallerKind,
+        body: &[u8],
+    ) -> Result<GatePass, GateRefusal> {
+        let _ = caller; // the container-caller profile judges by it
         let settings = self.settings();
+        let create = mount::decode_create_body(body)
+            .map_err(|e| GateRefusal::unverifiable(format!("the container configuration: {e}")))?;
+        // The cgroup is the container's identity, ECI on or off: never inside the agent, a
+        // trusted cgroup or another container.
+        let parent = create
+            .host_config
+            .as_ref()
+            .map_or("", |hc| hc.cgroup_parent.as_str());
+        self.check_parent(parent).await?;
         if !settings.eci_enabled {
             return Ok(GatePass::EciOff);
         }
-        let create = mount::decode_create_body(body)
-            .map_err(|e| GateRefusal::unverifiable(format!("the container configuration: {e}")))?;
         let mut mounts = Vec::new();
         for m in create.mounts() {
             self.expand(m, &mut mounts).await?;
@@ -175,9 +235,9 @@ impl SocketMountGate {
         self.decide(&settings, &create.image, &facts, reach).await
     }
 
-    /// `POST /containers/{name}/start` (and `restart`): judges the engine's own view of the
-    /// container, by its immutable image ID.
-    pub async fn check_start(&self, name: &str) -> Result<Option<Judgement>, GateRefusal> {
+    /// Judges a container (a name or an ID) from the engine's view of it, without acting on
+    /// the verdict (`explain`). `None` when the engine has no such container.
+    pub async fn judge(&self, name: &str) -> Result<Option<Judgement>, GateRefusal> {
         let target = format!("/containers/{}/json", segment(name));
         let Some(body) = self
             .engine
@@ -185,29 +245,204 @@ impl SocketMountGate {
             .await
             .map_err(GateRefusal::unverifiable)?
         else {
-            return Ok(None); // the engine answers 404 itself
+            return Ok(None);
         };
-        self.judge_inspected(&body).await.map(Some)
-    }
-
-    /// Judges a container from its inspect JSON.
-    pub async fn judge_inspected(&self, body: &[u8]) -> Result<Judgement, GateRefusal> {
-        let state = decode::container_state(body).map_err(GateRefusal::unverifiable)?;
-        let inspected = mount::decode_container_inspect(body)
+        let container = mount::decode_container_inspect(&body)
             .map_err(|e| GateRefusal::unverifiable(format!("the engine's container JSON: {e}")))?;
-        let image = inspected.config_image.clone();
-        let outcome = self.judge_mounts(&inspected).await;
-        Ok(Judgement {
-            state,
-            image,
-            outcome,
-        })
+        let outcome = match self.check_parent(&container.cgroup_parent).await {
+            Ok(()) => self.judge_mounts(&container).await,
+            Err(refusal) => Err(refusal),
+        };
+        Ok(Some(Judgement { container, outcome }))
     }
 
-    async fn judge_mounts(
+    /// `POST /containers/{name}/start` (and `restart`) through the sidecar: judged on the
+    /// engine's view by its immutable image ID, recorded, and prepared in the kernel before the
+    /// engine sees the request. The ID returned is what the request must be forwarded by, so a
+    /// rename in between cannot start another container, with the pass. `None`: no such
+    /// container (the engine answers 404 itself).
+    pub async fn admit_start(
         &self,
-        inspected: &mount::InspectedContainer,
-    ) -> Result<GatePass, GateRefusal> {
+        name: &str,
+    ) -> Result<Option<(ContainerId, GatePass)>, GateRefusal> {
+        let Some(judgement) = self.judge(name).await? else {
+            return Ok(None);
+        };
+        let id = ContainerId::parse(&judgement.container.id).ok_or_else(|| {
+            GateRefusal::unverifiable(format!(
+                "the engine's container ID {:?}",
+                judgement.container.id
+            ))
+        })?;
+        let allowed = judgement.allowed();
+        self.apply(&id, &judgement).await;
+        let pass = judgement.outcome?;
+        if allowed && let Some(kernel) = &self.kernel {
+            let driver = self.info().await?.cgroup_driver.clone();
+            let cgroup = kernel
+                .prepare_allowed(&id, &driver, &judgement.container.cgroup_parent)
+                .map_err(|e| GateRefusal::unverifiable(format!("{e:#}")))?;
+            if let Some(cgroup) = cgroup
+                && let Some(mut record) = self.table.get(&id)
+            {
+                record.cgroup = Some(cgroup);
+                self.table.record(record);
+            }
+        }
+        Ok(Some((id, pass)))
+    }
+
+    /// The engine answered a `start` the gate admitted: the container's cgroup exists now.
+    pub async fn started(&self, id: &ContainerId) {
+        self.rejudge(id).await;
+    }
+
+    /// Judges container `id` again and acts on it: table, kernel, connections. Engine events,
+    /// reloads and callers the table does not know yet come here. Returns whether it is allowed.
+    pub async fn rejudge(&self, id: &ContainerId) -> bool {
+        match self.judge(id.as_str()).await {
+            Ok(Some(judgement)) => {
+                self.apply(id, &judgement).await;
+                judgement.allowed()
+            }
+            Ok(None) => {
+                self.forget(id);
+                false
+            }
+            Err(err) => {
+                // Unverifiable now: whatever it had, it loses (fail closed).
+                tracing::warn!(container = %id, "cannot judge: {err:?}");
+                if let Some(mut record) = self.table.get(id) {
+                    record.standing = Standing::Denied {
+                        reason: err.reason(),
+                    };
+                    if self.table.record(record.clone()) {
+                        tracing::warn!(container = %id, "container no longer allowed to use the socket; its connections are closed");
+                    }
+                    self.write_verdict(id, &record, false);
+                }
+                false
+            }
+        }
+    }
+
+    /// The container is gone: out of the table, its kernel verdict removed.
+    pub fn forget(&self, id: &ContainerId) {
+        self.table.remove(id);
+        if let Some(kernel) = &self.kernel {
+            kernel.forget(id);
+        }
+    }
+
+    /// Records a judgement in the table and the kernel. The cgroup recorded is the one the
+    /// engine's answers place the container in, verified to exist — never what the container's
+    /// processes report about themselves (`/proc/PID/cgroup` is theirs to change).
+    async fn apply(&self, id: &ContainerId, judgement: &Judgement) {
+        let c = &judgement.container;
+        let driver = match self.info().await {
+            Ok(info) => info.cgroup_driver.clone(),
+            Err(_) => String::new(),
+        };
+        let cgroup = if c.running {
+            self.locate(id, &driver, &c.cgroup_parent)
+        } else {
+            None
+        };
+        let standing = match &judgement.outcome {
+            _ if judgement.allowed() => Standing::Allowed {
+                rule: judgement.outcome.as_ref().map(rule_of).unwrap_or_default(),
+            },
+            Ok(_) => Standing::Denied {
+                reason: "no_socket_mount",
+            },
+            Err(refusal) => Standing::Denied {
+                reason: refusal.reason(),
+            },
+        };
+        let record = ContainerRecord {
+            id: id.clone(),
+            image: c.config_image.clone(),
+            image_id: c.image_id.clone(),
+            init_pid: c.pid,
+            driver,
+            cgroup_parent: c.cgroup_parent.clone(),
+            cgroup,
+            standing,
+        };
+        let allowed = record.standing.is_allowed();
+        if self.table.record(record.clone()) {
+            tracing::warn!(container = %id, image = %c.config_image, "container no longer allowed to use the socket; its connections are closed");
+        }
+        self.write_verdict(id, &record, allowed);
+    }
+
+    fn write_verdict(&self, id: &ContainerId, record: &ContainerRecord, allowed: bool) {
+        let Some(kernel) = &self.kernel else { return };
+        match record.cgroup {
+            Some(cgroup) => {
+                if let Err(err) = kernel.set(id, cgroup, allowed) {
+                    tracing::warn!(container = %id, "kernel verdict: {err:#}");
+                }
+            }
+            // Not running, or its cgroup is not where the engine says: nothing to allow, and
+            // what was written for it goes.
+            None => kernel.forget(id),
+        }
+    }
+
+    /// The container's cgroup as the engine's answers place it, if it exists now.
+    fn locate(
+        &self,
+        id: &ContainerId,
+        driver: &str,
+        cgroup_parent: &str,
+    ) -> Option<crate::ids::CgroupId> {
+        let cgroups = self.cgroups.as_ref()?;
+        let rel = placement::container_cgroup(driver, cgroup_parent, id).ok()?;
+        match cgroups.tree.id(&rel) {
+            Ok(cgroup) => Some(cgroup),
+            Err(err) => {
+                tracing::debug!(container = %id, cgroup = %rel.display(), "no cgroup: {err:#}");
+                None
+            }
+        }
+    }
+
+    /// Refuses a `CgroupParent` that would put a container inside the agent's cgroup, a trusted
+    /// cgroup or another container's cgroup.
+    async fn check_parent(&self, cgroup_parent: &str) -> Result<(), GateRefusal> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(());
+        };
+        let driver = self.info().await?.cgroup_driver.clone();
+        let parent = placement::parent_path(&driver, cgroup_parent)
+            .map_err(|e| GateRefusal::placement(&e))?;
+        placement::check_parent(
+            &parent,
+            cgroup_parent,
+            cgroups.agent.as_deref(),
+            &cgroups.trusted,
+        )
+        .map_err(|e| GateRefusal::placement(&e))?;
+        // Every existing ancestor of the parent: none may be a container's cgroup.
+        let mut dir: &Path = &parent;
+        loop {
+            if let Ok(cgroup) = cgroups.tree.id(dir)
+                && let Some(other) = self.table.at_cgroup(cgroup)
+            {
+                return Err(GateRefusal::placement(
+                    &placement::PlacementError::InsideContainer(cgroup_parent.to_owned(), other),
+                ));
+            }
+            match dir.parent() {
+                Some(up) if !up.as_os_str().is_empty() => dir = up,
+                _ => break,
+            }
+        }
+        Ok(())
+    }
+
+    async fn judge_mounts(&self, inspected: &InspectedContainer) -> Result<GatePass, GateRefusal> {
         let settings = self.settings();
         if !settings.eci_enabled {
             return Ok(GatePass::EciOff);
@@ -432,30 +667,10 @@ impl From<EngineError> for GateRefusal {
     }
 }
 
-/// Marks `id` allowed (or not) in the table and the kernel after a judgement.
-pub fn apply(gate: &SocketMountGate, judgement: &Judgement) {
-    let Some(id) = ContainerId::parse(&judgement.state.id) else {
-        return;
-    };
-    let allowed = matches!(&judgement.outcome, Ok(p) if p.reaches_socket())
-        || matches!(&judgement.outcome, Ok(GatePass::EciOff));
-    if allowed {
-        let rule = judgement.outcome.as_ref().map(rule_of).unwrap_or_default();
-        gate.containers.allow(
-            id.clone(),
-            AllowedContainer {
-                image: judgement.image.clone(),
-                rule,
-            },
-        );
-    } else if gate.containers.revoke(&id) {
-        tracing::warn!(container = %id, image = %judgement.image, "container no longer allowed to use the socket; its connections are closed");
-    }
-    if let Some(kernel) = &gate.kernel
-        && judgement.state.running
-        && judgement.state.pid != 0
-        && let Err(err) = kernel.judge_running(&id, judgement.state.pid, allowed)
-    {
-        tracing::warn!(container = %id, "kernel verdict: {err:#}");
+/// A stable snake_case code for an outcome.
+pub fn outcome_reason(outcome: &Result<GatePass, GateRefusal>) -> &'static str {
+    match outcome {
+        Ok(pass) => pass_reason(pass),
+        Err(refusal) => refusal.reason(),
     }
 }

@@ -8,34 +8,32 @@ use std::{sync::Arc, time::Duration};
 use http_body_util::BodyExt as _;
 use tokio::sync::watch;
 
-use super::{SocketMountGate, apply};
+use super::SocketMountGate;
 use crate::{engine::decode, ids::ContainerId};
 
 /// `filters={"type":["container"]}`, URL-encoded.
 const EVENTS: &str = "/events?filters=%7B%22type%22%3A%5B%22container%22%5D%7D";
 
-/// Judges every running container now; returns how many are allowed.
+/// Judges every running container now, and every recorded one that no longer runs; returns
+/// how many are allowed.
 pub async fn judge_all(gate: &SocketMountGate) -> anyhow::Result<usize> {
     let body = gate
         .engine
         .get("/containers/json")
         .await?
         .unwrap_or_default();
-    let ids = decode::running_ids(&body)?;
+    let running: Vec<ContainerId> = decode::running_ids(&body)?
+        .iter()
+        .filter_map(|id| ContainerId::parse(id))
+        .collect();
     let mut allowed = 0;
-    for id in ids {
-        match gate.check_start(&id).await {
-            Ok(Some(judgement)) => {
-                apply(gate, &judgement);
-                allowed += usize::from(matches!(&judgement.outcome, Ok(p) if p.reaches_socket()));
-            }
-            Ok(None) => {} // gone meanwhile
-            Err(err) => {
-                tracing::warn!(container = %id, "cannot judge: {err:?}");
-                if let Some(id) = ContainerId::parse(&id) {
-                    gate.containers.revoke(&id);
-                }
-            }
+    for id in &running {
+        allowed += usize::from(gate.rejudge(id).await);
+    }
+    // Stopped or removed since: their verdicts and connections go.
+    for record in gate.table.snapshot() {
+        if !running.contains(&record.id) {
+            gate.rejudge(&record.id).await;
         }
     }
     Ok(allowed)
@@ -103,20 +101,12 @@ async fn on_event(gate: &SocketMountGate, line: &[u8]) {
         return;
     };
     match event.action.as_str() {
-        "start" => match gate.check_start(id.as_str()).await {
-            Ok(Some(judgement)) => apply(gate, &judgement),
-            Ok(None) => {}
-            Err(err) => {
-                tracing::warn!(container = %id, "cannot judge a started container: {err:?}");
-                gate.containers.revoke(&id);
-            }
-        },
-        "die" | "destroy" => {
-            gate.containers.revoke(&id);
-            if let Some(kernel) = &gate.kernel {
-                kernel.forget(&id);
-            }
+        // Stopped containers keep their record (a restart re-judges them) but lose their
+        // cgroup and its verdict.
+        "start" | "die" => {
+            gate.rejudge(&id).await;
         }
+        "destroy" => gate.forget(&id),
         _ => {}
     }
 }

@@ -236,6 +236,8 @@ pub struct HostConfig {
     pub mounts: GoSlice<MountBody>,
     pub volumes_from: GoSlice<String>,
     pub volume_driver: String,
+    /// Where the container's cgroup goes: the identity of a container is its cgroup.
+    pub cgroup_parent: String,
 }
 
 /// One `HostConfig.Mounts` element.
@@ -283,6 +285,7 @@ fn dec_host_config(hc: &mut HostConfig, v: &GoJson) -> Res {
             dec_string(s, x, "HostConfig.VolumesFrom[]")
         }),
         "VOLUMEDRIVER" => dec_string(&mut hc.volume_driver, v, "HostConfig.VolumeDriver"),
+        "CGROUPPARENT" => dec_string(&mut hc.cgroup_parent, v, "HostConfig.CgroupParent"),
         "MOUNTS" => dec_slice(&mut hc.mounts, v, "HostConfig.Mounts", dec_mount),
         _ => Ok(()),
     })
@@ -447,6 +450,13 @@ pub fn clean_path(p: &str) -> String {
 /// The engine's own view of a container (`GET /containers/{id}/json`), for the check at start.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InspectedContainer {
+    /// The full container ID.
+    pub id: String,
+    /// `State.Running`, and `State.Pid` (0 when not running).
+    pub running: bool,
+    pub pid: u32,
+    /// `HostConfig.CgroupParent`.
+    pub cgroup_parent: String,
     /// The immutable image ID the container was created from.
     pub image_id: String,
     /// `Config.Image`: the name the user gave (for the refusal message).
@@ -459,9 +469,25 @@ pub struct InspectedContainer {
 #[derive(serde::Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 struct InspectJson {
+    id: String,
+    state: Option<InspectState>,
+    host_config: Option<InspectHostConfig>,
     image: String,
     config: Option<InspectConfig>,
     mounts: Option<Vec<InspectMount>>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct InspectState {
+    running: bool,
+    pid: i64,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct InspectHostConfig {
+    cgroup_parent: String,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -505,7 +531,12 @@ pub fn decode_container_inspect(body: &[u8]) -> Result<InspectedContainer, BodyE
             },
         })
         .collect();
+    let state = j.state.unwrap_or_default();
     Ok(InspectedContainer {
+        id: j.id,
+        running: state.running,
+        pid: u32::try_from(state.pid).unwrap_or(0),
+        cgroup_parent: j.host_config.map(|h| h.cgroup_parent).unwrap_or_default(),
         image_id: j.image,
         config_image: j.config.map(|c| c.image).unwrap_or_default(),
         mounts,

@@ -9,7 +9,8 @@ use crate::policy::{
     route::{self, Route},
 };
 
-use super::{path::RoutePath, peer::CallerKind};
+use super::path::RoutePath;
+use crate::ids::CallerKind;
 
 /// What the sidecar needs from the running policy, read once per request.
 pub trait CommandGate: Send + Sync + 'static {
@@ -66,6 +67,9 @@ pub enum Refusal {
     SocketMountDenied { message: String },
     /// The gate could not verify a container's mounts or image: nothing passes unverified.
     Unverifiable { message: String },
+    /// The gate refused what a container asks for (its cgroup parent, its privileges); an
+    /// ECI-style text naming the reason.
+    GateRefused { message: String },
 }
 
 /// Decides one request. `raw_target` is quoted in the refusal text.

@@ -102,7 +102,7 @@ impl AuditLog {
             verdict,
         } = entry;
         let container = match &caller.kind {
-            super::peer::CallerKind::Container(id) => Some(id.as_str()),
+            crate::ids::CallerKind::Container(id) => Some(id.as_str()),
             _ => None,
         };
         // serde_json escapes CR/LF and quotes, so an attacker's target cannot forge a line.

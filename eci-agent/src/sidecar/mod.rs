@@ -40,9 +40,10 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::UnixStream, sync::watch, task::JoinSet};
 
+pub use crate::ids::CallerKind;
 pub use admit::CommandGate;
 pub use audit::AuditLog;
-pub use peer::{Caller, CallerKind, IdentifyCaller, ProcIdentity, TrustedCgroups};
+pub use peer::{Caller, ContainerAt, IdentifyCaller, ProcIdentity, TrustedCgroups};
 
 use admit::Admission;
 use forward::{EngineLink, ProxyBody};
@@ -175,9 +176,9 @@ struct Connection {
 }
 
 async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: Arc<Shared<G>>) {
-    // Step 2 of the pipeline, once per connection: the kernel's word on who connected.
-    let pid = stream.peer_cred().ok().and_then(|cred| cred.pid());
-    let caller = shared.config.identity.identify(pid);
+    // Step 2 of the pipeline, once per connection: the kernel's word on who connected, pinned
+    // to the process (not its pid) and resolved through the container table.
+    let caller = identify(&stream, &shared.config).await;
     let head_timeout = shared.config.head_timeout;
 
     let (stream, first) = match tokio::time::timeout(head_timeout, sniff::first_bytes(stream)).await
@@ -196,9 +197,7 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
 
     // A container's connections last only as long as its allowance (a dry run closes none).
     let revoked = match (&shared.config.mounts, &caller.kind) {
-        (Some(gate), CallerKind::Container(id)) if !shared.config.dry_run => {
-            gate.containers.watch(id)
-        }
+        (Some(gate), CallerKind::Container(id)) if !shared.config.dry_run => gate.table.watch(id),
         _ => None,
     };
     let conn = Arc::new(Connection {
@@ -226,6 +225,26 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
             tracing::debug!(%err, "client connection ended");
         },
         () = revocation(revoked) => tracing::info!("connection closed: the container lost its allowance"),
+    }
+}
+
+/// Who is behind `stream`. A caller whose cgroups look like a container the table does not know
+/// yet (one the engine started on its own a moment ago, or one under an unusual cgroup parent)
+/// is looked up with the engine once, then identified again: only a container the engine
+/// confirms, in the cgroup the engine's answers place it in, is taken for one.
+async fn identify(stream: &UnixStream, config: &SidecarConfig) -> Caller {
+    use std::os::fd::AsFd as _;
+    let pid = stream.peer_cred().ok().and_then(|cred| cred.pid());
+    let peer = crate::process::Peer::of_socket(stream.as_fd(), pid);
+    let gate = config.mounts.as_deref();
+    let containers = gate.map(|g| g as &dyn ContainerAt);
+    let caller = config.identity.identify(&peer, containers);
+    match (&caller.kind, &caller.candidate, gate) {
+        (CallerKind::Unknown, Some(candidate), Some(gate)) => {
+            gate.rejudge(candidate).await;
+            config.identity.identify(&peer, containers)
+        }
+        _ => caller,
     }
 }
 
@@ -271,6 +290,7 @@ async fn handle<G: CommandGate + ?Sized>(
     // 4b. The socket-mount gate, for what the commandList let through.
     let mut req = req;
     let mut body_read = false;
+    let mut started = None;
     if refusal.is_none()
         && let Some(gate) = &shared.config.mounts
     {
@@ -279,12 +299,15 @@ async fn handle<G: CommandGate + ?Sized>(
             &caller.kind,
             &method,
             decision.route,
-            &route_path.api_path,
+            &route_path,
             req,
         )
         .await
         {
-            mounts::Gated::Pass(passed) => req = passed,
+            mounts::Gated::Pass(passed, admitted) => {
+                req = passed;
+                started = admitted;
+            }
             mounts::Gated::Refused(gate_refusal, reason, rest) => {
                 decision.reason = reason;
                 refusal = Some(gate_refusal);
@@ -334,6 +357,13 @@ async fn handle<G: CommandGate + ?Sized>(
     } else {
         engine.forward(req).await
     };
+    drop(engine);
+    // A `start` the gate admitted: the engine made the container's cgroup; record it.
+    if let (Some(id), Some(gate), Ok(response)) = (started, &shared.config.mounts, &forwarded)
+        && response.status().is_success()
+    {
+        gate.started(&id).await;
+    }
     forwarded.unwrap_or_else(|err| {
         tracing::debug!(%err, "forwarding failed");
         respond::forward_failed(&err)

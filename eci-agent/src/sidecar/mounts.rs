@@ -1,26 +1,32 @@
-//! Step 4b of the pipeline: the socket-mount gate. `create` is judged on its body before the
-//! engine sees it; `start` and `restart` on the engine's own view of the container, by its image
-//! ID. Container callers are served only while their container is allowed.
+//! Step 4b of the pipeline: the gate. `create` is judged on its body before the engine sees it;
+//! `start` and `restart` on the engine's own view of the container, by its image ID, and then
+//! forwarded by the ID that was judged. Container callers are served only while their container
+//! is allowed. The gate does the work (judge → table → kernel); this only asks and maps the
+//! outcome onto the request.
 
 use bytes::Bytes;
-use http::Request;
+use http::{Request, Uri};
 use http_body_util::{BodyExt as _, Limited};
 
 use super::{
     admit::Refusal,
     forward::{ProxyBody, full},
-    peer::CallerKind,
+    path::RoutePath,
 };
-use crate::gate::{self, GatePass, GateRefusal, SocketMountGate};
+use crate::{
+    gate::{self, GatePass, GateRefusal, SocketMountGate},
+    ids::{CallerKind, ContainerId},
+};
 
 /// Create bodies are a few KiB; the engine's own decoder has no limit, so be generous.
 const MAX_CREATE_BODY: usize = 16 << 20;
 
-/// What the gate made of a request: passed on (with its body, read or not), or refused with a
+/// What the gate made of a request: passed on (with its body, read or not, and for a `start`
+/// the container it admitted, to report back once the engine answered), or refused with a
 /// reason code for the audit log, and the request as it could still be forwarded (`--dry-run`
 /// lets refused requests through; `None` when the body could not be read).
 pub enum Gated {
-    Pass(Request<ProxyBody>),
+    Pass(Request<ProxyBody>, Option<ContainerId>),
     Refused(Refusal, &'static str, Option<Request<ProxyBody>>),
 }
 
@@ -30,12 +36,12 @@ pub async fn check(
     caller: &CallerKind,
     method: &str,
     route: Option<&'static str>,
-    api_path: &str,
+    path: &RoutePath,
     req: Request<ProxyBody>,
 ) -> Gated {
     if let CallerKind::Container(id) = caller
         && gate.eci_enabled()
-        && !gate.containers.is_allowed(id)
+        && !gate.table.is_allowed(id)
     {
         return Gated::Refused(
             Refusal::ContainerNotAllowed,
@@ -44,19 +50,22 @@ pub async fn check(
         );
     }
     match (method, route) {
-        ("POST", Some("/containers/create")) => create(gate, req).await,
+        ("POST", Some("/containers/create")) => create(gate, caller, req).await,
         ("POST", Some("/containers/{name:.*}/start" | "/containers/{name:.*}/restart")) => {
-            let name = api_path
+            let Some((name, action)) = path
+                .api_path
                 .strip_prefix("/containers/")
                 .and_then(|rest| rest.rsplit_once('/'))
-                .map_or("", |(name, _)| name);
-            start(gate, name, req).await
+            else {
+                return Gated::Pass(req, None);
+            };
+            start(gate, name, action, path, req).await
         }
-        _ => Gated::Pass(req),
+        _ => Gated::Pass(req, None),
     }
 }
 
-async fn create(gate: &SocketMountGate, req: Request<ProxyBody>) -> Gated {
+async fn create(gate: &SocketMountGate, caller: &CallerKind, req: Request<ProxyBody>) -> Gated {
     let (parts, body) = req.into_parts();
     let body: Bytes = match Limited::new(body, MAX_CREATE_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -71,48 +80,63 @@ async fn create(gate: &SocketMountGate, req: Request<ProxyBody>) -> Gated {
             );
         }
     };
-    let checked = gate.check_create(&body).await;
+    let checked = gate.check_create(caller, &body).await;
     count(checked.as_ref());
     let req = Request::from_parts(parts, full(body));
     match checked {
         Ok(pass) => {
             log_pass("create", &pass);
-            Gated::Pass(req)
+            Gated::Pass(req, None)
         }
         Err(refusal) => refused(refusal, Some(req)),
     }
 }
 
-async fn start(gate: &SocketMountGate, name: &str, req: Request<ProxyBody>) -> Gated {
-    let checked = gate.check_start(name).await;
-    match &checked {
-        Ok(Some(judgement)) => count(judgement.outcome.as_ref()),
-        Err(refusal) => count(Err(refusal)),
-        Ok(None) => {}
-    }
-    match checked {
-        Ok(None) => Gated::Pass(req),
-        Ok(Some(judgement)) => match &judgement.outcome {
-            Ok(pass) => {
-                log_pass("start", pass);
-                gate::apply(gate, &judgement);
-                if pass.reaches_socket()
-                    && let Some(id) = crate::ids::ContainerId::parse(&judgement.state.id)
-                    && let Err(refusal) = gate
-                        .prepare_kernel(&id, &judgement.state.cgroup_parent)
-                        .await
-                {
-                    return refused(refusal, Some(req));
+async fn start(
+    gate: &SocketMountGate,
+    name: &str,
+    action: &str,
+    path: &RoutePath,
+    mut req: Request<ProxyBody>,
+) -> Gated {
+    match gate.admit_start(name).await {
+        Ok(None) => Gated::Pass(req, None), // the engine answers 404 itself
+        Ok(Some((id, pass))) => {
+            count(Ok(&pass));
+            log_pass("start", &pass);
+            // Forwarded by the ID that was judged: a rename in between cannot swap containers.
+            match by_id(req.uri(), path, &id, action) {
+                Some(uri) => {
+                    *req.uri_mut() = uri;
+                    Gated::Pass(req, Some(id))
                 }
-                Gated::Pass(req)
+                None => refused(
+                    GateRefusal::Unverifiable {
+                        message:
+                            "enhanced container isolation: cannot address the container by its ID"
+                                .into(),
+                    },
+                    Some(req),
+                ),
             }
-            Err(refusal) => {
-                gate::apply(gate, &judgement);
-                refused(refusal.clone(), Some(req))
-            }
-        },
-        Err(refusal) => refused(refusal, Some(req)),
+        }
+        Err(refusal) => {
+            count(Err(&refusal));
+            refused(refusal, Some(req))
+        }
     }
+}
+
+/// `/v{version}/containers/{id}/{action}?{query}`.
+fn by_id(uri: &Uri, path: &RoutePath, id: &ContainerId, action: &str) -> Option<Uri> {
+    let version = path
+        .version
+        .as_deref()
+        .map_or_else(String::new, |v| format!("/v{v}"));
+    let query = uri.query().map_or_else(String::new, |q| format!("?{q}"));
+    format!("{version}/containers/{id}/{action}{query}")
+        .parse()
+        .ok()
 }
 
 /// The metrics hook: one socket-mount decision.
@@ -120,8 +144,7 @@ fn count(outcome: Result<&GatePass, &GateRefusal>) {
     use crate::sidecar::audit::Verdict;
     let (verdict, reason) = match outcome {
         Ok(pass) => (Verdict::Allow, gate::pass_reason(pass)),
-        Err(GateRefusal::ImageNotAllowed { reason, .. }) => (Verdict::Deny, reason.as_str()),
-        Err(GateRefusal::Unverifiable { .. }) => (Verdict::Deny, "mount_unverifiable"),
+        Err(refusal) => (Verdict::Deny, refusal.reason()),
     };
     crate::metrics::global().mount_decision(verdict, reason);
 }
@@ -133,12 +156,46 @@ fn log_pass(step: &str, pass: &GatePass) {
 }
 
 fn refused(refusal: GateRefusal, req: Option<Request<ProxyBody>>) -> Gated {
+    let reason = refusal.reason();
     match refusal {
-        GateRefusal::ImageNotAllowed { message, reason } => {
-            Gated::Refused(Refusal::SocketMountDenied { message }, reason.as_str(), req)
+        GateRefusal::ImageNotAllowed { message, .. } => {
+            Gated::Refused(Refusal::SocketMountDenied { message }, reason, req)
+        }
+        GateRefusal::Refused { message, .. } => {
+            Gated::Refused(Refusal::GateRefused { message }, reason, req)
         }
         GateRefusal::Unverifiable { message } => {
-            Gated::Refused(Refusal::Unverifiable { message }, "mount_unverifiable", req)
+            Gated::Refused(Refusal::Unverifiable { message }, reason, req)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_is_forwarded_by_id_with_version_and_query() {
+        let id = ContainerId::parse(&"b".repeat(64)).unwrap();
+        let path = RoutePath {
+            version: Some("1.41".into()),
+            api_path: "/containers/web/start".into(),
+        };
+        let uri: Uri = "/v1.41/containers/web/start?detachKeys=ctrl-p"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            by_id(&uri, &path, &id, "start").unwrap().to_string(),
+            format!("/v1.41/containers/{id}/start?detachKeys=ctrl-p")
+        );
+        let path = RoutePath {
+            version: None,
+            api_path: "/containers/web/restart".into(),
+        };
+        let uri: Uri = "/containers/web/restart".parse().unwrap();
+        assert_eq!(
+            by_id(&uri, &path, &id, "restart").unwrap().to_string(),
+            format!("/containers/{id}/restart")
+        );
     }
 }

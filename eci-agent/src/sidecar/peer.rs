@@ -1,13 +1,26 @@
-//! Who is calling: the kernel's credentials of the connecting process (`SO_PEERCRED`, read once
-//! per connection at accept) → its cgroups (`/proc/PID/cgroup`) → the container it runs in, or
-//! the host.
+//! Who is calling: the connecting process, pinned at accept (`SO_PEERCRED`, and a pidfd so a
+//! recycled pid cannot stand in for it: [`crate::process`]) → its cgroup (`/proc/PID/cgroup`,
+//! trusted only while the pidfd's process lives) → the container whose *recorded* cgroup it is
+//! or lies below, or the host.
 //!
-//! Identity comes from the kernel, never from anything the client sends. The decision sits
-//! behind [`IdentifyCaller`] so the pipeline can be exercised without root or real containers.
+//! The container table ([`crate::gate::table`]) decides who is a container: a caller is
+//! container C when its cgroup, or an ancestor, is C's recorded cgroup. The shape of a path
+//! (`docker/<id>`, `docker-<id>.scope`) never makes a caller a container, nor a trusted host:
+//! it only names a candidate for the gate to verify with the engine, and until it is verified
+//! the caller is unknown (refused). A container under any `--cgroup-parent` is therefore still
+//! that container.
+//!
+//! Identity comes from the kernel and the engine, never from anything the client sends. The
+//! decision sits behind [`IdentifyCaller`] so the pipeline can be exercised without root or
+//! real containers.
 
 use std::path::{Path, PathBuf};
 
-use crate::ids::ContainerId;
+use crate::{
+    gate::SocketMountGate,
+    ids::{CallerKind, ContainerId},
+    process::Peer,
+};
 
 /// A connection's caller, as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,21 +30,40 @@ pub struct Caller {
     /// The cgroup v2 path (the `0::` line), when the process has one.
     pub cgroup: Option<String>,
     pub kind: CallerKind,
+    /// When the caller is unknown and its cgroups are shaped like a container's: the container
+    /// the gate should look up before the caller is identified again.
+    pub candidate: Option<ContainerId>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CallerKind {
-    /// A process in a trusted host cgroup: nothing is filtered.
-    TrustedHost,
-    /// A process inside a container: the commandList applies.
-    Container(ContainerId),
-    /// Neither: refused outright (the kernel should already have stopped it).
-    Unknown,
+/// Which container, if any, has `cgroup` (a rooted cgroup v2 path) or one of its ancestors as
+/// its recorded cgroup.
+pub trait ContainerAt: Sync {
+    fn container_at(&self, cgroup: &str) -> Option<ContainerId>;
+}
+
+impl ContainerAt for SocketMountGate {
+    fn container_at(&self, cgroup: &str) -> Option<ContainerId> {
+        let tree = &self.cgroups()?.tree;
+        let mut dir = Path::new(cgroup);
+        loop {
+            if dir == Path::new("/") || dir.as_os_str().is_empty() {
+                return None;
+            }
+            if let Ok(id) = tree.id(dir)
+                && let Some(container) = self.table.at_cgroup(id)
+            {
+                return Some(container);
+            }
+            dir = dir.parent()?;
+        }
+    }
 }
 
 /// Says who the process behind a connection is.
 pub trait IdentifyCaller: Send + Sync + 'static {
-    fn identify(&self, pid: Option<i32>) -> Caller;
+    /// Identifies `peer`; `containers` is the container table's view (`None`: no container is
+    /// known, so no caller is one).
+    fn identify(&self, peer: &Peer, containers: Option<&dyn ContainerAt>) -> Caller;
 }
 
 /// Host cgroups (cgroup v2 paths, as in `/proc/PID/cgroup`) whose processes are trusted.
@@ -70,31 +102,38 @@ impl ProcIdentity {
 }
 
 impl IdentifyCaller for ProcIdentity {
-    fn identify(&self, pid: Option<i32>) -> Caller {
-        let Some(pid) = pid.filter(|pid| *pid > 0) else {
-            return Caller {
-                pid,
-                cgroup: None,
-                kind: CallerKind::Unknown,
-            };
+    fn identify(&self, peer: &Peer, containers: Option<&dyn ContainerAt>) -> Caller {
+        let unknown = |pid| Caller {
+            pid,
+            cgroup: None,
+            kind: CallerKind::Unknown,
+            candidate: None,
         };
-        // A process that exited before we looked can no longer be vouched for.
+        let Some(pid) = peer.pid() else {
+            return unknown(None);
+        };
         let Ok(text) = std::fs::read_to_string(self.proc_root.join(pid.to_string()).join("cgroup"))
         else {
-            return Caller {
-                pid: Some(pid),
-                cgroup: None,
-                kind: CallerKind::Unknown,
-            };
+            return unknown(Some(pid));
         };
-        classify_cgroups(Some(pid), &text, &self.trusted)
+        // What was read is the peer's own only if the peer still lives: otherwise its pid may
+        // already name another process.
+        if !peer.still_alive() {
+            return unknown(Some(pid));
+        }
+        classify_cgroups(Some(pid), &text, &self.trusted, containers)
     }
 }
 
-/// Decides from the text of `/proc/PID/cgroup`. Any hierarchy line naming a container makes the
-/// caller that container (hybrid v1/v2 hosts may name it only in v1 lines); otherwise the cgroup
-/// v2 line must be trusted.
-pub fn classify_cgroups(pid: Option<i32>, proc_cgroup: &str, trusted: &TrustedCgroups) -> Caller {
+/// Decides from the text of `/proc/PID/cgroup`: the container whose recorded cgroup holds the
+/// cgroup v2 path; otherwise, if any hierarchy line is shaped like a container's, unknown (with
+/// that candidate for the gate to verify); otherwise trusted if the v2 path is.
+pub fn classify_cgroups(
+    pid: Option<i32>,
+    proc_cgroup: &str,
+    trusted: &TrustedCgroups,
+    containers: Option<&dyn ContainerAt>,
+) -> Caller {
     let mut unified = None;
     let mut container = None;
     for line in proc_cgroup.lines() {
@@ -112,34 +151,37 @@ pub fn classify_cgroups(pid: Option<i32>, proc_cgroup: &str, trusted: &TrustedCg
             container = container_in_path(path);
         }
     }
-    let kind = match container {
-        Some(id) => CallerKind::Container(id),
-        None if unified.as_deref().is_some_and(|cg| trusted.contains(cg)) => {
-            CallerKind::TrustedHost
+    let recorded = unified
+        .as_deref()
+        .zip(containers)
+        .and_then(|(cgroup, containers)| containers.container_at(cgroup));
+    let (kind, candidate) = match (recorded, container) {
+        (Some(id), _) => (CallerKind::Container(id), None),
+        (None, Some(shaped)) => (CallerKind::Unknown, Some(shaped)),
+        (None, None) if unified.as_deref().is_some_and(|cg| trusted.contains(cg)) => {
+            (CallerKind::TrustedHost, None)
         }
-        None => CallerKind::Unknown,
+        (None, None) => (CallerKind::Unknown, None),
     };
     Caller {
         pid,
         cgroup: unified,
         kind,
+        candidate,
     }
 }
 
-/// Finds the container in a cgroup path as dockerd's cgroup drivers name it: systemd
-/// `…/docker-<id>.scope`, cgroupfs `…/docker/<id>` (also below a `--cgroup-parent`).
+/// A candidate container in a cgroup path, as dockerd's cgroup drivers name one: systemd
+/// `…/docker-<id>.scope`, cgroupfs `…/<id>` under any parent. Only a candidate: the gate
+/// verifies it with the engine before anyone is taken for that container.
 pub fn container_in_path(path: &str) -> Option<ContainerId> {
-    let segments: Vec<&str> = path.split('/').collect();
-    for (i, segment) in segments.iter().enumerate() {
-        let systemd = segment
+    path.split('/').find_map(|segment| {
+        let name = segment
             .strip_prefix("docker-")
-            .and_then(|s| s.strip_suffix(".scope"));
-        let cgroupfs = (i > 0 && segments[i - 1] == "docker").then_some(*segment);
-        if let Some(id) = systemd.or(cgroupfs).and_then(ContainerId::parse) {
-            return Some(id);
-        }
-    }
-    None
+            .and_then(|s| s.strip_suffix(".scope"))
+            .unwrap_or(segment);
+        ContainerId::parse(name)
+    })
 }
 
 #[cfg(test)]
@@ -152,81 +194,86 @@ mod tests {
         TrustedCgroups::new(paths.iter().map(PathBuf::from))
     }
 
-    #[test]
-    fn pure_v2_systemd_driver() {
-        let text = format!("0::/system.slice/docker-{ID}.scope\n");
-        let caller = classify_cgroups(Some(7), &text, &trusted(&["/"]));
-        assert_eq!(
-            caller.kind,
-            CallerKind::Container(ContainerId::parse(ID).unwrap())
-        );
-        assert_eq!(
-            caller.cgroup.as_deref(),
-            Some(&*format!("/system.slice/docker-{ID}.scope"))
-        );
+    /// The table's view: `at` (and below) is container `ID`'s recorded cgroup.
+    struct Recorded(String);
+
+    impl ContainerAt for Recorded {
+        fn container_at(&self, cgroup: &str) -> Option<ContainerId> {
+            Path::new(cgroup)
+                .starts_with(&self.0)
+                .then(|| ContainerId::parse(ID).unwrap())
+        }
+    }
+
+    fn kind(text: &str, t: &[&str], recorded: Option<&str>) -> CallerKind {
+        let r = recorded.map(|p| Recorded(p.to_owned()));
+        classify_cgroups(None, text, &trusted(t), r.as_ref().map(|r| r as _)).kind
+    }
+
+    fn container() -> CallerKind {
+        CallerKind::Container(ContainerId::parse(ID).unwrap())
     }
 
     #[test]
-    fn cgroupfs_driver_and_nested_cgroups() {
-        let text = format!("0::/docker/{ID}/init\n");
-        assert!(matches!(
-            classify_cgroups(None, &text, &trusted(&[])).kind,
-            CallerKind::Container(_)
-        ));
-        let text = format!("0::/my-parent/docker/{ID}\n");
-        assert!(matches!(
-            classify_cgroups(None, &text, &trusted(&[])).kind,
-            CallerKind::Container(_)
-        ));
+    fn a_recorded_cgroup_makes_the_container_under_any_parent() {
+        for path in [
+            format!("/system.slice/docker-{ID}.scope"),
+            format!("/docker/{ID}"),
+            format!("/anything/x/{ID}"),
+            "/no-shape/at-all".to_owned(),
+        ] {
+            let text = format!("0::{path}\n");
+            assert_eq!(kind(&text, &["/"], Some(&path)), container(), "{path}");
+            // Nested cgroups inside it are still it.
+            let text = format!("0::{path}/init\n");
+            assert_eq!(kind(&text, &["/"], Some(&path)), container());
+        }
     }
 
     #[test]
-    fn hybrid_host_names_the_container_in_a_v1_line() {
-        let text = format!(
-            "12:memory:/docker/{ID}\n4:pids:/docker/{ID}\n1:name=systemd:/docker/{ID}\n0::/\n"
-        );
-        let caller = classify_cgroups(Some(1), &text, &trusted(&["/"]));
-        assert!(
-            matches!(caller.kind, CallerKind::Container(_)),
-            "{caller:?}"
-        );
+    fn a_container_shape_that_is_not_recorded_is_unknown_never_trusted() {
+        // The `--cgroup-parent=/anything/x` escape: a trusted root must not trust it.
+        for path in [
+            format!("/anything/x/{ID}"),
+            format!("/docker/{ID}"),
+            format!("/x.slice/docker-{ID}.scope"),
+        ] {
+            let text = format!("0::{path}\n");
+            let caller = classify_cgroups(None, &text, &trusted(&["/"]), None);
+            assert_eq!(caller.kind, CallerKind::Unknown, "{path}");
+            assert_eq!(caller.candidate, ContainerId::parse(ID), "{path}");
+        }
+    }
+
+    #[test]
+    fn hybrid_host_names_the_candidate_in_a_v1_line() {
+        let text = format!("12:memory:/docker/{ID}\n4:pids:/docker/{ID}\n0::/\n");
+        let caller = classify_cgroups(Some(1), &text, &trusted(&["/"]), None);
+        assert_eq!(caller.kind, CallerKind::Unknown);
+        assert_eq!(caller.candidate, ContainerId::parse(ID));
     }
 
     #[test]
     fn host_callers_are_trusted_only_in_trusted_cgroups() {
         let text = "0::/user.slice/user-1000.slice/session-2.scope\n";
+        assert_eq!(kind(text, &["/user.slice"], None), CallerKind::TrustedHost);
+        assert_eq!(kind(text, &["user.slice"], None), CallerKind::TrustedHost);
+        assert_eq!(kind(text, &["/"], None), CallerKind::TrustedHost);
+        assert_eq!(kind(text, &["/user"], None), CallerKind::Unknown);
+        assert_eq!(kind(text, &[], None), CallerKind::Unknown);
+        assert_eq!(kind("", &["/"], None), CallerKind::Unknown);
+        // A recorded container elsewhere changes nothing for the host.
         assert_eq!(
-            classify_cgroups(None, text, &trusted(&["/user.slice"])).kind,
+            kind(text, &["/"], Some("/docker/x")),
             CallerKind::TrustedHost
-        );
-        assert_eq!(
-            classify_cgroups(None, text, &trusted(&["user.slice"])).kind,
-            CallerKind::TrustedHost
-        );
-        assert_eq!(
-            classify_cgroups(None, text, &trusted(&["/"])).kind,
-            CallerKind::TrustedHost
-        );
-        assert_eq!(
-            classify_cgroups(None, text, &trusted(&["/user"])).kind,
-            CallerKind::Unknown
-        );
-        assert_eq!(
-            classify_cgroups(None, text, &trusted(&[])).kind,
-            CallerKind::Unknown
-        );
-        assert_eq!(
-            classify_cgroups(None, "", &trusted(&["/"])).kind,
-            CallerKind::Unknown
         );
     }
 
     #[test]
-    fn lookalikes_are_not_containers() {
+    fn lookalikes_are_not_candidates() {
         for path in [
             "/docker/abc",
             &format!("/docker-{ID}"),
-            &format!("/notdocker/{ID}"),
             &format!("/docker/{}", ID.to_uppercase()),
             &format!("/system.slice/docker-{ID}x.scope"),
         ] {
@@ -235,12 +282,20 @@ mod tests {
     }
 
     #[test]
-    fn a_vanished_process_is_unknown() {
+    fn a_vanished_or_unpinned_process_is_unknown() {
         let identity = ProcIdentity {
-            proc_root: PathBuf::from("/nonexistent"),
+            proc_root: PathBuf::from("/proc"),
             trusted: trusted(&["/"]),
         };
-        assert_eq!(identity.identify(Some(1)).kind, CallerKind::Unknown);
-        assert_eq!(identity.identify(None).kind, CallerKind::Unknown);
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let peer = Peer::from_pid(Some(i32::try_from(child.id()).unwrap()));
+        child.wait().unwrap();
+        assert_eq!(identity.identify(&peer, None).kind, CallerKind::Unknown);
+        assert_eq!(
+            identity.identify(&Peer::from_pid(None), None).kind,
+            CallerKind::Unknown
+        );
+        let me = Peer::from_pid(Some(i32::try_from(std::process::id()).unwrap()));
+        assert_ne!(identity.identify(&me, None).kind, CallerKind::Unknown);
     }
 }

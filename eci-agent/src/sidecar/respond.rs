@@ -45,7 +45,8 @@ pub fn refused(refusal: &Refusal) -> Response<ProxyBody> {
     let message = match refusal {
         Refusal::CommandBlocked { message, .. }
         | Refusal::SocketMountDenied { message }
-        | Refusal::Unverifiable { message } => message.clone(),
+        | Refusal::Unverifiable { message }
+        | Refusal::GateRefused { message } => message.clone(),
         Refusal::ContainerNotAllowed => "enhanced container isolation: this container is not allowed to use the docker \
                                          socket; configure the docker socket image list to allow its image"
             .to_owned(),

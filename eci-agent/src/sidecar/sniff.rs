@@ -15,7 +15,8 @@ use tokio::{
     net::UnixStream,
 };
 
-use super::peer::{Caller, CallerKind};
+use super::peer::Caller;
+use crate::ids::CallerKind;
 
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 

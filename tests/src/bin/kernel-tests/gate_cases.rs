@@ -8,7 +8,7 @@ use std::{
 };
 
 use eci_agent::{
-    gate::{KernelSync, kernel::cgroupfs_path},
+    gate::{KernelSync, placement::container_cgroup},
     ids::ContainerId,
     kernel::{KernelMaps, PinLayout, cgroup::CgroupTree},
 };
@@ -27,7 +27,8 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
         CgroupTree::open(Path::new(CGROUP_ROOT)).expect("cgroup2"),
     );
     let id = ContainerId::parse(&"c".repeat(64)).expect("id");
-    let rel = cgroupfs_path(&id, CONTAINER_PARENT);
+    let tree = CgroupTree::open(Path::new(CGROUP_ROOT)).expect("cgroup2");
+    let rel = container_cgroup("cgroupfs", CONTAINER_PARENT, &id).expect("path");
     let rel_str = format!("/{}", rel.display());
 
     r.case(
@@ -49,10 +50,11 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
     r.case(
         "revoked_container_loses_access_at_once",
         (|| {
-            sync.judge_cgroup(&id, &rel, false)
+            let cgroup = tree.id(&rel).map_err(|e| format!("cgroup id: {e:#}"))?;
+            sync.set(&id, cgroup, false)
                 .map_err(|e| format!("deny: {e:#}"))?;
             let denied = probe(&rel_str, "connect", public, None);
-            sync.judge_cgroup(&id, &rel, true)
+            sync.set(&id, cgroup, true)
                 .map_err(|e| format!("allow: {e:#}"))?;
             let allowed_again = probe(&rel_str, "connect", public, None);
             sync.forget(&id);
