@@ -384,11 +384,21 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
     );
     let table = gate.table.clone();
     metrics.count_allowed_containers(move || table.allowed_count());
+    let (adopted_tx, adopted) = tokio::sync::oneshot::channel();
     tokio::spawn(crate::gate::watch::run(
         gate.clone(),
         policy_rx.clone(),
         digests.subscribe(),
+        adopted_tx,
     ));
+    // Adoption: the containers running now are judged (table, kernel verdicts) before the
+    // sidecar serves; an engine that is not up yet is caught up with once it is.
+    if tokio::time::timeout(std::time::Duration::from_secs(20), adopted)
+        .await
+        .is_err()
+    {
+        tracing::warn!("serving before every running container could be judged");
+    }
 
     let mut config = SidecarConfig::new(
         &args.engine,

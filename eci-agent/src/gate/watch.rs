@@ -6,7 +6,7 @@
 use std::{sync::Arc, time::Duration};
 
 use http_body_util::BodyExt as _;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 
 use super::SocketMountGate;
 use crate::{engine::decode, ids::ContainerId};
@@ -40,13 +40,16 @@ pub async fn judge_all(gate: &SocketMountGate) -> anyhow::Result<usize> {
 }
 
 /// Runs until the process ends: engine events, and a new judgement of everything on each
-/// settings or digest change.
+/// settings or digest change. `adopted` fires once the containers running now have been judged
+/// (or the engine could not be asked): a restarted agent rebuilds its table and rewrites the
+/// kernel verdicts before it serves.
 pub async fn run<S, D>(
     gate: Arc<SocketMountGate>,
     mut settings: watch::Receiver<S>,
     mut digests: watch::Receiver<D>,
+    adopted: oneshot::Sender<()>,
 ) {
-    let events = tokio::spawn(follow_events(gate.clone()));
+    let events = tokio::spawn(follow_events(gate.clone(), adopted));
     loop {
         tokio::select! {
             changed = settings.changed() => if changed.is_err() { break },
@@ -60,15 +63,22 @@ pub async fn run<S, D>(
     events.abort();
 }
 
-async fn follow_events(gate: Arc<SocketMountGate>) {
+async fn follow_events(gate: Arc<SocketMountGate>, adopted: oneshot::Sender<()>) {
+    let mut adopted = Some(adopted);
     let mut backoff = Duration::from_millis(200);
     loop {
-        // Judge what runs now, then follow what changes; after a lost stream, judge again so
-        // that nothing started meanwhile is missed.
-        if let Err(err) = judge_all(&gate).await {
-            tracing::warn!("judging running containers: {err:#}");
+        // Subscribe first, then judge what runs now, then follow what changed since the
+        // subscription: nothing that starts in between is missed. After a lost stream, the same
+        // again.
+        let stream = gate.engine.stream(EVENTS).await;
+        match judge_all(&gate).await {
+            Ok(n) => tracing::info!(allowed = n, "running containers judged"),
+            Err(err) => tracing::warn!("judging running containers: {err:#}"),
         }
-        match gate.engine.stream(EVENTS).await {
+        if let Some(tx) = adopted.take() {
+            let _ = tx.send(());
+        }
+        match stream {
             Ok(mut body) => {
                 backoff = Duration::from_millis(200);
                 let mut line = Vec::new();
@@ -85,8 +95,13 @@ async fn follow_events(gate: Arc<SocketMountGate>) {
                         }
                     }
                 }
+                // Until it is back, containers that stop or start are only caught by the next
+                // judgement; new callers are still verified with the engine one by one.
+                tracing::error!(
+                    "the engine's event stream was lost; judging every container again once it is back"
+                );
             }
-            Err(err) => tracing::debug!("engine events: {err}"),
+            Err(err) => tracing::warn!("engine events: {err}"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));

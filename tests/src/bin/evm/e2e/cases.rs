@@ -90,6 +90,10 @@ pub const ALL: &[Case] = &[
         name: "restarted agent resumes service",
         run: restart_resumes,
     },
+    Case {
+        name: "identity: a privileged container joining the agent's cgroup leaves the agent whole",
+        run: agent_not_turned_against_itself,
+    },
 ];
 
 fn sidecar_serves_host(_: &mut Suite) -> anyhow::Result<()> {
@@ -486,4 +490,48 @@ fn restart_resumes(suite: &mut Suite) -> anyhow::Result<()> {
             d["pid"] == pid && d["path"] == ENGINE_SOCK
         })
         .map(drop)
+}
+
+/// A privileged, host-namespaced, unlisted container writes its shell's pid into the agent's
+/// own cgroup, then every container is judged again (a reload). The agent judges a container by
+/// the cgroup the engine put it in, never by where its processes say they are, so no verdict
+/// lands on the agent's cgroup and the agent still reaches the engine. (Whether the write
+/// itself is refused is the kernel's part: the kernel suite's cgroup-protection cases.)
+fn agent_not_turned_against_itself(suite: &mut Suite) -> anyhow::Result<()> {
+    let agent = suite.agent.as_ref().context("the agent is not running")?;
+    let cgroup = fs::read_to_string(format!("/proc/{}/cgroup", agent.id()))?;
+    let rel = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .context("the agent's cgroup")?
+        .trim_start_matches('/')
+        .to_owned();
+    let procs = Path::new(CGROUP_ROOT).join(rel).join("cgroup.procs");
+    let script = format!(
+        "echo $$ > {} 2>/dev/null && echo moved || echo refused; sleep 60",
+        procs.display()
+    );
+    let id = docker_ok(&[
+        "run",
+        "-d",
+        "--privileged",
+        "--cgroupns=host",
+        "--pid=host",
+        &other_image(),
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    let id = id.trim().to_owned();
+    std::thread::sleep(Duration::from_millis(500));
+    let reloaded = suite.reload(&[&cli_image()], false);
+    let version = docker_ok(&["version", "--format", "{{.Server.Version}}"]);
+    let said = docker(&["logs", &id]).map(|o| String::from_utf8_lossy(&o.stdout).into_owned());
+    let _ = docker(&["rm", "-f", &id]);
+    reloaded?;
+    let version = version.with_context(|| {
+        format!("after the container's attempt ({said:?}) the agent no longer reaches the engine")
+    })?;
+    ensure!(!version.trim().is_empty(), "no server version");
+    Ok(())
 }
