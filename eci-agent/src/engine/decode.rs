@@ -97,51 +97,6 @@ pub fn volume(body: &[u8]) -> Result<(String, BTreeMap<String, String>), DecodeE
     Ok((j.driver, j.options.unwrap_or_default()))
 }
 
-/// What the agent needs about a container besides its mounts (those come from
-/// [`crate::policy::mount::decode_container_inspect`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ContainerState {
-    /// The full 64-hex id.
-    pub id: String,
-    pub running: bool,
-    /// The container's init process on the host (0 when not running).
-    pub pid: u32,
-    /// `HostConfig.CgroupParent` (empty: the engine's default).
-    pub cgroup_parent: String,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-struct ContainerJson {
-    id: String,
-    state: Option<StateJson>,
-    host_config: Option<HostConfigJson>,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-struct StateJson {
-    running: bool,
-    pid: i64,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "PascalCase", default)]
-struct HostConfigJson {
-    cgroup_parent: String,
-}
-
-pub fn container_state(body: &[u8]) -> Result<ContainerState, DecodeError> {
-    let j: ContainerJson = json("container", body)?;
-    let state = j.state.unwrap_or_default();
-    Ok(ContainerState {
-        id: j.id,
-        running: state.running,
-        pid: u32::try_from(state.pid).unwrap_or(0),
-        cgroup_parent: j.host_config.map(|h| h.cgroup_parent).unwrap_or_default(),
-    })
-}
-
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "PascalCase", default)]
 struct ListedContainer {
@@ -253,12 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn container_state_and_events() {
-        let s = container_state(
-            br#"{"Id":"abc","State":{"Running":true,"Pid":42},"HostConfig":{"CgroupParent":""}}"#,
-        )
-        .unwrap();
-        assert_eq!((s.id.as_str(), s.running, s.pid), ("abc", true, 42));
+    fn container_events() {
         let e = container_event(
             br#"{"Type":"container","Action":"start","Actor":{"ID":"abc","Attributes":{}}}"#,
         )

@@ -14,7 +14,7 @@
 
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex},
 };
 
@@ -44,6 +44,9 @@ pub struct KernelSync {
     /// Container → the cgroup whose verdict the agent wrote, so it can be removed when the
     /// container goes.
     written: Mutex<HashMap<ContainerId, CgroupId>>,
+    /// Cgroups the agent made ahead of `start`: removed with the container if the start never
+    /// happened (runc removes the ones it ran in).
+    created: Mutex<HashMap<ContainerId, PathBuf>>,
 }
 
 impl KernelSync {
@@ -53,6 +56,7 @@ impl KernelSync {
             tree,
             never: Vec::new(),
             written: Mutex::default(),
+            created: Mutex::default(),
         }
     }
 
@@ -76,6 +80,9 @@ impl KernelSync {
         }
         let rel = placement::container_cgroup(driver, cgroup_parent, id)?;
         let cgroup = self.tree.create(&rel)?;
+        if let Ok(mut created) = self.created.lock() {
+            created.insert(id.clone(), rel);
+        }
         self.set(id, cgroup, true)?;
         Ok(Some(cgroup))
     }
@@ -102,10 +109,17 @@ impl KernelSync {
         Ok(())
     }
 
-    /// The container is gone: its verdict entry goes too (cgroup ids are never reused).
+    /// The container is gone (or does not run): its verdict entry goes too (cgroup ids are
+    /// never reused), and a cgroup the agent made for a start that never ran.
     pub fn forget(&self, id: &ContainerId) {
         if let Some(cgroup) = self.written.lock().ok().and_then(|mut w| w.remove(id)) {
             self.remove(id, cgroup);
+        }
+        if let Some(rel) = self.created.lock().ok().and_then(|mut c| c.remove(id))
+            && let Ok(dir) = self.tree.dir(&rel)
+        {
+            // Busy (something runs in it) or gone: either way not ours to remove any more.
+            let _ = std::fs::remove_dir(dir);
         }
     }
 

@@ -292,7 +292,8 @@ impl SocketMountGate {
         Ok(Some((id, pass)))
     }
 
-    /// The engine answered a `start` the gate admitted: the container's cgroup exists now.
+    /// The engine answered a `start` the gate admitted: the container's cgroup exists now, or
+    /// the start failed and what was prepared for it goes.
     pub async fn started(&self, id: &ContainerId) {
         self.rejudge(id).await;
     }

@@ -900,9 +900,14 @@ mod tests {
     #[test]
     fn inspect_mounts() {
         let body = br#"{"Id":"c1","Image":"sha256:abc","Config":{"Image":"docker:cli"},
+            "State":{"Running":true,"Pid":42},"HostConfig":{"CgroupParent":"/ci"},
             "Mounts":[{"Type":"bind","Source":"/run/docker.sock","Destination":"/s"},
                       {"Type":"volume","Name":"v1","Source":"/var/lib/docker/volumes/v1/_data","Driver":"local"}]}"#;
         let c = decode_container_inspect(body).unwrap();
+        assert_eq!(
+            (c.id.as_str(), c.running, c.pid, c.cgroup_parent.as_str()),
+            ("c1", true, 42, "/ci")
+        );
         assert_eq!(c.image_id, "sha256:abc");
         assert_eq!(c.config_image, "docker:cli");
         assert_eq!(

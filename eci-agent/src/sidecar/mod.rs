@@ -358,10 +358,9 @@ async fn handle<G: CommandGate + ?Sized>(
         engine.forward(req).await
     };
     drop(engine);
-    // A `start` the gate admitted: the engine made the container's cgroup; record it.
-    if let (Some(id), Some(gate), Ok(response)) = (started, &shared.config.mounts, &forwarded)
-        && response.status().is_success()
-    {
+    // A `start` the gate admitted: the engine made the container's cgroup (record it), or the
+    // start failed (what was prepared for it goes).
+    if let (Some(id), Some(gate)) = (started, &shared.config.mounts) {
         gate.started(&id).await;
     }
     forwarded.unwrap_or_else(|err| {
