@@ -335,7 +335,7 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
     };
 
     // Allowed digests: resolved in the background, refreshed, replaced on reload.
-    let digests = Arc::new(DigestCache::new(settings.policy.images.clone()));
+    let digests = Arc::new(DigestCache::new(Arc::new(settings)));
     let registry = RegistryClient::new(RegistryConfig {
         insecure: args.insecure_registries.iter().cloned().collect(),
         ..RegistryConfig::default()
@@ -345,9 +345,8 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
         .clone()
         .spawn_refresher(Arc::new(registry), args.registry_refresh.into());
 
-    let (policy_tx, policy_rx) = tokio::sync::watch::channel(Arc::new(settings));
-    crate::reload::spawn(args.settings.clone(), policy_tx, digests.clone())
-        .context("SIGHUP handler")?;
+    let policy_rx = digests.subscribe();
+    crate::reload::spawn(args.settings.clone(), digests.clone()).context("SIGHUP handler")?;
 
     let sockets = SocketGate::new(vec![
         protected_socket(&args.listen)?,
@@ -373,7 +372,6 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
             EngineApi::new(&args.engine),
             sockets,
             policy_rx.clone(),
-            digests.subscribe(),
             kernel_sync,
         )
         .with_cgroups(crate::gate::Cgroups {
@@ -388,7 +386,6 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
     tokio::spawn(crate::gate::watch::run(
         gate.clone(),
         policy_rx.clone(),
-        digests.subscribe(),
         adopted_tx,
     ));
     // Adoption: the containers running now are judged (table, kernel verdicts) before the

@@ -190,7 +190,7 @@ async fn explain_with_engine(
     };
     use anyhow::Context as _;
 
-    let cache = Arc::new(DigestCache::new(settings.policy.images.clone()));
+    let cache = Arc::new(DigestCache::new(Arc::new(settings)));
     let registry = RegistryClient::new(RegistryConfig {
         insecure: args.insecure_registries.iter().cloned().collect(),
         ..RegistryConfig::default()
@@ -211,11 +211,9 @@ async fn explain_with_engine(
         .iter()
         .map(|p| protected_socket(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let (_settings_tx, settings_rx) = tokio::sync::watch::channel(Arc::new(settings));
     let gate = SocketMountGate::new(
         EngineApi::new(&args.engine),
         SocketGate::new(sockets),
-        settings_rx,
         cache.subscribe(),
         None,
     );

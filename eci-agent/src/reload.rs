@@ -8,12 +8,9 @@ use std::{
     time::Duration,
 };
 
-use tokio::{
-    signal::unix::{SignalKind, signal},
-    sync::watch,
-};
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{metrics::Outcome, registry::DigestCache, settings::Settings};
+use crate::{metrics::Outcome, registry::DigestCache};
 
 /// How often the file is looked at. Editors replace files by rename, which inotify on the old
 /// inode misses; a cheap stat of the path sees every kind of change.
@@ -39,11 +36,7 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// Reloads `path` on SIGHUP or change, publishing each good version to `policy` and `digests`.
-pub fn spawn(
-    path: PathBuf,
-    policy: watch::Sender<Arc<Settings>>,
-    digests: Arc<DigestCache>,
-) -> anyhow::Result<()> {
+pub fn spawn(path: PathBuf, policy: Arc<DigestCache>) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         let mut last = stamp(&path);
@@ -70,8 +63,7 @@ pub fn spawn(
                     }
                     tracing::info!(settings = %path.display(), why, "settings reloaded");
                     crate::metrics::global().settings_loaded(Outcome::Success, true);
-                    digests.set_policy(new.policy.images.clone());
-                    policy.send_replace(Arc::new(new));
+                    policy.set_settings(Arc::new(new));
                 }
                 Err(err) => {
                     crate::metrics::global().settings_loaded(Outcome::Failure, true);

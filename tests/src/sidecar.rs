@@ -14,7 +14,7 @@ use eci_agent::{
     gate::{Cgroups, SocketMountGate, host::protected_socket},
     kernel::cgroup::CgroupTree,
     policy::{image::AllowedDigests, mount::SocketGate},
-    settings::Settings,
+    settings::{PolicySnapshot, Settings},
     sidecar::{self, AuditLog, SidecarConfig, TrustedCgroups},
 };
 use tokio::sync::{oneshot, watch};
@@ -46,11 +46,19 @@ pub fn command_list(kind: &str, commands: &[&str]) -> Settings {
     settings(&json.to_string())
 }
 
+/// `settings` with no resolved digests (the tests' imageLists are `"*"`).
+fn snapshot(settings: Settings) -> Arc<PolicySnapshot> {
+    Arc::new(PolicySnapshot {
+        settings: Arc::new(settings),
+        digests: Arc::new(AllowedDigests::default()),
+    })
+}
+
 pub struct Sidecar {
     dir: PathBuf,
     socket: PathBuf,
     audit: PathBuf,
-    policy: watch::Sender<Arc<Settings>>,
+    policy: watch::Sender<Arc<PolicySnapshot>>,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -77,8 +85,7 @@ impl Sidecar {
         let socket = dir.join("docker.sock");
         let audit = dir.join("audit.jsonl");
         let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-        let (policy_tx, policy_rx) = watch::channel(Arc::new(policy));
-        let (_, digests) = watch::channel(Arc::new(AllowedDigests::default()));
+        let (policy_tx, policy_rx) = watch::channel(snapshot(policy));
         let gate = SocketMountGate::new(
             EngineApi::new(engine),
             SocketGate::new(vec![
@@ -86,7 +93,6 @@ impl Sidecar {
                 protected_socket(engine).unwrap(),
             ]),
             policy_rx.clone(),
-            digests,
             None,
         )
         .with_cgroups(Cgroups {
@@ -133,7 +139,7 @@ impl Sidecar {
 
     /// Replaces the running policy; the next request is judged by it.
     pub fn set_policy(&self, policy: Settings) {
-        self.policy.send_replace(Arc::new(policy));
+        self.policy.send_replace(snapshot(policy));
     }
 
     /// The static docker CLI talking to this sidecar.

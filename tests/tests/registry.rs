@@ -5,13 +5,20 @@
 use std::{collections::HashSet, sync::Arc, sync::atomic::Ordering};
 
 use eci_agent::{
-    policy::{
-        image::ImagePolicy,
-        image_ref::{Digest, ImagePattern},
-    },
+    policy::image_ref::{Digest, ImagePattern},
     registry::{DigestCache, DigestSource, RegistryClient, RegistryConfig},
 };
 use eci_tests::registry::{Registry, TokenServer};
+
+/// Settings whose imageList is `entry` alone.
+fn listing(entry: &ImagePattern) -> Arc<eci_agent::settings::Settings> {
+    let json = serde_json::json!({
+        "configurationFileVersion": 2,
+        "enhancedContainerIsolation": {"value": true, "dockerSocketMount": {
+            "imageList": {"images": [entry.to_string()]}}},
+    });
+    Arc::new(eci_tests::sidecar::settings(&json.to_string()))
+}
 
 fn client(addr: &str) -> RegistryClient {
     RegistryClient::new(RegistryConfig {
@@ -120,10 +127,7 @@ async fn cache_keeps_last_good_set_when_registry_goes_down() {
     let mut reg = Registry::start().unwrap();
     let pushed = reg.push_image("team/keep:1", "kept").unwrap();
     let entry = pattern(&format!("{}/team/keep:1", reg.addr));
-    let cache = Arc::new(DigestCache::new(ImagePolicy {
-        patterns: vec![entry.clone()],
-        allow_derived_images: false,
-    }));
+    let cache = Arc::new(DigestCache::new(listing(&entry)));
     let c = client(&reg.addr);
 
     let report = cache.refresh(&c).await;
@@ -146,10 +150,7 @@ async fn registry_never_reached_allows_nothing() {
     let addr = reg.addr.clone();
     reg.stop();
     let entry = pattern(&format!("{addr}/team/never:1"));
-    let cache = DigestCache::new(ImagePolicy {
-        patterns: vec![entry.clone()],
-        allow_derived_images: false,
-    });
+    let cache = DigestCache::new(listing(&entry));
     let report = cache.refresh(&client(&addr)).await;
     assert_eq!(report.failed.len(), 1);
     assert!(cache.allowed().is_empty());

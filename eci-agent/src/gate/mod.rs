@@ -40,7 +40,7 @@ use crate::{
         messages::{self, ReasonCode},
         mount::{self, InspectedContainer, MountSpec, MountVerdict, Reach, SocketGate},
     },
-    settings::Settings,
+    settings::PolicySnapshot,
 };
 
 pub use kernel::KernelSync;
@@ -134,8 +134,7 @@ pub struct SocketMountGate {
     engine: EngineApi,
     sockets: SocketGate,
     host: Box<dyn mount::HostPaths + Send + Sync>,
-    settings: tokio_watch::Receiver<Arc<Settings>>,
-    digests: tokio_watch::Receiver<Arc<AllowedDigests>>,
+    policy: tokio_watch::Receiver<Arc<PolicySnapshot>>,
     info: OnceCell<EngineInfo>,
     cgroups: Option<Cgroups>,
     /// The one container table (see [`table`]).
@@ -147,16 +146,14 @@ impl SocketMountGate {
     pub fn new(
         engine: EngineApi,
         sockets: SocketGate,
-        settings: tokio_watch::Receiver<Arc<Settings>>,
-        digests: tokio_watch::Receiver<Arc<AllowedDigests>>,
+        policy: tokio_watch::Receiver<Arc<PolicySnapshot>>,
         kernel: Option<KernelSync>,
     ) -> Self {
         Self {
             engine,
             sockets,
             host: Box::new(host::RealHost),
-            settings,
-            digests,
+            policy,
             info: OnceCell::new(),
             cgroups: None,
             table: ContainerTable::new(),
@@ -176,13 +173,15 @@ impl SocketMountGate {
         self.cgroups.as_ref()
     }
 
-    fn settings(&self) -> Arc<Settings> {
-        self.settings.borrow().clone()
+    /// The policy in force: settings and digests from one snapshot, so one decision never
+    /// mixes a reload's settings with the digests of the one before.
+    fn snapshot(&self) -> Arc<PolicySnapshot> {
+        self.policy.borrow().clone()
     }
 
     /// False when `enhancedContainerIsolation.value` is false: nothing is restricted.
     pub fn eci_enabled(&self) -> bool {
-        self.settings.borrow().eci_enabled
+        self.policy.borrow().settings.eci_enabled
     }
 
     async fn info(&self) -> Result<&EngineInfo, GateRefusal> {
@@ -206,7 +205,7 @@ impl SocketMountGate {
         body: &[u8],
     ) -> Result<GatePass, GateRefusal> {
         let _ = caller; // the container-caller profile judges by it
-        let settings = self.settings();
+        let policy = self.snapshot();
         let create = mount::decode_create_body(body)
             .map_err(|e| GateRefusal::unverifiable(format!("the container configuration: {e}")))?;
         // The cgroup is the container's identity, ECI on or off: never inside the agent, a
@@ -216,7 +215,7 @@ impl SocketMountGate {
             .as_ref()
             .map_or("", |hc| hc.cgroup_parent.as_str());
         self.check_parent(parent).await?;
-        if !settings.eci_enabled {
+        if !policy.settings.eci_enabled {
             return Ok(GatePass::EciOff);
         }
         let mut mounts = Vec::new();
@@ -232,7 +231,7 @@ impl SocketMountGate {
             // again, which comes back here). `start` judges the image the container really got.
             return Ok(GatePass::Clear);
         };
-        self.decide(&settings, &create.image, &facts, reach).await
+        self.decide(&policy, &create.image, &facts, reach).await
     }
 
     /// Judges a container (a name or an ID) from the engine's view of it, without acting on
@@ -444,8 +443,8 @@ impl SocketMountGate {
     }
 
     async fn judge_mounts(&self, inspected: &InspectedContainer) -> Result<GatePass, GateRefusal> {
-        let settings = self.settings();
-        if !settings.eci_enabled {
+        let policy = self.snapshot();
+        if !policy.settings.eci_enabled {
             return Ok(GatePass::EciOff);
         }
         let mut mounts = Vec::new();
@@ -462,7 +461,7 @@ impl SocketMountGate {
             .ok_or_else(|| {
                 GateRefusal::unverifiable(format!("image {} not found", inspected.image_id))
             })?;
-        self.decide(&settings, &inspected.config_image, &facts, reach)
+        self.decide(&policy, &inspected.config_image, &facts, reach)
             .await
     }
 
@@ -576,19 +575,19 @@ impl SocketMountGate {
         let Some(facts) = self.image_facts(image).await? else {
             return Ok(None);
         };
-        self.decide_image(&self.settings(), image, &facts)
+        self.decide_image(&self.snapshot(), image, &facts)
             .await
             .map(Some)
     }
 
     async fn decide(
         &self,
-        settings: &Settings,
+        policy: &PolicySnapshot,
         image_name: &str,
         facts: &ImageFacts,
         reach: Reach,
     ) -> Result<GatePass, GateRefusal> {
-        let by = self.decide_image(settings, image_name, facts).await?;
+        let by = self.decide_image(policy, image_name, facts).await?;
         Ok(GatePass::Allowed {
             reach: Box::new(reach),
             by,
@@ -597,18 +596,19 @@ impl SocketMountGate {
 
     async fn decide_image(
         &self,
-        settings: &Settings,
+        snapshot: &PolicySnapshot,
         image_name: &str,
         facts: &ImageFacts,
     ) -> Result<AllowedBy, GateRefusal> {
+        let settings = &snapshot.settings;
         let policy = &settings.policy.images;
-        let allowed = self.digests.borrow().clone();
+        let allowed = &snapshot.digests;
         let locals = if policy.needs_local_images() && facts.local_only {
-            self.allowed_local_images(&allowed).await?
+            self.allowed_local_images(allowed).await?
         } else {
             Vec::new()
         };
-        match policy.decide(facts, &allowed, &locals) {
+        match policy.decide(facts, allowed, &locals) {
             crate::policy::Verdict::Allow(by) => Ok(by),
             crate::policy::Verdict::Deny(reason) => Err(GateRefusal::ImageNotAllowed {
                 message: messages::socket_mount_denied(

@@ -40,21 +40,17 @@ pub async fn judge_all(gate: &SocketMountGate) -> anyhow::Result<usize> {
 }
 
 /// Runs until the process ends: engine events, and a new judgement of everything on each
-/// settings or digest change. `adopted` fires once the containers running now have been judged
+/// change of the policy in force (settings or digests, published together). `adopted` fires once the containers running now have been judged
 /// (or the engine could not be asked): a restarted agent rebuilds its table and rewrites the
 /// kernel verdicts before it serves.
-pub async fn run<S, D>(
+pub async fn run<P>(
     gate: Arc<SocketMountGate>,
-    mut settings: watch::Receiver<S>,
-    mut digests: watch::Receiver<D>,
+    mut policy: watch::Receiver<P>,
     adopted: oneshot::Sender<()>,
 ) {
     let events = tokio::spawn(follow_events(gate.clone(), adopted));
-    loop {
-        tokio::select! {
-            changed = settings.changed() => if changed.is_err() { break },
-            changed = digests.changed() => if changed.is_err() { break },
-        }
+    // One snapshot of settings and digests: a reload is one change, one judgement.
+    while policy.changed().await.is_ok() {
         match judge_all(&gate).await {
             Ok(n) => tracing::info!(allowed = n, "running containers judged again"),
             Err(err) => tracing::warn!("judging running containers: {err:#}"),

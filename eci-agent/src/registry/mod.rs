@@ -18,9 +18,12 @@ use std::{
 pub use client::{RegistryClient, RegistryConfig};
 use tokio::sync::{Notify, watch};
 
-use crate::policy::{
-    image::{AllowedDigests, ImagePolicy},
-    image_ref::{Digest, ImagePattern},
+use crate::{
+    policy::{
+        image::{AllowedDigests, ImagePolicy},
+        image_ref::{Digest, ImagePattern},
+    },
+    settings::{PolicySnapshot, Settings},
 };
 
 /// Default time between two background refreshes.
@@ -71,66 +74,79 @@ pub struct RefreshReport {
     pub failed: Vec<(ImagePattern, String)>,
 }
 
-#[derive(Default)]
 struct State {
-    policy: ImagePolicy,
+    settings: Arc<Settings>,
     resolved: HashMap<ImagePattern, BTreeSet<Digest>>,
 }
 
-/// The allowed digests, shared by the sidecar (create/start checks) and the kernel sync.
-pub struct DigestCache {
-    state: RwLock<State>,
-    allowed: watch::Sender<Arc<AllowedDigests>>,
-    wake: Notify,
+impl State {
+    fn policy(&self) -> &ImagePolicy {
+        &self.settings.policy.images
+    }
 }
 
-impl Default for DigestCache {
-    fn default() -> Self {
-        Self {
-            state: RwLock::default(),
-            allowed: watch::Sender::new(Arc::new(AllowedDigests::default())),
-            wake: Notify::new(),
+impl State {
+    fn snapshot(&self) -> PolicySnapshot {
+        PolicySnapshot {
+            settings: self.settings.clone(),
+            digests: Arc::new(AllowedDigests::build(self.policy(), &self.resolved)),
         }
     }
 }
 
+/// The policy in force: the settings and the digests resolved for their imageList, published as
+/// one [`PolicySnapshot`] to the sidecar, the gate and the kernel sync.
+pub struct DigestCache {
+    state: RwLock<State>,
+    snapshot: watch::Sender<Arc<PolicySnapshot>>,
+    wake: Notify,
+}
+
 impl DigestCache {
-    pub fn new(policy: ImagePolicy) -> Self {
-        let cache = Self::default();
-        cache.set_policy(policy);
-        cache
+    pub fn new(settings: Arc<Settings>) -> Self {
+        let state = State {
+            settings,
+            resolved: HashMap::new(),
+        };
+        let snapshot = watch::Sender::new(Arc::new(state.snapshot()));
+        Self {
+            state: RwLock::new(state),
+            snapshot,
+            wake: Notify::new(),
+        }
     }
 
     /// The current allowed set (cheap: an `Arc` clone).
     pub fn allowed(&self) -> Arc<AllowedDigests> {
-        self.allowed.borrow().clone()
+        self.snapshot.borrow().digests.clone()
     }
 
-    /// Notified whenever the allowed set changes, so running containers can be judged again.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<AllowedDigests>> {
-        self.allowed.subscribe()
+    /// Notified once per change of the settings or the allowed set, with both.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<PolicySnapshot>> {
+        self.snapshot.subscribe()
     }
 
     /// A settings reload: entries no longer listed are dropped at once, new ones allow nothing
-    /// until resolved, and the background task is woken to resolve them.
-    pub fn set_policy(&self, policy: ImagePolicy) {
+    /// until resolved, and the background task is woken to resolve them. Readers see the new
+    /// settings and the matching digests in one change.
+    pub fn set_settings(&self, settings: Arc<Settings>) {
         if let Ok(mut st) = self.state.write() {
+            let policy = &settings.policy.images;
             st.resolved.retain(|p, _| policy.patterns.contains(p));
-            st.policy = policy;
+            st.settings = settings;
             self.publish(&st);
         }
         self.wake.notify_one();
     }
 
     fn publish(&self, st: &State) {
-        self.allowed
-            .send_replace(Arc::new(AllowedDigests::build(&st.policy, &st.resolved)));
+        self.snapshot.send_replace(Arc::new(st.snapshot()));
     }
 
     /// Resolves every registry entry once. Failures keep that entry's last good digests.
     pub async fn refresh<S: DigestSource>(&self, source: &S) -> RefreshReport {
         let entries: Vec<ImagePattern> = match self.state.read() {
-            Ok(st) => st.policy.registry_entries().cloned().collect(),
+            Ok(st) => st.policy().registry_entries().cloned().collect(),
             Err(_) => return RefreshReport::default(),
         };
         let mut report = RefreshReport::default();
@@ -145,13 +161,18 @@ impl DigestCache {
             }
         }
         if let Ok(mut st) = self.state.write() {
+            let mut changed = false;
             for (p, set) in fresh {
                 // The policy may have changed while we were asking.
-                if st.policy.patterns.contains(&p) {
+                if st.policy().patterns.contains(&p) && st.resolved.get(&p) != Some(&set) {
                     st.resolved.insert(p, set);
+                    changed = true;
                 }
             }
-            self.publish(&st);
+            // Only a change wakes the readers (each wake judges every running container).
+            if changed {
+                self.publish(&st);
+            }
         }
         report
     }
@@ -223,14 +244,15 @@ mod tests {
         Digest::from_bytes([n; 32])
     }
 
-    fn policy(entries: &[&str]) -> ImagePolicy {
-        ImagePolicy {
-            patterns: entries
-                .iter()
-                .map(|e| ImagePattern::parse(e).unwrap())
-                .collect(),
-            allow_derived_images: false,
-        }
+    fn policy(entries: &[&str]) -> Arc<Settings> {
+        let json = serde_json::json!({
+            "configurationFileVersion": 2,
+            "enhancedContainerIsolation": {"value": true, "dockerSocketMount": {
+                "imageList": {"images": entries}}},
+        });
+        Arc::new(
+            Settings::from_json_str(&json.to_string(), std::path::Path::new("/t.json")).unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -257,7 +279,10 @@ mod tests {
         let mut rx = cache.subscribe();
         cache.refresh(&fake).await;
         assert!(rx.has_changed().unwrap());
-        assert_eq!(rx.borrow_and_update().entry_for(&d(2)), Some(&cli));
+        assert_eq!(rx.borrow_and_update().digests.entry_for(&d(2)), Some(&cli));
+        // The same answer again changes nothing, and wakes no one.
+        cache.refresh(&fake).await;
+        assert!(!rx.has_changed().unwrap());
 
         // Registry down after a good refresh: the last good set stays.
         *fake.down.lock().unwrap() = true;
@@ -265,7 +290,14 @@ mod tests {
         assert!(cache.allowed().entry_for(&d(1)).is_some());
 
         // Reload without the entry: its digests go at once.
-        cache.set_policy(policy(&[&pinned]));
+        let new = policy(&[&pinned]);
+        cache.set_settings(new.clone());
+        let snapshot = rx.borrow_and_update().clone();
+        assert!(
+            Arc::ptr_eq(&snapshot.settings, &new),
+            "settings and digests in one change"
+        );
+        assert!(snapshot.digests.entry_for(&d(1)).is_none());
         assert!(cache.allowed().entry_for(&d(1)).is_none());
         assert!(cache.allowed().unresolved().is_empty());
     }

@@ -7,6 +7,10 @@
 //! administrator can fix the file from the message alone.
 #![forbid(unsafe_code)]
 
+pub mod snapshot;
+
+pub use snapshot::PolicySnapshot;
+
 use std::{
     fmt,
     path::{Path, PathBuf},

@@ -35,6 +35,19 @@ impl CommandGate for crate::settings::Settings {
     }
 }
 
+/// The policy in force, as the agent publishes it (settings with their digests).
+impl CommandGate for crate::settings::PolicySnapshot {
+    fn eci_enabled(&self) -> bool {
+        self.settings.eci_enabled()
+    }
+    fn commands(&self) -> &CommandPolicy {
+        self.settings.commands()
+    }
+    fn settings_location(&self) -> String {
+        self.settings.settings_location()
+    }
+}
+
 /// The outcome of admission for one request.
 #[derive(Debug, Clone)]
 pub enum Admission {
