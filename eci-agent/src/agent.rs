@@ -2,199 +2,21 @@
 
 use std::{
     fs,
-    os::unix::{fs::PermissionsExt as _, net::UnixListener},
+    os::unix::net::UnixListener,
     path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
-use eci_common::{CLASS_ALL, CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, VERDICT_EXACT};
+use eci_common::CLASS_ENGINE;
 
 use crate::{
     cli::RunArgs,
-    kernel::{Enforcer, KernelMaps, PinLayout, cgroup::CgroupTree},
+    kernel::{
+        cgroup::CgroupTree,
+        enforce::{KernelConfig, enforce},
+        sockets::{ProtectedPath, bind_protected},
+    },
 };
-
-/// The agent's own cgroup (relative to the cgroup2 mount): the only one that reaches the engine.
-pub const AGENT_CGROUP: &str = "eci-agent";
-
-/// What the kernel side of the agent needs to know.
-#[derive(Clone, Debug)]
-pub struct KernelConfig {
-    pub pin_dir: PathBuf,
-    pub cgroup_root: PathBuf,
-    /// The engine socket (only the agent's cgroup may reach it).
-    pub engine: PathBuf,
-    /// Host cgroups trusted to reach the public socket.
-    pub trust: Vec<PathBuf>,
-    /// Parents under which the engine creates container cgroups (e.g. `docker`, dockerd's
-    /// `--cgroup-parent`).
-    pub container_parents: Vec<PathBuf>,
-}
-
-/// Loads and pins the programs, moves this process into its own cgroup and writes the verdicts.
-///
-/// Admission race: a container cgroup is created by the runtime before the agent can know its id.
-/// Its verdict is inherited from the nearest ancestor until the agent writes its own. The container
-/// parents therefore get an explicit deny, even when a trusted cgroup contains them, and are
-/// registered so that the kernel's `cgroup_mkdir` program gives each new child (and each new
-/// `docker-<id>.scope` of the systemd driver, wherever it is made) an explicit deny of its own at
-/// creation; the existing ones get it from a scan. A new container starts denied (fail closed) and
-/// gains access only when the agent allows its cgroup (see `kernel/admission.rs`).
-pub fn enforce(cfg: &KernelConfig) -> anyhow::Result<Enforcer> {
-    let tree = CgroupTree::open(&cfg.cgroup_root)?;
-    let mut enforcer = Enforcer::load(&PinLayout::new(&cfg.pin_dir))?;
-    let own = tree.create(Path::new(AGENT_CGROUP))?;
-    enforcer.maps.set_verdict(
-        own,
-        CgroupVerdict {
-            classes: CLASS_ALL,
-            flags: VERDICT_EXACT,
-        },
-    )?;
-    tree.move_pid(Path::new(AGENT_CGROUP), std::process::id())?;
-    let root = tree.id(Path::new("/"))?;
-    for rel in &cfg.trust {
-        let id = tree
-            .id(rel)
-            .with_context(|| format!("--trust-cgroup {}", rel.display()))?;
-        // The root is trusted only exactly: every cgroup on the host descends from it.
-        let flags = if id == root { VERDICT_EXACT } else { 0 };
-        enforcer.maps.set_verdict(
-            id,
-            CgroupVerdict {
-                classes: CLASS_PUBLIC,
-                flags,
-            },
-        )?;
-    }
-    for rel in &cfg.container_parents {
-        // Created if the engine has not yet, so the deny is there before its first container.
-        let id = tree
-            .create(rel)
-            .with_context(|| format!("container cgroup parent {}", rel.display()))?;
-        enforcer.maps.set_verdict(id, CgroupVerdict::DENY)?;
-        enforcer.maps.admit_children_denied(id)?;
-    }
-    crate::kernel::admission::deny_unadmitted(&tree, &mut enforcer.maps)?;
-    // The name first, so that an engine restarting right now is covered either way.
-    enforcer.maps.protect_name(&cfg.engine, CLASS_ENGINE)?;
-    enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
-    Ok(enforcer)
-}
-
-/// Binds the public socket so that it is protected before anyone can connect: it is bound in a
-/// private (0700) directory beside `path`, tagged, and only then renamed into place (a rename keeps
-/// the inode, and with it the tag). The name `path` is protected too, so that a socket someone
-/// else binds there later (the agent gone) is tagged by the kernel at creation.
-pub fn bind_protected(path: &Path, maps: &mut KernelMaps) -> anyhow::Result<UnixListener> {
-    let parent = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let staging = parent.join(format!(".eci-agent-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&staging);
-    fs::create_dir(&staging).with_context(|| format!("creating {}", staging.display()))?;
-    fs::set_permissions(&staging, fs::Permissions::from_mode(0o700))?;
-    let result = (|| {
-        let tmp = staging.join("sock");
-        let listener =
-            UnixListener::bind(&tmp).with_context(|| format!("binding {}", tmp.display()))?;
-        maps.protect(&tmp, CLASS_PUBLIC)?;
-        maps.protect_name(path, CLASS_PUBLIC)?;
-        match fs::remove_file(path) {
-            Ok(()) => {}
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
-            Err(err) => {
-                return Err(err).with_context(|| format!("removing stale {}", path.display()));
-            }
-        }
-        fs::rename(&tmp, path)
-            .with_context(|| format!("moving the socket to {}", path.display()))?;
-        Ok(listener)
-    })();
-    let _ = fs::remove_dir_all(&staging);
-    result
-}
-
-/// A protected socket path. The tag belongs to the inode, and a socket re-created at the path
-/// (the engine restarted) is a new inode. The kernel tags it itself, at creation, from the tag on
-/// its directory (`KernelMaps::protect_name`), with or without a running agent; this watch is the
-/// second line: it tags the inode at the path when that did not happen (the directory itself was
-/// replaced, so its new inode carries no tag; or the kernel could not store the tag), and tags a
-/// replaced directory again.
-#[derive(Debug)]
-pub struct ProtectedPath {
-    path: PathBuf,
-    class: u32,
-    key: Option<eci_common::InodeKey>,
-    dir: Option<eci_common::InodeKey>,
-}
-
-/// What [`ProtectedPath::refresh`] found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refreshed {
-    /// Nothing new (or nothing at the path now).
-    Unchanged,
-    /// A new inode, already tagged by the kernel when it was created.
-    TaggedByKernel,
-    /// A new inode without a tag, tagged now (it was reachable until now).
-    TaggedNow,
-}
-
-impl ProtectedPath {
-    /// Protects the name `path` (its directory's tag) and the inode there now, and remembers both.
-    pub fn new(path: PathBuf, class: u32, maps: &mut KernelMaps) -> anyhow::Result<Self> {
-        // The name first: a socket re-created between the two steps is then tagged by the kernel.
-        let dir = maps.protect_name(&path, class)?;
-        let key = maps.protect(&path, class)?;
-        Ok(Self {
-            path,
-            class,
-            key: Some(key),
-            dir: Some(dir),
-        })
-    }
-
-    /// Tags the directory again when it was replaced, and the inode at the path when it is another
-    /// one than the tagged one. A missing path is not an error: the engine may be restarting.
-    pub fn refresh(&mut self, maps: &mut KernelMaps) -> anyhow::Result<Refreshed> {
-        use std::os::unix::fs::MetadataExt as _;
-        if let Ok(dir) = crate::kernel::maps::name_dir(&self.path)
-            && self.dir != Some(dir)
-        {
-            if let Some(old) = self.dir.take() {
-                maps.forget_dir(&old);
-            }
-            self.dir = Some(maps.protect_name(&self.path, self.class)?);
-            tracing::warn!(path = %self.path.display(), "the socket's directory was replaced; protected the name in the new one");
-        }
-        let Ok(meta) = fs::metadata(&self.path) else {
-            return Ok(Refreshed::Unchanged);
-        };
-        let now = eci_common::InodeKey {
-            dev: meta.dev(),
-            ino: meta.ino(),
-        };
-        if self.key == Some(now) {
-            return Ok(Refreshed::Unchanged);
-        }
-        let by_kernel = maps
-            .tag_of(&self.path)?
-            .is_some_and(|tag| tag.class == self.class);
-        if let Some(old) = self.key.take() {
-            maps.forget(&old);
-        }
-        // Also when the kernel tagged it: this records it in the index `status` reads.
-        self.key = Some(maps.protect(&self.path, self.class)?);
-        if by_kernel {
-            tracing::info!(path = %self.path.display(), "socket re-created; the kernel protected the new inode at creation");
-            Ok(Refreshed::TaggedByKernel)
-        } else {
-            tracing::warn!(path = %self.path.display(), "socket re-created without a tag (its directory was replaced?); protected the new inode now");
-            Ok(Refreshed::TaggedNow)
-        }
-    }
-}
 
 /// `eci-agent run`: settings first (a bad file stops here, before anything is bound or loaded),
 /// then the kernel, then the sidecar until SIGINT/SIGTERM; SIGHUP reloads the settings.
@@ -258,7 +80,7 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
             None
         }
         Err(err) => {
-            return Err(err.context(
+            return Err(anyhow::Error::new(err).context(
                 "kernel enforcement is unavailable (--allow-no-lsm runs the sidecar alone)",
             ));
         }

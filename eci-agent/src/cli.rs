@@ -186,7 +186,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Check(args) => return crate::settings::check_command(&args),
         Command::Explain(args) => return crate::explain::command(&args),
         Command::Status(args) => return crate::state::status_command(&args),
-        Command::Unload(args) => crate::kernel::unload(&args.pin_dir),
+        Command::Unload(args) => crate::kernel::unload(&args.pin_dir).map_err(Into::into),
         Command::Probe(args) => {
             return match crate::kernel::probe::try_load(&args.bpffs) {
                 Ok(()) => {

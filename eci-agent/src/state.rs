@@ -145,9 +145,9 @@ pub fn status_command(args: &crate::cli::StatusArgs) -> ExitCode {
 }
 
 fn not_live(pin_dir: &Path, agent: Option<&AgentState>) -> Vec<&'static str> {
-    use crate::kernel::{PinLayout, probe};
+    use crate::kernel::{PinLayout, lsm};
     let mut why = Vec::new();
-    if !probe::active_lsms().is_ok_and(|lsms| probe::lsm_list_has_bpf(&lsms)) {
+    if !lsm::active_lsms().is_ok_and(|lsms| lsm::lsm_list_has_bpf(&lsms)) {
         why.push("BPF LSM is not active");
     }
     if !PinLayout::new(pin_dir).is_loaded() {

@@ -7,18 +7,19 @@ use eci_common::{CLASS_ENGINE, CLASS_PUBLIC, VERDICT_EXACT};
 
 use super::{
     cgroup::CgroupTree,
-    loader::{self, PinLayout},
+    error::Result,
+    lsm,
     maps::KernelMaps,
     object::PROGRAMS,
-    probe,
+    pins::{self, PinLayout},
 };
 
-pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
+pub fn status(pin_dir: &Path) -> Result<()> {
     let pins = PinLayout::new(pin_dir);
-    let lsms = probe::active_lsms().unwrap_or_else(|err| format!("unreadable: {err}"));
+    let lsms = lsm::active_lsms().unwrap_or_else(|err| format!("unreadable: {err}"));
     println!(
         "BPF LSM active: {} ({})",
-        probe::lsm_list_has_bpf(&lsms),
+        lsm::lsm_list_has_bpf(&lsms),
         lsms
     );
     if !pins.is_loaded() {
@@ -92,11 +93,11 @@ pub fn status(pin_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn unload(pin_dir: &Path) -> anyhow::Result<()> {
+pub fn unload(pin_dir: &Path) -> Result<()> {
     // The agent's mode record sits beside the pins (see `state.rs`).
     let _ = std::fs::remove_file(crate::state::path(pin_dir));
     let pins = PinLayout::new(pin_dir);
-    if loader::unload(&pins)? {
+    if pins::unload(&pins)? {
         println!(
             "eci-agent: programs detached, pins under {} removed",
             pin_dir.display()

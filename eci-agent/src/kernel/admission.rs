@@ -17,12 +17,12 @@ use std::{
 
 use eci_common::{CgroupVerdict, MAX_CGROUP_DEPTH, is_container_scope};
 
-use super::{cgroup::CgroupTree, maps::KernelMaps};
+use super::{cgroup::CgroupTree, error::Result, maps::KernelMaps};
 use crate::ids::CgroupId;
 
 /// Gives every existing container cgroup without a verdict an explicit deny, as `cgroup_mkdir`
 /// would have; returns the ids it denied.
-pub fn deny_unadmitted(tree: &CgroupTree, maps: &mut KernelMaps) -> anyhow::Result<Vec<CgroupId>> {
+pub fn deny_unadmitted(tree: &CgroupTree, maps: &mut KernelMaps) -> Result<Vec<CgroupId>> {
     let parents: HashSet<CgroupId> = maps.container_parents().into_iter().collect();
     let judged: HashSet<CgroupId> = maps.verdicts().into_iter().map(|(id, _)| id).collect();
     let mut found = Vec::new();

@@ -137,15 +137,17 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
 
 impl Btf {
     /// Reads the running kernel's BTF.
-    pub fn from_sys_fs() -> anyhow::Result<Self> {
+    pub fn from_sys_fs() -> Result<Self, super::error::KernelError> {
         Self::from_file(Path::new(VMLINUX))
     }
 
-    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
-        use anyhow::Context as _;
-        let data = std::fs::read(path)
-            .with_context(|| format!("reading {} (kernel BTF)", path.display()))?;
-        Self::parse(&data).with_context(|| format!("parsing {}", path.display()))
+    pub fn from_file(path: &Path) -> Result<Self, super::error::KernelError> {
+        use super::error::KernelError;
+        let data = std::fs::read(path).map_err(KernelError::io("reading kernel BTF", path))?;
+        Self::parse(&data).map_err(|source| KernelError::Btf {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
     }
 
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {

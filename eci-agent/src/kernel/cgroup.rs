@@ -7,8 +7,7 @@ use std::{
     path::{Component, Path, PathBuf},
 };
 
-use anyhow::{Context as _, bail};
-
+use super::error::{KernelError, Result};
 use crate::ids::CgroupId;
 
 /// The cgroup2 hierarchy mounted at `root`.
@@ -19,12 +18,12 @@ pub struct CgroupTree {
 
 impl CgroupTree {
     /// Checks that `root` is a cgroup2 mount (it has `cgroup.controllers`; v1 has not).
-    pub fn open(root: &Path) -> anyhow::Result<Self> {
+    pub fn open(root: &Path) -> Result<Self> {
         if !root.join("cgroup.controllers").exists() {
-            bail!(
-                "{} is not a cgroup v2 mount (no cgroup.controllers); eci-agent judges processes by their cgroup v2 id",
-                root.display()
-            );
+            return Err(KernelError::BadPath {
+                path: root.to_owned(),
+                why: "not a cgroup v2 mount (no cgroup.controllers); eci-agent judges processes by their cgroup v2 id".to_owned(),
+            });
         }
         Ok(Self {
             root: root.to_owned(),
@@ -36,14 +35,17 @@ impl CgroupTree {
     }
 
     /// The directory of `rel` (a path relative to the mount; a leading `/` is allowed).
-    pub fn dir(&self, rel: &Path) -> anyhow::Result<PathBuf> {
+    pub fn dir(&self, rel: &Path) -> Result<PathBuf> {
         let mut dir = self.root.clone();
         for component in rel.components() {
             match component {
                 Component::RootDir | Component::CurDir => {}
                 Component::Normal(name) => dir.push(name),
                 Component::ParentDir | Component::Prefix(_) => {
-                    bail!("cgroup path {} must not contain '..'", rel.display())
+                    return Err(KernelError::BadPath {
+                        path: rel.to_owned(),
+                        why: "a cgroup path must not contain '..'".to_owned(),
+                    });
                 }
             }
         }
@@ -51,24 +53,23 @@ impl CgroupTree {
     }
 
     /// The id of the cgroup at `rel`.
-    pub fn id(&self, rel: &Path) -> anyhow::Result<CgroupId> {
+    pub fn id(&self, rel: &Path) -> Result<CgroupId> {
         let dir = self.dir(rel)?;
-        let meta = fs::metadata(&dir).with_context(|| format!("cgroup {}", dir.display()))?;
+        let meta = fs::metadata(&dir).map_err(KernelError::io("stat cgroup", &dir))?;
         Ok(CgroupId(meta.ino()))
     }
 
     /// Creates the cgroup at `rel` if needed and returns its id.
-    pub fn create(&self, rel: &Path) -> anyhow::Result<CgroupId> {
+    pub fn create(&self, rel: &Path) -> Result<CgroupId> {
         let dir = self.dir(rel)?;
-        fs::create_dir_all(&dir).with_context(|| format!("creating cgroup {}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(KernelError::io("creating cgroup", &dir))?;
         self.id(rel)
     }
 
     /// Moves process `pid` into the cgroup at `rel`.
-    pub fn move_pid(&self, rel: &Path, pid: u32) -> anyhow::Result<()> {
+    pub fn move_pid(&self, rel: &Path, pid: u32) -> Result<()> {
         let procs = self.dir(rel)?.join("cgroup.procs");
-        fs::write(&procs, pid.to_string())
-            .with_context(|| format!("moving pid {pid} into {}", procs.display()))
+        fs::write(&procs, pid.to_string()).map_err(KernelError::io("moving a pid into", procs))
     }
 
     /// The path (relative to the mount) of the cgroup with `id`, by walking the tree; `None` when

@@ -4,6 +4,8 @@ use aya::maps::{Map, MapData, RingBuf};
 use eci_common::{DenyEvent, Hook};
 use tokio::io::unix::AsyncFd;
 
+use super::error::{KernelError, Result};
+
 /// Decodes one ring buffer record; `None` for a record of another size (a newer program).
 pub fn decode(bytes: &[u8]) -> Option<DenyEvent> {
     if bytes.len() != size_of::<DenyEvent>() {
@@ -40,13 +42,17 @@ pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<DenyEvent> {
 pub async fn log_denials(
     map: Map,
     mut on_denial: impl FnMut(&DenyEvent) + Send + 'static,
-) -> anyhow::Result<()> {
-    let ring = RingBuf::try_from(map)?;
+) -> Result<()> {
+    let ring = RingBuf::try_from(map).map_err(KernelError::map(
+        eci_common::MAP_EVENTS,
+        "taking the ring buffer",
+    ))?;
     // SAFETY: the ring buffer owns its fd and closes it only when dropped, which happens after
     // the AsyncFd deregisters it (the AsyncFd owns the ring buffer).
-    let mut fd = unsafe { AsyncFd::register(ring) }.map_err(|err| anyhow::anyhow!("{err}"))?;
+    let mut fd = unsafe { AsyncFd::register(ring) }
+        .map_err(|err| KernelError::Events(std::io::Error::other(err.to_string())))?;
     loop {
-        let mut guard = fd.readable_mut().await?;
+        let mut guard = fd.readable_mut().await.map_err(KernelError::Events)?;
         for event in drain(guard.get_inner_mut()) {
             let known = Hook::from_u32(event.hook);
             let hook = known.map_or("unknown", Hook::name);

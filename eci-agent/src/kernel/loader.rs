@@ -1,4 +1,4 @@
-//! Loads the programs, attaches them and pins maps and links under the pin directory, so that
+//! Loads the programs, attaches them and pins maps and links under the pin directory (`pins.rs`), so that
 //! enforcement outlives the agent (SIGKILL included) and a restarted agent adopts the state.
 //!
 //! Restart and upgrade without a gap: maps are opened from their pins when present (aya's
@@ -6,12 +6,8 @@
 //! link is pinned under a temporary name and then renamed over the old pin, which detaches the
 //! old program only after the new one is attached.
 
-use std::{
-    fs, io,
-    path::{Path, PathBuf},
-};
+use std::{fs, path::PathBuf};
 
-use anyhow::Context as _;
 use aya::{
     Btf, Ebpf, EbpfLoader,
     programs::{BtfTracePoint, Lsm, links::FdLink},
@@ -23,84 +19,12 @@ use eci_common::{
 
 use super::{
     btf,
+    error::{KernelError, LoadError, Result},
+    lsm,
     maps::KernelMaps,
     object::{Attach, OBJECT, PROGRAMS},
+    pins::{self, PinLayout},
 };
-
-/// Why the programs could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// The binary was built with `AYA_BUILD_SKIP=1`.
-    #[error(
-        "this eci-agent was built without its BPF object (AYA_BUILD_SKIP); build it with `cargo xtask build`"
-    )]
-    NoObject,
-    /// `bpf` is not among the active LSMs.
-    #[error(
-        "BPF LSM is not active on this kernel (/sys/kernel/security/lsm: {active:?}); boot with `lsm=...,bpf` on the kernel command line"
-    )]
-    LsmInactive { active: String },
-    /// The running kernel's BTF lacks a struct member the programs walk (or has it with another
-    /// type): the programs would read the wrong memory, so they are not loaded at all.
-    #[error(
-        "this kernel's BTF ({path}) does not give the layout the programs need: {source}; eci-agent cannot enforce on this kernel"
-    )]
-    Offsets {
-        path: &'static str,
-        #[source]
-        source: btf::BtfError,
-    },
-    /// The kernel refused to load or attach a program.
-    #[error(
-        "this kernel refused the BPF LSM program {program} ({source}); it cannot enforce here: use a kernel with BPF LSM (or `cargo xtask run --vm`)"
-    )]
-    Refused {
-        program: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
-    },
-}
-
-/// Where things are pinned under `--pin-dir`.
-#[derive(Clone, Debug)]
-pub struct PinLayout {
-    root: PathBuf,
-}
-
-impl PinLayout {
-    pub fn new(root: &Path) -> Self {
-        Self {
-            root: root.to_owned(),
-        }
-    }
-
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    pub fn maps_dir(&self) -> PathBuf {
-        self.root.join("maps")
-    }
-
-    pub fn links_dir(&self) -> PathBuf {
-        self.root.join("links")
-    }
-
-    pub fn map(&self, name: &str) -> PathBuf {
-        self.maps_dir().join(name)
-    }
-
-    pub fn link(&self, program: &str) -> PathBuf {
-        self.links_dir().join(program)
-    }
-
-    /// Whether an agent has pinned programs here.
-    pub fn is_loaded(&self) -> bool {
-        PROGRAMS
-            .iter()
-            .any(|program| self.link(program.symbol).exists())
-    }
-}
 
 /// Attached programs and their maps.
 pub struct Enforcer {
@@ -111,24 +35,22 @@ pub struct Enforcer {
 
 impl Enforcer {
     /// Loads, attaches and pins everything (adopting pinned maps), and returns the maps to fill.
-    pub fn load(pins: &PinLayout) -> anyhow::Result<Self> {
+    pub fn load(pins: &PinLayout) -> Result<Self> {
         if OBJECT.is_empty() {
             return Err(LoadError::NoObject.into());
         }
-        let active = super::probe::active_lsms().unwrap_or_default();
-        if !super::probe::lsm_list_has_bpf(&active) {
+        let active = lsm::active_lsms().unwrap_or_default();
+        if !lsm::lsm_list_has_bpf(&active) {
             return Err(LoadError::LsmInactive { active }.into());
         }
         for dir in [pins.maps_dir(), pins.links_dir()] {
-            fs::create_dir_all(&dir).with_context(|| {
-                format!(
-                    "creating {} (is bpffs mounted on its parent?)",
-                    dir.display()
-                )
-            })?;
+            // Most often bpffs is not mounted on the pin directory's parent.
+            fs::create_dir_all(&dir).map_err(KernelError::io("creating (on bpffs)", &dir))?;
         }
-        let btf =
-            Btf::from_sys_fs().context("reading the kernel's BTF (/sys/kernel/btf/vmlinux)")?;
+        let btf = Btf::from_sys_fs().map_err(|source| KernelError::Btf {
+            path: btf::VMLINUX.into(),
+            source: Box::new(source),
+        })?;
         // The programs' struct walks use the running kernel's member offsets (see eci-common's
         // KernelOffsets for why not compiled-in ones).
         let offsets = btf::kernel_offsets(&btf::Btf::from_sys_fs()?).map_err(|source| {
@@ -145,7 +67,9 @@ impl Enforcer {
         for (name, path) in &map_paths {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).context("loading the BPF object")?;
+        let mut ebpf = loader
+            .load(OBJECT)
+            .map_err(|err| KernelError::Object(Box::new(err)))?;
         for &super::object::Program {
             symbol: program,
             target,
@@ -153,42 +77,51 @@ impl Enforcer {
         } in PROGRAMS
         {
             let refused = |source| LoadError::Refused { program, source };
-            let found = ebpf
-                .program_mut(program)
-                .with_context(|| format!("program {program} is missing from the BPF object"))?;
+            let missing = |what| KernelError::Missing {
+                what,
+                name: program.to_owned(),
+            };
+            let found = ebpf.program_mut(program).ok_or(missing("program"))?;
             let link: FdLink = match attach {
                 Attach::Lsm => {
-                    let lsm: &mut Lsm = found
-                        .try_into()
-                        .with_context(|| format!("program {program} is not an LSM program"))?;
+                    let lsm: &mut Lsm = found.try_into().map_err(|_| missing("LSM program"))?;
                     lsm.load(target, &btf).map_err(refused)?;
                     let link_id = lsm.attach().map_err(refused)?;
-                    lsm.take_link(link_id).context("taking the link")?.into()
+                    lsm.take_link(link_id)
+                        .map_err(|source| KernelError::Link { program, source })?
+                        .into()
                 }
                 Attach::BtfTracePoint => {
-                    let tp: &mut BtfTracePoint = found.try_into().with_context(|| {
-                        format!("program {program} is not a BTF tracepoint program")
-                    })?;
+                    let tp: &mut BtfTracePoint = found
+                        .try_into()
+                        .map_err(|_| missing("BTF tracepoint program"))?;
                     tp.load(target, &btf).map_err(refused)?;
                     let link_id = tp.attach().map_err(refused)?;
-                    tp.take_link(link_id).context("taking the link")?.into()
+                    tp.take_link(link_id)
+                        .map_err(|source| KernelError::Link { program, source })?
+                        .into()
                 }
             };
             let pin = pins.link(program);
             // bpffs refuses names with a dot (EPERM), hence no ".new".
             let staging = pins.link(&format!("{program}_staging"));
-            remove_if_exists(&staging)?;
-            link.pin(&staging)
-                .with_context(|| format!("pinning the {program} link at {}", staging.display()))?;
+            pins::remove_if_exists(&staging)?;
+            link.pin(&staging).map_err(|source| KernelError::Pin {
+                program,
+                path: staging.clone(),
+                source,
+            })?;
             fs::rename(&staging, &pin)
-                .with_context(|| format!("replacing the pinned link {}", pin.display()))?;
+                .map_err(KernelError::io("replacing the pinned link", &pin))?;
         }
         // Only now, with every program of this object attached: a program an older agent pinned
         // and this one no longer has would otherwise stay attached for good.
-        retire_stale_links(pins)?;
+        pins::retire_stale_links(pins)?;
         let take = |ebpf: &mut Ebpf, name: &str| {
-            ebpf.take_map(name)
-                .with_context(|| format!("map {name} is missing from the BPF object"))
+            ebpf.take_map(name).ok_or_else(|| KernelError::Missing {
+                what: "map",
+                name: name.to_owned(),
+            })
         };
         let maps = KernelMaps::from_maps(
             take(&mut ebpf, MAP_PROTECTED)?,
@@ -204,83 +137,5 @@ impl Enforcer {
     /// The ring buffer of denials (taken once).
     pub fn take_events(&mut self) -> Option<aya::maps::Map> {
         self.ebpf.take_map(eci_common::MAP_EVENTS)
-    }
-}
-
-/// Detaches the programs and removes every pin (maps, links, the directory itself). The kernel
-/// releases a link whose last reference was its pin from a work queue, so the programs stop
-/// running shortly after this returns, not at once.
-pub fn unload(pins: &PinLayout) -> anyhow::Result<bool> {
-    let mut removed = false;
-    for dir in [pins.links_dir(), pins.maps_dir()] {
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(err).with_context(|| format!("listing {}", dir.display())),
-        };
-        for entry in entries {
-            let path = entry?.path();
-            fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
-            removed = true;
-        }
-        fs::remove_dir(&dir).with_context(|| format!("removing {}", dir.display()))?;
-    }
-    match fs::remove_dir(pins.root()) {
-        Ok(()) => {}
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => return Err(err).with_context(|| format!("removing {}", pins.root().display())),
-    }
-    Ok(removed)
-}
-
-/// Removes every link pin that is not one of [`PROGRAMS`] (a program an older agent pinned, or a
-/// staging pin left by a crash), which detaches it.
-fn retire_stale_links(pins: &PinLayout) -> anyhow::Result<()> {
-    let dir = pins.links_dir();
-    let entries = fs::read_dir(&dir).with_context(|| format!("listing {}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.with_context(|| format!("listing {}", dir.display()))?;
-        let name = entry.file_name();
-        if !PROGRAMS
-            .iter()
-            .any(|p| name.as_encoded_bytes() == p.symbol.as_bytes())
-        {
-            remove_if_exists(&entry.path())?;
-        }
-    }
-    Ok(())
-}
-
-fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(err) => Err(err).with_context(|| format!("removing {}", path.display())),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn stale_link_pins_are_retired_current_ones_kept() {
-        let root = tempfile::tempdir().unwrap();
-        let pins = PinLayout::new(root.path());
-        fs::create_dir_all(pins.links_dir()).unwrap();
-        for name in [
-            "inode_permission",
-            "file_receive_staging",
-            "unix_stream_connect",
-        ] {
-            fs::write(pins.link(name), "").unwrap();
-        }
-        retire_stale_links(&pins).unwrap();
-        let mut left: Vec<String> = fs::read_dir(pins.links_dir())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().into_string().unwrap())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["unix_stream_connect"]);
     }
 }

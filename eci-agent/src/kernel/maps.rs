@@ -19,7 +19,6 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::Context as _;
 use aya::maps::{HashMap, InodeStorage, Map, MapData, MapError};
 use eci_common::{
     ADMIT_CHILDREN_DENIED, CgroupVerdict, DIR_PATH_BYTES, InodeKey, MAP_ADMISSION, MAP_PROTECTED,
@@ -28,7 +27,10 @@ use eci_common::{
     ProtectedName,
 };
 
-use super::loader::PinLayout;
+use super::{
+    error::{KernelError, Result},
+    pins::PinLayout,
+};
 use crate::ids::CgroupId;
 
 pub struct KernelMaps {
@@ -57,24 +59,29 @@ impl KernelMaps {
         admission: Map,
         dirs: Map,
         dirs_index: Map,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
+        let typed = |name: &'static str| KernelError::map(name, "taking with the expected type");
         Ok(Self {
-            protected: protected.try_into().context(MAP_PROTECTED)?,
-            index: index.try_into().context(MAP_PROTECTED_INDEX)?,
-            verdicts: verdicts.try_into().context(MAP_VERDICTS)?,
-            admission: admission.try_into().context(MAP_ADMISSION)?,
-            dirs: dirs.try_into().context(MAP_PROTECTED_DIRS)?,
-            dirs_index: dirs_index.try_into().context(MAP_PROTECTED_DIRS_INDEX)?,
+            protected: protected.try_into().map_err(typed(MAP_PROTECTED))?,
+            index: index.try_into().map_err(typed(MAP_PROTECTED_INDEX))?,
+            verdicts: verdicts.try_into().map_err(typed(MAP_VERDICTS))?,
+            admission: admission.try_into().map_err(typed(MAP_ADMISSION))?,
+            dirs: dirs.try_into().map_err(typed(MAP_PROTECTED_DIRS))?,
+            dirs_index: dirs_index
+                .try_into()
+                .map_err(typed(MAP_PROTECTED_DIRS_INDEX))?,
         })
     }
 
     /// Opens the maps an agent pinned (for `status`, `unload` and tests), without loading anything.
-    pub fn open_pinned(pins: &PinLayout) -> anyhow::Result<Self> {
-        let open = |name: &str| -> anyhow::Result<Map> {
+    pub fn open_pinned(pins: &PinLayout) -> Result<Self> {
+        let open = |name: &'static str| -> Result<Map> {
             let path = pins.map(name);
-            let data = MapData::from_pin(&path)
-                .with_context(|| format!("opening pinned map {}", path.display()))?;
-            Map::from_map_data(data).with_context(|| format!("map {}", path.display()))
+            let data = MapData::from_pin(&path).map_err(KernelError::map(
+                name,
+                format!("opening the pin {}", path.display()),
+            ))?;
+            Map::from_map_data(data).map_err(KernelError::map(name, "reading its type"))
         };
         Self::from_maps(
             open(MAP_PROTECTED)?,
@@ -88,11 +95,9 @@ impl KernelMaps {
 
     /// Tags the socket file at `path` as protected with `class`. Idempotent; a socket re-created
     /// at the same path is a new inode and needs a new tag.
-    pub fn protect(&mut self, path: &Path, class: u32) -> anyhow::Result<InodeKey> {
+    pub fn protect(&mut self, path: &Path, class: u32) -> Result<InodeKey> {
         let file = open_path(path)?;
-        let meta = file
-            .metadata()
-            .with_context(|| format!("stat {}", path.display()))?;
+        let meta = file.metadata().map_err(KernelError::io("stat", path))?;
         let key = InodeKey {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -105,10 +110,14 @@ impl KernelMaps {
         };
         self.protected
             .insert(&file, tag, 0)
-            .with_context(|| format!("tagging {} in {MAP_PROTECTED}", path.display()))?;
-        self.index
-            .insert(key, tag, 0)
-            .with_context(|| format!("recording {} in {MAP_PROTECTED_INDEX}", path.display()))?;
+            .map_err(KernelError::map(
+                MAP_PROTECTED,
+                format!("tagging {}", path.display()),
+            ))?;
+        self.index.insert(key, tag, 0).map_err(KernelError::map(
+            MAP_PROTECTED_INDEX,
+            format!("recording {}", path.display()),
+        ))?;
         Ok(key)
     }
 
@@ -117,34 +126,33 @@ impl KernelMaps {
     /// engine) is tagged by the kernel the moment it gets the name. Idempotent; returns the
     /// directory's identity. The directory's own replacement is not covered (its new inode carries
     /// no tag): `ProtectedPath::refresh` notices that.
-    pub fn protect_name(&mut self, path: &Path, class: u32) -> anyhow::Result<InodeKey> {
+    pub fn protect_name(&mut self, path: &Path, class: u32) -> Result<InodeKey> {
         let (dir_path, name) = split_name(path)?;
-        let protected_name = ProtectedName::new(name.as_bytes(), class).with_context(|| {
-            format!(
-                "{}: a protected name is one path component of at most {PROTECTED_NAME_MAX} bytes",
-                path.display()
-            )
-        })?;
+        let protected_name =
+            ProtectedName::new(name.as_bytes(), class).ok_or_else(|| KernelError::BadPath {
+                path: path.to_owned(),
+                why: format!(
+                    "a protected name is one path component of at most {PROTECTED_NAME_MAX} bytes"
+                ),
+            })?;
         let dir = open_path(&dir_path)?;
         let key = inode_key(&dir, &dir_path)?;
         let mut tags = match self.dirs.get(&dir, 0) {
             Ok(tags) => tags,
             Err(MapError::KeyNotFound) => ProtectedDir::new(key.dev),
             Err(err) => {
-                return Err(err).with_context(|| {
-                    format!(
-                        "reading the tag of {} in {MAP_PROTECTED_DIRS}",
-                        dir_path.display()
-                    )
-                });
+                return Err(KernelError::map(
+                    MAP_PROTECTED_DIRS,
+                    format!("reading the tag of {}", dir_path.display()),
+                )(err));
             }
         };
         tags.dev = key.dev;
         if !tags.insert(protected_name) {
-            anyhow::bail!(
-                "{}: its directory already protects {MAX_NAMES_PER_DIR} other names",
-                path.display()
-            );
+            return Err(KernelError::BadPath {
+                path: path.to_owned(),
+                why: format!("its directory already protects {MAX_NAMES_PER_DIR} other names"),
+            });
         }
         self.write_dir(&dir, &dir_path, key, tags)?;
         Ok(key)
@@ -152,16 +160,14 @@ impl KernelMaps {
 
     /// Removes the tag of the socket file at `path` (if it still exists) from both maps, and the
     /// name from its directory's tag (the directory's tag goes when it protects no name).
-    pub fn unprotect(&mut self, path: &Path) -> anyhow::Result<()> {
+    pub fn unprotect(&mut self, path: &Path) -> Result<()> {
         self.unprotect_name(path)?;
         let file = match open_path(path) {
             Ok(file) => file,
             Err(_) if !path.exists() => return Ok(()),
             Err(err) => return Err(err),
         };
-        let meta = file
-            .metadata()
-            .with_context(|| format!("stat {}", path.display()))?;
+        let meta = file.metadata().map_err(KernelError::io("stat", path))?;
         let _ = self.protected.remove(&file);
         let _ = self.index.remove(&InodeKey {
             dev: meta.dev(),
@@ -172,7 +178,7 @@ impl KernelMaps {
 
     /// Removes the name `path` from its directory's tag; nothing to do when the directory is gone
     /// or does not protect it.
-    pub fn unprotect_name(&mut self, path: &Path) -> anyhow::Result<()> {
+    pub fn unprotect_name(&mut self, path: &Path) -> Result<()> {
         let (dir_path, name) = split_name(path)?;
         let Ok(dir) = open_path(&dir_path) else {
             return Ok(());
@@ -182,12 +188,10 @@ impl KernelMaps {
             Ok(tags) => tags,
             Err(MapError::KeyNotFound) => return Ok(()),
             Err(err) => {
-                return Err(err).with_context(|| {
-                    format!(
-                        "reading the tag of {} in {MAP_PROTECTED_DIRS}",
-                        dir_path.display()
-                    )
-                });
+                return Err(KernelError::map(
+                    MAP_PROTECTED_DIRS,
+                    format!("reading the tag of {}", dir_path.display()),
+                )(err));
             }
         };
         if !tags.remove(name.as_bytes()) {
@@ -197,12 +201,10 @@ impl KernelMaps {
             match self.dirs.remove(&dir) {
                 Ok(()) | Err(MapError::KeyNotFound) => {}
                 Err(err) => {
-                    return Err(err).with_context(|| {
-                        format!(
-                            "removing the tag of {} in {MAP_PROTECTED_DIRS}",
-                            dir_path.display()
-                        )
-                    });
+                    return Err(KernelError::map(
+                        MAP_PROTECTED_DIRS,
+                        format!("removing the tag of {}", dir_path.display()),
+                    )(err));
                 }
             }
             self.forget_dir(&key);
@@ -217,20 +219,21 @@ impl KernelMaps {
         dir_path: &Path,
         key: InodeKey,
         tags: ProtectedDir,
-    ) -> anyhow::Result<()> {
-        self.dirs
-            .insert(dir, tags, 0)
-            .with_context(|| format!("tagging {} in {MAP_PROTECTED_DIRS}", dir_path.display()))?;
+    ) -> Result<()> {
+        self.dirs.insert(dir, tags, 0).map_err(KernelError::map(
+            MAP_PROTECTED_DIRS,
+            format!("tagging {}", dir_path.display()),
+        ))?;
         let record = ProtectedDirRecord {
             dir: tags,
             path: path_bytes(dir_path),
         };
-        self.dirs_index.insert(key, record, 0).with_context(|| {
-            format!(
-                "recording {} in {MAP_PROTECTED_DIRS_INDEX}",
-                dir_path.display()
-            )
-        })
+        self.dirs_index
+            .insert(key, record, 0)
+            .map_err(KernelError::map(
+                MAP_PROTECTED_DIRS_INDEX,
+                format!("recording {}", dir_path.display()),
+            ))
     }
 
     /// Drops the index entry of a directory that no longer carries a tag (or was replaced).
@@ -239,22 +242,28 @@ impl KernelMaps {
     }
 
     /// The tag the inode at `path` carries now (`None`: untagged).
-    pub fn tag_of(&self, path: &Path) -> anyhow::Result<Option<Protected>> {
+    pub fn tag_of(&self, path: &Path) -> Result<Option<Protected>> {
         let file = open_path(path)?;
         match self.protected.get(&file, 0) {
             Ok(tag) => Ok(Some(tag)),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(err) => Err(err).with_context(|| format!("reading the tag of {}", path.display())),
+            Err(err) => Err(KernelError::map(
+                MAP_PROTECTED,
+                format!("reading the tag of {}", path.display()),
+            )(err)),
         }
     }
 
     /// The tag the directory at `dir` carries now (`None`: it protects no name).
-    pub fn dir_tag(&self, dir: &Path) -> anyhow::Result<Option<ProtectedDir>> {
+    pub fn dir_tag(&self, dir: &Path) -> Result<Option<ProtectedDir>> {
         let file = open_path(dir)?;
         match self.dirs.get(&file, 0) {
             Ok(tag) => Ok(Some(tag)),
             Err(MapError::KeyNotFound) => Ok(None),
-            Err(err) => Err(err).with_context(|| format!("reading the tag of {}", dir.display())),
+            Err(err) => Err(KernelError::map(
+                MAP_PROTECTED_DIRS,
+                format!("reading the tag of {}", dir.display()),
+            )(err)),
         }
     }
 
@@ -303,25 +312,34 @@ impl KernelMaps {
         let _ = self.index.remove(key);
     }
 
-    pub fn set_verdict(&mut self, id: CgroupId, verdict: CgroupVerdict) -> anyhow::Result<()> {
+    pub fn set_verdict(&mut self, id: CgroupId, verdict: CgroupVerdict) -> Result<()> {
         self.verdicts
             .insert(id.0, verdict, 0)
-            .with_context(|| format!("setting the verdict of cgroup {id}"))
+            .map_err(KernelError::map(
+                MAP_VERDICTS,
+                format!("setting the verdict of cgroup {id}"),
+            ))
     }
 
-    pub fn remove_verdict(&mut self, id: CgroupId) -> anyhow::Result<()> {
+    pub fn remove_verdict(&mut self, id: CgroupId) -> Result<()> {
         match self.verdicts.remove(&id.0) {
             Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
-            Err(err) => Err(err).with_context(|| format!("removing the verdict of cgroup {id}")),
+            Err(err) => Err(KernelError::map(
+                MAP_VERDICTS,
+                format!("removing the verdict of cgroup {id}"),
+            )(err)),
         }
     }
 
     /// Registers `parent` as a container parent: from now on every cgroup created under it starts
     /// with an explicit deny (written by the `cgroup_mkdir` program).
-    pub fn admit_children_denied(&mut self, parent: CgroupId) -> anyhow::Result<()> {
+    pub fn admit_children_denied(&mut self, parent: CgroupId) -> Result<()> {
         self.admission
             .insert(parent.0, ADMIT_CHILDREN_DENIED, 0)
-            .with_context(|| format!("registering container parent cgroup {parent}"))
+            .map_err(KernelError::map(
+                MAP_ADMISSION,
+                format!("registering container parent cgroup {parent}"),
+            ))
     }
 
     /// The registered container parents.
@@ -351,11 +369,12 @@ impl KernelMaps {
 /// The directory and the name the kernel will see for `path`: symbolic links resolved (those on
 /// the way, and the last component itself when it is one), so that the directory tag lands where
 /// the socket really is created.
-fn split_name(path: &Path) -> anyhow::Result<(PathBuf, OsString)> {
-    let lexical = |path: &Path| -> anyhow::Result<(PathBuf, OsString)> {
-        let name = path
-            .file_name()
-            .with_context(|| format!("{} does not end in a file name", path.display()))?;
+fn split_name(path: &Path) -> Result<(PathBuf, OsString)> {
+    let lexical = |path: &Path| -> Result<(PathBuf, OsString)> {
+        let name = path.file_name().ok_or_else(|| KernelError::BadPath {
+            path: path.to_owned(),
+            why: "does not end in a file name".to_owned(),
+        })?;
         let dir = match path.parent() {
             Some(dir) if !dir.as_os_str().is_empty() => dir.to_owned(),
             _ => PathBuf::from("."),
@@ -371,16 +390,14 @@ fn split_name(path: &Path) -> anyhow::Result<(PathBuf, OsString)> {
 }
 
 /// The identity of the directory that holds the protected name `path` (see [`split_name`]).
-pub fn name_dir(path: &Path) -> anyhow::Result<InodeKey> {
+pub fn name_dir(path: &Path) -> Result<InodeKey> {
     let (dir_path, _) = split_name(path)?;
     let dir = open_path(&dir_path)?;
     inode_key(&dir, &dir_path)
 }
 
-fn inode_key(file: &File, path: &Path) -> anyhow::Result<InodeKey> {
-    let meta = file
-        .metadata()
-        .with_context(|| format!("stat {}", path.display()))?;
+fn inode_key(file: &File, path: &Path) -> Result<InodeKey> {
+    let meta = file.metadata().map_err(KernelError::io("stat", path))?;
     Ok(InodeKey {
         dev: meta.dev(),
         ino: meta.ino(),
@@ -397,10 +414,10 @@ fn path_bytes(path: &Path) -> [u8; DIR_PATH_BYTES] {
 }
 
 /// An `O_PATH` fd: enough to name the inode, grants no access to it.
-fn open_path(path: &Path) -> anyhow::Result<File> {
+fn open_path(path: &Path) -> Result<File> {
     OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
         .open(path)
-        .with_context(|| format!("opening {} (O_PATH)", path.display()))
+        .map_err(KernelError::io("opening (O_PATH)", path))
 }

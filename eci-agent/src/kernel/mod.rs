@@ -3,7 +3,12 @@
 //!
 //! - `object.rs`: the embedded BPF object and its programs.
 //! - `btf.rs`: kernel struct member offsets from the running kernel's BTF, for the programs.
+//! - `error.rs`: what the kernel refused, and where (typed; `anyhow` only above this layer).
+//! - `lsm.rs`: which LSMs are active.
+//! - `pins.rs`: where enforcement is pinned, and removing it.
 //! - `loader.rs`: load, attach and pin (and adopt what an earlier agent pinned).
+//! - `enforce.rs`: what `run` sets up in the kernel before serving (verdicts, parents, engine).
+//! - `sockets.rs`: the protected socket paths (bound protected, watched when re-created).
 //! - `maps.rs`: the only writer of the maps (protected inodes, cgroup verdicts).
 //! - `events.rs`: denials reported by the programs.
 //! - `admission.rs`: container cgroups start denied (the existing ones, at start).
@@ -15,12 +20,19 @@ mod admin;
 pub mod admission;
 pub mod btf;
 pub mod cgroup;
+pub mod enforce;
+pub mod error;
 pub mod events;
 pub mod loader;
+pub mod lsm;
 pub mod maps;
 mod object;
+pub mod pins;
 pub mod probe;
+pub mod sockets;
 
 pub use admin::{status, unload};
-pub use loader::{Enforcer, LoadError, PinLayout};
+pub use error::{KernelError, LoadError};
+pub use loader::Enforcer;
 pub use maps::KernelMaps;
+pub use pins::PinLayout;

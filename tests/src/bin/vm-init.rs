@@ -7,7 +7,7 @@
 
 use std::{ffi::CString, fs, process::Command};
 
-use eci_agent::kernel::probe;
+use eci_agent::kernel::lsm;
 
 struct Mount {
     source: &'static str,
@@ -88,7 +88,7 @@ fn run() -> Result<bool, String> {
     for m in MOUNTS {
         mount(m)?;
     }
-    let lsm = probe::active_lsms().map_err(|e| format!("{}: {e}", probe::LSM_LIST))?;
+    let lsm = lsm::active_lsms().map_err(|e| format!("{}: {e}", lsm::LSM_LIST))?;
     println!(
         "init: kernel {} lsm {}",
         fs::read_to_string("/proc/sys/kernel/osrelease")
@@ -96,7 +96,7 @@ fn run() -> Result<bool, String> {
             .trim(),
         lsm.trim()
     );
-    if !probe::lsm_list_has_bpf(&lsm) {
+    if !lsm::lsm_list_has_bpf(&lsm) {
         return Err(format!(
             "bpf is not an active LSM ({lsm}); the kernel command line needs lsm=...,bpf"
         ));

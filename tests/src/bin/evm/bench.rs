@@ -108,7 +108,7 @@ fn run(runs: u32) -> anyhow::Result<()> {
 fn docker_run(via: Via) -> anyhow::Result<f64> {
     let cgroup = match via {
         Via::Sidecar => format!("{HOST_CGROUP}/bench"),
-        Via::Direct => eci_agent::agent::AGENT_CGROUP.to_owned(),
+        Via::Direct => eci_agent::kernel::enforce::AGENT_CGROUP.to_owned(),
     };
     let mut cmd = Command::new("timeout");
     cmd.args(["-k", "5", "180"])

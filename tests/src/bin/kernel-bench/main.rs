@@ -32,9 +32,10 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use eci_agent::{
-    agent::{KernelConfig, enforce},
-    kernel::{PinLayout, loader},
+use eci_agent::kernel::{
+    PinLayout,
+    enforce::{KernelConfig, enforce},
+    pins,
 };
 use eci_common::CLASS_PUBLIC;
 
@@ -323,7 +324,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     )
     .context("joining the bench cgroup")?;
     let pins = PinLayout::new(Path::new(PIN_DIR));
-    let _ = loader::unload(&pins);
+    let _ = pins::unload(&pins);
 
     // The agent loads and pins the programs once; the bench takes them over and attaches and
     // detaches them itself from then on (see `switch`).
@@ -454,7 +455,7 @@ fn start_agent(engine: &Path, public: &Path) -> anyhow::Result<Child> {
 fn stop_agent(mut child: Child, pins: &PinLayout) -> anyhow::Result<()> {
     let _ = child.kill();
     let _ = child.wait();
-    loader::unload(pins).context("unloading the programs")?;
+    pins::unload(pins).context("unloading the programs")?;
     Ok(())
 }
 

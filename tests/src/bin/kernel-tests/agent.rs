@@ -5,7 +5,10 @@
 
 use std::{path::PathBuf, process::ExitCode, thread, time::Duration};
 
-use eci_agent::agent::{KernelConfig, ProtectedPath, Refreshed, bind_protected, enforce};
+use eci_agent::kernel::{
+    enforce::{KernelConfig, enforce},
+    sockets::{ProtectedPath, Refreshed, bind_protected},
+};
 use eci_common::CLASS_ENGINE;
 
 use crate::fixture::{CGROUP_ROOT, CONTAINER_PARENT, TRUSTED};

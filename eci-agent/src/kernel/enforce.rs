@@ -1,0 +1,86 @@
+//! What `eci-agent run` sets up in the kernel before it serves: the programs loaded and pinned,
+//! the agent in its own cgroup, the verdicts of the agent, the trusted cgroups and the container
+//! parents, and the engine socket protected.
+
+use std::path::{Path, PathBuf};
+
+use eci_common::{CLASS_ALL, CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, VERDICT_EXACT};
+
+use super::{
+    cgroup::CgroupTree,
+    error::{KernelError, Result},
+    loader::Enforcer,
+    pins::PinLayout,
+};
+
+/// The agent's own cgroup (relative to the cgroup2 mount): the only one that reaches the engine.
+pub const AGENT_CGROUP: &str = "eci-agent";
+
+/// What the kernel side of the agent needs to know.
+#[derive(Clone, Debug)]
+pub struct KernelConfig {
+    pub pin_dir: PathBuf,
+    pub cgroup_root: PathBuf,
+    /// The engine socket (only the agent's cgroup may reach it).
+    pub engine: PathBuf,
+    /// Host cgroups trusted to reach the public socket.
+    pub trust: Vec<PathBuf>,
+    /// Parents under which the engine creates container cgroups (e.g. `docker`, dockerd's
+    /// `--cgroup-parent`).
+    pub container_parents: Vec<PathBuf>,
+}
+
+/// Loads and pins the programs, moves this process into its own cgroup and writes the verdicts.
+///
+/// Admission race: a container cgroup is created by the runtime before the agent can know its id.
+/// Its verdict is inherited from the nearest ancestor until the agent writes its own. The container
+/// parents therefore get an explicit deny, even when a trusted cgroup contains them, and are
+/// registered so that the kernel's `cgroup_mkdir` program gives each new child (and each new
+/// `docker-<id>.scope` of the systemd driver, wherever it is made) an explicit deny of its own at
+/// creation; the existing ones get it from a scan. A new container starts denied (fail closed) and
+/// gains access only when the agent allows its cgroup (see `kernel/admission.rs`).
+pub fn enforce(cfg: &KernelConfig) -> Result<Enforcer> {
+    let tree = CgroupTree::open(&cfg.cgroup_root)?;
+    let mut enforcer = Enforcer::load(&PinLayout::new(&cfg.pin_dir))?;
+    let own = tree.create(Path::new(AGENT_CGROUP))?;
+    enforcer.maps.set_verdict(
+        own,
+        CgroupVerdict {
+            classes: CLASS_ALL,
+            flags: VERDICT_EXACT,
+        },
+    )?;
+    tree.move_pid(Path::new(AGENT_CGROUP), std::process::id())?;
+    let root = tree.id(Path::new("/"))?;
+    for rel in &cfg.trust {
+        let id = tree.id(rel).map_err(|source| KernelError::Cgroup {
+            role: "--trust-cgroup",
+            path: rel.clone(),
+            source: Box::new(source),
+        })?;
+        // The root is trusted only exactly: every cgroup on the host descends from it.
+        let flags = if id == root { VERDICT_EXACT } else { 0 };
+        enforcer.maps.set_verdict(
+            id,
+            CgroupVerdict {
+                classes: CLASS_PUBLIC,
+                flags,
+            },
+        )?;
+    }
+    for rel in &cfg.container_parents {
+        // Created if the engine has not yet, so the deny is there before its first container.
+        let id = tree.create(rel).map_err(|source| KernelError::Cgroup {
+            role: "container cgroup parent",
+            path: rel.clone(),
+            source: Box::new(source),
+        })?;
+        enforcer.maps.set_verdict(id, CgroupVerdict::DENY)?;
+        enforcer.maps.admit_children_denied(id)?;
+    }
+    super::admission::deny_unadmitted(&tree, &mut enforcer.maps)?;
+    // The name first, so that an engine restarting right now is covered either way.
+    enforcer.maps.protect_name(&cfg.engine, CLASS_ENGINE)?;
+    enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
+    Ok(enforcer)
+}

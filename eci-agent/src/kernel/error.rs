@@ -1,0 +1,124 @@
+//! The kernel layer's errors: each names the syscall or file operation, the map or the program,
+//! and the path it was about, as aya's `SyscallError`/`ProgramError` do, so that an operator
+//! reading one line knows what the kernel refused and where.
+
+use std::{io, path::PathBuf};
+
+use super::btf::BtfError;
+
+/// Why the programs could not be loaded: the reasons a kernel cannot enforce at all.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The binary was built with `AYA_BUILD_SKIP=1`.
+    #[error(
+        "this eci-agent was built without its BPF object (AYA_BUILD_SKIP); build it with `cargo xtask build`"
+    )]
+    NoObject,
+    /// `bpf` is not among the active LSMs.
+    #[error(
+        "BPF LSM is not active on this kernel (/sys/kernel/security/lsm: {active:?}); boot with `lsm=...,bpf` on the kernel command line"
+    )]
+    LsmInactive { active: String },
+    /// The running kernel's BTF lacks a struct member the programs walk (or has it with another
+    /// type): the programs would read the wrong memory, so they are not loaded at all.
+    #[error(
+        "this kernel's BTF ({path}) does not give the layout the programs need: {source}; eci-agent cannot enforce on this kernel"
+    )]
+    Offsets {
+        path: &'static str,
+        #[source]
+        source: BtfError,
+    },
+    /// The kernel refused to load or attach a program.
+    #[error(
+        "this kernel refused the BPF LSM program {program} ({source}); it cannot enforce here: use a kernel with BPF LSM (or `cargo xtask run --vm`)"
+    )]
+    Refused {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+}
+
+/// Everything else the kernel layer can fail at.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// A file operation (the name says which) on a pin, a cgroup, a socket or their directory.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// A map operation the kernel refused (`bpf(BPF_MAP_*)`).
+    #[error("{op} in map {map}: {source}")]
+    Map {
+        map: &'static str,
+        op: String,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Pinning a program's link (`bpf(BPF_OBJ_PIN)`).
+    #[error("pinning the {program} link at {}: {source}", path.display())]
+    Pin {
+        program: &'static str,
+        path: PathBuf,
+        #[source]
+        source: aya::pin::PinError,
+    },
+    /// Loading the object (`bpf(BPF_MAP_CREATE)` for its maps, BTF, relocations).
+    #[error("loading the BPF object: {0}")]
+    Object(#[source] Box<aya::EbpfError>),
+    /// A program or map this agent expects is not in its object (a build mismatch), or has
+    /// another type.
+    #[error("the BPF object has no {what} {name}")]
+    Missing { what: &'static str, name: String },
+    /// The kernel's BTF could not be read or parsed.
+    #[error("kernel BTF {}: {source}", path.display())]
+    Btf {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A program's link could not be taken over from aya.
+    #[error("taking the link of {program}: {source}")]
+    Link {
+        program: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A path the kernel layer cannot use as given.
+    #[error("{}: {why}", path.display())]
+    BadPath { path: PathBuf, why: String },
+    /// A cgroup named on the command line (`--trust-cgroup`, a container parent).
+    #[error("{role} {}: {source}", path.display())]
+    Cgroup {
+        role: &'static str,
+        path: PathBuf,
+        #[source]
+        source: Box<KernelError>,
+    },
+    /// The ring buffer of denials could not be watched.
+    #[error("watching the ring buffer of denials: {0}")]
+    Events(#[source] io::Error),
+}
+
+pub type Result<T, E = KernelError> = std::result::Result<T, E>;
+
+impl KernelError {
+    pub(super) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { op, path, source }
+    }
+
+    pub(super) fn map(
+        map: &'static str,
+        op: impl Into<String>,
+    ) -> impl FnOnce(aya::maps::MapError) -> Self {
+        let op = op.into();
+        move |source| Self::Map { map, op, source }
+    }
+}
