@@ -7,22 +7,106 @@ use std::{
 };
 
 use anyhow::Context as _;
+
 use eci_common::CLASS_ENGINE;
 
-use crate::{
-    cli::RunArgs,
-    kernel::{
-        cgroup::CgroupTree,
-        enforce::{KernelConfig, enforce},
-        sockets::{ProtectedPath, bind_protected},
-    },
+use crate::kernel::{
+    cgroup::CgroupTree,
+    enforce::{KernelConfig, enforce},
+    sockets::{ProtectedPath, bind_protected},
 };
+
+/// dockerd's default group for its socket.
+pub const DEFAULT_SOCKET_GROUP: &str = "docker";
+
+/// Settings that cannot be used: `run` stops before binding or loading anything, and the command
+/// line exits 64 (a restart would not help).
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {message}", path.display())]
+pub struct BadSettings {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct Args {
+    /// Docker Desktop's admin-settings.json.
+    #[arg(long)]
+    pub settings: PathBuf,
+    /// The public socket the sidecar listens on (what clients use as DOCKER_HOST).
+    #[arg(long)]
+    pub listen: PathBuf,
+    /// The real engine socket; only the agent may reach it.
+    #[arg(long)]
+    pub engine: PathBuf,
+    #[command(flatten)]
+    pub pin: crate::pin_args::PinArgs,
+    /// A host cgroup (relative to the cgroup2 mount) whose processes are trusted; repeatable.
+    #[arg(long = "trust-cgroup", value_name = "PATH")]
+    pub trust_cgroups: Vec<PathBuf>,
+    /// A registry reached over plain HTTP (HOST:PORT); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+    /// Time between two registry refreshes of the allowed digests (e.g. 5m, 30s).
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    pub registry_refresh: Seconds,
+    /// Where the cgroup2 hierarchy is mounted.
+    #[arg(long, default_value = "/sys/fs/cgroup")]
+    pub cgroup_root: PathBuf,
+    /// One JSON line per refused request to FILE (`-` for stdout).
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
+    /// Run the sidecar without kernel enforcement when BPF LSM is not active (loudly).
+    #[arg(long)]
+    pub allow_no_lsm: bool,
+    /// Group that may use the public socket (mode 0660), as dockerd's own `--group`.
+    #[arg(long, short = 'G', default_value = DEFAULT_SOCKET_GROUP)]
+    pub group: String,
+    /// Serve Prometheus metrics, /healthz and /readyz over HTTP on ADDR (e.g. 127.0.0.1:9431).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<std::net::SocketAddr>,
+    /// Decide, log and audit everything but refuse nothing (see the README for the kernel side).
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// A duration given as `90`, `90s`, `5m` or `1h`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seconds(pub u64);
+
+impl From<Seconds> for std::time::Duration {
+    fn from(s: Seconds) -> Self {
+        Self::from_secs(s.0)
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Seconds, String> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a number with an optional s, m or h"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?} (s, m or h)")),
+    };
+    match n.checked_mul(factor) {
+        Some(0) | None => Err(format!("{s:?}: must be between 1s and many years")),
+        Some(secs) => Ok(Seconds(secs)),
+    }
+}
 
 /// `eci-agent run`: settings first (a bad file stops here, before anything is bound or loaded),
 /// then the kernel, then the sidecar until SIGINT/SIGTERM; SIGHUP reloads the settings.
-pub fn run(args: RunArgs) -> anyhow::Result<()> {
-    let settings = crate::settings::load(&args.settings)
-        .map_err(|err| anyhow::anyhow!("{}: {err}", args.settings.display()))?;
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let settings = crate::settings::load(&args.settings).map_err(|err| BadSettings {
+        path: args.settings.clone(),
+        message: err.to_string(),
+    })?;
     for warning in &settings.warnings {
         tracing::warn!(settings = %args.settings.display(), "{warning}");
     }
@@ -33,7 +117,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<()> {
         .block_on(serve(args, settings))
 }
 
-async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Result<()> {
+async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Result<()> {
     use std::sync::{Arc, Mutex, atomic::Ordering::Relaxed};
 
     use tokio::signal::unix::{SignalKind, signal};
@@ -118,7 +202,7 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
     crate::socket_access::apply(
         &args.listen,
         &args.group,
-        args.group != crate::cli::DEFAULT_SOCKET_GROUP,
+        args.group != DEFAULT_SOCKET_GROUP,
     )?;
     // The kernel state is pinned: the process ending, however it ends, leaves it in place. What
     // the agent keeps is the maps, shared by the engine-socket watch and the container verdicts.
@@ -255,4 +339,19 @@ async fn serve(args: RunArgs, settings: crate::settings::Settings) -> anyhow::Re
     let _ = fs::remove_file(&args.listen);
     crate::state::clear(&args.pin.pin_dir);
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90"), Ok(Seconds(90)));
+        assert_eq!(parse_duration("5m"), Ok(Seconds(300)));
+        assert_eq!(parse_duration("1h"), Ok(Seconds(3600)));
+        for bad in ["", "0", "5d", "m", "-1s", "99999999999999999999h"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 }

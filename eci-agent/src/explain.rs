@@ -10,7 +10,6 @@
 use std::{path::PathBuf, process::ExitCode, sync::Arc};
 
 use crate::{
-    cli::ExplainArgs,
     gate::{self, GatePass, GateRefusal, SocketMountGate},
     ids::{CallerKind, ContainerId},
     policy::{
@@ -73,7 +72,34 @@ impl Explanation {
     }
 }
 
-pub fn command(args: &ExplainArgs) -> ExitCode {
+#[derive(Debug, Clone, clap::Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["image", "container", "request"])))]
+pub struct Args {
+    #[arg(long)]
+    pub settings: PathBuf,
+    /// May a container of this image mount the socket? (a reference or an image ID)
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    /// The gate's judgement of an existing container (name or ID).
+    #[arg(long, value_name = "ID")]
+    pub container: Option<String>,
+    /// May a container send this request? e.g. 'POST /v1.47/images/x/push?tag=1'
+    #[arg(long, value_name = "'METHOD PATH'")]
+    pub request: Option<String>,
+    /// The Engine API asked about images and containers; through a running agent the host is
+    /// trusted, so the public socket works.
+    #[arg(long, default_value = "/var/run/docker.sock")]
+    pub engine: PathBuf,
+    /// A socket a container's mounts must not reach; repeatable. Default: --engine, plus the
+    /// deployment's engine socket /run/eci/engine.sock when it exists.
+    #[arg(long = "protect", value_name = "PATH")]
+    pub protect: Vec<PathBuf>,
+    /// A registry reached over plain HTTP (HOST:PORT); repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
+    pub insecure_registries: Vec<String>,
+}
+
+pub fn command(args: &Args) -> ExitCode {
     let settings = match settings::load(&args.settings) {
         Ok(s) => s,
         Err(err) => {
@@ -179,10 +205,7 @@ fn list_mode(settings: &Settings) -> String {
     }
 }
 
-async fn explain_with_engine(
-    args: &ExplainArgs,
-    settings: Settings,
-) -> anyhow::Result<Explanation> {
+async fn explain_with_engine(args: &Args, settings: Settings) -> anyhow::Result<Explanation> {
     use crate::{
         engine::EngineApi,
         gate::host::protected_socket,

@@ -5,6 +5,7 @@
 //! BPF or registries; the edges (`kernel/`, `sidecar/`, `registry/`) feed it typed values.
 
 pub mod agent;
+pub mod check;
 pub mod cli;
 pub mod denials;
 pub mod engine;
@@ -14,6 +15,7 @@ pub mod ids;
 pub mod kernel;
 pub mod logging;
 pub mod metrics;
+pub mod pin_args;
 pub mod policy;
 pub mod process;
 pub mod registry;
@@ -22,3 +24,5 @@ pub mod settings;
 pub mod sidecar;
 pub mod socket_access;
 pub mod state;
+pub mod status;
+pub mod verdict;

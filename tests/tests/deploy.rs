@@ -6,7 +6,10 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser as _;
-use eci_agent::cli::{Cli, Command, RunArgs};
+use eci_agent::{
+    agent::Args as RunArgs,
+    cli::{Cli, Command},
+};
 use yaml_rust2::{Yaml, YamlLoader};
 
 fn repo() -> PathBuf {

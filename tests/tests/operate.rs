@@ -443,3 +443,33 @@ fn explain_agrees_with_live_enforcement() {
     );
     let _ = engine().docker().args(["rm", "-f", name]).output();
 }
+
+/// Bad settings stop `run` before it binds or loads anything, with the field named and exit 64
+/// (`EX_USAGE`): a supervisor learns that restarting will not help.
+#[test]
+fn run_with_bad_settings_exits_64_naming_the_field() {
+    let dir = engine().scratch("bad-settings");
+    let settings = dir.join("admin-settings.json");
+    std::fs::write(
+        &settings,
+        r#"{"configurationFileVersion": 2, "enhancedContainerIsolation": {"value": true, "locked": true, "dockerSocketMount": {"imageList": {"images": [42]}}}}"#,
+    )
+    .unwrap();
+    let listen = dir.join("never.sock");
+    let out = Command::new(AGENT_BIN)
+        .arg("run")
+        .arg("--settings")
+        .arg(&settings)
+        .arg("--listen")
+        .arg(&listen)
+        .arg("--engine")
+        .arg(dir.join("engine.sock"))
+        .arg("--pin-dir")
+        .arg(dir.join("pins"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("images"), "the field is named: {stderr}");
+    assert!(!listen.exists(), "nothing was bound");
+}

@@ -7,6 +7,7 @@ mod build;
 mod cpio;
 mod evm;
 mod exec;
+mod lint;
 mod run;
 mod setup;
 mod smoke;
@@ -30,6 +31,8 @@ enum Command {
     Build,
     /// The agent in front of a Docker engine (a private dockerd unless --engine), example settings.
     Run(run::Options),
+    /// Format, clippy (workspace and eci-ebpf's own target), no import circles, a pure policy core.
+    Lint,
     /// Only the smoke test of `cargo xtask run` (start, docker ps, a refused mount, Ctrl-C).
     Smoke,
     /// Everything: unit and integration tests on the host, then the kernel suite in a VM per kernel.
@@ -59,6 +62,7 @@ fn main() -> anyhow::Result<()> {
             setup::build_tools()?;
             smoke::run(&root)
         }
+        Command::Lint => lint::run(&root),
         Command::Test(opts) => test::run(&root, &opts),
         Command::Bench(opts) => bench::run(&root, &opts),
         Command::VmTest(opts) => {

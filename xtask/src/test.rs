@@ -1,9 +1,9 @@
-//! `cargo xtask test`: everything, in tiers (host tests, the kernel suite, the eci VM's
+//! `cargo xtask test`: everything, in tiers (lint, host tests, the kernel suite, the eci VM's
 //! end-to-end suite). Root, BPF and dockerd tests run here, never skipped.
 
 use std::{path::Path, process::Command};
 
-use crate::{evm, exec, setup, smoke, vm};
+use crate::{evm, exec, lint, setup, smoke, vm};
 
 #[derive(clap::Args)]
 #[group(id = "test")]
@@ -16,6 +16,8 @@ pub struct Options {
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     let kernels = setup::all(root)?;
+    // The house rules first: they take a minute and a broken one needs no VM to show.
+    lint::run(root)?;
     println!("xtask test: host tests (unit, sidecar, registry; real dockerd and registry)");
     exec::run(
         Command::new("cargo")

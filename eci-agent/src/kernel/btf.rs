@@ -42,6 +42,9 @@ const KIND_ENUM64: u8 = 19;
 /// Why offsets could not be found.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BtfError {
+    /// The file could not be read (the io error's text: this type stays comparable in tests).
+    #[error("{0}")]
+    Read(String),
     #[error("BTF data is truncated or malformed ({0})")]
     Malformed(&'static str),
     #[error("not BTF data, or not little-endian (magic {0:#06x})")]
@@ -137,17 +140,14 @@ fn u32_at(data: &[u8], at: usize) -> Result<u32, BtfError> {
 
 impl Btf {
     /// Reads the running kernel's BTF.
-    pub fn from_sys_fs() -> Result<Self, super::error::KernelError> {
+    pub fn from_sys_fs() -> Result<Self, BtfError> {
         Self::from_file(Path::new(VMLINUX))
     }
 
-    pub fn from_file(path: &Path) -> Result<Self, super::error::KernelError> {
-        use super::error::KernelError;
-        let data = std::fs::read(path).map_err(KernelError::io("reading kernel BTF", path))?;
-        Self::parse(&data).map_err(|source| KernelError::Btf {
-            path: path.to_owned(),
-            source: Box::new(source),
-        })
+    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+        let data = std::fs::read(path)
+            .map_err(|err| BtfError::Read(format!("reading {}: {err}", path.display())))?;
+        Self::parse(&data)
     }
 
     pub fn parse(data: &[u8]) -> Result<Self, BtfError> {

@@ -53,11 +53,13 @@ impl Enforcer {
         })?;
         // The programs' struct walks use the running kernel's member offsets (see eci-common's
         // KernelOffsets for why not compiled-in ones).
-        let offsets = btf::kernel_offsets(&btf::Btf::from_sys_fs()?).map_err(|source| {
-            LoadError::Offsets {
-                path: btf::VMLINUX,
-                source,
-            }
+        let own_btf = btf::Btf::from_sys_fs().map_err(|source| KernelError::Btf {
+            path: btf::VMLINUX.into(),
+            source: Box::new(source),
+        })?;
+        let offsets = btf::kernel_offsets(&own_btf).map_err(|source| LoadError::Offsets {
+            path: btf::VMLINUX,
+            source,
         })?;
         let map_paths: Vec<(&str, PathBuf)> =
             MAPS.iter().map(|name| (*name, pins.map(name))).collect();

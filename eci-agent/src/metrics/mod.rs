@@ -21,7 +21,7 @@ use std::{
     time::{SystemTime, UNIX_EPOCH},
 };
 
-use crate::sidecar::audit::Verdict;
+use crate::verdict::Verdict;
 
 /// The process's registry.
 pub fn global() -> &'static Metrics {

@@ -14,7 +14,6 @@ pub use snapshot::PolicySnapshot;
 use std::{
     fmt,
     path::{Path, PathBuf},
-    process::ExitCode,
 };
 
 use serde_json::{Map, Value};
@@ -448,30 +447,6 @@ fn parse_command_list(cx: &mut Cx, prefix: &str, v: &Value) -> CommandPolicy {
         }
     }
     CommandPolicy::new(mode, rules)
-}
-
-/// `eci-agent check --settings FILE`: prints the normalised policy; exit 0 only when valid.
-pub fn check_command(args: &crate::cli::CheckArgs) -> ExitCode {
-    match load(&args.settings) {
-        Ok(settings) => {
-            print!("{}", render(&settings));
-            for w in &settings.warnings {
-                eprintln!("warning: {w}");
-            }
-            ExitCode::SUCCESS
-        }
-        Err(SettingsError::Invalid { path, errors }) => {
-            eprintln!("{}: invalid settings", path.display());
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
-            ExitCode::from(EXIT_INVALID)
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(EXIT_INVALID)
-        }
-    }
 }
 
 /// The normalised policy, as `check` prints it.

@@ -24,24 +24,7 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-/// What became of a request (or a container start).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Verdict {
-    Allow,
-    Deny,
-    /// `--dry-run`: the policy refuses it, the agent let it through.
-    WouldDeny,
-}
-
-impl Verdict {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Allow => "allow",
-            Self::Deny => "deny",
-            Self::WouldDeny => "would_deny",
-        }
-    }
-}
+pub use crate::verdict::Verdict;
 
 /// One audited request.
 pub struct Entry<'a> {

@@ -58,11 +58,29 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
                 .map_err(|e| format!("allow: {e:#}"))?;
             let allowed_again = probe(&rel_str, "connect", public, None);
             sync.forget(&id);
+            // The agent made this cgroup for the start, so forgetting removes it as well as the
+            // verdict; one made again under the container parent is a new cgroup (a new id),
+            // denied at creation.
+            let left = KernelMaps::open_pinned(pins)
+                .map_err(|e| format!("open pinned maps: {e:#}"))?
+                .verdicts()
+                .into_iter()
+                .any(|(c, _)| c == cgroup);
+            if left {
+                return Err(format!(
+                    "forgotten: the verdict of cgroup {cgroup} is still there"
+                ));
+            }
+            let _again = Cgroup::create(&rel_str);
             let forgotten = probe(&rel_str, "connect", public, None);
             all([
                 expect("after revocation", denied, EPERM),
                 expect("allowed again", allowed_again, CONNECTED),
-                expect("forgotten: the container parent's deny", forgotten, EPERM),
+                expect(
+                    "forgotten, made again: the container parent's deny",
+                    forgotten,
+                    EPERM,
+                ),
             ])
         })(),
     );
