@@ -2,7 +2,8 @@
 //! this module imports only std, serde and eci-common (CI greps for tokio/hyper/aya/reqwest).
 //!
 //! - [`image_ref`]: image references and imageList entries (distribution/reference rules).
-//! - [`command`]: commandList names, wildcards and the compiled allow/deny matcher.
+//! - [`vocabulary`]: the docker CLI's command names and group wildcards.
+//! - [`command`]: the commandList rules and the compiled allow/deny matcher.
 //! - [`route`]: the Engine API route table and the request classifier.
 //! - [`image`]: the image verdict for a container that mounts the socket.
 //! - [`mount`]: whether a container's mounts can reach a protected socket; create-body decoding.
@@ -15,6 +16,7 @@ pub mod image_ref;
 pub mod messages;
 pub mod mount;
 pub mod route;
+pub mod vocabulary;
 
 pub use command::{CommandPolicy, CommandVerdict};
 pub use image::{DenyReason, ImagePolicy, Verdict};

@@ -7,7 +7,7 @@
 
 use std::{fmt, sync::OnceLock};
 
-use super::command::CliCommand;
+use super::vocabulary::CliCommand;
 
 const TABLE: &str = include_str!("routes.tsv");
 
@@ -298,7 +298,7 @@ mod tests {
 
     #[test]
     fn group_column_agrees_with_command_groups() {
-        use crate::policy::command::CommandGroup;
+        use crate::policy::vocabulary::CommandGroup;
         for r in routes() {
             let want = match r.group() {
                 RouteGroup::Container | RouteGroup::Exec => CommandGroup::Container,
