@@ -133,10 +133,10 @@ async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Resul
     if !settings.eci_enabled {
         tracing::warn!(settings = %args.settings.display(), "enhancedContainerIsolation.value is false: socket mounts are not restricted and the command list does not apply");
     }
-    let metrics = crate::metrics::global();
+    let metrics = Arc::new(crate::metrics::Metrics::default());
     metrics.settings_loaded(crate::metrics::Outcome::Success, false);
     if let Some(addr) = args.metrics {
-        let bound = crate::metrics::serve::spawn(addr).await?;
+        let bound = crate::metrics::serve::spawn(addr, metrics.clone()).await?;
         tracing::info!(%bound, "metrics, /healthz and /readyz served");
     }
     if args.dry_run {
@@ -211,6 +211,7 @@ async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Resul
             if let Some(events) = enforcer.take_events() {
                 let mut sink = crate::denials::DenialSink::new(
                     audit.clone(),
+                    metrics.clone(),
                     &args.cgroup_root,
                     vec![args.listen.clone(), args.engine.clone()],
                 );
@@ -247,12 +248,15 @@ async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Resul
         ..RegistryConfig::default()
     })
     .context("building the registry client")?;
-    digests
-        .clone()
-        .spawn_refresher(Arc::new(registry), args.registry_refresh.into());
+    digests.clone().spawn_refresher(
+        Arc::new(registry),
+        args.registry_refresh.into(),
+        metrics.clone(),
+    );
 
     let policy_rx = digests.subscribe();
-    crate::reload::spawn(args.settings.clone(), digests.clone()).context("SIGHUP handler")?;
+    crate::reload::spawn(args.settings.clone(), digests.clone(), metrics.clone())
+        .context("SIGHUP handler")?;
 
     let sockets = SocketGate::new(vec![
         protected_socket(&args.listen)?,
@@ -310,6 +314,7 @@ async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Resul
     config.mounts = Some(gate);
     config.audit = audit;
     config.dry_run = args.dry_run;
+    config.metrics = metrics.clone();
     let mode = if args.dry_run {
         crate::state::Mode::DryRun
     } else {

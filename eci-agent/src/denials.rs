@@ -22,6 +22,7 @@ use crate::{
 /// What a denial is turned into; built once, called for every event.
 pub struct DenialSink {
     audit: Option<AuditLog>,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     tree: Option<CgroupTree>,
     /// The sockets the agent protects by path; the inode is compared when a denial arrives
     /// (the engine re-creates its socket on restart).
@@ -34,9 +35,15 @@ pub struct DenialSink {
 const PATH_CACHE: usize = 1024;
 
 impl DenialSink {
-    pub fn new(audit: Option<AuditLog>, cgroup_root: &Path, sockets: Vec<PathBuf>) -> Self {
+    pub fn new(
+        audit: Option<AuditLog>,
+        metrics: std::sync::Arc<crate::metrics::Metrics>,
+        cgroup_root: &Path,
+        sockets: Vec<PathBuf>,
+    ) -> Self {
         Self {
             audit,
+            metrics,
             tree: CgroupTree::open(cgroup_root).ok(),
             sockets,
             paths: HashMap::new(),
@@ -44,7 +51,7 @@ impl DenialSink {
     }
 
     pub fn record(&mut self, event: &DenyEvent) {
-        crate::metrics::global().kernel_denial();
+        self.metrics.kernel_denial();
         let Some(audit) = &self.audit else { return };
         if self.paths.len() >= PATH_CACHE {
             self.paths.clear();

@@ -36,7 +36,11 @@ fn stamp(path: &Path) -> Option<Stamp> {
 }
 
 /// Reloads `path` on SIGHUP or change, publishing each good version to `policy` and `digests`.
-pub fn spawn(path: PathBuf, policy: Arc<DigestCache>) -> anyhow::Result<()> {
+pub fn spawn(
+    path: PathBuf,
+    policy: Arc<DigestCache>,
+    metrics: Arc<crate::metrics::Metrics>,
+) -> anyhow::Result<()> {
     let mut hangup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         let mut last = stamp(&path);
@@ -62,11 +66,11 @@ pub fn spawn(path: PathBuf, policy: Arc<DigestCache>) -> anyhow::Result<()> {
                         tracing::warn!(settings = %path.display(), "enhancedContainerIsolation.value is false: socket mounts are not restricted and the command list does not apply");
                     }
                     tracing::info!(settings = %path.display(), why, "settings reloaded");
-                    crate::metrics::global().settings_loaded(Outcome::Success, true);
+                    metrics.settings_loaded(Outcome::Success, true);
                     policy.set_settings(Arc::new(new));
                 }
                 Err(err) => {
-                    crate::metrics::global().settings_loaded(Outcome::Failure, true);
+                    metrics.settings_loaded(Outcome::Failure, true);
                     tracing::error!(
                         settings = %path.display(), why,
                         "reload refused, the running policy stays: {err}"

@@ -1,9 +1,10 @@
 //! Prometheus metrics and health: one registry for the process, bumped by one call at each
 //! decision point, and read by the HTTP endpoint ([`serve`]) as the text exposition format.
 //!
-//! The registry is process-global (like Prometheus clients' default registry) so that a hook is
-//! one line where the decision is made, with nothing threaded through the pipeline. Counters are
-//! atomics or small label maps; the label values are bounded (verdicts, reason codes, command
+//! One registry per agent, made by `run` and handed to each part that counts (sidecar, registry
+//! refresher, reload, kernel denials, the HTTP endpoint) as an `Arc<Metrics>`: no global, so a
+//! test or a second agent in one process counts only its own. Counters are atomics or small
+//! label maps; the label values are bounded (verdicts, reason codes, command
 //! names of the route table), so no series grows with traffic.
 //!
 //! A hand-written exposition: a dozen series do not need a metrics framework's dependency tree,
@@ -22,12 +23,6 @@ use std::{
 };
 
 use crate::verdict::Verdict;
-
-/// The process's registry.
-pub fn global() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(Metrics::default)
-}
 
 /// Whether a refresh or a reload worked.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

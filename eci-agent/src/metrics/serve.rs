@@ -2,7 +2,7 @@
 //! (the agent's runtime answers) and `GET /readyz` (serving, digests resolved once, kernel
 //! enforcing or explicitly waived). Plain HTTP/1.1 on TCP; nothing else is served there.
 
-use std::{convert::Infallible, net::SocketAddr};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc};
 
 use anyhow::Context as _;
 use bytes::Bytes;
@@ -12,7 +12,7 @@ use hyper::{body::Incoming, server::conn::http1, service::service_fn};
 use hyper_util::rt::TokioIo;
 
 /// Binds `addr` now (so a bad address stops the agent at start) and serves in the background.
-pub async fn spawn(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+pub async fn spawn(addr: SocketAddr, metrics: Arc<super::Metrics>) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding the metrics listener on {addr}"))?;
@@ -23,8 +23,12 @@ pub async fn spawn(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             };
+            let metrics = metrics.clone();
             tokio::spawn(async move {
-                let service = service_fn(|req| async move { Ok::<_, Infallible>(answer(&req)) });
+                let service = service_fn(|req| {
+                    let metrics = metrics.clone();
+                    async move { Ok::<_, Infallible>(answer(&req, &metrics)) }
+                });
                 let _ = http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -34,11 +38,10 @@ pub async fn spawn(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
     Ok(bound)
 }
 
-fn answer(req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn answer(req: &Request<Incoming>, metrics: &super::Metrics) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n".into());
     }
-    let metrics = super::global();
     match req.uri().path() {
         "/metrics" => {
             let mut res = text(StatusCode::OK, metrics.render());

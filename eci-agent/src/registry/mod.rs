@@ -182,6 +182,7 @@ impl DigestCache {
         self: Arc<Self>,
         source: Arc<S>,
         interval: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             loop {
@@ -193,7 +194,7 @@ impl DigestCache {
                     tracing::warn!(entry = %p, error = %e, "image list entry not refreshed; keeping the last good digests");
                 }
                 let allowed = self.allowed();
-                crate::metrics::global().registry_refresh(report.failed.len(), allowed.len());
+                metrics.registry_refresh(report.failed.len(), allowed.len());
                 tracing::info!(
                     digests = allowed.len(),
                     unresolved = allowed.unresolved().len(),

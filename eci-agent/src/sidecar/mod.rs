@@ -70,6 +70,8 @@ pub struct SidecarConfig {
     /// `--dry-run`: every decision is made, logged and audited, but nothing is refused and no
     /// connection is closed on revocation.
     pub dry_run: bool,
+    /// Where requests and gate decisions are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl SidecarConfig {
@@ -82,6 +84,7 @@ impl SidecarConfig {
             audit: None,
             mounts: None,
             dry_run: false,
+            metrics: Arc::default(),
         }
     }
 }
@@ -296,6 +299,7 @@ async fn handle<G: CommandGate + ?Sized>(
     {
         match mounts::check(
             gate,
+            &shared.config.metrics,
             &caller.kind,
             &method,
             decision.route,
@@ -324,7 +328,10 @@ async fn handle<G: CommandGate + ?Sized>(
         Some(_) if shared.config.dry_run && !body_read => audit::Verdict::WouldDeny,
         Some(_) => audit::Verdict::Deny,
     };
-    crate::metrics::global().request(verdict, decision.command.as_deref());
+    shared
+        .config
+        .metrics
+        .request(verdict, decision.command.as_deref());
     if let Some(audit) = &shared.config.audit {
         audit.record(&audit::Entry {
             caller,

@@ -16,6 +16,7 @@ use super::{
 use crate::{
     gate::{self, GatePass, GateRefusal, SocketMountGate},
     ids::{CallerKind, ContainerId},
+    metrics::Metrics,
 };
 
 /// Create bodies are a few KiB; the engine's own decoder has no limit, so be generous.
@@ -33,6 +34,7 @@ pub enum Gated {
 /// Runs the gate for one admitted request.
 pub async fn check(
     gate: &SocketMountGate,
+    metrics: &Metrics,
     caller: &CallerKind,
     method: &str,
     route: Option<&'static str>,
@@ -50,7 +52,7 @@ pub async fn check(
         );
     }
     match (method, route) {
-        ("POST", Some("/containers/create")) => create(gate, caller, req).await,
+        ("POST", Some("/containers/create")) => create(gate, metrics, caller, req).await,
         ("POST", Some("/containers/{name:.*}/start" | "/containers/{name:.*}/restart")) => {
             let Some((name, action)) = path
                 .api_path
@@ -59,13 +61,18 @@ pub async fn check(
             else {
                 return Gated::Pass(req, None);
             };
-            start(gate, name, action, path, req).await
+            start(gate, metrics, name, action, path, req).await
         }
         _ => Gated::Pass(req, None),
     }
 }
 
-async fn create(gate: &SocketMountGate, caller: &CallerKind, req: Request<ProxyBody>) -> Gated {
+async fn create(
+    gate: &SocketMountGate,
+    metrics: &Metrics,
+    caller: &CallerKind,
+    req: Request<ProxyBody>,
+) -> Gated {
     let (parts, body) = req.into_parts();
     let body: Bytes = match Limited::new(body, MAX_CREATE_BODY).collect().await {
         Ok(collected) => collected.to_bytes(),
@@ -81,7 +88,7 @@ async fn create(gate: &SocketMountGate, caller: &CallerKind, req: Request<ProxyB
         }
     };
     let checked = gate.check_create(caller, &body).await;
-    count(checked.as_ref());
+    count(metrics, checked.as_ref());
     let req = Request::from_parts(parts, full(body));
     match checked {
         Ok(pass) => {
@@ -94,6 +101,7 @@ async fn create(gate: &SocketMountGate, caller: &CallerKind, req: Request<ProxyB
 
 async fn start(
     gate: &SocketMountGate,
+    metrics: &Metrics,
     name: &str,
     action: &str,
     path: &RoutePath,
@@ -102,7 +110,7 @@ async fn start(
     match gate.admit_start(name).await {
         Ok(None) => Gated::Pass(req, None), // the engine answers 404 itself
         Ok(Some((id, pass))) => {
-            count(Ok(&pass));
+            count(metrics, Ok(&pass));
             log_pass("start", &pass);
             // Forwarded by the ID that was judged: a rename in between cannot swap containers.
             match by_id(req.uri(), path, &id, action) {
@@ -121,7 +129,7 @@ async fn start(
             }
         }
         Err(refusal) => {
-            count(Err(&refusal));
+            count(metrics, Err(&refusal));
             refused(refusal, Some(req))
         }
     }
@@ -140,13 +148,13 @@ fn by_id(uri: &Uri, path: &RoutePath, id: &ContainerId, action: &str) -> Option<
 }
 
 /// The metrics hook: one socket-mount decision.
-fn count(outcome: Result<&GatePass, &GateRefusal>) {
-    use crate::sidecar::audit::Verdict;
+fn count(metrics: &Metrics, outcome: Result<&GatePass, &GateRefusal>) {
+    use crate::verdict::Verdict;
     let (verdict, reason) = match outcome {
         Ok(pass) => (Verdict::Allow, gate::pass_reason(pass)),
         Err(refusal) => (Verdict::Deny, refusal.reason()),
     };
-    crate::metrics::global().mount_decision(verdict, reason);
+    metrics.mount_decision(verdict, reason);
 }
 
 fn log_pass(step: &str, pass: &GatePass) {
