@@ -136,7 +136,11 @@ fn exec_interactive() {
         .stderr(Stdio::piped())
         .spawn()
         .and_then(|mut child| {
-            child.stdin.take().unwrap().write_all(&[b'x'; 100_000])?;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(&vec![b'x'; 100_000])?;
             Ok(wait_bounded(child, Duration::from_secs(60)))
         })
         .unwrap();

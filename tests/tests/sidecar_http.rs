@@ -77,7 +77,7 @@ fn exchange(socket: &Path, request: &[u8]) -> String {
 
 fn read_all(stream: &mut UnixStream) -> String {
     let mut out = Vec::new();
-    let mut buf = [0u8; 65536];
+    let mut buf = vec![0u8; 65536];
     loop {
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
