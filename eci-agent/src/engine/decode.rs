@@ -114,6 +114,8 @@ pub fn running_ids(body: &[u8]) -> Result<Vec<String>, DecodeError> {
 pub struct EngineInfo {
     pub cgroup_driver: String,
     pub store: ImageStore,
+    /// `DockerRootDir`: the engine's data root (the container-caller profile protects it).
+    pub docker_root_dir: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -121,6 +123,7 @@ pub struct EngineInfo {
 struct InfoJson {
     cgroup_driver: String,
     driver_status: Vec<Vec<String>>,
+    docker_root_dir: String,
 }
 
 pub fn info(body: &[u8]) -> Result<EngineInfo, DecodeError> {
@@ -131,6 +134,7 @@ pub fn info(body: &[u8]) -> Result<EngineInfo, DecodeError> {
         .any(|kv| kv.len() == 2 && kv[0] == "driver-type" && kv[1].contains("snapshotter"));
     Ok(EngineInfo {
         cgroup_driver: j.cgroup_driver,
+        docker_root_dir: j.docker_root_dir,
         store: if containerd {
             ImageStore::Containerd
         } else {

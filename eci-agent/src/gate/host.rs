@@ -3,7 +3,7 @@
 //! is the engine's when the agent runs beside it on the host or in the eci VM.
 
 use std::{
-    os::unix::fs::MetadataExt as _,
+    os::unix::fs::{FileTypeExt as _, MetadataExt as _},
     path::{Path, PathBuf},
 };
 
@@ -23,6 +23,7 @@ impl HostPaths for RealHost {
                     real,
                     dev: meta.dev(),
                     ino: meta.ino(),
+                    socket: meta.file_type().is_socket(),
                 },
                 Err(_) => HostPath::Unknown,
             },

@@ -39,6 +39,7 @@ use crate::{
         image_ref::AnyReference,
         messages::{self, ReasonCode},
         mount::{self, InspectedContainer, MountSpec, MountVerdict, Reach, SocketGate},
+        profile::{self, Breach, CreateRequest, HostLayout, ParentPlacement},
     },
     settings::PolicySnapshot,
 };
@@ -68,6 +69,14 @@ impl GateRefusal {
             message: format!(
                 "enhanced container isolation: cannot verify the container's socket mounts: {what}"
             ),
+        }
+    }
+
+    /// The container-caller profile refused an option.
+    pub fn profile(breach: &Breach, settings_location: &str) -> Self {
+        Self::Refused {
+            message: messages::profile_refused(breach, settings_location),
+            reason: breach.code(),
         }
     }
 
@@ -204,7 +213,6 @@ impl SocketMountGate {
         caller: &CallerKind,
         body: &[u8],
     ) -> Result<GatePass, GateRefusal> {
-        let _ = caller; // the container-caller profile judges by it
         let policy = self.snapshot();
         let create = mount::decode_create_body(body)
             .map_err(|e| GateRefusal::unverifiable(format!("the container configuration: {e}")))?;
@@ -222,6 +230,17 @@ impl SocketMountGate {
         for m in create.mounts() {
             self.expand(m, &mut mounts).await?;
         }
+        // A container that holds the socket may not create anything more powerful than the
+        // profile allows; the host's own requests are its business.
+        if let CallerKind::Container(_) = caller
+            && let Some(breach) = self
+                .profile_breaches(&policy, &create, &mounts)
+                .await?
+                .into_iter()
+                .next()
+        {
+            return Err(GateRefusal::profile(&breach, &policy.settings.location()));
+        }
         let reach = match self.sockets.check(&mounts, self.host.as_ref()) {
             MountVerdict::Clear => return Ok(GatePass::Clear),
             MountVerdict::Reaches(reach) => reach,
@@ -232,6 +251,56 @@ impl SocketMountGate {
             return Ok(GatePass::Clear);
         };
         self.decide(&policy, &create.image, &facts, reach).await
+    }
+
+    /// Everything the container-caller profile refuses in a create body, for `explain --create`
+    /// (the body's mounts expanded as at `create`).
+    pub async fn explain_profile(&self, body: &[u8]) -> Result<Vec<Breach>, GateRefusal> {
+        let policy = self.snapshot();
+        let create = mount::decode_create_body(body)
+            .map_err(|e| GateRefusal::unverifiable(format!("the container configuration: {e}")))?;
+        let mut mounts = Vec::new();
+        for m in create.mounts() {
+            self.expand(m, &mut mounts).await?;
+        }
+        self.profile_breaches(&policy, &create, &mounts).await
+    }
+
+    /// The profile's verdict on a create request from a container caller.
+    async fn profile_breaches(
+        &self,
+        policy: &PolicySnapshot,
+        create: &mount::CreateBody,
+        mounts: &[MountSpec],
+    ) -> Result<Vec<Breach>, GateRefusal> {
+        let info = self.info().await?;
+        let settings_dir = policy
+            .settings
+            .path
+            .parent()
+            .filter(|d| d != &Path::new("/") && !d.as_os_str().is_empty())
+            .map(|d| d.display().to_string());
+        let layout = HostLayout::new(
+            &info.docker_root_dir,
+            profile::DEFAULT_EXEC_ROOT,
+            settings_dir.as_slice(),
+            &policy.settings.policy.profile.protected_paths,
+            self.sockets.public().cloned(),
+        );
+        let cgroup_parent = create
+            .host_config
+            .as_ref()
+            .map_or("", |hc| hc.cgroup_parent.as_str());
+        let request = CreateRequest {
+            host_config: create.host_config.as_ref(),
+            mounts,
+            parent: container_parent(&info.cgroup_driver, cgroup_parent),
+        };
+        Ok(policy
+            .settings
+            .policy
+            .profile
+            .breaches(&request, &layout, self.host.as_ref()))
     }
 
     /// Judges a container (a name or an ID) from the engine's view of it, without acting on
@@ -618,6 +687,28 @@ impl SocketMountGate {
                 reason: reason.code(),
             }),
         }
+    }
+}
+
+/// Whether a `CgroupParent` keeps the container inside the engine's default container parent
+/// (`docker` under cgroupfs, `system.slice` under systemd) — the only place a container caller
+/// may put what it creates (the placement rules refuse the agent's, trusted and containers'
+/// cgroups for everyone).
+pub fn container_parent(driver: &str, cgroup_parent: &str) -> ParentPlacement {
+    if cgroup_parent.is_empty() {
+        return ParentPlacement::ContainerParent;
+    }
+    let inside = match (
+        placement::parent_path(driver, cgroup_parent),
+        placement::parent_path(driver, ""),
+    ) {
+        (Ok(parent), Ok(default)) => parent.starts_with(&default),
+        _ => false,
+    };
+    if inside {
+        ParentPlacement::ContainerParent
+    } else {
+        ParentPlacement::Outside(cgroup_parent.to_owned())
     }
 }
 

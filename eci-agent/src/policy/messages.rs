@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use super::profile::{Breach, Namespace};
+
 /// `enhanced container isolation: docker command "<raw target>" is blocked; …`
 ///
 /// `raw_target` is the request target exactly as the client sent it, version prefix and query
@@ -24,6 +26,77 @@ pub fn command_blocked(raw_target: &str, settings_location: &str) -> String {
 pub fn socket_mount_denied(image_name: &str, settings_location: &str) -> String {
     format!(
         "enhanced container isolation: docker socket mount denied for container with image \"{image_name}\"; image is not in the allowed list; if you wish to allow it, configure the docker socket image list in {settings_location}"
+    )
+}
+
+/// The container-caller profile's refusal, one text per option:
+/// `enhanced container isolation: privileged containers are not allowed for containers that use
+/// the docker socket; if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in …`
+pub fn profile_refused(breach: &Breach, settings_location: &str) -> String {
+    let option = profile_option(breach);
+    let verb = if profile_option_is_plural(breach) {
+        "are"
+    } else {
+        "is"
+    };
+    format!(
+        "enhanced container isolation: {option} {verb} not allowed for containers that use the docker socket; if you wish to allow it, set eciAgent.containerProfile.{field} in {settings_location}",
+        field = breach.relax_field()
+    )
+}
+
+/// What the refused option is, as the refusal names it.
+pub fn profile_option(breach: &Breach) -> String {
+    match breach {
+        Breach::Privileged => "privileged containers".into(),
+        Breach::HostNamespace(ns) => {
+            let (what, flag) = match ns {
+                Namespace::Pid => ("PID", "--pid=host"),
+                Namespace::Ipc => ("IPC", "--ipc=host"),
+                Namespace::Cgroup => ("cgroup", "--cgroupns=host"),
+                Namespace::User => ("user", "--userns=host"),
+            };
+            format!("containers in the host's {what} namespace ({flag})")
+        }
+        Breach::Capability(cap) if cap == "ALL" => "all capabilities (--cap-add ALL)".into(),
+        Breach::Capability(cap) => format!(
+            "the capability {cap} (--cap-add {})",
+            cap.trim_start_matches("CAP_")
+        ),
+        Breach::Devices => "host devices (--device)".into(),
+        Breach::DeviceCgroupRules => "device cgroup rules (--device-cgroup-rule)".into(),
+        Breach::DeviceRequests => "device requests (--gpus)".into(),
+        Breach::SeccompUnconfined => {
+            "unconfined seccomp (--security-opt seccomp=unconfined)".into()
+        }
+        Breach::SeccompCustom => "custom seccomp profiles (--security-opt seccomp=FILE)".into(),
+        Breach::AppArmorUnconfined => {
+            "unconfined AppArmor (--security-opt apparmor=unconfined)".into()
+        }
+        Breach::LabelDisabled => "disabled SELinux labels (--security-opt label=disable)".into(),
+        Breach::SystemPathsUnconfined => {
+            "unmasked system paths (--security-opt systempaths=unconfined)".into()
+        }
+        Breach::CgroupParent(p) => {
+            format!("the cgroup parent {p:?} outside the container parents (--cgroup-parent)")
+        }
+        Breach::HostPath {
+            source,
+            reaches,
+            what,
+        } => format!("mounts of host path {source:?} (it reaches {reaches}: {what})"),
+        Breach::HostSocket { source } => format!("mounts of the host unix socket {source:?}"),
+        Breach::HostFilesystemVolume { name, fs } => {
+            format!("volume {name:?} mounting a host filesystem ({fs})")
+        }
+        Breach::Unverifiable { mount } => format!("mounts that cannot be verified ({mount})"),
+    }
+}
+
+fn profile_option_is_plural(breach: &Breach) -> bool {
+    !matches!(
+        breach,
+        Breach::Capability(_) | Breach::CgroupParent(_) | Breach::HostFilesystemVolume { .. }
     )
 }
 
@@ -94,6 +167,13 @@ mod tests {
         for t in [
             command_blocked("/x", "/etc/eci/admin-settings.json"),
             socket_mount_denied("docker.io/library/x", "/etc/eci/admin-settings.json"),
+            profile_refused(&Breach::Privileged, "/etc/eci/admin-settings.json"),
+            profile_refused(
+                &Breach::HostSocket {
+                    source: "/run/x.sock".into(),
+                },
+                "/etc/eci/admin-settings.json",
+            ),
         ] {
             let lower = t.to_lowercase();
             for bad in [

@@ -7,6 +7,7 @@
 //! - [`route`]: the Engine API route table and the request classifier.
 //! - [`image`]: the image verdict for a container that mounts the socket.
 //! - [`mount`]: whether a container's mounts can reach a protected socket; create-body decoding.
+//! - [`profile`]: the container-caller profile (what a socket holder may not create).
 //! - [`messages`]: the exact ECI refusal texts.
 #![forbid(unsafe_code)]
 
@@ -15,6 +16,7 @@ pub mod image;
 pub mod image_ref;
 pub mod messages;
 pub mod mount;
+pub mod profile;
 pub mod route;
 pub mod vocabulary;
 
@@ -27,4 +29,6 @@ pub use image_ref::{Digest, ImagePattern, ImageRef, RepoName};
 pub struct Policy {
     pub images: ImagePolicy,
     pub commands: CommandPolicy,
+    /// `eciAgent.containerProfile`: what container callers may not create.
+    pub profile: profile::ContainerProfile,
 }

@@ -116,11 +116,19 @@ fn go_fold(key: &str) -> Option<String> {
 pub struct GoSlice<T> {
     backing: Vec<T>,
     len: usize,
+    /// Go tells a nil slice (absent, or `null`) from an empty one (`[]`); the engine does too
+    /// (`MaskedPaths: []` unmasks everything, `null` keeps the defaults).
+    non_nil: bool,
 }
 
 impl<T> GoSlice<T> {
     pub fn items(&self) -> &[T] {
         &self.backing[..self.len]
+    }
+
+    /// `false` for a nil slice: the field was absent or its last value was `null`.
+    pub fn is_set(&self) -> bool {
+        self.non_nil
     }
 }
 
@@ -137,6 +145,48 @@ fn dec_string(dst: &mut String, v: &GoJson, field: &'static str) -> Res {
     }
 }
 
+fn dec_bool(dst: &mut bool, v: &GoJson, field: &'static str) -> Res {
+    match v {
+        GoJson::Null => Ok(()),
+        GoJson::Bool(b) => {
+            *dst = *b;
+            Ok(())
+        }
+        _ => Err(BodyError::Type(field)),
+    }
+}
+
+/// moby's `strslice.StrSlice` (`CapAdd`): its own `UnmarshalJSON` takes a string or an array
+/// of strings and always *replaces* the value (`null` clears it), unlike a plain Go slice.
+fn dec_strslice(dst: &mut Vec<String>, v: &GoJson, field: &'static str) -> Res {
+    match v {
+        GoJson::Null => dst.clear(),
+        GoJson::String(s) => *dst = vec![s.clone()],
+        GoJson::Array(items) => {
+            *dst = items
+                .iter()
+                .map(|x| match x {
+                    // `[]string` decoding leaves a null element as "".
+                    GoJson::Null => Ok(String::new()),
+                    GoJson::String(s) => Ok(s.clone()),
+                    _ => Err(BodyError::Type(field)),
+                })
+                .collect::<Result<_, _>>()?;
+        }
+        _ => return Err(BodyError::Type(field)),
+    }
+    Ok(())
+}
+
+/// A slice of structs whose contents the gate does not read, only how many there are.
+fn dec_opaque_structs(dst: &mut GoSlice<()>, v: &GoJson, field: &'static str) -> Res {
+    dec_slice(dst, v, field, |_, x| dec_struct(x, field, |_, _| Ok(())))
+}
+
+fn dec_strings(dst: &mut GoSlice<String>, v: &GoJson, field: &'static str) -> Res {
+    dec_slice(dst, v, field, |s, x| dec_string(s, x, field))
+}
+
 fn dec_slice<T: Default>(
     dst: &mut GoSlice<T>,
     v: &GoJson,
@@ -148,6 +198,7 @@ fn dec_slice<T: Default>(
             *dst = GoSlice {
                 backing: Vec::new(),
                 len: 0,
+                non_nil: false,
             };
             Ok(())
         }
@@ -159,6 +210,7 @@ fn dec_slice<T: Default>(
                 elem(&mut dst.backing[i], item)?;
             }
             dst.len = items.len();
+            dst.non_nil = true;
             Ok(())
         }
         _ => Err(BodyError::Type(field)),
@@ -238,6 +290,20 @@ pub struct HostConfig {
     pub volume_driver: String,
     /// Where the container's cgroup goes: the identity of a container is its cgroup.
     pub cgroup_parent: String,
+    // What the container-caller profile judges (`policy::profile`).
+    pub privileged: bool,
+    pub pid_mode: String,
+    pub ipc_mode: String,
+    pub cgroupns_mode: String,
+    pub userns_mode: String,
+    pub network_mode: String,
+    pub cap_add: Vec<String>,
+    pub devices: GoSlice<()>,
+    pub device_cgroup_rules: GoSlice<String>,
+    pub device_requests: GoSlice<()>,
+    pub security_opt: GoSlice<String>,
+    pub masked_paths: GoSlice<String>,
+    pub readonly_paths: GoSlice<String>,
 }
 
 /// One `HostConfig.Mounts` element.
@@ -287,6 +353,25 @@ fn dec_host_config(hc: &mut HostConfig, v: &GoJson) -> Res {
         "VOLUMEDRIVER" => dec_string(&mut hc.volume_driver, v, "HostConfig.VolumeDriver"),
         "CGROUPPARENT" => dec_string(&mut hc.cgroup_parent, v, "HostConfig.CgroupParent"),
         "MOUNTS" => dec_slice(&mut hc.mounts, v, "HostConfig.Mounts", dec_mount),
+        "PRIVILEGED" => dec_bool(&mut hc.privileged, v, "HostConfig.Privileged"),
+        "PIDMODE" => dec_string(&mut hc.pid_mode, v, "HostConfig.PidMode"),
+        "IPCMODE" => dec_string(&mut hc.ipc_mode, v, "HostConfig.IpcMode"),
+        "CGROUPNSMODE" => dec_string(&mut hc.cgroupns_mode, v, "HostConfig.CgroupnsMode"),
+        "USERNSMODE" => dec_string(&mut hc.userns_mode, v, "HostConfig.UsernsMode"),
+        "NETWORKMODE" => dec_string(&mut hc.network_mode, v, "HostConfig.NetworkMode"),
+        "CAPADD" => dec_strslice(&mut hc.cap_add, v, "HostConfig.CapAdd"),
+        "DEVICES" => dec_opaque_structs(&mut hc.devices, v, "HostConfig.Devices"),
+        "DEVICECGROUPRULES" => dec_strings(
+            &mut hc.device_cgroup_rules,
+            v,
+            "HostConfig.DeviceCgroupRules",
+        ),
+        "DEVICEREQUESTS" => {
+            dec_opaque_structs(&mut hc.device_requests, v, "HostConfig.DeviceRequests")
+        }
+        "SECURITYOPT" => dec_strings(&mut hc.security_opt, v, "HostConfig.SecurityOpt"),
+        "MASKEDPATHS" => dec_strings(&mut hc.masked_paths, v, "HostConfig.MaskedPaths"),
+        "READONLYPATHS" => dec_strings(&mut hc.readonly_paths, v, "HostConfig.ReadonlyPaths"),
         _ => Ok(()),
     })
 }
@@ -562,6 +647,8 @@ pub enum HostPath {
         real: PathBuf,
         dev: u64,
         ino: u64,
+        /// A unix socket (the container-caller profile refuses host sockets).
+        socket: bool,
     },
     /// Nothing there: the daemon will create an empty directory.
     Missing,
@@ -611,8 +698,15 @@ pub struct SocketGate {
 }
 
 impl SocketGate {
+    /// `sockets[0]` is the public socket (the one allowed images may mount); the others
+    /// (the engine's own socket) are protected as well.
     pub fn new(sockets: Vec<ProtectedSocket>) -> Self {
         Self { sockets }
+    }
+
+    /// The public socket: the only host socket a container caller may mount.
+    pub fn public(&self) -> Option<&ProtectedSocket> {
+        self.sockets.first()
     }
 
     pub fn check(&self, mounts: &[MountSpec], host: &dyn HostPaths) -> MountVerdict {
@@ -669,7 +763,7 @@ impl SocketGate {
             return Some(ReachKind::ProcFs);
         }
         match host.resolve(Path::new(&source)) {
-            HostPath::Exists { real, dev, ino } => self.sockets.iter().find_map(|s| {
+            HostPath::Exists { real, dev, ino, .. } => self.sockets.iter().find_map(|s| {
                 if (s.dev, s.ino) == (dev, ino) {
                     Some(ReachKind::IsSocket)
                 } else if s.real_path.starts_with(&real) {
@@ -704,6 +798,7 @@ mod tests {
                 real: real.into(),
                 dev: 1,
                 ino,
+                socket: ino == 42,
             };
             Self(HashMap::from([
                 ("/", e("/", 2)),

@@ -1,8 +1,8 @@
 //! Docker Desktop's `admin-settings.json` → typed [`Settings`] with the compiled
 //! [`Policy`](crate::policy::Policy).
 //!
-//! Only `configurationFileVersion` and `enhancedContainerIsolation` are read; every other
-//! field is reported as a warning (Docker Desktop has many settings this agent does not enforce).
+//! Only `configurationFileVersion`, `enhancedContainerIsolation` and this agent's own extension
+//! object `eciAgent` are read; every other field is reported as a warning (Docker Desktop has many settings this agent does not enforce).
 //! Every error names the JSON field it is about, and syntax errors carry line and column, so an
 //! administrator can fix the file from the message alone.
 #![forbid(unsafe_code)]
@@ -22,6 +22,7 @@ use crate::policy::{
     CommandPolicy, ImagePolicy, Policy,
     command::{self, CommandError, ListMode, Rule},
     image_ref::{ImagePattern, RefError},
+    profile::{self, Confinement, ContainerProfile, Namespace},
 };
 
 /// `EX_USAGE`: what the agent exits with on invalid settings.
@@ -169,6 +170,16 @@ pub enum Problem {
     /// `commandList.type` is neither `deny` nor `allow`.
     #[error("invalid list type {0:?} (expected \"deny\" or \"allow\")")]
     ListType(String),
+    /// A list entry of `eciAgent.containerProfile` that is not one of its names.
+    #[error("unknown {kind} {value:?} (expected one of: {expected})")]
+    UnknownName {
+        kind: &'static str,
+        value: String,
+        expected: String,
+    },
+    /// A path that must be absolute is not.
+    #[error("{0:?} is not an absolute path")]
+    NotAbsolute(String),
 }
 
 /// Something the agent accepts but an administrator should know.
@@ -324,6 +335,9 @@ struct Parsed {
 }
 
 const ECI: &str = "enhancedContainerIsolation";
+/// This agent's extension object, beside Docker Desktop's settings (which stay as they are).
+const AGENT: &str = "eciAgent";
+const PROFILE: &str = "eciAgent.containerProfile";
 
 fn parse_root(cx: &mut Cx, root: &Value) -> Parsed {
     let mut out = Parsed {
@@ -344,7 +358,15 @@ fn parse_root(cx: &mut Cx, root: &Value) -> Parsed {
         Some(other) => cx.wrong_type("configurationFileVersion", "a number", other),
     }
     // Docker Desktop's other admin settings are not ours to enforce; a warning each is enough.
-    cx.unknown_fields("", obj, &["configurationFileVersion", ECI]);
+    cx.unknown_fields("", obj, &["configurationFileVersion", ECI, AGENT]);
+    if let Some(agent) = obj.get(AGENT)
+        && let Some(agent) = cx.object(AGENT, agent)
+    {
+        cx.unknown_fields(AGENT, agent, &["containerProfile"]);
+        if let Some(v) = agent.get("containerProfile") {
+            out.policy.profile = parse_profile(cx, v);
+        }
+    }
     let Some(eci) = obj.get(ECI) else {
         cx.warnings.push(SettingsWarning::EciDisabled {
             field: ECI.to_owned(),
@@ -412,6 +434,99 @@ fn parse_image_list(cx: &mut Cx, prefix: &str, v: &Value) -> ImagePolicy {
         cx.warnings.push(SettingsWarning::WildcardShadows {
             field: join(prefix, "images"),
         });
+    }
+    out
+}
+
+/// `eciAgent.containerProfile`: each field relaxes one part of the strict default.
+fn parse_profile(cx: &mut Cx, v: &Value) -> ContainerProfile {
+    let mut out = ContainerProfile::default();
+    let Some(obj) = cx.object(PROFILE, v) else {
+        return out;
+    };
+    cx.unknown_fields(
+        PROFILE,
+        obj,
+        &[
+            "allowPrivileged",
+            "allowHostNamespaces",
+            "allowCapabilities",
+            "allowDevices",
+            "allowUnconfined",
+            "allowAnyCgroupParent",
+            "allowHostPaths",
+            "protectedPaths",
+        ],
+    );
+    let flag = |cx: &mut Cx, name: &str| {
+        cx.bool(&join(PROFILE, name), obj.get(name))
+            .unwrap_or(false)
+    };
+    out.allow_privileged = flag(cx, "allowPrivileged");
+    out.allow_devices = flag(cx, "allowDevices");
+    out.allow_any_cgroup_parent = flag(cx, "allowAnyCgroupParent");
+    let names = |list: &[&str]| list.join(", ");
+    for (field, raw) in cx.strings(
+        &join(PROFILE, "allowHostNamespaces"),
+        obj.get("allowHostNamespaces"),
+    ) {
+        match Namespace::parse(raw) {
+            Some(ns) => out.allow_host_namespaces.push(ns),
+            None => cx.error(
+                field,
+                Problem::UnknownName {
+                    kind: "namespace",
+                    value: raw.to_owned(),
+                    expected: names(&Namespace::ALL.map(Namespace::as_str)),
+                },
+            ),
+        }
+    }
+    for (field, raw) in cx.strings(
+        &join(PROFILE, "allowCapabilities"),
+        obj.get("allowCapabilities"),
+    ) {
+        let cap = profile::normalize_capability(raw.trim());
+        if cap == "ALL" || profile::KNOWN_CAPABILITIES.contains(&cap.as_str()) {
+            out.allow_capabilities.push(cap);
+        } else {
+            cx.error(
+                field,
+                Problem::UnknownName {
+                    kind: "capability",
+                    value: raw.to_owned(),
+                    expected: "ALL or a Linux capability such as SYS_PTRACE".into(),
+                },
+            );
+        }
+    }
+    for (field, raw) in cx.strings(
+        &join(PROFILE, "allowUnconfined"),
+        obj.get("allowUnconfined"),
+    ) {
+        match Confinement::parse(raw) {
+            Some(c) => out.allow_unconfined.push(c),
+            None => cx.error(
+                field,
+                Problem::UnknownName {
+                    kind: "confinement",
+                    value: raw.to_owned(),
+                    expected: names(&Confinement::ALL.map(Confinement::as_str)),
+                },
+            ),
+        }
+    }
+    for (name, dst) in [
+        ("allowHostPaths", &mut out.allow_host_paths),
+        ("protectedPaths", &mut out.protected_paths),
+    ] {
+        for (field, raw) in cx.strings(&join(PROFILE, name), obj.get(name)) {
+            if raw.starts_with('/') {
+                dst.push(crate::policy::mount::clean_path(raw));
+            } else {
+                cx.error(field, Problem::NotAbsolute(raw.to_owned()));
+            }
+        }
     }
     out
 }
@@ -498,6 +613,7 @@ pub fn render(s: &Settings) -> String {
     for r in policy.commands.rules() {
         let _ = writeln!(out, "  {r}");
     }
+    out.push_str(&profile::render(&policy.profile));
     out
 }
 
@@ -602,6 +718,30 @@ mod tests {
                 r#"{"configurationFileVersion":2,"enhancedContainerIsolation":[]}"#,
                 "enhancedContainerIsolation",
             ),
+            (
+                r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":{"allowPrivileged":"yes"}}}"#,
+                "eciAgent.containerProfile.allowPrivileged",
+            ),
+            (
+                r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":{"allowHostNamespaces":["pid","net"]}}}"#,
+                "eciAgent.containerProfile.allowHostNamespaces[1]",
+            ),
+            (
+                r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":{"allowCapabilities":["SYS_PTRACE","FLY"]}}}"#,
+                "eciAgent.containerProfile.allowCapabilities[1]",
+            ),
+            (
+                r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":{"allowUnconfined":["selinux"]}}}"#,
+                "eciAgent.containerProfile.allowUnconfined[0]",
+            ),
+            (
+                r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":{"allowHostPaths":["sys"]}}}"#,
+                "eciAgent.containerProfile.allowHostPaths[0]",
+            ),
+            (
+                r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":[]}}"#,
+                "eciAgent.containerProfile",
+            ),
         ];
         for (text, field) in cases {
             match parse(text) {
@@ -654,6 +794,41 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    #[test]
+    fn container_profile_relaxes_and_prints() {
+        let strict = parse(SEED).unwrap();
+        assert_eq!(strict.policy.profile, ContainerProfile::default());
+        let text = render(&strict);
+        assert!(text.contains("  privileged: refused\n"), "{text}");
+        assert!(
+            text.contains("capabilities refused: ALL, CAP_SYS_ADMIN"),
+            "{text}"
+        );
+        let s = parse(
+            r#"{"configurationFileVersion":2,"enhancedContainerIsolation":{"value":true},
+               "eciAgent":{"containerProfile":{"allowPrivileged":true,"allowHostNamespaces":["pid"],
+               "allowCapabilities":["sys_ptrace"],"allowDevices":true,"allowUnconfined":["apparmor"],
+               "allowAnyCgroupParent":true,"allowHostPaths":["/sys/fs/cgroup/"],"protectedPaths":["/etc"]}}}"#,
+        )
+        .unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        let p = &s.policy.profile;
+        assert!(p.allow_privileged && p.allow_devices && p.allow_any_cgroup_parent);
+        assert_eq!(p.allow_host_namespaces, [Namespace::Pid]);
+        assert_eq!(p.allow_capabilities, ["CAP_SYS_PTRACE"]);
+        assert_eq!(p.allow_unconfined, [Confinement::AppArmor]);
+        assert_eq!(p.allow_host_paths, ["/sys/fs/cgroup"]);
+        assert_eq!(p.protected_paths, ["/etc"]);
+        let text = render(&s);
+        assert!(text.contains("  privileged: allowed\n"), "{text}");
+        assert!(text.contains("  host pid namespace: allowed\n"), "{text}");
+        assert!(!text.contains("CAP_SYS_PTRACE"), "{text}");
+        assert!(
+            text.contains("host paths allowed: /sys/fs/cgroup"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -1,0 +1,322 @@
+//! The container-caller profile with the real dockerd and docker CLI: a container that holds the
+//! socket (allowed image, empty deny list) asks for host-root power through it and is refused
+//! with a message naming the option, while the same request from the host is served.
+
+use std::process::Output;
+
+use eci_agent::policy::{
+    messages::profile_refused,
+    profile::{Breach, Namespace},
+};
+use eci_tests::{
+    dockerd::{self, Dockerd},
+    sidecar::{self, SETTINGS_PATH, Sidecar},
+};
+
+fn engine() -> &'static Dockerd {
+    dockerd::shared()
+}
+
+/// Runs `script` with busybox sh in a container whose /var/run/docker.sock is the sidecar's.
+fn in_container(sidecar: &Sidecar, script: &str) -> Output {
+    engine()
+        .docker()
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!(
+            "{}:/var/run/docker.sock",
+            sidecar.socket().display()
+        ))
+        .args([engine().cli_image(), "sh", "-c", script])
+        .output()
+        .expect("docker run")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn refused(b: &Breach) -> String {
+    profile_refused(b, SETTINGS_PATH)
+}
+
+fn host_path(source: &str, reaches: &str, what: &'static str) -> Breach {
+    Breach::HostPath {
+        source: source.into(),
+        reaches: reaches.into(),
+        what,
+    }
+}
+
+/// Options as arguments: split on spaces, `~` stands for a space inside one.
+fn args(opts: &str) -> Vec<String> {
+    opts.split(' ').map(|o| o.replace('~', " ")).collect()
+}
+
+/// The engine's data root, as `GET /info` reports it.
+fn data_root() -> String {
+    let out = engine()
+        .docker()
+        .args(["info", "-f", "{{.DockerRootDir}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn a_socket_holder_cannot_create_host_root_containers() {
+    let sidecar = Sidecar::start(engine(), sidecar::command_list("deny", &[]));
+    let image = engine().cli_image();
+    let data = data_root();
+    let engine_sock = engine().socket().display().to_string();
+    // (label, docker run options, the refusal, whether the host can run it here)
+    let cases: Vec<(&str, String, Breach, bool)> = vec![
+        (
+            "privileged",
+            "--privileged".into(),
+            Breach::Privileged,
+            true,
+        ),
+        (
+            "pid",
+            "--pid=host".into(),
+            Breach::HostNamespace(Namespace::Pid),
+            true,
+        ),
+        (
+            "ipc",
+            "--ipc=host".into(),
+            Breach::HostNamespace(Namespace::Ipc),
+            true,
+        ),
+        (
+            "cgroupns",
+            "--cgroupns=host".into(),
+            Breach::HostNamespace(Namespace::Cgroup),
+            true,
+        ),
+        (
+            "userns",
+            "--userns=host".into(),
+            Breach::HostNamespace(Namespace::User),
+            true,
+        ),
+        (
+            "capsysadmin",
+            "--cap-add sys_admin".into(),
+            Breach::Capability("CAP_SYS_ADMIN".into()),
+            true,
+        ),
+        (
+            "capbpf",
+            "--cap-add CAP_BPF".into(),
+            Breach::Capability("CAP_BPF".into()),
+            true,
+        ),
+        (
+            "capall",
+            "--cap-add ALL".into(),
+            Breach::Capability("ALL".into()),
+            true,
+        ),
+        (
+            "device",
+            "--device /dev/null:/dev/n".into(),
+            Breach::Devices,
+            true,
+        ),
+        (
+            "devrule",
+            "--device-cgroup-rule c~1:3~r".into(),
+            Breach::DeviceCgroupRules,
+            true,
+        ),
+        ("gpus", "--gpus all".into(), Breach::DeviceRequests, false),
+        (
+            "seccomp",
+            "--security-opt seccomp=unconfined".into(),
+            Breach::SeccompUnconfined,
+            true,
+        ),
+        (
+            "apparmor",
+            "--security-opt apparmor=unconfined".into(),
+            Breach::AppArmorUnconfined,
+            true,
+        ),
+        (
+            "label",
+            "--security-opt label:disable".into(),
+            Breach::LabelDisabled,
+            true,
+        ),
+        (
+            "systempaths",
+            "--security-opt systempaths=unconfined".into(),
+            Breach::SystemPathsUnconfined,
+            true,
+        ),
+        (
+            "cgroupparent",
+            "--cgroup-parent /eci-elsewhere".into(),
+            Breach::CgroupParent("/eci-elsewhere".into()),
+            false,
+        ),
+        (
+            "root",
+            "-v /:/host:ro".into(),
+            host_path("/", "/", "the host's root"),
+            true,
+        ),
+        (
+            "proc",
+            "-v /proc:/p:ro".into(),
+            host_path("/proc", "/proc", "the host's /proc"),
+            true,
+        ),
+        (
+            "cgroupfs",
+            "--mount type=bind,src=/sys/fs/cgroup,dst=/c,readonly".into(),
+            host_path("/sys/fs/cgroup", "/sys/fs/cgroup", "the host's cgroups"),
+            true,
+        ),
+        (
+            "dev",
+            "-v /dev:/d:ro".into(),
+            host_path("/dev", "/dev", "the host's devices"),
+            true,
+        ),
+        (
+            "dataroot",
+            format!("-v {data}:/d:ro"),
+            host_path(&data, &data, "the engine's data root"),
+            true,
+        ),
+        (
+            "enginesock",
+            format!("-v {engine_sock}:/e.sock"),
+            Breach::HostSocket {
+                source: engine_sock.clone(),
+            },
+            true,
+        ),
+        (
+            "bindvolume",
+            "-v eci-profile-rootvol:/r:ro".into(),
+            host_path("/", "/", "the host's root"),
+            true,
+        ),
+        (
+            "procvolume",
+            "-v eci-profile-procvol:/p:ro".into(),
+            Breach::HostFilesystemVolume {
+                name: "eci-profile-procvol".into(),
+                fs: "proc".into(),
+            },
+            true,
+        ),
+    ];
+    // Named volumes made by the container caller itself (volume create is not refused: the
+    // volume is judged where it is mounted).
+    let mut script = String::from(
+        "docker volume create -o type=none -o o=bind -o device=/ eci-profile-rootvol >/dev/null; \
+         docker volume create -o type=proc -o device=proc eci-profile-procvol >/dev/null; ",
+    );
+    for (label, opts, _, _) in &cases {
+        let opts: Vec<String> = args(opts).iter().map(|a| format!("'{a}'")).collect();
+        let opts = opts.join(" ");
+        script.push_str(&format!(
+            "docker run --rm --network none {opts} {image} true; echo case-{label}=$?; "
+        ));
+    }
+    // And a plain container still runs.
+    script.push_str(&format!(
+        "docker run --rm --network none -v /srv-eci-none:/x {image} true; echo case-plain=$?"
+    ));
+    let out = text(&in_container(&sidecar, &script));
+    let mut failures = Vec::new();
+    for (label, _, breach, _) in &cases {
+        let msg = refused(breach);
+        if !out.contains(&format!("case-{label}=125")) || !out.contains(&msg) {
+            failures.push(format!("{label}: expected exit 125 and\n    {msg}"));
+        }
+    }
+    assert!(out.contains("case-plain=0"), "{out}");
+    assert!(failures.is_empty(), "{}\n---\n{out}", failures.join("\n"));
+    // The exact text for one option, as a user reads it.
+    assert!(out.contains(&format!(
+        "docker: Error response from daemon: enhanced container isolation: privileged containers are not allowed for containers that use the docker socket; \
+         if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in {SETTINGS_PATH}"
+    )), "{out}");
+    let audit = sidecar.audit_lines();
+    assert!(
+        audit
+            .iter()
+            .any(|l| l["verdict"] == "deny" && l["reason"] == "profile_privileged"),
+        "{audit:?}"
+    );
+
+    // The same requests from the host are served: the engine gets them. (This machine's own
+    // bounding set lacks CAP_SYS_RESOURCE, so runc cannot start `--privileged` or `ALL` here,
+    // this engine does not know CAP_BPF, and there is no GPU: those fail in the engine, not in
+    // the sidecar.)
+    let mut ran = Vec::new();
+    for (label, opts, _, host_runs) in &cases {
+        if !host_runs {
+            continue;
+        }
+        let out = sidecar
+            .docker()
+            .args(["run", "--rm", "--network", "none"])
+            .args(args(opts))
+            .args([image, "true"])
+            .output()
+            .unwrap();
+        let said = text(&out);
+        assert!(
+            !said.contains("enhanced container isolation"),
+            "{label} from the host was refused: {said}"
+        );
+        if out.status.success() {
+            ran.push(*label);
+        } else {
+            assert!(
+                ["privileged", "capall", "capbpf"].contains(label),
+                "{label} from the host: {said}"
+            );
+        }
+    }
+    assert!(ran.len() >= cases.len() - 5, "ran from the host: {ran:?}");
+    let _ = engine()
+        .docker()
+        .args(["volume", "rm", "eci-profile-rootvol", "eci-profile-procvol"])
+        .output();
+}
+
+#[test]
+fn the_profile_relaxes_field_by_field() {
+    let relaxed = sidecar::settings(
+        r#"{"configurationFileVersion": 2,
+            "enhancedContainerIsolation": {"value": true,
+              "dockerSocketMount": {"imageList": {"images": ["*"]}}},
+            "eciAgent": {"containerProfile": {"allowCapabilities": ["sys_admin"], "allowHostNamespaces": ["pid"]}}}"#,
+    );
+    let sidecar = Sidecar::start(engine(), relaxed);
+    let image = engine().cli_image();
+    let out = text(&in_container(
+        &sidecar,
+        &format!(
+            "docker run --rm --network none --cap-add SYS_ADMIN --pid=host {image} true; echo relaxed=$?; \
+             docker run --rm --network none --ipc=host {image} true; echo ipc=$?"
+        ),
+    ));
+    assert!(out.contains("relaxed=0"), "{out}");
+    assert!(out.contains("ipc=125"), "{out}");
+    assert!(
+        out.contains(&refused(&Breach::HostNamespace(Namespace::Ipc))),
+        "{out}"
+    );
+}
