@@ -187,4 +187,50 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn every_breach_has_a_distinct_text_naming_the_option() {
+        let all = [
+            Breach::Privileged,
+            Breach::HostNamespace(Namespace::Pid),
+            Breach::HostNamespace(Namespace::Ipc),
+            Breach::HostNamespace(Namespace::Cgroup),
+            Breach::HostNamespace(Namespace::User),
+            Breach::Capability("CAP_SYS_ADMIN".into()),
+            Breach::Devices,
+            Breach::DeviceCgroupRules,
+            Breach::DeviceRequests,
+            Breach::SeccompUnconfined,
+            Breach::SeccompCustom,
+            Breach::AppArmorUnconfined,
+            Breach::LabelDisabled,
+            Breach::SystemPathsUnconfined,
+            Breach::CgroupParent("/x".into()),
+            Breach::HostPath {
+                source: "/".into(),
+                reaches: "/".into(),
+                what: "the host's root",
+            },
+            Breach::HostSocket {
+                source: "/a.sock".into(),
+            },
+            Breach::HostFilesystemVolume {
+                name: "v".into(),
+                fs: "proc".into(),
+            },
+            Breach::Unverifiable {
+                mount: "volume \"v\"".into(),
+            },
+        ];
+        let texts: std::collections::HashSet<String> = all
+            .iter()
+            .map(|b| profile_refused(b, "/etc/eci/admin-settings.json"))
+            .collect();
+        assert_eq!(texts.len(), all.len());
+        assert_eq!(
+            profile_refused(&Breach::Privileged, "/etc/eci/admin-settings.json"),
+            "enhanced container isolation: privileged containers are not allowed for containers that use the docker socket; \
+             if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in /etc/eci/admin-settings.json"
+        );
+    }
 }

@@ -9,7 +9,7 @@
 //! Pure: the create body is decoded by [`super::mount`], named volumes and `VolumesFrom` are
 //! expanded by the gate, and host paths are resolved behind [`HostPaths`].
 
-use std::{collections::BTreeMap, fmt, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use super::mount::{HostConfig, HostPath, HostPaths, MountSpec, ProtectedSocket, clean_path};
 
@@ -334,12 +334,6 @@ impl Breach {
             | Self::HostFilesystemVolume { .. }
             | Self::Unverifiable { .. } => "allowHostPaths",
         }
-    }
-}
-
-impl fmt::Display for Breach {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&super::messages::profile_option(self))
     }
 }
 
@@ -1119,50 +1113,5 @@ mod tests {
         for c in REFUSED_CAPABILITIES {
             assert!(KNOWN_CAPABILITIES.contains(c), "{c}");
         }
-    }
-
-    #[test]
-    fn every_breach_has_a_distinct_text_naming_the_option() {
-        let all = [
-            Breach::Privileged,
-            Breach::HostNamespace(Namespace::Pid),
-            Breach::HostNamespace(Namespace::Ipc),
-            Breach::HostNamespace(Namespace::Cgroup),
-            Breach::HostNamespace(Namespace::User),
-            Breach::Capability("CAP_SYS_ADMIN".into()),
-            Breach::Devices,
-            Breach::DeviceCgroupRules,
-            Breach::DeviceRequests,
-            Breach::SeccompUnconfined,
-            Breach::SeccompCustom,
-            Breach::AppArmorUnconfined,
-            Breach::LabelDisabled,
-            Breach::SystemPathsUnconfined,
-            Breach::CgroupParent("/x".into()),
-            host_path("/", "/"),
-            Breach::HostSocket {
-                source: "/a.sock".into(),
-            },
-            Breach::HostFilesystemVolume {
-                name: "v".into(),
-                fs: "proc".into(),
-            },
-            Breach::Unverifiable {
-                mount: "volume \"v\"".into(),
-            },
-        ];
-        let texts: std::collections::HashSet<String> = all
-            .iter()
-            .map(|b| super::super::messages::profile_refused(b, "/etc/eci/admin-settings.json"))
-            .collect();
-        assert_eq!(texts.len(), all.len());
-        assert_eq!(
-            super::super::messages::profile_refused(
-                &Breach::Privileged,
-                "/etc/eci/admin-settings.json"
-            ),
-            "enhanced container isolation: privileged containers are not allowed for containers that use the docker socket; \
-             if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in /etc/eci/admin-settings.json"
-        );
     }
 }
