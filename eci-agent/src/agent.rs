@@ -12,8 +12,8 @@ use eci_common::CLASS_ENGINE;
 
 use crate::kernel::{
     cgroup::CgroupTree,
-    enforce::{KernelConfig, enforce},
-    sockets::{ProtectedPath, bind_protected},
+    enforce::{KernelConfig, enforce_as},
+    sockets::{ProtectedPath, bind_protected, protect_activated},
 };
 
 /// dockerd's default group for its socket.
@@ -110,14 +110,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     for warning in &settings.warnings {
         tracing::warn!(settings = %args.settings.display(), "{warning}");
     }
+    // The socket systemd bound (eci-agent.socket), taken before anything else opens a descriptor.
+    let activated = crate::systemd::take_listener(&args.listen)
+        .with_context(|| format!("the socket passed for --listen {}", args.listen.display()))?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the tokio runtime")?
-        .block_on(serve(args, settings))
+        .block_on(serve(args, settings, activated))
 }
 
-async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Result<()> {
+async fn serve(
+    args: Args,
+    settings: crate::settings::Settings,
+    activated: Option<UnixListener>,
+) -> anyhow::Result<()> {
     use std::sync::{Arc, Mutex, atomic::Ordering::Relaxed};
 
     use tokio::signal::unix::{SignalKind, signal};
@@ -154,7 +161,15 @@ async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Resul
             crate::gate::placement::DEFAULT_CGROUPFS_PARENT,
         )],
     };
-    let mut enforcer = match enforce(&kernel) {
+    // Under systemd the agent's cgroup is a child of its unit's (Delegate=yes), elsewhere its own.
+    let started_in = crate::kernel::cgroup::cgroup_of_pid(std::process::id())
+        .context("reading this process's cgroup (/proc/self/cgroup)")?;
+    let own_cgroup = crate::systemd::agent_cgroup(
+        &started_in,
+        crate::systemd::is_service(),
+        crate::kernel::enforce::AGENT_CGROUP,
+    );
+    let mut enforcer = match enforce_as(&kernel, &own_cgroup) {
         Ok(enforcer) => Some(enforcer),
         Err(err) if args.allow_no_lsm => {
             tracing::error!(
@@ -186,24 +201,49 @@ async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Resul
         ),
         None => None,
     };
-    let listener = match enforcer.as_mut() {
-        // A dry run leaves the public socket untagged: the kernel refuses none of its clients.
-        Some(enforcer) if !args.dry_run => bind_protected(&args.listen, &mut enforcer.maps)?,
-        enforcer => {
-            // A name an earlier run protected would have the kernel tag this socket at bind.
+    let is_activated = activated.is_some();
+    let listener = match (activated, enforcer.as_mut()) {
+        // systemd's socket: the same inode across agent restarts, so the bind mounts containers
+        // hold stay valid. The kernel tagged it when it was bound (`eci-agent load` protected the
+        // name); tag it again in case that unit did not run, and keep the name protected.
+        (Some(listener), Some(enforcer)) if !args.dry_run => {
+            protect_activated(&args.listen, &mut enforcer.maps)?;
+            listener
+        }
+        (Some(listener), enforcer) => {
+            // A dry run leaves the public socket untagged: the kernel refuses none of its clients.
             if let Some(enforcer) = enforcer {
-                enforcer.maps.unprotect_name(&args.listen)?;
+                enforcer.maps.unprotect(&args.listen)?;
             }
-            crate::sidecar::remove_stale_socket(&args.listen)?;
-            UnixListener::bind(&args.listen)
-                .with_context(|| format!("binding {}", args.listen.display()))?
+            listener
+        }
+        (None, enforcer) => {
+            // Never defeated by what is at the path: an empty directory the engine made for a
+            // container's bind mount goes (loudly), anything else stops us with its name.
+            crate::socket_path::clear(&args.listen)?;
+            match enforcer {
+                Some(enforcer) if !args.dry_run => {
+                    bind_protected(&args.listen, &mut enforcer.maps)?
+                }
+                enforcer => {
+                    // A name an earlier run protected would have the kernel tag this socket.
+                    if let Some(enforcer) = enforcer {
+                        enforcer.maps.unprotect_name(&args.listen)?;
+                    }
+                    UnixListener::bind(&args.listen)
+                        .with_context(|| format!("binding {}", args.listen.display()))?
+                }
+            }
         }
     };
-    crate::socket_access::apply(
-        &args.listen,
-        &args.group,
-        args.group != DEFAULT_SOCKET_GROUP,
-    )?;
+    // systemd set the owner and mode of its socket (SocketGroup=, SocketMode=).
+    if !is_activated {
+        crate::socket_access::apply(
+            &args.listen,
+            &args.group,
+            args.group != DEFAULT_SOCKET_GROUP,
+        )?;
+    }
     // The kernel state is pinned: the process ending, however it ends, leaves it in place. What
     // the agent keeps is the maps, shared by the engine-socket watch and the container verdicts.
     let maps = match enforcer {
@@ -337,11 +377,22 @@ async fn serve(args: Args, settings: crate::settings::Settings) -> anyhow::Resul
             _ = terminate.recv() => {}
         }
     };
-    println!("export DOCKER_HOST=unix://{}", args.listen.display());
-    tracing::info!(listen = %args.listen.display(), engine = %args.engine.display(), mode = mode.as_str(), "serving");
+    crate::logging::docker_host(&args.listen);
+    tracing::info!(listen = %args.listen.display(), engine = %args.engine.display(), mode = mode.as_str(), socket_activated = is_activated, "serving");
     metrics.health().serving.store(true, Relaxed);
+    // Type=notify: `systemctl start` returns now, with the programs pinned, the running
+    // containers judged and the socket served, so `eci-agent status --check` passes right away.
+    crate::systemd::notify(&format!(
+        "READY=1\nSTATUS=serving {} ({})",
+        args.listen.display(),
+        mode.as_str()
+    ));
     let served = crate::sidecar::serve_listener(listener, config, policy_rx, shutdown).await;
-    let _ = fs::remove_file(&args.listen);
+    crate::systemd::notify("STOPPING=1");
+    // systemd's socket stays (it queues connections for the next agent); our own goes.
+    if !is_activated {
+        let _ = fs::remove_file(&args.listen);
+    }
     crate::state::clear(&args.pin.pin_dir);
     served
 }

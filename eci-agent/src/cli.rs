@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{agent, check, explain, logging::LogFormat, pin_args::PinArgs, status};
+use crate::{agent, check, explain, load, logging::LogFormat, pin_args::PinArgs, status};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,8 +23,12 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Load the kernel programs and serve the Docker Engine API on --listen.
+    /// Load the kernel programs and serve the Docker Engine API on --listen (on the socket
+    /// systemd passes, under socket activation).
     Run(agent::Args),
+    /// Load and pin the programs with every cgroup denied but the trusted ones, protect both
+    /// socket names, and exit (the boot unit before any Docker socket exists; `run` adopts it).
+    Load(load::Args),
     /// Validate an admin-settings.json and print the normalised policy.
     Check(check::Args),
     /// Print the decision the running policy makes for an image, a container or a request, and
@@ -46,7 +50,12 @@ pub struct ProbeArgs {
     pub bpffs: PathBuf,
 }
 
-/// Runs a parsed command line and turns its outcome into an exit code (64 = bad usage or settings).
+/// Exit code when something that is not a socket occupies the socket path (EX_CONFIG): restarting
+/// cannot help until someone moves it, so the systemd unit does not (`RestartPreventExitStatus=`).
+pub const EXIT_OCCUPIED: u8 = 78;
+
+/// Runs a parsed command line and turns its outcome into an exit code (64 = bad usage or settings,
+/// 78 = the socket path is occupied).
 pub fn main(cli: Cli) -> ExitCode {
     let Cli {
         log_format,
@@ -56,11 +65,12 @@ pub fn main(cli: Cli) -> ExitCode {
     let result = match command {
         Command::Run(args) => match agent::run(args) {
             Err(err) if err.is::<agent::BadSettings>() => {
-                eprintln!("eci-agent: {err:#}");
+                crate::logging::fatal(&err);
                 return ExitCode::from(crate::settings::EXIT_INVALID);
             }
             other => other,
         },
+        Command::Load(args) => load::load(&args),
         Command::Check(args) => return check::command(&args),
         Command::Explain(args) => return explain::command(&args),
         Command::Status(args) => return status::command(&args),
@@ -81,8 +91,16 @@ pub fn main(cli: Cli) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("eci-agent: {err:#}");
-            ExitCode::FAILURE
+            crate::logging::fatal(&err);
+            let occupied = err
+                .chain()
+                .filter_map(|e| e.downcast_ref::<crate::socket_path::SocketPathError>())
+                .any(crate::socket_path::SocketPathError::is_occupied);
+            if occupied {
+                ExitCode::from(EXIT_OCCUPIED)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -9,6 +9,7 @@ use clap::Parser as _;
 use eci_agent::{
     agent::Args as RunArgs,
     cli::{Cli, Command},
+    load::Args as LoadArgs,
 };
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -63,20 +64,69 @@ fn run_args(argv: &[String]) -> RunArgs {
     }
 }
 
+/// Parses an `eci-agent …` argument vector with the real CLI; it must be `load`.
+fn load_args(argv: &[String]) -> LoadArgs {
+    let cli = Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{argv:?}:\n{e}"));
+    match cli.command {
+        Command::Load(args) => args,
+        other => panic!("expected `load`, got {other:?}"),
+    }
+}
+
+fn words(values: Vec<&str>) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split_whitespace())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn has(values: &[String], unit: &str) -> bool {
+    values.iter().any(|u| u == unit)
+}
+
+fn exec_start(unit: &[(String, String, String)]) -> Vec<String> {
+    let exec = values(unit, "Service", "ExecStart");
+    assert_eq!(exec.len(), 1, "{exec:?}");
+    let argv: Vec<String> = exec[0].split_whitespace().map(str::to_owned).collect();
+    assert!(argv[0].ends_with("/eci-agent"), "{argv:?}");
+    argv
+}
+
+/// `/var/run` is a symlink to `/run` on every systemd host.
+fn canonical_run(path: &Path) -> PathBuf {
+    path.strip_prefix("/var/run")
+        .map(|rest| Path::new("/run").join(rest))
+        .unwrap_or_else(|_| path.to_owned())
+}
+
 #[test]
 fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
     let unit = unit_entries(&read("deploy/systemd/eci-agent.service"));
-    let requires = values(&unit, "Unit", "Requires").join(" ");
-    let after = values(&unit, "Unit", "After").join(" ");
-    assert!(
-        requires.split_whitespace().any(|u| u == "docker.service"),
-        "{requires}"
-    );
-    assert!(
-        after.split_whitespace().any(|u| u == "docker.service"),
-        "{after}"
-    );
+    let requires = words(values(&unit, "Unit", "Requires"));
+    let after = words(values(&unit, "Unit", "After"));
+    for needed in [
+        "eci-agent.socket",
+        "docker.socket",
+        "eci-agent-pins.service",
+    ] {
+        assert!(has(&requires, needed), "Requires= {needed}: {requires:?}");
+        assert!(has(&after, needed), "After= {needed}: {after:?}");
+    }
+    // A restart of the engine must not restart the agent, and the agent's start (adoption asks
+    // the engine) must not wait for an engine that waits for it.
+    assert!(!has(&requires, "docker.service"), "{requires:?}");
+    assert!(!has(
+        &words(values(&unit, "Unit", "Before")),
+        "docker.service"
+    ));
+    assert_eq!(values(&unit, "Service", "Type"), ["notify"]);
+    assert_eq!(values(&unit, "Service", "Delegate"), ["yes"]);
     assert_eq!(values(&unit, "Service", "Restart"), ["on-failure"]);
+    assert_eq!(
+        values(&unit, "Service", "RestartPreventExitStatus"),
+        [eci_agent::cli::EXIT_OCCUPIED.to_string().as_str()]
+    );
     assert!(
         values(&unit, "Service", "ExecReload")
             .iter()
@@ -91,11 +141,7 @@ fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
             "{key} unloads"
         );
     }
-    let exec = values(&unit, "Service", "ExecStart");
-    assert_eq!(exec.len(), 1, "{exec:?}");
-    let argv: Vec<String> = exec[0].split_whitespace().map(str::to_owned).collect();
-    assert!(argv[0].ends_with("/eci-agent"), "{argv:?}");
-    let args = run_args(&argv);
+    let args = run_args(&exec_start(&unit));
     assert_eq!(args.listen, Path::new("/var/run/docker.sock"));
     assert!(
         !args.allow_no_lsm,
@@ -105,7 +151,8 @@ fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
     assert!(args.metrics.is_some());
     assert_eq!(args.pin.pin_dir, Path::new("/sys/fs/bpf/eci"));
 
-    // The drop-in moves docker.socket to the engine path the agent forwards to, private.
+    // The drop-in moves docker.socket to the engine path the agent forwards to, private, and
+    // only once the programs are pinned.
     let drop_in = unit_entries(&read(
         "deploy/systemd/docker.socket.d/eci-private-socket.conf",
     ));
@@ -116,6 +163,76 @@ fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
     );
     assert_eq!(values(&drop_in, "Socket", "SocketMode"), ["0600"]);
     assert_eq!(values(&drop_in, "Socket", "SocketUser"), ["root"]);
+    for key in ["Requires", "After"] {
+        assert!(
+            has(
+                &words(values(&drop_in, "Unit", key)),
+                "eci-agent-pins.service"
+            ),
+            "docker.socket {key}= eci-agent-pins.service"
+        );
+    }
+
+    // The public socket: systemd's, at --listen, one listening socket, there before the engine
+    // restores its containers, after the pins.
+    let socket = unit_entries(&read("deploy/systemd/eci-agent.socket"));
+    let listen = values(&socket, "Socket", "ListenStream");
+    assert_eq!(listen.len(), 1, "{listen:?}");
+    assert_eq!(
+        canonical_run(Path::new(listen[0])),
+        canonical_run(&args.listen)
+    );
+    assert_eq!(values(&socket, "Socket", "Accept"), ["no"]);
+    assert_eq!(values(&socket, "Socket", "SocketMode"), ["0660"]);
+    assert_eq!(values(&socket, "Socket", "SocketGroup"), ["docker"]);
+    assert!(has(
+        &words(values(&socket, "Unit", "Before")),
+        "docker.service"
+    ));
+    assert!(has(
+        &words(values(&socket, "Unit", "Requires")),
+        "eci-agent-pins.service"
+    ));
+    assert!(has(
+        &words(values(&socket, "Install", "WantedBy")),
+        "sockets.target"
+    ));
+
+    // The pins: before every socket, with the run's own paths and trust.
+    let pins = unit_entries(&read("deploy/systemd/eci-agent-pins.service"));
+    assert_eq!(values(&pins, "Unit", "DefaultDependencies"), ["no"]);
+    let before = words(values(&pins, "Unit", "Before"));
+    for unit in ["sysinit.target", "docker.socket", "eci-agent.socket"] {
+        assert!(has(&before, unit), "Before= {unit}: {before:?}");
+    }
+    assert_eq!(values(&pins, "Service", "Type"), ["oneshot"]);
+    assert_eq!(values(&pins, "Service", "RemainAfterExit"), ["yes"]);
+    let load = load_args(&exec_start(&pins));
+    assert_eq!(load.listen, args.listen);
+    assert_eq!(load.engine, args.engine);
+    assert_eq!(load.pin.pin_dir, args.pin.pin_dir);
+    assert_eq!(load.cgroup_root, args.cgroup_root);
+    assert_eq!(load.trust_cgroups, args.trust_cgroups);
+
+    // The header's install steps install every unit shipped, and enable each.
+    let header = read("deploy/systemd/eci-agent.service");
+    for file in [
+        "eci-agent-pins.service",
+        "eci-agent.socket",
+        "eci-agent.service",
+        "docker.socket.d/eci-private-socket.conf",
+    ] {
+        assert!(
+            header.contains(&format!("deploy/systemd/{file}")),
+            "the install steps do not install {file}"
+        );
+    }
+    for enable in [
+        "enable --now eci-agent-pins.service",
+        "enable --now eci-agent.socket eci-agent.service",
+    ] {
+        assert!(header.contains(enable), "the install steps lack `{enable}`");
+    }
 }
 
 fn docs() -> Vec<Yaml> {

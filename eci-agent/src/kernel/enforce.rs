@@ -30,7 +30,41 @@ pub struct KernelConfig {
     pub container_parents: Vec<PathBuf>,
 }
 
-/// Loads and pins the programs, moves this process into its own cgroup and writes the verdicts.
+/// Loads and pins the programs, moves this process into its own cgroup ([`AGENT_CGROUP`]) and
+/// writes the verdicts; then protects the engine socket. See [`load_defaults`].
+pub fn enforce(cfg: &KernelConfig) -> Result<Enforcer> {
+    enforce_as(cfg, Path::new(AGENT_CGROUP))
+}
+
+/// [`enforce`] with the agent's cgroup at `agent` (relative to the cgroup2 mount): under systemd
+/// a child of the unit's own cgroup (`systemd::agent_cgroup`).
+pub fn enforce_as(cfg: &KernelConfig, agent: &Path) -> Result<Enforcer> {
+    let mut enforcer = load_defaults(cfg)?;
+    enter_agent_cgroup(cfg, &mut enforcer, agent)?;
+    // The name first, so that an engine restarting right now is covered either way.
+    enforcer.maps.protect_name(&cfg.engine, CLASS_ENGINE)?;
+    enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
+    Ok(enforcer)
+}
+
+/// Creates the agent's cgroup `agent`, gives it the only verdict that reaches the engine, and
+/// moves this process into it.
+pub fn enter_agent_cgroup(cfg: &KernelConfig, enforcer: &mut Enforcer, agent: &Path) -> Result<()> {
+    let tree = CgroupTree::open(&cfg.cgroup_root)?;
+    let own = tree.create(agent)?;
+    enforcer.maps.set_verdict(
+        own,
+        CgroupVerdict {
+            classes: CLASS_ALL,
+            flags: VERDICT_EXACT,
+        },
+    )?;
+    tree.move_pid(agent, std::process::id())
+}
+
+/// Loads and pins the programs and writes the verdicts that hold with no agent running (what
+/// `eci-agent load` leaves at boot, before any Docker socket exists): the trusted cgroups and the
+/// container parents. Everything else has no verdict, and no verdict is denied.
 ///
 /// Admission race: a container cgroup is created by the runtime before the agent can know its id.
 /// Its verdict is inherited from the nearest ancestor until the agent writes its own. The container
@@ -39,18 +73,9 @@ pub struct KernelConfig {
 /// `docker-<id>.scope` of the systemd driver, wherever it is made) an explicit deny of its own at
 /// creation; the existing ones get it from a scan. A new container starts denied (fail closed) and
 /// gains access only when the agent allows its cgroup (see `kernel/admission.rs`).
-pub fn enforce(cfg: &KernelConfig) -> Result<Enforcer> {
+pub fn load_defaults(cfg: &KernelConfig) -> Result<Enforcer> {
     let tree = CgroupTree::open(&cfg.cgroup_root)?;
     let mut enforcer = Enforcer::load(&PinLayout::new(&cfg.pin_dir))?;
-    let own = tree.create(Path::new(AGENT_CGROUP))?;
-    enforcer.maps.set_verdict(
-        own,
-        CgroupVerdict {
-            classes: CLASS_ALL,
-            flags: VERDICT_EXACT,
-        },
-    )?;
-    tree.move_pid(Path::new(AGENT_CGROUP), std::process::id())?;
     let root = tree.id(Path::new("/"))?;
     for rel in &cfg.trust {
         let id = tree.id(rel).map_err(|source| KernelError::Cgroup {
@@ -79,8 +104,5 @@ pub fn enforce(cfg: &KernelConfig) -> Result<Enforcer> {
         enforcer.maps.admit_children_denied(id)?;
     }
     super::admission::deny_unadmitted(&tree, &mut enforcer.maps)?;
-    // The name first, so that an engine restarting right now is covered either way.
-    enforcer.maps.protect_name(&cfg.engine, CLASS_ENGINE)?;
-    enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
     Ok(enforcer)
 }

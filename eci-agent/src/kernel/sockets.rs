@@ -45,6 +45,14 @@ pub fn bind_protected(path: &Path, maps: &mut KernelMaps) -> Result<UnixListener
     result
 }
 
+/// Protects the public socket that systemd bound and passed (`eci-agent.socket`): its inode and
+/// its name. Its inode stays for as long as the socket unit does, across agent restarts.
+pub fn protect_activated(path: &Path, maps: &mut KernelMaps) -> Result<()> {
+    maps.protect_name(path, CLASS_PUBLIC)?;
+    maps.protect(path, CLASS_PUBLIC)?;
+    Ok(())
+}
+
 /// A protected socket path. The tag belongs to the inode, and a socket re-created at the path
 /// (the engine restarted) is a new inode. The kernel tags it itself, at creation, from the tag on
 /// its directory (`KernelMaps::protect_name`), with or without a running agent; this watch is the
