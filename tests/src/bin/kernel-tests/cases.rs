@@ -118,6 +118,7 @@ fn run(r: &mut Report) {
 
     let pins = PinLayout::new(Path::new(PIN_DIR));
     let agent = Agent::start(Path::new(PIN_DIR), &engine, &public);
+    crate::fixture::join(crate::fixture::AGENT_CGROUP);
 
     r.case(
         "agent_loads_and_pins",
@@ -484,6 +485,7 @@ fn run(r: &mut Report) {
     );
 
     crate::gate_cases::run(r, &pins, &public);
+    crate::guard_cases::run(r, &pins, &unlisted, &public);
 
     r.case(
         "unload_removes_enforcement",
@@ -526,6 +528,7 @@ fn run(r: &mut Report) {
         trusted,
     ));
     drop((allowed_deep, allowed, unlisted));
+    crate::fixture::join("/");
     let _ = fs::remove_dir_all(work);
     let _ = fs::remove_dir_all("/sys/fs/cgroup/eci-agent");
 }
@@ -724,7 +727,7 @@ fn unprotected_name(maps: &mut KernelMaps, unlisted: &Cgroup, engine: &Path) -> 
 }
 
 fn eci_agent_cmd(args: &[&str]) -> Result<String, String> {
-    let out = Command::new(AGENT_BIN)
+    let out = crate::fixture::in_root_cgroup(&mut Command::new(AGENT_BIN))
         .args(args)
         .output()
         .map_err(|e| format!("{AGENT_BIN}: {e}"))?;

@@ -16,6 +16,43 @@ use std::{
 };
 
 pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// The agent's cgroup (`kernel::enforce::AGENT_CGROUP`), which the suite joins to open the pins.
+pub const AGENT_CGROUP: &str = "/eci-agent";
+
+/// Moves the suite itself into the cgroup `rel`. The suite runs in the agent's cgroup while the
+/// agent runs: the agent's maps are that cgroup's alone, and the suite writes verdicts as the
+/// agent does (its probes each join a cgroup of their own).
+pub fn join(rel: &str) {
+    let procs = Path::new(CGROUP_ROOT)
+        .join(rel.trim_start_matches('/'))
+        .join("cgroup.procs");
+    fs::write(&procs, std::process::id().to_string())
+        .unwrap_or_else(|e| panic!("joining {}: {e}", procs.display()));
+}
+
+/// Makes `cmd` start in the root cgroup, whatever the suite's own: an agent then moves itself into
+/// its cgroup, and the CLI joins it, as when an admin shell starts them.
+pub fn in_root_cgroup(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt as _;
+    let procs = CString::new(format!("{CGROUP_ROOT}/cgroup.procs")).expect("no NUL");
+    // SAFETY: between fork and exec only async-signal-safe calls (open, write, close), on memory
+    // made before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // "0": the writing process itself.
+            let written = libc::write(fd, b"0".as_ptr().cast(), 1);
+            libc::close(fd);
+            if written != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
 /// A trusted host cgroup (the agent trusts it), and the container parent inside it (denied).
 pub const TRUSTED: &str = "/t-trusted";
 pub const CONTAINER_PARENT: &str = "/t-trusted/docker";
@@ -173,12 +210,14 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(pin_dir: &Path, engine: &Path, public: &Path) -> Self {
-        let mut child = Command::new(std::env::current_exe().expect("own path"))
-            .arg("agent")
-            .args([pin_dir, engine, public])
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("spawn the agent");
+        let mut child = in_root_cgroup(&mut Command::new(
+            std::env::current_exe().expect("own path"),
+        ))
+        .arg("agent")
+        .args([pin_dir, engine, public])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the agent");
         let stdout = child.stdout.take().expect("agent stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);

@@ -8,9 +8,11 @@
 //! - `probe …`: joins a cgroup and tries one access; the exit code says what happened.
 
 mod agent;
+mod bpfsys;
 mod cases;
 mod fixture;
 mod gate_cases;
+mod guard_cases;
 mod probe;
 
 use std::process::ExitCode;

@@ -8,6 +8,12 @@
 //! waits for stdin to close; `getfd PID FD` takes fd FD of process PID with `pidfd_getfd(2)`. `rebind PATH` re-creates a listener at PATH as a
 //! restarting engine does (unlink, bind), `rebind-rename PATH TMP` binds it at TMP and renames it
 //! onto PATH; both print `bound` and listen until stdin closes.
+//!
+//! The `bpf-*` ops attack the agent's own objects with raw `bpf(2)` calls (`bpfsys.rs`):
+//! `bpf-get PIN` (`BPF_OBJ_GET`), `bpf-by-id map|prog|link ID` (`*_GET_FD_BY_ID`),
+//! `bpf-write-verdict MAP_ID` (an allow for the probe's own cgroup, written by id),
+//! `bpf-detach PIN` (`BPF_LINK_DETACH` of a pinned link), `bpf-ids PIN` (prints the object's id
+//! and, for a link, its program's). `unlink PATH`, `rename PATH TO` and `rmdir PATH` attack pins.
 
 use std::{
     fs::{self, OpenOptions},
@@ -23,6 +29,8 @@ use std::{
     process::ExitCode,
 };
 
+use crate::bpfsys;
+
 /// Exit codes of a probe.
 pub const CONNECTED: u8 = 0;
 pub const EPERM: u8 = 10;
@@ -30,6 +38,8 @@ pub const REFUSED: u8 = 12;
 pub const OTHER: u8 = 13;
 /// `recv-fd`: the message came without its fd and with `MSG_CTRUNC` (the kernel refused it).
 pub const TRUNCATED: u8 = 14;
+/// `EOPNOTSUPP`: the kernel has no such operation for this object (`bpf-detach` of a tracing link).
+pub const NOTSUPP: u8 = 15;
 
 pub fn main(args: &[String]) -> ExitCode {
     let [cgroup, op, path, rest @ ..] = args else {
@@ -43,6 +53,11 @@ pub fn main(args: &[String]) -> ExitCode {
         eprintln!("probe: joining {}: {err}", procs.display());
         return ExitCode::from(OTHER);
     }
+    let arg = |i: usize, what: &str| {
+        rest.get(i)
+            .cloned()
+            .ok_or_else(|| io::Error::other(format!("{op} needs {what}")))
+    };
     let result = match op.as_str() {
         "connect" => UnixStream::connect(path).map(drop),
         // Connect through a relative path from DIR.
@@ -121,12 +136,42 @@ pub fn main(args: &[String]) -> ExitCode {
             .ok_or_else(|| io::Error::other("getfd needs PID and FD"))
             .and_then(|(fd, pid)| pidfd_getfd(pid, fd))
             .map(drop),
+        "bpf-get" => bpfsys::obj_get(Path::new(path)).map(drop),
+        "bpf-by-id" => arg(0, "ID")
+            .and_then(|id| id.parse().map_err(io::Error::other))
+            .and_then(|id| {
+                let kind = match path.as_str() {
+                    "map" => bpfsys::Kind::Map,
+                    "prog" => bpfsys::Kind::Prog,
+                    _ => bpfsys::Kind::Link,
+                };
+                bpfsys::fd_by_id(kind, id)
+            })
+            .map(drop),
+        "bpf-write-verdict" => path
+            .parse()
+            .map_err(io::Error::other)
+            .and_then(|id| bpfsys::fd_by_id(bpfsys::Kind::Map, id))
+            .and_then(|map| {
+                use std::os::unix::fs::MetadataExt as _;
+                let own = fs::metadata(procs.parent().unwrap_or(Path::new("/")))?.ino();
+                // CgroupVerdict { classes: CLASS_PUBLIC, flags: 0 }, little-endian.
+                bpfsys::update(&map, own, u64::from(eci_common::CLASS_PUBLIC))
+            }),
+        "bpf-detach" => bpfsys::obj_get(Path::new(path)).and_then(|link| bpfsys::detach(&link)),
+        "bpf-ids" => bpfsys::obj_get(Path::new(path))
+            .and_then(|obj| bpfsys::ids(&obj))
+            .map(|(id, prog)| println!("{id} {prog}")),
+        "unlink" => fs::remove_file(path),
+        "rename" => arg(0, "TO").and_then(|to| fs::rename(path, to)),
+        "rmdir" => fs::remove_dir(path),
         _ => Err(io::Error::other(format!("unknown probe op {op}"))),
     };
     ExitCode::from(match result {
         Ok(()) => CONNECTED,
         Err(err) if err.raw_os_error() == Some(libc::EPERM) => EPERM,
         Err(err) if err.raw_os_error() == Some(libc::ECONNREFUSED) => REFUSED,
+        Err(err) if err.raw_os_error() == Some(libc::EOPNOTSUPP) => NOTSUPP,
         Err(err) => {
             eprintln!("probe {op} {path}: {err}");
             OTHER
