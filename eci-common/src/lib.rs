@@ -13,6 +13,8 @@
 //! | [`MAP_ADMISSION`] | hash | cgroup v2 id of a container parent → [`ADMIT_CHILDREN_DENIED`] | `kernel/maps.rs`, at start |
 //! | [`MAP_PROTECTED_DIRS`] | inode storage | directory inode → [`ProtectedDir`] | `kernel/maps.rs`, through an `O_PATH` fd of the directory of each protected socket |
 //! | [`MAP_PROTECTED_DIRS_INDEX`] | hash | [`InodeKey`] of a directory → [`ProtectedDirRecord`] | `kernel/maps.rs`, beside every directory tag |
+//! | [`MAP_GUARD`] | hash | [`guard_key`] (kind, id) of each map, program and link of ours, and [`GUARD_AGENT_KEY`] → the agent's cgroup id | `kernel/guard.rs`, at load |
+//! | [`MAP_GUARDED_DIRS`] | inode storage | pin directory inode → [`GUARDED_PIN_DIR`] | `kernel/guard.rs`, at load |
 //!
 //! Besides the maps, one read-only global, [`GLOBAL_OFFSETS`] ([`KernelOffsets`]), carries the
 //! kernel struct member offsets the loader found in the running kernel's BTF.
@@ -55,8 +57,15 @@ pub const MAP_PROTECTED_DIRS: &str = "ECI_PROTECTED_DIRS";
 /// Hash: [`InodeKey`] of a directory → [`ProtectedDirRecord`]. User space's own index of the
 /// directory tags, for `eci-agent status`; the programs never read it.
 pub const MAP_PROTECTED_DIRS_INDEX: &str = "ECI_PROTECTED_DIRS_IDX";
+/// Hash: [`guard_key`]`(kind, id)` → 0 for every map, program and link the agent loaded, and
+/// [`GUARD_AGENT_KEY`] → the agent's cgroup id. Only a process in that cgroup may get an fd of one
+/// of these objects (by id or by pin) — see eci-ebpf's `guard.rs`.
+pub const MAP_GUARD: &str = "ECI_GUARD";
+/// Inode storage: the pin directories (root, `maps`, `links`) → [`GUARDED_PIN_DIR`]. Only the
+/// agent's cgroup may unlink, rename or remove an entry there.
+pub const MAP_GUARDED_DIRS: &str = "ECI_GUARD_DIRS";
 /// Every map, in the order the loader pins them.
-pub const MAPS: [&str; 7] = [
+pub const MAPS: [&str; 9] = [
     MAP_PROTECTED,
     MAP_VERDICTS,
     MAP_EVENTS,
@@ -64,7 +73,27 @@ pub const MAPS: [&str; 7] = [
     MAP_ADMISSION,
     MAP_PROTECTED_DIRS,
     MAP_PROTECTED_DIRS_INDEX,
+    MAP_GUARD,
+    MAP_GUARDED_DIRS,
 ];
+/// How many objects (maps, programs, links, plus the agent's key) [`MAP_GUARD`] holds.
+pub const MAX_GUARDED: u32 = 256;
+/// [`guard_key`] kinds. Maps, programs and links are numbered by the kernel in separate id spaces,
+/// so the kind is part of the key.
+pub const GUARD_KIND_AGENT: u32 = 0;
+pub const GUARD_KIND_MAP: u32 = 1;
+pub const GUARD_KIND_PROG: u32 = 2;
+pub const GUARD_KIND_LINK: u32 = 3;
+/// The [`MAP_GUARD`] key whose value is the agent's cgroup id.
+pub const GUARD_AGENT_KEY: u64 = guard_key(GUARD_KIND_AGENT, 0);
+/// [`MAP_GUARDED_DIRS`] value: a directory holding the agent's pins.
+pub const GUARDED_PIN_DIR: u32 = 1 << 0;
+
+/// The [`MAP_GUARD`] key of kernel object `id` of `kind` (`GUARD_KIND_*`).
+#[inline(always)]
+pub const fn guard_key(kind: u32, id: u32) -> u64 {
+    ((kind as u64) << 32) | id as u64
+}
 /// How many container parents can be registered in [`MAP_ADMISSION`].
 pub const MAX_ADMISSION_PARENTS: u32 = 64;
 /// [`MAP_ADMISSION`] value: every new child cgroup of this parent starts with an explicit deny.
@@ -317,6 +346,12 @@ pub struct KernelOffsets {
     pub dentry_d_name_name: u64,
     /// `struct inode` → `i_ino` (`unsigned long`).
     pub inode_i_ino: u64,
+    /// `struct bpf_map` → `id` (`u32`).
+    pub bpf_map_id: u64,
+    /// `struct bpf_prog` → `aux` (`struct bpf_prog_aux *`).
+    pub bpf_prog_aux: u64,
+    /// `struct bpf_prog_aux` → `id` (`u32`).
+    pub bpf_prog_aux_id: u64,
 }
 
 impl KernelOffsets {
@@ -337,6 +372,9 @@ impl KernelOffsets {
         dentry_d_name_len: 0,
         dentry_d_name_name: 0,
         inode_i_ino: 0,
+        bpf_map_id: 0,
+        bpf_prog_aux: 0,
+        bpf_prog_aux_id: 0,
     };
 }
 
@@ -394,6 +432,16 @@ pub enum Hook {
     UnixStreamConnect = 5,
     /// A datagram `connect(2)` or send to a protected socket.
     UnixMaySend = 6,
+    /// `bpf(2)` on one of the agent's links by id (`BPF_LINK_GET_FD_BY_ID`) from outside the
+    /// agent's cgroup. The event's `ino` is the object id, `class` its `GUARD_KIND_*`.
+    Bpf = 10,
+    /// An fd of one of the agent's maps (by id or pin) asked for from outside its cgroup.
+    BpfMap = 11,
+    /// An fd of one of the agent's programs (by id) asked for from outside its cgroup.
+    BpfProg = 12,
+    /// An unlink, rename or rmdir in the agent's pin directory from outside its cgroup (`ino` is
+    /// the directory's inode number).
+    PinRemove = 13,
 }
 
 impl Hook {
@@ -404,6 +452,10 @@ impl Hook {
             4 => Some(Self::InodeRename),
             5 => Some(Self::UnixStreamConnect),
             6 => Some(Self::UnixMaySend),
+            10 => Some(Self::Bpf),
+            11 => Some(Self::BpfMap),
+            12 => Some(Self::BpfProg),
+            13 => Some(Self::PinRemove),
             _ => None,
         }
     }
@@ -415,6 +467,10 @@ impl Hook {
             Self::InodeRename => "inode_rename",
             Self::UnixStreamConnect => "unix_stream_connect",
             Self::UnixMaySend => "unix_may_send",
+            Self::Bpf => "bpf",
+            Self::BpfMap => "bpf_map",
+            Self::BpfProg => "bpf_prog",
+            Self::PinRemove => "pin_remove",
         }
     }
 }
@@ -449,7 +505,7 @@ const _: () = assert!(core::mem::size_of::<CgroupVerdict>() == 8);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 72);
 const _: () = assert!(core::mem::offset_of!(DenyEvent, comm) == 56);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 112);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
 const _: () = assert!(core::mem::size_of::<ProtectedName>() == 8 + PROTECTED_NAME_BYTES);
 const _: () =
     assert!(PROTECTED_NAME_BYTES.is_multiple_of(8) && PROTECTED_NAME_BYTES > PROTECTED_NAME_MAX);

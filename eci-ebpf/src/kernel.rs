@@ -199,3 +199,28 @@ pub fn inode_number(inode: *const inode) -> u64 {
     // pointers).
     unsafe { member(inode.cast(), offset!(inode_i_ino)) }
 }
+
+/// `map->id`: the id the kernel numbers maps by (`BPF_MAP_GET_FD_BY_ID`).
+#[inline(always)]
+pub fn bpf_map_id(map: *const c_void) -> Option<u32> {
+    if map.is_null() {
+        return None;
+    }
+    // SAFETY: `map` is a hook argument typed `struct bpf_map *`.
+    Some(unsafe { member(map, offset!(bpf_map_id)) })
+}
+
+/// `prog->aux->id`: the id the kernel numbers programs by (`BPF_PROG_GET_FD_BY_ID`).
+#[inline(always)]
+pub fn bpf_prog_id(prog: *const c_void) -> Option<u32> {
+    if prog.is_null() {
+        return None;
+    }
+    // SAFETY: `prog` is a hook argument typed `struct bpf_prog *`; `aux` comes from that load.
+    let aux: *const c_void = unsafe { member(prog, offset!(bpf_prog_aux)) };
+    if aux.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    Some(unsafe { member(aux, offset!(bpf_prog_aux_id)) })
+}

@@ -28,6 +28,10 @@
 //!   name: `bind(2)` goes through `vfs_mknod()` before the socket can be found by `connect(2)`)
 //!   and `inode_rename` (an inode is renamed into a name) tag the inode that appears under such a
 //!   name, so it is protected from the moment it can be reached, whether the agent runs or not.
+//! - The programs are only as strong as their pins and maps: `bpf`, `bpf_map` and `bpf_prog`
+//!   refuse an fd of the agent's links, maps and programs to anyone outside the agent's cgroup,
+//!   and `inode_unlink`, `inode_rmdir` and `inode_rename` refuse to remove or move its pins
+//!   (`guard.rs`).
 //!
 //! Every program walks kernel structs; the offsets come from the running kernel's BTF at load
 //! time (`kernel.rs` explains why that is safe without CO-RE).
@@ -36,6 +40,8 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod guard;
 #[cfg(target_arch = "bpf")]
 mod hooks;
 #[cfg(target_arch = "bpf")]

@@ -5,8 +5,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use eci_common::{
-    CgroupVerdict, DenyEvent, EVENTS_BYTES, InodeKey, MAX_ADMISSION_PARENTS, MAX_PROTECTED,
-    MAX_PROTECTED_DIRS, MAX_VERDICTS, Protected, ProtectedDir, ProtectedDirRecord,
+    CgroupVerdict, DenyEvent, EVENTS_BYTES, InodeKey, MAX_ADMISSION_PARENTS, MAX_GUARDED,
+    MAX_PROTECTED, MAX_PROTECTED_DIRS, MAX_VERDICTS, Protected, ProtectedDir, ProtectedDirRecord,
 };
 
 #[btf_map(name = "ECI_PROTECTED")]
@@ -36,3 +36,11 @@ pub static PROTECTED_DIRS_INDEX: HashMap<
     ProtectedDirRecord,
     { MAX_PROTECTED_DIRS as usize },
 > = HashMap::new();
+
+/// The agent's own maps, programs and links, and its cgroup (see `guard.rs`).
+#[btf_map(name = "ECI_GUARD")]
+pub static GUARD: HashMap<u64, u64, { MAX_GUARDED as usize }> = HashMap::new();
+
+/// The pin directories (see `guard.rs`).
+#[btf_map(name = "ECI_GUARD_DIRS")]
+pub static GUARD_DIRS: InodeStorage<u32> = InodeStorage::new();

@@ -38,18 +38,25 @@ pub fn allowed(class: u32) -> bool {
 /// Reports a denial to user space; a full ring buffer drops the report, never the denial.
 #[inline(always)]
 pub fn report(hook: Hook, tag: &Protected, mask: u32) {
+    report_raw(hook, tag.class, tag.dev, tag.ino, mask);
+}
+
+/// [`report`] for what is not a protected socket: `class`, `dev` and `ino` say what was refused
+/// (see [`Hook`]).
+#[inline(always)]
+pub fn report_raw(hook: Hook, class: u32, dev: u64, ino: u64, mask: u32) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let event = DenyEvent {
         // SAFETY: helpers without pointer arguments.
         boot_ns: unsafe { bpf_ktime_get_boot_ns() },
         // SAFETY: as above.
         cgroup_id: unsafe { bpf_get_current_cgroup_id() },
-        dev: tag.dev,
-        ino: tag.ino,
+        dev,
+        ino,
         tgid: (pid_tgid >> 32) as u32,
         pid: pid_tgid as u32,
         hook: hook as u32,
-        class: tag.class,
+        class,
         mask,
         reserved: 0,
         comm: bpf_get_current_comm().unwrap_or([0; 16]),

@@ -1,5 +1,6 @@
 //! `eci-agent status` and `eci-agent unload`: they work from the pins alone, with or without a
-//! running agent.
+//! running agent. The pins are the agent's cgroup's alone (`guard.rs`), so both first move the
+//! CLI into that cgroup: an admin shell may, a container may not.
 
 use std::path::Path;
 
@@ -7,8 +8,9 @@ use eci_common::{CLASS_ENGINE, CLASS_PUBLIC, VERDICT_EXACT};
 
 use super::{
     cgroup::CgroupTree,
+    enforce::AGENT_CGROUP,
     error::Result,
-    lsm,
+    guard, lsm,
     maps::KernelMaps,
     object::PROGRAMS,
     pins::{self, PinLayout},
@@ -16,6 +18,9 @@ use super::{
 
 pub fn status(pin_dir: &Path) -> Result<()> {
     let pins = PinLayout::new(pin_dir);
+    if pins.is_loaded() {
+        join_agent(&pins)?;
+    }
     let lsms = lsm::active_lsms().unwrap_or_else(|err| format!("unreadable: {err}"));
     println!(
         "BPF LSM active: {} ({})",
@@ -94,9 +99,12 @@ pub fn status(pin_dir: &Path) -> Result<()> {
 }
 
 pub fn unload(pin_dir: &Path) -> Result<()> {
-    // The agent's mode record sits beside the pins (see `state.rs`).
-    let _ = std::fs::remove_file(crate::state::path(pin_dir));
     let pins = PinLayout::new(pin_dir);
+    if pins.is_loaded() {
+        join_agent(&pins)?;
+    }
+    // The agent's mode record sits beside the pins (see `state.rs`), in a guarded directory.
+    let _ = std::fs::remove_file(crate::state::path(pin_dir));
     if pins::unload(&pins)? {
         println!(
             "eci-agent: programs detached, pins under {} removed",
@@ -104,6 +112,18 @@ pub fn unload(pin_dir: &Path) -> Result<()> {
         );
     } else {
         println!("eci-agent: nothing pinned under {}", pin_dir.display());
+    }
+    Ok(())
+}
+
+/// Acts as the agent: its pins are its cgroup's alone (`guard.rs`).
+fn join_agent(pins: &PinLayout) -> Result<()> {
+    match guard::join_agent_cgroup(pins, Path::new(AGENT_CGROUP))? {
+        Some(dir) => tracing::debug!(cgroup = %dir.display(), "joined the agent's cgroup"),
+        None => eprintln!(
+            "eci-agent: no agent cgroup ({AGENT_CGROUP}) under /sys/fs/cgroup; the kernel refuses \
+             the pins to any other cgroup"
+        ),
     }
     Ok(())
 }

@@ -460,6 +460,9 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         dentry_d_name_len: btf.typed_member("dentry", &["d_name", "len"], Int(4))?,
         dentry_d_name_name: btf.typed_member("dentry", &["d_name", "name"], PtrToChar)?,
         inode_i_ino: btf.typed_member("inode", &["i_ino"], Int(8))?,
+        bpf_map_id: btf.typed_member("bpf_map", &["id"], Int(4))?,
+        bpf_prog_aux: btf.typed_member("bpf_prog", &["aux"], PtrToStruct("bpf_prog_aux"))?,
+        bpf_prog_aux_id: btf.typed_member("bpf_prog_aux", &["id"], Int(4))?,
     })
 }
 
@@ -696,6 +699,17 @@ mod tests {
         );
         assert_eq!(kn, kn_ptr + 1);
         let _ = b.compound(KIND_STRUCT, "cgroup", 2000, false, &[("kn", kn_ptr, 320)]);
+        let _ = b.compound(KIND_STRUCT, "bpf_map", 256, false, &[("id", u32_t, 640)]);
+        let aux_ptr = b.reference(KIND_PTR, "", b.next_id + 1);
+        let aux = b.compound(
+            KIND_STRUCT,
+            "bpf_prog_aux",
+            512,
+            false,
+            &[("id", u32_t, 96)],
+        );
+        assert_eq!(aux, aux_ptr + 1);
+        let _ = b.compound(KIND_STRUCT, "bpf_prog", 72, false, &[("aux", aux_ptr, 256)]);
         b.build()
     }
 
@@ -719,6 +733,9 @@ mod tests {
                 dentry_d_name_len: 36,
                 dentry_d_name_name: 40,
                 inode_i_ino: 40,
+                bpf_map_id: 80,
+                bpf_prog_aux: 32,
+                bpf_prog_aux_id: 12,
             })
         );
         assert_eq!(

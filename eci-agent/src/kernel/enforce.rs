@@ -9,6 +9,7 @@ use eci_common::{CLASS_ALL, CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, VERDICT_E
 use super::{
     cgroup::CgroupTree,
     error::{KernelError, Result},
+    guard,
     loader::Enforcer,
     pins::PinLayout,
 };
@@ -38,8 +39,21 @@ pub fn enforce(cfg: &KernelConfig) -> Result<Enforcer> {
 
 /// [`enforce`] with the agent's cgroup at `agent` (relative to the cgroup2 mount): under systemd
 /// a child of the unit's own cgroup (`systemd::agent_cgroup`).
+///
+/// The agent enters its cgroup before anything is opened: once an earlier agent recorded its
+/// objects, its pins open only from that cgroup (`guard.rs`). Then this load is recorded as the
+/// agent's own.
 pub fn enforce_as(cfg: &KernelConfig, agent: &Path) -> Result<Enforcer> {
+    let tree = CgroupTree::open(&cfg.cgroup_root)?;
+    let own = tree.create(agent)?;
+    tree.move_pid(agent, std::process::id())?;
     let mut enforcer = load_defaults(cfg)?;
+    guard::record(
+        &PinLayout::new(&cfg.pin_dir),
+        own,
+        &tree.dir(agent)?,
+        &enforcer.attached,
+    )?;
     enter_agent_cgroup(cfg, &mut enforcer, agent)?;
     // The name first, so that an engine restarting right now is covered either way.
     enforcer.maps.protect_name(&cfg.engine, CLASS_ENGINE)?;

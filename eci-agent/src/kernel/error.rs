@@ -101,6 +101,13 @@ pub enum KernelError {
         #[source]
         source: Box<KernelError>,
     },
+    /// The kernel's id of one of our objects (`bpf(BPF_OBJ_GET_INFO_BY_FD)`), for the guard.
+    #[error("reading the id of {object}: {source}")]
+    Info {
+        object: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// The ring buffer of denials could not be watched.
     #[error("watching the ring buffer of denials: {0}")]
     Events(#[source] io::Error),

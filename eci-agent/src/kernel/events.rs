@@ -72,17 +72,33 @@ pub async fn log_denials(
                 );
                 continue;
             }
-            tracing::warn!(
-                target: "eci::kernel",
-                pid = event.tgid,
-                comm = %comm(&event),
-                cgroup_id = event.cgroup_id,
-                dev = event.dev,
-                ino = event.ino,
-                hook,
-                class = event.class,
-                "kernel denied access to a protected socket"
-            );
+            if let Some(Hook::Bpf | Hook::BpfMap | Hook::BpfProg | Hook::PinRemove) = known {
+                // The guard (`guard.rs`): `ino` is the object's id (or the pin directory's inode),
+                // `class` its kind.
+                tracing::warn!(
+                    target: "eci::kernel",
+                    pid = event.tgid,
+                    comm = %comm(&event),
+                    cgroup_id = event.cgroup_id,
+                    object = event.ino,
+                    kind = event.class,
+                    hook,
+                    "kernel refused a process outside the agent's cgroup the agent's own BPF \
+                     objects or pins"
+                );
+            } else {
+                tracing::warn!(
+                    target: "eci::kernel",
+                    pid = event.tgid,
+                    comm = %comm(&event),
+                    cgroup_id = event.cgroup_id,
+                    dev = event.dev,
+                    ino = event.ino,
+                    hook,
+                    class = event.class,
+                    "kernel denied access to a protected socket"
+                );
+            }
             on_denial(&event);
         }
         guard.clear_ready();

@@ -26,9 +26,19 @@ use super::{
     pins::{self, PinLayout},
 };
 
+/// The programs and links one load attached (their kernel ids), which the guard records as the
+/// agent's (`guard.rs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Attached {
+    pub progs: Vec<u32>,
+    pub links: Vec<u32>,
+}
+
 /// Attached programs and their maps.
 pub struct Enforcer {
     pub maps: KernelMaps,
+    /// The ids of the programs and links this load attached, for the guard (`guard.rs`).
+    pub attached: Attached,
     /// Kept for the ring buffer of events and so that the program fds live as long as we do.
     ebpf: Ebpf,
 }
@@ -72,6 +82,7 @@ impl Enforcer {
         let mut ebpf = loader
             .load(OBJECT)
             .map_err(|err| KernelError::Object(Box::new(err)))?;
+        let mut attached = Attached::default();
         for &super::object::Program {
             symbol: program,
             target,
@@ -104,6 +115,12 @@ impl Enforcer {
                         .into()
                 }
             };
+            let info = link.info().map_err(|source| KernelError::Info {
+                object: format!("the {program} link"),
+                source: Box::new(source),
+            })?;
+            attached.links.push(info.id());
+            attached.progs.push(info.program_id());
             let pin = pins.link(program);
             // bpffs refuses names with a dot (EPERM), hence no ".new".
             let staging = pins.link(&format!("{program}_staging"));
@@ -133,7 +150,11 @@ impl Enforcer {
             take(&mut ebpf, MAP_PROTECTED_DIRS)?,
             take(&mut ebpf, MAP_PROTECTED_DIRS_INDEX)?,
         )?;
-        Ok(Self { maps, ebpf })
+        Ok(Self {
+            maps,
+            attached,
+            ebpf,
+        })
     }
 
     /// The ring buffer of denials (taken once).

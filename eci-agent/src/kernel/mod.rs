@@ -6,6 +6,7 @@
 //! - `error.rs`: what the kernel refused, and where (typed; `anyhow` only above this layer).
 //! - `lsm.rs`: which LSMs are active.
 //! - `pins.rs`: where enforcement is pinned, and removing it.
+//! - `guard.rs`: the agent's own maps, programs, links and pins are the agent's cgroup's alone.
 //! - `loader.rs`: load, attach and pin (and adopt what an earlier agent pinned).
 //! - `enforce.rs`: what `run` sets up in the kernel before serving (verdicts, parents, engine).
 //! - `sockets.rs`: the protected socket paths (bound protected, watched when re-created).
@@ -23,6 +24,7 @@ pub mod cgroup;
 pub mod enforce;
 pub mod error;
 pub mod events;
+pub mod guard;
 pub mod loader;
 pub mod lsm;
 pub mod maps;

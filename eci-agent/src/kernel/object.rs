@@ -24,8 +24,9 @@ pub struct Program {
 /// container cgroup is created without a deny between it and the others; `unix_stream_connect`
 /// (which judges connects and tags connected client sockets) before `file_receive` (which judges
 /// those sockets handed over). The two that
-/// tag sockets re-created at a protected path come last: until the agent writes the directory
-/// tags, they have nothing to do.
+/// tag sockets re-created at a protected path come next: until the agent writes the directory
+/// tags, they have nothing to do. The guard over the agent's own objects comes after them: it
+/// refuses nothing until the agent has recorded what is its own (`guard.rs`).
 pub const PROGRAMS: &[Program] = &[
     Program {
         symbol: "cgroup_mkdir",
@@ -55,6 +56,31 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         symbol: "inode_rename",
         target: "inode_rename",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "bpf",
+        target: "bpf",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "bpf_map",
+        target: "bpf_map",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "bpf_prog",
+        target: "bpf_prog",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "inode_unlink",
+        target: "inode_unlink",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "inode_rmdir",
+        target: "inode_rmdir",
         attach: Attach::Lsm,
     },
 ];

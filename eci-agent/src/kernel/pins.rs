@@ -44,6 +44,11 @@ impl PinLayout {
         self.links_dir().join(program)
     }
 
+    /// A symlink to the agent's cgroup directory, which `status` and `unload` join (`guard.rs`).
+    pub fn agent_cgroup_record(&self) -> PathBuf {
+        self.root.join("agent_cgroup")
+    }
+
     /// Whether an agent has pinned programs here.
     pub fn is_loaded(&self) -> bool {
         PROGRAMS
@@ -70,6 +75,7 @@ pub fn unload(pins: &PinLayout) -> Result<bool> {
         }
         fs::remove_dir(&dir).map_err(KernelError::io("removing", &dir))?;
     }
+    remove_if_exists(&pins.agent_cgroup_record())?;
     match fs::remove_dir(pins.root()) {
         Ok(()) => {}
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}

@@ -10,8 +10,12 @@
 //! its old name: protected too much, never too little. If the tag cannot be stored, the rename is
 //! refused (fail closed).
 //!
-//! Fast path (a rename into a directory that protects nothing): one member load and one
-//! inode-storage lookup.
+//! It also guards the agent's pins (`guard.rs`): a rename out of, into or of a pin directory
+//! (which would drop a link pin by replacing it, or move a pin out of the guarded directory to
+//! unlink it there) is refused outside the agent's cgroup.
+//!
+//! Fast path (a rename that involves no pin directory and no protected name): one member load and
+//! four inode-storage lookups (renames are rare next to the lookups the other hooks guard).
 
 use core::ffi::c_void;
 
@@ -19,7 +23,7 @@ use aya_ebpf::{bindings::inode, macros::lsm, programs::LsmContext};
 use eci_common::Hook;
 
 use crate::{
-    kernel,
+    guard, kernel,
     names::{self, Named},
     verdict,
 };
@@ -43,6 +47,17 @@ pub fn inode_rename(ctx: LsmContext) -> i32 {
     let Some(moving) = kernel::dentry_inode(old_dentry) else {
         return 0;
     };
+    let old_dir: *mut inode = ctx.arg(0);
+    // Written out, not a loop over the three: the verifier must see each as a typed pointer.
+    if !old_dir.is_null() && guard::is_pin_dir(old_dir) {
+        return guard::pin_entry(kernel::inode_number(old_dir));
+    }
+    if guard::is_pin_dir(new_dir) {
+        return guard::pin_entry(kernel::inode_number(new_dir));
+    }
+    if guard::is_pin_dir(moving) {
+        return guard::pin_entry(kernel::inode_number(moving));
+    }
     let new_dentry: *const c_void = ctx.arg(3);
     match names::tag_if_protected(new_dir, new_dentry, moving) {
         Named::Failed(tag) => {

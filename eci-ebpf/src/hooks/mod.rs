@@ -1,6 +1,11 @@
+mod bpf;
+mod bpf_map;
+mod bpf_prog;
 mod cgroup_mkdir;
 mod d_instantiate;
 mod file_receive;
 mod inode_rename;
+mod inode_rmdir;
+mod inode_unlink;
 mod unix_may_send;
 mod unix_stream_connect;

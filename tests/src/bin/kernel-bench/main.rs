@@ -45,6 +45,8 @@ const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Trusted by the agent (so the bench's own cgroup below it may connect to the public socket).
 const TRUSTED: &str = "/b-trusted";
 const BENCH_CGROUP: &str = "/b-trusted/bench";
+/// The agent's own cgroup (`kernel::enforce::AGENT_CGROUP`).
+const AGENT_CGROUP: &str = "/eci-agent";
 /// Known to nobody: refused on the protected socket while the programs are attached.
 const UNLISTED: &str = "/b-unlisted";
 /// Where the cgroup loop makes and removes a child, again and again.
@@ -329,7 +331,11 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     // The agent loads and pins the programs once; the bench takes them over and attaches and
     // detaches them itself from then on (see `switch`).
     let agent = start_agent(&engine, &paths.public)?;
+    // The agent's objects and pins are its cgroup's alone (the guard), so the bench takes them
+    // over from there.
+    join(AGENT_CGROUP)?;
     let mut programs = switch::Programs::adopt(&pins.links_dir()).context("taking the programs")?;
+    join(BENCH_CGROUP)?;
     check_state(&paths.public, false)?;
     for round in 0..rounds {
         programs.set(true)?;
@@ -386,9 +392,15 @@ fn count_runs(
 ) -> anyhow::Result<()> {
     programs.set(true)?;
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).context("BPF_ENABLE_STATS")?;
+    // Reading the programs' statistics takes an fd of each by id: the guard allows that only in
+    // the agent's cgroup. The operations themselves run in the bench's.
+    join(AGENT_CGROUP)?;
     let before = programs.runs()?;
+    join(BENCH_CGROUP)?;
     run_ops(op, n).with_context(|| format!("{name} counting runs"))?;
+    join(AGENT_CGROUP)?;
     let after = programs.runs()?;
+    join(BENCH_CGROUP)?;
     drop(stats);
     let mut line = format!("eci-bench-runs {name}");
     for ((program, count0, ns0), (_, count1, ns1)) in before.iter().zip(&after) {
@@ -410,6 +422,15 @@ fn run_ops(op: &mut Op, n: u64) -> io::Result<()> {
         op()?;
     }
     Ok(())
+}
+
+/// Moves the bench process into the cgroup `rel`.
+fn join(rel: &str) -> anyhow::Result<()> {
+    fs::write(
+        cgroup_dir(rel).join("cgroup.procs"),
+        std::process::id().to_string(),
+    )
+    .with_context(|| format!("joining cgroup {rel}"))
 }
 
 fn cgroup_dir(rel: &str) -> PathBuf {
