@@ -25,8 +25,8 @@ use super::placement;
 use crate::{
     ids::{CgroupId, ContainerId},
     kernel::{
-        KernelMaps,
         cgroup::{CgroupTree, cgroup_of_pid},
+        verdicts::VerdictStore,
     },
 };
 
@@ -36,7 +36,8 @@ pub const ALLOW: CgroupVerdict = CgroupVerdict {
 };
 
 pub struct KernelSync {
-    maps: Arc<Mutex<KernelMaps>>,
+    /// The kernel's verdict map in the agent; a map in memory in the table tests.
+    maps: Arc<Mutex<dyn VerdictStore>>,
     tree: CgroupTree,
     /// Cgroups that never get a container verdict: the trusted ones (the agent's own and the
     /// root are checked at each write).
@@ -50,7 +51,7 @@ pub struct KernelSync {
 }
 
 impl KernelSync {
-    pub fn new(maps: Arc<Mutex<KernelMaps>>, tree: CgroupTree) -> Self {
+    pub fn new(maps: Arc<Mutex<dyn VerdictStore>>, tree: CgroupTree) -> Self {
         Self {
             maps,
             tree,
@@ -163,3 +164,7 @@ impl KernelSync {
         Ok(())
     }
 }
+
+#[cfg(test)]
+#[path = "kernel_tests.rs"]
+mod tests;

@@ -11,6 +11,7 @@
 //! - `enforce.rs`: what `run` sets up in the kernel before serving (verdicts, parents, engine).
 //! - `sockets.rs`: the protected socket paths (bound protected, watched when re-created).
 //! - `maps.rs`: the only writer of the maps (protected inodes, cgroup verdicts).
+//! - `verdicts.rs`: the verdict map as the gate uses it (a trait: the kernel's, or one in memory).
 //! - `events.rs`: denials reported by the programs.
 //! - `admission.rs`: container cgroups start denied (the existing ones, at start).
 //! - `cgroup.rs`: cgroup v2 paths and ids.
@@ -32,6 +33,7 @@ mod object;
 pub mod pins;
 pub mod probe;
 pub mod sockets;
+pub mod verdicts;
 
 pub use admin::{status, unload};
 pub use error::{KernelError, LoadError};

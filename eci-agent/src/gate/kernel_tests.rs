@@ -1,0 +1,147 @@
+//! Table tests of the gate's kernel verdicts, over a verdict map in memory and a cgroup tree in a
+//! temporary directory: where a container's verdict may go, what replaces and removes it, and that
+//! a full map is an error, not a silent allow. No root, no BPF (the VM suite runs the real map).
+
+use std::fs;
+
+use super::*;
+use crate::kernel::verdicts::MemoryVerdicts;
+
+struct World {
+    _dir: tempfile::TempDir,
+    tree: CgroupTree,
+    store: Arc<Mutex<MemoryVerdicts>>,
+    sync: KernelSync,
+    root: CgroupId,
+    /// The agent's own cgroup (this test process's, made in the fake tree) and its parent.
+    own: CgroupId,
+    own_parent: CgroupId,
+    trusted: CgroupId,
+}
+
+fn world(store: MemoryVerdicts) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("cgroup.controllers"), "").unwrap();
+    let tree = CgroupTree::open(dir.path()).unwrap();
+    // `check_target` walks up from the agent's real cgroup path; the fake tree must have it.
+    let own_rel = cgroup_of_pid(std::process::id()).unwrap_or_else(|_| PathBuf::from("/"));
+    let own = tree.create(&own_rel).unwrap();
+    let own_parent = tree
+        .create(own_rel.parent().unwrap_or(Path::new("/")))
+        .unwrap();
+    let root = tree.id(Path::new("/")).unwrap();
+    let trusted = tree.create(Path::new("/t-trusted")).unwrap();
+    let store = Arc::new(Mutex::new(store));
+    let sync = KernelSync::new(store.clone(), tree.clone()).never_on([trusted]);
+    World {
+        _dir: dir,
+        tree,
+        store,
+        sync,
+        root,
+        own,
+        own_parent,
+        trusted,
+    }
+}
+
+fn container(n: u8) -> ContainerId {
+    ContainerId::parse(&format!("{n:02x}").repeat(32)).unwrap()
+}
+
+fn entries(w: &World) -> Vec<(CgroupId, CgroupVerdict)> {
+    w.store.lock().unwrap().verdicts()
+}
+
+#[test]
+fn container_verdicts_go_only_where_they_belong() {
+    let w = world(MemoryVerdicts::default());
+    let c1 = w.tree.create(Path::new("/docker/c1")).unwrap();
+    let cases: [(&str, CgroupId, bool, bool); 7] = [
+        ("a container's own cgroup, allowed", c1, true, true),
+        ("a container's own cgroup, denied", c1, false, true),
+        ("a trusted cgroup", w.trusted, true, false),
+        ("the cgroup2 root", w.root, true, false),
+        ("the agent's own cgroup", w.own, true, false),
+        (
+            "an ancestor of the agent's cgroup",
+            w.own_parent,
+            true,
+            false,
+        ),
+        ("the agent's own cgroup, even a deny", w.own, false, false),
+    ];
+    for (name, cgroup, allowed, accepted) in cases {
+        w.store.lock().unwrap().entries.clear();
+        let result = w.sync.set(&container(1), cgroup, allowed);
+        assert_eq!(result.is_ok(), accepted, "{name}: {result:?}");
+        let want = if accepted {
+            vec![(cgroup, if allowed { ALLOW } else { CgroupVerdict::DENY })]
+        } else {
+            vec![]
+        };
+        assert_eq!(entries(&w), want, "{name}");
+    }
+}
+
+#[test]
+fn a_restarted_container_moves_its_verdict_and_forget_removes_it() {
+    let w = world(MemoryVerdicts::default());
+    let old = w.tree.create(Path::new("/docker/old")).unwrap();
+    let new = w.tree.create(Path::new("/docker/new")).unwrap();
+    let other = w.tree.create(Path::new("/docker/other")).unwrap();
+    w.sync.set(&container(1), old, true).unwrap();
+    w.sync.set(&container(2), other, false).unwrap();
+    w.sync.set(&container(1), new, true).unwrap();
+    assert_eq!(
+        entries(&w),
+        sorted([(new, ALLOW), (other, CgroupVerdict::DENY)])
+    );
+    w.sync.forget(&container(1));
+    w.sync.forget(&container(3));
+    assert_eq!(entries(&w), [(other, CgroupVerdict::DENY)]);
+}
+
+#[test]
+fn a_full_map_is_an_error_and_nothing_is_recorded() {
+    let w = world(MemoryVerdicts::with_capacity(1));
+    let c1 = w.tree.create(Path::new("/docker/c1")).unwrap();
+    let c2 = w.tree.create(Path::new("/docker/c2")).unwrap();
+    w.sync.set(&container(1), c1, false).unwrap();
+    let err = w.sync.set(&container(2), c2, true).unwrap_err();
+    assert!(
+        format!("{err:#}").contains(eci_common::MAP_VERDICTS),
+        "{err:#}"
+    );
+    // Container 2 was not recorded: forgetting it removes nothing of container 1's.
+    w.sync.forget(&container(2));
+    assert_eq!(entries(&w), [(c1, CgroupVerdict::DENY)]);
+}
+
+#[test]
+fn prepare_allowed_makes_and_allows_the_cgroupfs_cgroup_only() {
+    let w = world(MemoryVerdicts::default());
+    let id = container(7);
+    assert_eq!(
+        w.sync
+            .prepare_allowed(&id, "systemd", "system.slice")
+            .unwrap(),
+        None
+    );
+    assert!(entries(&w).is_empty());
+    let made = w
+        .sync
+        .prepare_allowed(&id, "cgroupfs", "/docker")
+        .unwrap()
+        .expect("a cgroup under the cgroupfs driver");
+    assert_eq!(entries(&w), [(made, ALLOW)]);
+    // A start that never ran: forget removes the verdict and the cgroup made for it.
+    w.sync.forget(&id);
+    assert!(entries(&w).is_empty());
+    assert!(w.tree.path_of(made).is_none());
+}
+
+fn sorted<const N: usize>(mut v: [(CgroupId, CgroupVerdict); N]) -> Vec<(CgroupId, CgroupVerdict)> {
+    v.sort_by_key(|(id, _)| *id);
+    v.to_vec()
+}
