@@ -15,6 +15,7 @@ use crate::{
     policy::{
         image::AllowedBy,
         mount::{ReachKind, SocketGate},
+        route::{self, RouteKind},
     },
     settings::{self, Settings},
     sidecar::{
@@ -73,7 +74,7 @@ impl Explanation {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-#[command(group(clap::ArgGroup::new("subject").required(true).args(["image", "container", "request"])))]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["image", "container", "request", "create"])))]
 pub struct Args {
     #[arg(long)]
     pub settings: PathBuf,
@@ -86,6 +87,10 @@ pub struct Args {
     /// May a container send this request? e.g. 'POST /v1.47/images/x/push?tag=1'
     #[arg(long, value_name = "'METHOD PATH'")]
     pub request: Option<String>,
+    /// What happens to this `POST /containers/create` body (a file, or - for stdin) sent by a
+    /// container that holds the socket: the container-caller profile and the socket-mount gate.
+    #[arg(long, value_name = "FILE|-")]
+    pub create: Option<PathBuf>,
     /// The Engine API asked about images and containers; through a running agent the host is
     /// trusted, so the public socket works.
     #[arg(long, default_value = "/var/run/docker.sock")]
@@ -191,6 +196,24 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
             ),
         )
         .fact("reason", decision.reason);
+    if let Some(route) = route::classify(&method, &route_path.api_path) {
+        e = e.fact("route kind", route.kind().as_str());
+        if let (Some(rule), Some(command)) = (&decision.rule, &decision.command) {
+            let why = match route.kind() {
+                RouteKind::Is => format!("this request is `{command}`'s own effect"),
+                RouteKind::Needs | RouteKind::Closed => format!("`{command}` needs this request"),
+            };
+            e = e.fact(
+                if allowed { "granted by" } else { "blocked by" },
+                format!("{rule:?}: {why}"),
+            );
+        } else if route.kind() == RouteKind::Closed && !allowed {
+            e = e.fact(
+                "blocked by",
+                "closed to containers: it starts what the create gate never judges; name its command in an allow list to open it",
+            );
+        }
+    }
     if let Some(Refusal::CommandBlocked { message }) = refusal {
         e = e.fact("message", message);
     }
@@ -244,13 +267,73 @@ async fn explain_with_engine(args: &Args, settings: Settings) -> anyhow::Result<
         explain_image(&gate, image).await
     } else if let Some(container) = &args.container {
         explain_container(&gate, container).await
+    } else if let Some(file) = &args.create {
+        let body = if file.as_os_str() == "-" {
+            let mut buf = Vec::new();
+            std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+        } else {
+            std::fs::read(file)
+        }
+        .with_context(|| format!("reading the create body {}", file.display()))?;
+        explain_create(&gate, &body).await
     } else {
-        unreachable!("clap requires one of --image, --container, --request")
+        unreachable!("clap requires one of --image, --container, --request, --create")
     };
     for (entry, err) in &report.failed {
         e = e.fact("registry", format!("{entry} not resolved: {err}"));
     }
     Ok(e)
+}
+
+/// `--create FILE|-`: the gate's answer to a create body from a container caller (every option the
+/// profile refuses, then the first refusal as the sidecar sends it), and from the host.
+async fn explain_create(gate: &SocketMountGate, body: &[u8]) -> Explanation {
+    let caller = CallerKind::Container(ContainerId::parse(&"0".repeat(64)).expect("valid id"));
+    let outcome = gate.check_create(&caller, body).await;
+    let mut e = Explanation::new(match &outcome {
+        Ok(_) => Some(true),
+        Err(GateRefusal::Unverifiable { .. }) => None,
+        Err(_) => Some(false),
+    })
+    .fact("caller", "a container allowed to mount the socket");
+    if gate.eci_enabled() {
+        match gate.explain_profile(body).await {
+            Ok(breaches) if breaches.is_empty() => {
+                e = e.fact("profile", "nothing refused");
+            }
+            Ok(breaches) => {
+                for b in breaches {
+                    e = e.fact(
+                        "profile",
+                        format!(
+                            "{} (refused; relax with eciAgent.containerProfile.{})",
+                            crate::policy::messages::profile_option(&b),
+                            b.relax_field()
+                        ),
+                    );
+                }
+            }
+            Err(_) => {}
+        }
+    }
+    e = e.fact("reason", gate::outcome_reason(&outcome));
+    match &outcome {
+        Ok(pass) => e = e.fact("rule", gate::rule_of(pass)),
+        Err(
+            GateRefusal::ImageNotAllowed { message, .. }
+            | GateRefusal::Refused { message, .. }
+            | GateRefusal::Unverifiable { message },
+        ) => e = e.fact("message", message.clone()),
+    }
+    let host = gate.check_create(&CallerKind::TrustedHost, body).await;
+    e.fact(
+        "from the host",
+        format!(
+            "{} ({})",
+            if host.is_ok() { "allow" } else { "deny" },
+            gate::outcome_reason(&host)
+        ),
+    )
 }
 
 /// `--image REF`: the verdict a container of this image that mounts the socket gets.
@@ -395,6 +478,30 @@ mod tests {
         let e = explain_request(&s, "HEAD /_ping").unwrap();
         assert_eq!(e.allowed, Some(true));
         assert!(e.render().contains("reason: ping"));
+    }
+
+    #[test]
+    fn request_says_which_entry_granted_it_and_why() {
+        let s = settings("allow", &["build", "run"]);
+        let text = explain_request(&s, "POST /v1.47/containers/abc/wait")
+            .unwrap()
+            .render();
+        assert!(
+            text.contains("granted by: \"run\": `run` needs this request"),
+            "{text}"
+        );
+        let e = explain_request(&s, "POST /v1.47/build").unwrap();
+        assert!(
+            e.render()
+                .contains("granted by: \"build\": this request is `build`'s own effect"),
+            "{}",
+            e.render()
+        );
+        let e = explain_request(&s, "POST /v1.47/images/x/push").unwrap();
+        assert_eq!(e.allowed, Some(false));
+        let e = explain_request(&settings("deny", &[]), "POST /plugins/pull").unwrap();
+        assert_eq!(e.allowed, Some(false));
+        assert!(e.render().contains("blocked by: closed to containers"));
     }
 
     #[test]

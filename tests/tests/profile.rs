@@ -21,7 +21,15 @@ fn engine() -> &'static Dockerd {
 fn in_container(sidecar: &Sidecar, script: &str) -> Output {
     engine()
         .docker()
-        .args(["run", "--rm", "--network", "none", "-v"])
+        .args([
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "-e",
+            "DOCKER_BUILDKIT=0",
+            "-v",
+        ])
         .arg(format!(
             "{}:/var/run/docker.sock",
             sidecar.socket().display()
@@ -317,6 +325,87 @@ fn the_profile_relaxes_field_by_field() {
     assert!(out.contains("ipc=125"), "{out}");
     assert!(
         out.contains(&refused(&Breach::HostNamespace(Namespace::Ipc))),
+        "{out}"
+    );
+}
+
+/// Plugins start what the create gate never sees: closed to containers under a deny list.
+#[test]
+fn plugin_install_is_refused() {
+    let sidecar = Sidecar::start(engine(), sidecar::command_list("deny", &[]));
+    let out = text(&in_container(
+        &sidecar,
+        "docker plugin install --grant-all-permissions eci-test/no-such-plugin:1; echo install=$?",
+    ));
+    assert!(out.contains("install=1"), "{out}");
+    assert!(
+        out.contains(
+            "enhanced container isolation: docker command \"/v1.41/plugins/privileges?remote="
+        ) && out.contains("is blocked"),
+        "{out}"
+    );
+    assert!(
+        sidecar
+            .audit_lines()
+            .iter()
+            .any(|l| l["verdict"] == "deny" && l["reason"] == "command_closed"),
+        "{:?}",
+        sidecar.audit_lines()
+    );
+}
+
+/// An allow list grants what its commands need, never another command's own effect.
+#[test]
+fn allowing_build_grants_neither_push_nor_load() {
+    let sidecar = Sidecar::start(
+        engine(),
+        sidecar::command_list("allow", &["build", "ps", "images"]),
+    );
+    let image = engine().cli_image();
+    let out = text(&in_container(
+        &sidecar,
+        &format!(
+            "docker push {image}; echo push=$?; \
+             echo nothing | docker load; echo load=$?; \
+             mkdir /ctx && echo 'FROM {image}' > /ctx/Dockerfile && docker build -q /ctx; echo build=$?; \
+             docker ps -q >/dev/null; echo ps=$?"
+        ),
+    ));
+    for want in ["push=1", "load=1", "build=0", "ps=0"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(
+        out.contains(
+            "docker command \"/v1.41/images/docker.io/eci-test/cli/push?tag=1\" is blocked"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("docker command \"/v1.41/images/load?quiet=1\" is blocked"),
+        "{out}"
+    );
+}
+
+/// `run` does not grant a copy into another container.
+#[test]
+fn allowing_run_does_not_grant_cp_into_another_container() {
+    let sidecar = Sidecar::start(engine(), sidecar::command_list("allow", &["run"]));
+    let image = engine().cli_image();
+    let target = "eci-profile-cp-target";
+    let created = engine()
+        .docker()
+        .args(["create", "--name", target, image, "true"])
+        .output()
+        .unwrap();
+    assert!(created.status.success(), "{}", text(&created));
+    let out = text(&in_container(
+        &sidecar,
+        &format!("docker cp /bin/busybox {target}:/planted; echo cp=$?"),
+    ));
+    let _ = engine().docker().args(["rm", "-f", target]).output();
+    assert!(out.contains("cp=1"), "{out}");
+    assert!(
+        out.contains(&format!("/containers/{target}/archive?")) && out.contains("is blocked"),
         "{out}"
     );
 }

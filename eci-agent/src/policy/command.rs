@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use super::route::{Route, route_count};
+use super::route::{Route, RouteKind, route_count};
 use super::vocabulary::UNSUPPORTED;
 pub use super::vocabulary::{CliCommand, CommandGroup};
 
@@ -40,7 +40,7 @@ pub enum CommandError {
     #[error("{0:?} is not supported in the commandList (unsupported: {list})", list = UNSUPPORTED.join(", "))]
     Unsupported(String),
     #[error(
-        "{0:?} is not a supported wildcard (use one of: container*, image*, volume*, network*, build*, system*)"
+        "{0:?} is not a supported wildcard (use one of: container*, image*, volume*, network*, build*, system*, plugin*)"
     )]
     UnknownWildcard(String),
     #[error("{name:?} names a command group; use {hint:?} to cover all of its commands")]
@@ -76,6 +76,7 @@ pub fn parse_rule(raw: &str) -> Result<Rule, CommandError> {
         "network" => Some("network*"),
         "builder" | "buildx" => Some("build*"),
         "system" => Some("system*"),
+        "plugin" => Some("plugin*"),
         _ => None,
     };
     match group_hint {
@@ -135,6 +136,9 @@ pub enum CommandDenyReason {
     NotListed,
     /// Allow list: the route is not in the table, so nothing can allow it.
     UnknownRoute,
+    /// Deny list: the route starts what the create gate never judges (a plugin, a swarm
+    /// service); only an allow list that names it opens it to containers.
+    Closed,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -172,7 +176,7 @@ impl CommandPolicy {
             .map(|route| {
                 let candidates: &[CliCommand] = match mode {
                     ListMode::Deny => route.primary(),
-                    ListMode::Allow => route.senders(),
+                    ListMode::Allow => route.granted_by(),
                 };
                 rules.iter().find_map(|&rule| {
                     candidates
@@ -210,6 +214,11 @@ impl CommandPolicy {
             return CommandVerdict::Allow(AllowReason::Ping);
         }
         let hit = self.per_route.get(route.index()).copied().flatten();
+        if self.mode == ListMode::Deny && route.kind() == RouteKind::Closed {
+            return CommandVerdict::Deny(
+                hit.map_or(CommandDenyReason::Closed, CommandDenyReason::Listed),
+            );
+        }
         match (self.mode, hit) {
             (ListMode::Deny, Some(m)) => CommandVerdict::Deny(CommandDenyReason::Listed(m)),
             (ListMode::Deny, None) => CommandVerdict::Allow(AllowReason::NotListed),
@@ -292,9 +301,17 @@ mod tests {
             parse_rule("compose"),
             Err(CommandError::Unsupported(_))
         ));
+        assert_eq!(
+            parse_rule("plugin*").unwrap(),
+            Rule::Wildcard(CommandGroup::Plugin)
+        );
+        assert!(parse_rule("plugin install").is_ok());
         assert!(matches!(
-            parse_rule("plugin ls"),
-            Err(CommandError::Unsupported(_))
+            parse_rule("plugin"),
+            Err(CommandError::GroupName {
+                hint: "plugin*",
+                ..
+            })
         ));
         assert!(matches!(
             parse_rule("scout*"),
@@ -394,6 +411,57 @@ mod tests {
             (Allow, &["container*"], "GET", "/containers/abc/json", true),
             (Allow, &["container*"], "POST", "/images/x/push", false),
             (Allow, &[], "GET", "/containers/json", false),
+            // Listing X grants what X needs, never another command's own effect.
+            (Allow, &["build", "ps", "images"], "POST", "/build", true),
+            (
+                Allow,
+                &["build", "ps", "images"],
+                "POST",
+                "/images/x/push",
+                false,
+            ),
+            (
+                Allow,
+                &["build", "ps", "images"],
+                "POST",
+                "/images/load",
+                false,
+            ),
+            (Allow, &["build"], "POST", "/grpc", true),
+            (Allow, &["buildx ls"], "POST", "/grpc", false),
+            (Allow, &["buildx du"], "POST", "/grpc", false),
+            (Allow, &["inspect"], "POST", "/grpc", false),
+            (Allow, &["run"], "PUT", "/containers/other/archive", false),
+            (Allow, &["run"], "POST", "/containers/other/copy", false),
+            (Allow, &["cp"], "PUT", "/containers/other/archive", true),
+            (Allow, &["push"], "POST", "/images/x/push", true),
+            (Allow, &["image*"], "POST", "/images/load", true),
+            (Allow, &["run"], "POST", "/containers/abc/exec", false),
+            // Plugins and swarm services: closed under a deny list, opened by naming them.
+            (Deny, &[], "POST", "/plugins/pull", false),
+            (Deny, &[], "POST", "/plugins/create", false),
+            (Deny, &[], "POST", "/plugins/p/enable", false),
+            (Deny, &[], "POST", "/plugins/p/upgrade", false),
+            (Deny, &[], "POST", "/plugins/p/set", false),
+            (Deny, &[], "GET", "/plugins", true),
+            (Deny, &[], "GET", "/plugins/privileges", false),
+            (Deny, &[], "POST", "/plugins/p/disable", true),
+            (Deny, &[], "POST", "/services/create", false),
+            (Deny, &[], "POST", "/services/s/update", false),
+            (Deny, &[], "POST", "/swarm/init", false),
+            (Deny, &[], "POST", "/swarm/join", false),
+            (Deny, &[], "GET", "/services", true),
+            (Allow, &["plugin install"], "POST", "/plugins/pull", true),
+            (
+                Allow,
+                &["plugin install"],
+                "POST",
+                "/plugins/p/enable",
+                true,
+            ),
+            (Allow, &["plugin*"], "POST", "/plugins/create", true),
+            (Allow, &["run"], "POST", "/plugins/pull", false),
+            (Allow, &["service create"], "POST", "/services/create", true),
             (Deny, &[], "POST", "/images/x/push", true),
         ];
         for (mode, rules, method, path, want) in cases {

@@ -106,6 +106,8 @@ pub enum ReasonCode {
     CommandListed,
     CommandNotListed,
     CommandUnknownRoute,
+    /// A plugin or swarm route under a deny list: closed to containers.
+    CommandClosed,
     ImageNotAllowed,
     ImageNoDigestsYet,
     DerivedBaseNotAllowed,
@@ -118,6 +120,7 @@ impl ReasonCode {
             Self::CommandListed => "command_listed",
             Self::CommandNotListed => "command_not_listed",
             Self::CommandUnknownRoute => "command_unknown_route",
+            Self::CommandClosed => "command_closed",
             Self::ImageNotAllowed => "image_not_allowed",
             Self::ImageNoDigestsYet => "image_no_digests_yet",
             Self::DerivedBaseNotAllowed => "derived_base_not_allowed",
@@ -139,6 +142,7 @@ impl From<super::command::CommandDenyReason> for ReasonCode {
             R::Listed(_) => Self::CommandListed,
             R::NotListed => Self::CommandNotListed,
             R::UnknownRoute => Self::CommandUnknownRoute,
+            R::Closed => Self::CommandClosed,
         }
     }
 }

@@ -54,6 +54,30 @@ impl RouteGroup {
     }
 }
 
+/// What listing a command grants on a route (the `kind` column): the one definition of
+/// "routes a command needs" versus "routes that are a command".
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum RouteKind {
+    /// Its senders need it: an allow list that names any of them grants it.
+    Needs,
+    /// It is its primary commands' own effect (push, load, copy into a container, exec, a
+    /// BuildKit solve): only they grant it.
+    Is,
+    /// It starts what the create gate never judges (plugins, swarm services, joining a swarm):
+    /// closed to container callers under a deny list; its senders grant it under an allow list.
+    Closed,
+}
+
+impl RouteKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Needs => "needed by its senders",
+            Self::Is => "is its primary commands' own effect",
+            Self::Closed => "closed to containers unless allowed",
+        }
+    }
+}
+
 /// One piece of a gorilla/mux path template.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Part {
@@ -78,6 +102,7 @@ pub struct Route {
     parts: Vec<Part>,
     primary: Vec<CliCommand>,
     senders: Vec<CliCommand>,
+    kind: RouteKind,
 }
 
 impl Route {
@@ -118,6 +143,19 @@ impl Route {
     /// on these.
     pub fn senders(&self) -> &[CliCommand] {
         &self.senders
+    }
+
+    pub fn kind(&self) -> RouteKind {
+        self.kind
+    }
+
+    /// The commands whose listing grants this route under an allow list: its senders when they
+    /// need it, only its primary commands when it is their effect.
+    pub fn granted_by(&self) -> &[CliCommand] {
+        match self.kind {
+            RouteKind::Needs | RouteKind::Closed => &self.senders,
+            RouteKind::Is => &self.primary,
+        }
     }
 
     /// `/_ping`, which every client needs for API version negotiation.
@@ -167,8 +205,12 @@ fn parse_table(table: &'static str) -> Vec<Route> {
 
 fn parse_row(index: usize, line: &'static str) -> Result<Route, String> {
     let cols: Vec<&'static str> = line.split('\t').collect();
-    let [method, pattern, router, group, primary, senders] = cols[..] else {
-        return Err(format!("expected 6 columns, got {}", cols.len()));
+    let (method, pattern, router, group, primary, senders, kind) = match cols[..] {
+        [m, p, r, g, pr, s] => (m, p, r, g, pr, s, RouteKind::Needs),
+        [m, p, r, g, pr, s, "is"] => (m, p, r, g, pr, s, RouteKind::Is),
+        [m, p, r, g, pr, s, "closed"] => (m, p, r, g, pr, s, RouteKind::Closed),
+        [.., k] if cols.len() == 7 => return Err(format!("bad kind column {k:?}")),
+        _ => return Err(format!("expected 6 or 7 columns, got {}", cols.len())),
     };
     let command =
         |name: &str| CliCommand::from_name(name).ok_or_else(|| format!("unknown command {name:?}"));
@@ -201,6 +243,7 @@ fn parse_row(index: usize, line: &'static str) -> Result<Route, String> {
         parts: compile_template(pattern)?,
         primary,
         senders: all,
+        kind,
     })
 }
 

@@ -152,7 +152,8 @@ pub(super) const COMMANDS: &[&[&str]] = &[
     &["stack ps"],
     &["stack rm", "stack remove", "stack down"],
     &["stack services"],
-    // docker plugin … (unsupported in commandList, but the route table names them)
+    // docker plugin … (Docker Desktop does not support them in the commandList; this agent does,
+    // with a `plugin*` wildcard, so that an allow list can name them)
     &["plugin create"],
     &["plugin disable"],
     &["plugin enable"],
@@ -173,7 +174,6 @@ pub const UNSUPPORTED: &[&str] = &[
     "feedback",
     "init",
     "manifest",
-    "plugin",
     "sbom",
     "scout",
     "trust",
@@ -241,16 +241,19 @@ pub enum CommandGroup {
     Network,
     Build,
     System,
+    /// Not one of Docker Desktop's six: `docker plugin …`.
+    Plugin,
 }
 
 impl CommandGroup {
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Container,
         Self::Image,
         Self::Volume,
         Self::Network,
         Self::Build,
         Self::System,
+        Self::Plugin,
     ];
 
     /// The wildcard as written in settings.
@@ -262,6 +265,7 @@ impl CommandGroup {
             Self::Network => "network*",
             Self::Build => "build*",
             Self::System => "system*",
+            Self::Plugin => "plugin*",
         }
     }
 
@@ -275,6 +279,7 @@ impl CommandGroup {
             Self::Network => &["network"],
             Self::Build => &["build", "builder", "buildx"],
             Self::System => &["system"],
+            Self::Plugin => &["plugin"],
         }
     }
 

@@ -145,6 +145,7 @@ pub fn admit<G: CommandGate + ?Sized>(
                         CommandDenyReason::UnknownRoute => {
                             messages::ReasonCode::CommandUnknownRoute.as_str()
                         }
+                        CommandDenyReason::Closed => messages::ReasonCode::CommandClosed.as_str(),
                     };
                     let message = messages::command_blocked(raw_target, &gate.settings_location());
                     Admission::Refused(Refusal::CommandBlocked { message }, decision)
