@@ -8,6 +8,7 @@ mod cpio;
 mod evm;
 mod exec;
 mod lint;
+mod process;
 mod run;
 mod setup;
 mod smoke;

@@ -11,14 +11,18 @@
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
-use crate::{build, evm, setup};
+use crate::{
+    build, evm,
+    process::{Guarded, Stop},
+    setup,
+};
 
 #[derive(clap::Args)]
 #[group(id = "run")]
@@ -43,18 +47,14 @@ pub struct Options {
 /// A dockerd we started; stopped by pid on drop, then its exec root (containerd's sockets and
 /// state) removed.
 struct PrivateEngine {
-    child: Child,
+    dockerd: Guarded,
     exec_root: PathBuf,
 }
 
 impl Drop for PrivateEngine {
     fn drop(&mut self) {
         // SIGTERM (by our child's pid) lets dockerd stop its containerd and clean its exec root.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
+        self.dockerd.stop();
         let _ = fs::remove_dir_all(&self.exec_root);
     }
 }
@@ -166,7 +166,8 @@ fn start_dockerd(dir: &Path) -> anyhow::Result<(PathBuf, PrivateEngine)> {
     let socket = dir.join("engine.sock");
     let _ = fs::remove_file(&socket);
     let log = fs::File::create(dir.join("dockerd.log"))?;
-    let child = Command::new("dockerd")
+    let mut dockerd = Command::new("dockerd");
+    dockerd
         .arg("--host")
         .arg(format!("unix://{}", socket.display()))
         .arg("--data-root")
@@ -178,10 +179,16 @@ fn start_dockerd(dir: &Path) -> anyhow::Result<(PathBuf, PrivateEngine)> {
         .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"])
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting dockerd (Debian's docker.io)")?;
-    let engine = PrivateEngine { child, exec_root };
+        .stderr(log);
+    let engine = PrivateEngine {
+        // Its containers' shims outlive a killed dockerd: give it time to stop them.
+        dockerd: Guarded::spawn(
+            "dockerd (Debian's docker.io)",
+            &mut dockerd,
+            Stop::Term(Duration::from_secs(60)),
+        )?,
+        exec_root,
+    };
     let deadline = Instant::now() + Duration::from_secs(60);
     while !socket.exists() {
         if Instant::now() > deadline {

@@ -9,7 +9,7 @@ use std::{
     io::{BufRead as _, BufReader, Write as _},
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     thread,
     time::{Duration, Instant},
@@ -17,7 +17,10 @@ use std::{
 
 use anyhow::{Context as _, bail, ensure};
 
-use crate::{build, exec};
+use crate::{
+    build, exec,
+    process::{Guarded, Stop},
+};
 
 /// The busybox image the smoke test imports; not on the example settings' imageList.
 const IMAGE: &str = "eci-smoke/busybox:1";
@@ -51,9 +54,14 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         .stderr(fs::File::create(scratch.join("run.log"))?)
         // Its own process group, so that Ctrl-C can be sent to it the way a terminal does.
         .process_group(0);
-    let mut child = Guard(xtask.spawn().context("starting cargo xtask run")?);
-    let pgid = child.0.id() as i32;
-    let lines = forward_lines(child.0.stdout.take().context("stdout")?);
+    // Stopped as a terminal's Ctrl-C would, if the test fails before it sends one itself.
+    let mut child = Guarded::spawn(
+        "cargo xtask run",
+        &mut xtask,
+        Stop::InterruptGroup(Duration::from_secs(30)),
+    )?;
+    let pgid = child.pid();
+    let lines = forward_lines(child.child_mut().stdout.take().context("stdout")?);
 
     let outcome = (|| {
         let docker_host = wait_for_docker_host(&lines, Duration::from_secs(120))?;
@@ -100,11 +108,11 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         );
         anyhow::Ok((socket, id))
     })();
-    let descendants = descendants(pgid as u32);
+    let descendants = descendants(pgid);
     let names: Vec<String> = descendants.iter().map(|(pid, _)| comm(*pid)).collect();
     // Ctrl-C, whatever happened above: the process group gets SIGINT.
-    signal_group(pgid, "INT");
-    let exited = wait_exit(&mut child.0, Duration::from_secs(60));
+    child.interrupt_group();
+    let exited = child.wait_timeout(Duration::from_secs(60));
     let (socket, id) = match outcome {
         Ok(v) => v,
         Err(err) => {
@@ -150,42 +158,6 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Kills the group if the test fails before Ctrl-C was sent.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        if matches!(self.0.try_wait(), Ok(None)) {
-            signal_group(self.0.id() as i32, "INT");
-            if wait_exit(&mut self.0, Duration::from_secs(30)).is_none() {
-                signal_group(self.0.id() as i32, "KILL");
-                let _ = self.0.wait();
-            }
-        }
-    }
-}
-
-fn signal_group(pgid: i32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg("--")
-        .arg(format!("-{pgid}"))
-        .status();
-}
-
-fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// Echoes the child's stdout and hands each line over.

@@ -14,7 +14,11 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{build, cpio, setup::Kernel};
+use crate::{
+    build, cpio,
+    process::{Guarded, Stop},
+    setup::Kernel,
+};
 
 #[derive(clap::Args)]
 #[group(id = "vm_test")]
@@ -135,7 +139,7 @@ fn qemu_accel(accel: &str) -> &str {
 /// A running QEMU guest booted from our initramfs; its serial console arrives as lines.
 /// Killed (by its own pid) when dropped.
 pub struct Guest {
-    child: Child,
+    _qemu: Guarded,
     lines: mpsc::Receiver<String>,
 }
 
@@ -171,7 +175,11 @@ impl Guest {
             .spawn()
             .context("starting qemu-system-x86_64")?;
         let lines = serial_lines(&mut child)?;
-        Ok(Self { child, lines })
+        // Killed at once: the guest runs from an initramfs, nothing is lost.
+        Ok(Self {
+            _qemu: Guarded::new("qemu-system-x86_64", child, Stop::Kill),
+            lines,
+        })
     }
 
     /// The next console line, waiting at most until `deadline`.
@@ -184,13 +192,6 @@ impl Guest {
             Err(mpsc::RecvTimeoutError::Disconnected) => Console::Ended,
             Err(mpsc::RecvTimeoutError::Timeout) => Console::TimedOut,
         }
-    }
-}
-
-impl Drop for Guest {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

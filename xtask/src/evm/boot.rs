@@ -6,7 +6,7 @@ use std::{
     fs,
     net::TcpListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
@@ -14,6 +14,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::image::Image;
+use crate::process::{Guarded, Stop};
 
 /// What the guest init does after the engine is up (`eci.mode=` on the kernel command line).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +95,8 @@ impl Drop for Share {
 
 /// A running VM.
 pub struct Vm {
-    child: Child,
+    /// Our own QEMU, killed by pid when dropped; the disk is a snapshot, so nothing is lost.
+    qemu: Guarded,
     pub lines: mpsc::Receiver<String>,
     pub started: Instant,
     /// The host's end of the channel: 127.0.0.1:PORT, forwarded by QEMU to the guest's relay.
@@ -151,7 +153,7 @@ impl Vm {
             .context("starting qemu-system-x86_64")?;
         let lines = crate::vm::serial_lines(&mut child)?;
         Ok(Self {
-            child,
+            qemu: Guarded::new("qemu-system-x86_64", child, Stop::Kill),
             lines,
             started,
             channel_port,
@@ -178,15 +180,7 @@ impl Vm {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        // Our own QEMU, by pid; the disk is a snapshot, so nothing is lost.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.qemu.pid()
     }
 }
 
