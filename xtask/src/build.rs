@@ -64,3 +64,27 @@ pub fn guest(root: &Path) -> anyhow::Result<PathBuf> {
     )?;
     Ok(root.join("target").join(GUEST_TARGET).join("release"))
 }
+
+/// The static eci-agent alone (for the DaemonSet's image), in the guest target's directory.
+pub fn guest_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    exec::run(
+        Command::new("cargo")
+            .args([
+                "build",
+                "--release",
+                "--locked",
+                "--target",
+                GUEST_TARGET,
+                "-p",
+                "eci-agent",
+                "--bin",
+                "eci-agent",
+            ])
+            .env(
+                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
+                "-C target-feature=+crt-static",
+            )
+            .current_dir(root),
+    )?;
+    Ok(root.join("target").join(GUEST_TARGET).join("release"))
+}

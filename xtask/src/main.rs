@@ -7,6 +7,7 @@ mod build;
 mod cpio;
 mod evm;
 mod exec;
+mod image;
 mod lint;
 mod process;
 mod run;
@@ -44,6 +45,9 @@ enum Command {
     VmImage,
     /// The end-to-end suite in the eci VM (engine, registry, agent, kernel, host channel).
     VmE2e(evm::e2e::Options),
+    /// Build the eci-agent:VERSION image the Kubernetes DaemonSet runs (docker import of the static
+    /// agent and nsenter; no pulls) into the engine the docker CLI talks to.
+    Image(image::Options),
     /// Benchmarks (kernel hooks in the VM, sidecar vs direct vs HAProxy): a markdown table and
     /// target/bench/summary.json.
     Bench(bench::Options),
@@ -66,6 +70,10 @@ fn main() -> anyhow::Result<()> {
         Command::Lint => lint::run(&root),
         Command::Test(opts) => test::run(&root, &opts),
         Command::Bench(opts) => bench::run(&root, &opts),
+        Command::Image(opts) => {
+            setup::build_tools()?;
+            image::run(&root, &opts)
+        }
         Command::VmTest(opts) => {
             let kernels = setup::all(&root)?;
             vm::run(&root, &opts, &kernels)
