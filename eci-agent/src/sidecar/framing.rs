@@ -97,18 +97,26 @@ impl FramingGuard {
                     }
                 }
                 State::Head => {
-                    let b = bytes[i];
-                    self.line.push(b);
-                    if self.line.len() > MAX_HEAD {
+                    // A head can only end at a LF: take the bytes up to the next one at once
+                    // (byte by byte this guard cost about 7% of a proxied request).
+                    let rest = &bytes[i..];
+                    let (take, at_lf) = match rest.iter().position(|&b| b == b'\n') {
+                        Some(lf) => (lf + 1, true),
+                        None => (rest.len(), false),
+                    };
+                    if self.line.len() + take > MAX_HEAD {
                         self.state = State::Off;
                         return;
                     }
-                    if b == b'\n' && head_complete(&self.line) {
+                    self.line.extend_from_slice(&rest[..take]);
+                    let lf = i + take - 1;
+                    i += take;
+                    if at_lf && head_complete(&self.line) {
                         match self.judge_head() {
                             HeadFraming::Conflict => {
                                 // hyper has not parsed the head yet (its end is in this read):
                                 // a NUL where the final LF was makes its parser answer 400.
-                                bytes[i] = 0;
+                                bytes[lf] = 0;
                                 self.refused += 1;
                                 self.state = State::Off;
                                 return;
@@ -120,7 +128,6 @@ impl FramingGuard {
                         }
                         self.line.clear();
                     }
-                    i += 1;
                 }
                 State::ChunkSize | State::Trailers => {
                     let b = bytes[i];
@@ -152,9 +159,11 @@ impl FramingGuard {
 
     fn judge_head(&self) -> HeadFraming {
         let head = &self.line;
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(head) {
+        // Left uninitialised: zeroing 100 headers for every request cost more than parsing.
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        match req.parse_with_uninit_headers(head, &mut headers) {
             Ok(httparse::Status::Complete(_)) => {}
             _ => return HeadFraming::Unknown,
         }
