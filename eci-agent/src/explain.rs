@@ -187,7 +187,7 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
                 .route
                 .map_or_else(|| "unknown".to_owned(), |r| format!("{method} {r}")),
         )
-        .fact("command", decision.command.clone().unwrap_or_default())
+        .fact("command", decision.command.unwrap_or_default())
         .fact(
             "rule",
             decision.rule.as_ref().map_or_else(

@@ -44,7 +44,8 @@ type AllowedCount = Box<dyn Fn() -> usize + Send + Sync>;
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(Verdict, String), u64>>,
+    /// Keyed by the command's static name: counting a request allocates nothing.
+    requests: Mutex<BTreeMap<(Verdict, &'static str), u64>>,
     mount_decisions: Mutex<BTreeMap<(Verdict, &'static str), u64>>,
     kernel_denials: AtomicU64,
     refreshes: Mutex<BTreeMap<&'static str, u64>>,
@@ -82,11 +83,8 @@ fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
 
 impl Metrics {
     /// One sidecar request, as the pipeline decided it.
-    pub fn request(&self, verdict: Verdict, command: Option<&str>) {
-        bump(
-            &self.requests,
-            (verdict, command.unwrap_or("unknown").to_owned()),
-        );
+    pub fn request(&self, verdict: Verdict, command: Option<&'static str>) {
+        bump(&self.requests, (verdict, command.unwrap_or("unknown")));
     }
 
     /// One socket-mount gate decision (`create`, `start`), with its reason code.

@@ -61,7 +61,7 @@ pub struct Decision {
     /// The matched route's pattern, if the path is a known route.
     pub route: Option<&'static str>,
     /// The command named by the deciding rule (or the route's primary command).
-    pub command: Option<String>,
+    pub command: Option<&'static str>,
     /// The commandList entry that decided, if one did.
     pub rule: Option<String>,
     /// A stable snake_case reason.
@@ -96,9 +96,7 @@ pub fn admit<G: CommandGate + ?Sized>(
     let route = route::classify(method, &path.api_path);
     let mut decision = Decision {
         route: route.map(Route::pattern),
-        command: route
-            .and_then(|r| r.primary().first())
-            .map(|c| c.name().to_owned()),
+        command: route.and_then(|r| r.primary().first()).map(|c| c.name()),
         ..Decision::default()
     };
     match caller {
@@ -118,7 +116,7 @@ pub fn admit<G: CommandGate + ?Sized>(
             let verdict = gate.commands().decide(method, route);
             let rule_match = |m: RuleMatch, decision: &mut Decision| {
                 decision.rule = Some(m.rule.to_string());
-                decision.command = Some(m.command.name().to_owned());
+                decision.command = Some(m.command.name());
             };
             match verdict {
                 CommandVerdict::Allow(reason) => {

@@ -270,8 +270,12 @@ async fn handle<G: CommandGate + ?Sized>(
     use http_body_util::BodyExt as _;
     let req = req.map(|body| body.boxed());
     // 1. Parse and normalise: the path the engine would route, or its own answer.
-    let raw_target = raw_target(req.uri());
-    let method = req.method().as_str().to_owned();
+    // Borrowed, not copied: the URI's bytes are shared with hyper's parse (a reference count),
+    // and a standard method is a small enum.
+    let uri = req.uri().clone();
+    let raw_target = raw_target(&uri);
+    let method = req.method().clone();
+    let method = method.as_str();
     let route_path = match path::engine_path(req.uri().path(), req.uri().query()) {
         Ok(EnginePath::Route(route_path)) => route_path,
         Ok(EnginePath::Redirect { location }) => return respond::redirect(&location),
@@ -283,7 +287,7 @@ async fn handle<G: CommandGate + ?Sized>(
 
     // 3, 4. Classify and decide, on the policy in force now.
     let gate = shared.policy.borrow().clone();
-    let admission = admit::admit(&*gate, &caller.kind, &method, &route_path, &raw_target);
+    let admission = admit::admit(&*gate, &caller.kind, method, &route_path, &raw_target);
     drop(gate);
     let (mut decision, mut refusal) = match admission {
         Admission::Admitted(decision) => (decision, None),
@@ -301,7 +305,7 @@ async fn handle<G: CommandGate + ?Sized>(
             gate,
             &shared.config.metrics,
             &caller.kind,
-            &method,
+            method,
             decision.route,
             &route_path,
             req,
@@ -328,14 +332,11 @@ async fn handle<G: CommandGate + ?Sized>(
         Some(_) if shared.config.dry_run && !body_read => audit::Verdict::WouldDeny,
         Some(_) => audit::Verdict::Deny,
     };
-    shared
-        .config
-        .metrics
-        .request(verdict, decision.command.as_deref());
+    shared.config.metrics.request(verdict, decision.command);
     if let Some(audit) = &shared.config.audit {
         audit.record(&audit::Entry {
             caller,
-            method: &method,
+            method,
             raw_target: &raw_target,
             decision: &decision,
             verdict,
@@ -357,7 +358,7 @@ async fn handle<G: CommandGate + ?Sized>(
             respond::refuse(req, &refusal).await
         };
     }
-    let hijack = is_hijack(&method, decision.route) && req.headers().contains_key(header::UPGRADE);
+    let hijack = is_hijack(method, decision.route) && req.headers().contains_key(header::UPGRADE);
     let mut engine = conn.engine.lock().await;
     let forwarded = if hijack {
         engine.forward_upgrade(req).await
@@ -378,12 +379,13 @@ async fn handle<G: CommandGate + ?Sized>(
 
 /// The request target as the client wrote it (hyper keeps it verbatim up to any `#`), for the
 /// refusal text and the audit log.
-fn raw_target(uri: &http::Uri) -> String {
+fn raw_target(uri: &http::Uri) -> std::borrow::Cow<'_, str> {
     if uri.scheme().is_some() {
-        uri.to_string()
+        uri.to_string().into()
     } else {
         uri.path_and_query()
-            .map_or_else(|| uri.path().to_owned(), |pq| pq.as_str().to_owned())
+            .map_or_else(|| uri.path(), |pq| pq.as_str())
+            .into()
     }
 }
 
