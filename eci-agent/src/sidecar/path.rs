@@ -45,12 +45,19 @@ pub fn engine_path(path: &str, query: Option<&str>) -> Result<EnginePath, PathEr
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
-    let decoded = percent_decode(path)?;
+    // Most paths have nothing to decode and are clean already: those cost no allocation.
+    let decoded: Cow<'_, [u8]> = if path.contains('%') {
+        Cow::Owned(percent_decode(path)?)
+    } else {
+        Cow::Borrowed(path.as_bytes())
+    };
     // Go's regexp treats each invalid UTF-8 byte as U+FFFD, which `.` and `[^/]` match like any
     // other character; a lossy conversion keeps that matching behaviour.
     let decoded: Cow<'_, str> = String::from_utf8_lossy(&decoded);
-    let clean = mux_clean(&decoded);
-    if clean != decoded {
+    if !is_clean(&decoded)
+        && let clean = mux_clean(&decoded)
+        && clean != decoded
+    {
         let mut location = go_escape_path(clean.as_bytes());
         if let Some(query) = query {
             location.push('?');
@@ -107,6 +114,22 @@ fn percent_decode(s: &str) -> Result<Vec<u8>, PathError> {
         }
     }
     Ok(out)
+}
+
+/// Whether [`mux_clean`] would return `p` unchanged, found without building anything: rooted,
+/// no empty segment but a trailing one, no `.` or `..` segment.
+fn is_clean(p: &str) -> bool {
+    let Some(rest) = p.strip_prefix('/') else {
+        return false;
+    };
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        if (segment.is_empty() && !last) || segment == "." || segment == ".." {
+            return false;
+        }
+    }
+    true
 }
 
 /// gorilla/mux `cleanPath`: Go's `path.Clean` on a rooted path, keeping a trailing slash.
@@ -172,6 +195,42 @@ fn go_escape_path(path: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn is_clean_agrees_with_mux_clean() {
+        for p in [
+            "/",
+            "//",
+            "/a",
+            "/a/",
+            "/a//",
+            "/a//b",
+            "/./a",
+            "/a/.",
+            "/a/./b",
+            "/a/..",
+            "/..",
+            "/a/../b/",
+            "/.a/..b/...",
+            "/v1.43/_ping",
+            "/containers/x/json",
+            "a",
+            "",
+            "/a/b/c/",
+            "/%2e",
+            "/a/.b",
+            "/ä/ö",
+        ] {
+            if is_clean(p) {
+                assert_eq!(mux_clean(p), p, "{p:?}");
+            } else {
+                assert!(
+                    p.is_empty() || !p.starts_with('/') || mux_clean(p) != p,
+                    "{p:?}"
+                );
+            }
+        }
+    }
 
     fn route(path: &str) -> (Option<String>, String) {
         match engine_path(path, None).unwrap() {
