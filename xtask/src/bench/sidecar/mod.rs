@@ -27,6 +27,15 @@
 //! all, nginx ~5 µs): about half of it is the kernel's socket work — 4 syscalls and 2 peer
 //! wake-ups per proxied request, where nginx has 2 and 1. Kept: a 1 MiB send buffer on engine
 //! connections (12–19% less agent CPU per GiB uploaded).
+//!
+//! Issue 13, counted rather than timed (callgrind on the agent, `GET /_ping` at c = 10, trusted
+//! host caller: user-space instructions per request, which a busy machine does not change):
+//! 41.1k before, 36.3k after stripping hop-by-hop headers in one pass, the framing guard taking
+//! a head line at once, no per-request copies of method, target and command name, and no
+//! allocation for a clean path (20.2 → 13.4 mallocs per request). HAProxy keep-alive with
+//! Tecnativa's rules: 41.7k. Syscalls per request (strace -c): the agent 2 `recvfrom`,
+//! 2 `writev`, ~0.2 `futex`, ~0.25 `epoll_wait`; HAProxy 2 `recvfrom`, 2 `sendto`, ~1
+//! `clock_gettime`, ~0.5 `epoll_wait`.
 
 mod cpu;
 mod results;
