@@ -246,19 +246,12 @@ async fn serve(
     }
     // The kernel state is pinned: the process ending, however it ends, leaves it in place. What
     // the agent keeps is the maps, shared by the engine-socket watch and the container verdicts.
+    let mut events = None;
     let maps = match enforcer {
         Some(mut enforcer) => {
-            if let Some(events) = enforcer.take_events() {
-                let mut sink = crate::denials::DenialSink::new(
-                    audit.clone(),
-                    metrics.clone(),
-                    &args.cgroup_root,
-                    vec![args.listen.clone(), args.engine.clone()],
-                );
-                tokio::spawn(crate::kernel::events::log_denials(events, move |event| {
-                    sink.record(event);
-                }));
-            }
+            // Read once the gate (and its container table, which names the containers) exists;
+            // the ring buffer keeps what comes before.
+            events = enforcer.take_events();
             let mut engine =
                 ProtectedPath::new(args.engine.clone(), CLASS_ENGINE, &mut enforcer.maps)?;
             let maps = Arc::new(Mutex::new(enforcer.maps));
@@ -332,6 +325,18 @@ async fn serve(
     );
     let table = gate.table.clone();
     metrics.count_allowed_containers(move || table.allowed_count());
+    if let Some(events) = events {
+        let mut sink = crate::denials::DenialSink::new(
+            audit.clone(),
+            metrics.clone(),
+            &args.cgroup_root,
+            vec![args.listen.clone(), args.engine.clone()],
+            gate.clone(),
+        );
+        tokio::spawn(crate::kernel::events::log_denials(events, move |event| {
+            sink.record(event);
+        }));
+    }
     let (adopted_tx, adopted) = tokio::sync::oneshot::channel();
     tokio::spawn(crate::gate::watch::run(
         gate.clone(),

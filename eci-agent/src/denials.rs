@@ -1,11 +1,15 @@
 //! Kernel denials for operators: each one counted, and written to the audit log with what the
 //! agent can add to the kernel's record — the cgroup's path and the container in it, and the
-//! path of the protected socket the inode is.
+//! path of the protected socket the inode is. The container is the one the container table
+//! records at that cgroup or an ancestor (the identity source the sidecar uses too), never a
+//! guess from the path's shape, which a container can choose (`--cgroup-parent`, a cgroup it
+//! made itself).
 
 use std::{
     collections::HashMap,
     os::unix::fs::MetadataExt as _,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use eci_common::{DenyEvent, Hook};
@@ -15,7 +19,7 @@ use crate::{
     kernel::{cgroup::CgroupTree, events},
     sidecar::{
         audit::{AuditLog, KernelDenial},
-        peer::container_in_path,
+        peer::ContainerAt,
     },
 };
 
@@ -29,6 +33,8 @@ pub struct DenialSink {
     sockets: Vec<PathBuf>,
     /// cgroup id → path: finding a path walks the tree, and a denied process tends to retry.
     paths: HashMap<u64, Option<String>>,
+    /// The container table's view (the gate's).
+    containers: Arc<dyn ContainerAt + Send>,
 }
 
 /// Entries kept in the path cache before it starts over.
@@ -40,6 +46,7 @@ impl DenialSink {
         metrics: std::sync::Arc<crate::metrics::Metrics>,
         cgroup_root: &Path,
         sockets: Vec<PathBuf>,
+        containers: Arc<dyn ContainerAt + Send>,
     ) -> Self {
         Self {
             audit,
@@ -47,6 +54,7 @@ impl DenialSink {
             tree: CgroupTree::open(cgroup_root).ok(),
             sockets,
             paths: HashMap::new(),
+            containers,
         }
     }
 
@@ -65,7 +73,9 @@ impl DenialSink {
                     .map(|p| p.display().to_string())
             })
             .clone();
-        let container = cgroup.as_deref().and_then(container_in_path);
+        let container = cgroup
+            .as_deref()
+            .and_then(|path| self.containers.container_at(path));
         let path = self
             .sockets
             .iter()

@@ -135,8 +135,22 @@ pub const CLASS_PUBLIC: u32 = 1 << 0;
 /// Bit of [`Protected::class`] and [`CgroupVerdict::classes`]: the real engine socket (only the
 /// agent's own cgroup may reach it).
 pub const CLASS_ENGINE: u32 = 1 << 1;
-/// Every class; used for masks.
-pub const CLASS_ALL: u32 = CLASS_PUBLIC | CLASS_ENGINE;
+/// Bit of [`CgroupVerdict::classes`] only (no socket carries it): the cgroup's processes may open
+/// for writing the files of a protected cgroup (its `cgroup.procs`, `cgroup.threads`,
+/// `cgroup.subtree_control`, …) and create a child in a cgroup of their choice
+/// (`clone3(CLONE_INTO_CGROUP)`). The agent's own cgroup and the trusted host cgroups carry it,
+/// never a container (see eci-ebpf's `cgroupfs.rs`).
+pub const CLASS_CGROUPS: u32 = 1 << 2;
+/// Every class; used for masks, and the agent's own verdict.
+pub const CLASS_ALL: u32 = CLASS_PUBLIC | CLASS_ENGINE | CLASS_CGROUPS;
+
+/// `CGROUP2_SUPER_MAGIC` (`include/uapi/linux/magic.h`): `s_magic` of every cgroup2 mount.
+pub const CGROUP2_SUPER_MAGIC: u64 = 0x6367_7270;
+/// `FMODE_WRITE` (`include/linux/fs.h`): the file is open for writing.
+pub const FMODE_WRITE: u32 = 0x2;
+/// `CLONE_INTO_CGROUP` (`include/uapi/linux/sched.h`): `clone3(2)` puts the child in the cgroup
+/// `clone_args.cgroup` names.
+pub const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// [`CgroupVerdict::flags`]: the verdict applies to this cgroup only, never to its descendants.
 /// The cgroup2 root, when trusted, is trusted this way: otherwise every cgroup on the host would
@@ -352,6 +366,14 @@ pub struct KernelOffsets {
     pub bpf_prog_aux: u64,
     /// `struct bpf_prog_aux` → `id` (`u32`).
     pub bpf_prog_aux_id: u64,
+    /// `struct file` → `f_mode` (`fmode_t`, a 4-byte integer).
+    pub file_f_mode: u64,
+    /// `struct file` → `f_path.dentry` (`struct dentry *`): the name the file was opened by.
+    pub file_f_path_dentry: u64,
+    /// `struct inode` → `i_sb` (`struct super_block *`).
+    pub inode_i_sb: u64,
+    /// `struct super_block` → `s_magic` (`unsigned long`).
+    pub super_block_s_magic: u64,
 }
 
 impl KernelOffsets {
@@ -375,6 +397,10 @@ impl KernelOffsets {
         bpf_map_id: 0,
         bpf_prog_aux: 0,
         bpf_prog_aux_id: 0,
+        file_f_mode: 0,
+        file_f_path_dentry: 0,
+        inode_i_sb: 0,
+        super_block_s_magic: 0,
     };
 }
 
@@ -442,6 +468,14 @@ pub enum Hook {
     /// An unlink, rename or rmdir in the agent's pin directory from outside its cgroup (`ino` is
     /// the directory's inode number).
     PinRemove = 13,
+    /// A write open of a protected cgroup's file (`cgroup.procs`, …) by a caller that may not
+    /// change cgroups; `ino` is the cgroup's id.
+    FileOpen = 7,
+    /// A `clone3(CLONE_INTO_CGROUP)` by a caller that may not change cgroups.
+    TaskAlloc = 8,
+    /// Not a denial: a new container cgroup could not get its verdict (the verdict map is full);
+    /// `ino` is the cgroup's id.
+    CgroupMkdir = 9,
 }
 
 impl Hook {
@@ -456,6 +490,9 @@ impl Hook {
             11 => Some(Self::BpfMap),
             12 => Some(Self::BpfProg),
             13 => Some(Self::PinRemove),
+            7 => Some(Self::FileOpen),
+            8 => Some(Self::TaskAlloc),
+            9 => Some(Self::CgroupMkdir),
             _ => None,
         }
     }
@@ -471,6 +508,9 @@ impl Hook {
             Self::BpfMap => "bpf_map",
             Self::BpfProg => "bpf_prog",
             Self::PinRemove => "pin_remove",
+            Self::FileOpen => "file_open",
+            Self::TaskAlloc => "task_alloc",
+            Self::CgroupMkdir => "cgroup_mkdir",
         }
     }
 }
@@ -505,7 +545,7 @@ const _: () = assert!(core::mem::size_of::<CgroupVerdict>() == 8);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 72);
 const _: () = assert!(core::mem::offset_of!(DenyEvent, comm) == 56);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 136);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
 const _: () = assert!(core::mem::size_of::<ProtectedName>() == 8 + PROTECTED_NAME_BYTES);
 const _: () =
     assert!(PROTECTED_NAME_BYTES.is_multiple_of(8) && PROTECTED_NAME_BYTES > PROTECTED_NAME_MAX);

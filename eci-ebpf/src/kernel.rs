@@ -224,3 +224,50 @@ pub fn bpf_prog_id(prog: *const c_void) -> Option<u32> {
     // SAFETY: as above.
     Some(unsafe { member(aux, offset!(bpf_prog_aux_id)) })
 }
+
+/// Whether `file` is open for writing (`file->f_mode & FMODE_WRITE`).
+#[inline(always)]
+pub fn file_writable(file: *const file) -> bool {
+    if file.is_null() {
+        return false;
+    }
+    // SAFETY: `file` is a hook argument typed `struct file *`.
+    let mode: u32 = unsafe { member(file.cast(), offset!(file_f_mode)) };
+    mode & eci_common::FMODE_WRITE != 0
+}
+
+/// `file->f_path.dentry`: the name the file was opened by.
+#[inline(always)]
+pub fn file_dentry(file: *const file) -> Option<*const c_void> {
+    if file.is_null() {
+        return None;
+    }
+    // SAFETY: `file` is a hook argument typed `struct file *`.
+    let dentry: *const c_void = unsafe { member(file.cast(), offset!(file_f_path_dentry)) };
+    (!dentry.is_null()).then_some(dentry)
+}
+
+/// `inode->i_sb->s_magic`: which file system the inode is on (0 for a NULL on the way).
+#[inline(always)]
+pub fn inode_fs_magic(inode: *const inode) -> u64 {
+    // SAFETY: `inode` is typed `struct inode *` (loaded through BTF-typed pointers); the pointer
+    // below comes from that load.
+    let sb: *const c_void = unsafe { member(inode.cast(), offset!(inode_i_sb)) };
+    if sb.is_null() {
+        return 0;
+    }
+    // SAFETY: as above.
+    unsafe { member(sb, offset!(super_block_s_magic)) }
+}
+
+/// `dentry->d_parent`; `None` for a root (its own parent) or a NULL.
+#[inline(always)]
+pub fn dentry_parent(dentry: *const c_void) -> Option<*const c_void> {
+    if dentry.is_null() {
+        return None;
+    }
+    // SAFETY: `dentry` is typed `struct dentry *` (a hook argument or loaded through BTF-typed
+    // pointers).
+    let parent: *const c_void = unsafe { member(dentry, offset!(dentry_d_parent)) };
+    (!parent.is_null() && parent != dentry).then_some(parent)
+}

@@ -33,6 +33,10 @@
 //!   and `inode_unlink`, `inode_rmdir` and `inode_rename` refuse to remove or move its pins
 //!   (`guard.rs`).
 //!
+//! - Which cgroup a process is in is its standing, so who may move processes into which cgroup is
+//!   judged too: `file_open` refuses a write open of a protected cgroup's files, `task_alloc` a
+//!   `clone3(CLONE_INTO_CGROUP)`, to callers that may not change cgroups (`cgroupfs.rs`).
+//!
 //! Every program walks kernel structs; the offsets come from the running kernel's BTF at load
 //! time (`kernel.rs` explains why that is safe without CO-RE).
 // The programs exist only for the BPF target; on the host (`cargo build --workspace`, clippy)
@@ -40,6 +44,8 @@
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
+#[cfg(target_arch = "bpf")]
+mod cgroupfs;
 #[cfg(target_arch = "bpf")]
 mod guard;
 #[cfg(target_arch = "bpf")]

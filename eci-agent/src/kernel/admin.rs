@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use eci_common::{CLASS_ENGINE, CLASS_PUBLIC, VERDICT_EXACT};
+use eci_common::{CLASS_CGROUPS, CLASS_ENGINE, CLASS_PUBLIC, VERDICT_EXACT};
 
 use super::{
     cgroup::CgroupTree,
@@ -144,6 +144,9 @@ fn class_names(classes: u32) -> String {
     }
     if classes & CLASS_ENGINE != 0 {
         names.push("engine socket");
+    }
+    if classes & CLASS_CGROUPS != 0 {
+        names.push("cgroup changes");
     }
     if names.is_empty() {
         "deny".to_owned()

@@ -463,6 +463,14 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         bpf_map_id: btf.typed_member("bpf_map", &["id"], Int(4))?,
         bpf_prog_aux: btf.typed_member("bpf_prog", &["aux"], PtrToStruct("bpf_prog_aux"))?,
         bpf_prog_aux_id: btf.typed_member("bpf_prog_aux", &["id"], Int(4))?,
+        file_f_mode: btf.typed_member("file", &["f_mode"], Int(4))?,
+        file_f_path_dentry: btf.typed_member(
+            "file",
+            &["f_path", "dentry"],
+            PtrToStruct("dentry"),
+        )?,
+        inode_i_sb: btf.typed_member("inode", &["i_sb"], PtrToStruct("super_block"))?,
+        super_block_s_magic: btf.typed_member("super_block", &["s_magic"], Int(8))?,
     })
 }
 
@@ -568,58 +576,27 @@ mod tests {
         let fwd_inode = b.reference(KIND_FWD, "inode", 0);
         let _ = fwd_inode;
         let ulong = b.int("long unsigned int", 8);
+        let super_block = b.compound(
+            KIND_STRUCT,
+            "super_block",
+            1000,
+            false,
+            &[("s_dev", uint, 0), ("s_magic", ulong, 768)],
+        );
+        let sb_ptr = b.reference(KIND_PTR, "", super_block);
         let inode = b.compound(
             KIND_STRUCT,
             "inode",
             600,
             false,
-            &[("i_mode", uint, 0), ("i_ino", ulong, 320)],
+            &[
+                ("i_mode", uint, 0),
+                ("i_sb", sb_ptr, 192),
+                ("i_ino", ulong, 320),
+            ],
         );
         let inode_ptr = b.reference(KIND_PTR, "", inode);
         let const_inode_ptr = b.reference(KIND_CONST, "", inode_ptr);
-        // struct file { union { u64 a; u64 b; }; unsigned int flags:3; struct inode *const f_inode @ 32 }
-        let anon = b.compound(
-            KIND_UNION,
-            "",
-            8,
-            false,
-            &[("fu_a", u64_t, 0), ("fu_b", u64_t, 0)],
-        );
-        let file = b.compound(
-            KIND_STRUCT,
-            "file",
-            200,
-            true,
-            &[
-                ("", anon, 0),
-                ("f_bits", uint, (3 << 24) | 64),
-                ("f_inode", const_inode_ptr, 256),
-            ],
-        );
-        let file_ptr = b.reference(KIND_PTR, "", file);
-        // socket.sk points at the struct defined three types later (after socket and its
-        // pointer).
-        let sock_ptr = b.reference(KIND_PTR, "", b.next_id + 3);
-        let socket = b.compound(
-            KIND_STRUCT,
-            "socket",
-            128,
-            false,
-            &[
-                ("state", uint, 0),
-                ("file", file_ptr, 128),
-                ("sk", sock_ptr, 192),
-            ],
-        );
-        let socket_ptr = b.reference(KIND_PTR, "", socket);
-        let sock = b.compound(
-            KIND_STRUCT,
-            "sock",
-            700,
-            false,
-            &[("sk_socket", socket_ptr, 4096)],
-        );
-        assert_eq!(sock, sock_ptr + 3);
         let dentry_fwd = b.reference(KIND_FWD, "dentry", 0);
         let _ = dentry_fwd;
         // struct qstr { union { struct { u32 hash; u32 len; }; u64 hash_len; }; const unsigned
@@ -671,6 +648,53 @@ mod tests {
             false,
             &[("mnt", u64_t, 0), ("dentry", dentry_ptr, 64)],
         );
+        // struct file { union { u64 a; u64 b; }; unsigned int flags:3; fmode_t f_mode;
+        // struct inode *const f_inode @ 32; struct path f_path @ 40 }
+        let anon = b.compound(
+            KIND_UNION,
+            "",
+            8,
+            false,
+            &[("fu_a", u64_t, 0), ("fu_b", u64_t, 0)],
+        );
+        let fmode_t = b.reference(KIND_TYPEDEF, "fmode_t", uint);
+        let file = b.compound(
+            KIND_STRUCT,
+            "file",
+            200,
+            true,
+            &[
+                ("", anon, 0),
+                ("f_bits", uint, (3 << 24) | 64),
+                ("f_mode", fmode_t, 128),
+                ("f_inode", const_inode_ptr, 256),
+                ("f_path", path, 320),
+            ],
+        );
+        let file_ptr = b.reference(KIND_PTR, "", file);
+        // socket.sk points at the struct defined three types later (after socket and its
+        // pointer).
+        let sock_ptr = b.reference(KIND_PTR, "", b.next_id + 3);
+        let socket = b.compound(
+            KIND_STRUCT,
+            "socket",
+            128,
+            false,
+            &[
+                ("state", uint, 0),
+                ("file", file_ptr, 128),
+                ("sk", sock_ptr, 192),
+            ],
+        );
+        let socket_ptr = b.reference(KIND_PTR, "", socket);
+        let sock = b.compound(
+            KIND_STRUCT,
+            "sock",
+            700,
+            false,
+            &[("sk_socket", socket_ptr, 4096)],
+        );
+        assert_eq!(sock, sock_ptr + 3);
         let unix_sock = b.compound(
             KIND_STRUCT,
             "unix_sock",
@@ -736,6 +760,10 @@ mod tests {
                 bpf_map_id: 80,
                 bpf_prog_aux: 32,
                 bpf_prog_aux_id: 12,
+                file_f_mode: 16,
+                file_f_path_dentry: 48,
+                inode_i_sb: 24,
+                super_block_s_magic: 96,
             })
         );
         assert_eq!(
@@ -776,10 +804,10 @@ mod tests {
             })
         );
         assert_eq!(
-            btf.member("file", &["f_path"]),
+            btf.member("file", &["f_owner"]),
             Err(BtfError::NoMember {
                 strukt: "file".into(),
-                member: "f_path".into()
+                member: "f_owner".into()
             })
         );
         assert_eq!(

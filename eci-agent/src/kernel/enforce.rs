@@ -4,7 +4,9 @@
 
 use std::path::{Path, PathBuf};
 
-use eci_common::{CLASS_ALL, CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, VERDICT_EXACT};
+use eci_common::{
+    CLASS_ALL, CLASS_CGROUPS, CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, VERDICT_EXACT,
+};
 
 use super::{
     cgroup::CgroupTree,
@@ -99,10 +101,13 @@ pub fn load_defaults(cfg: &KernelConfig) -> Result<Enforcer> {
         })?;
         // The root is trusted only exactly: every cgroup on the host descends from it.
         let flags = if id == root { VERDICT_EXACT } else { 0 };
+        // Trusted host cgroups may also change cgroups (CLASS_CGROUPS): under systemd the engine,
+        // containerd and runc run in one (system.slice), and runc moves each container's first
+        // process and every `docker exec` into the container's (protected) cgroup.
         enforcer.maps.set_verdict(
             id,
             CgroupVerdict {
-                classes: CLASS_PUBLIC,
+                classes: CLASS_PUBLIC | CLASS_CGROUPS,
                 flags,
             },
         )?;

@@ -72,6 +72,33 @@ pub async fn log_denials(
                 );
                 continue;
             }
+            if let Some(Hook::CgroupMkdir) = known {
+                tracing::error!(
+                    target: "eci::kernel",
+                    pid = event.tgid,
+                    comm = %comm(&event),
+                    cgroup = event.ino,
+                    hook,
+                    "a new container cgroup got no verdict: the verdict map is full \
+                     ({} entries); the cgroup inherits its ancestors' standing",
+                    eci_common::MAX_VERDICTS
+                );
+                continue;
+            }
+            if let Some(Hook::FileOpen | Hook::TaskAlloc) = known {
+                tracing::warn!(
+                    target: "eci::kernel",
+                    pid = event.tgid,
+                    comm = %comm(&event),
+                    cgroup_id = event.cgroup_id,
+                    target_cgroup = event.ino,
+                    hook,
+                    "kernel refused a change of cgroup (a protected cgroup's file opened for \
+                     writing, or clone3(CLONE_INTO_CGROUP)) by a process that may not change cgroups"
+                );
+                on_denial(&event);
+                continue;
+            }
             if let Some(Hook::Bpf | Hook::BpfMap | Hook::BpfProg | Hook::PinRemove) = known {
                 // The guard (`guard.rs`): `ino` is the object's id (or the pin directory's inode),
                 // `class` its kind.

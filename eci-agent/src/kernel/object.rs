@@ -83,4 +83,14 @@ pub const PROGRAMS: &[Program] = &[
         target: "inode_rmdir",
         attach: Attach::Lsm,
     },
+    Program {
+        symbol: "file_open",
+        target: "file_open",
+        attach: Attach::Lsm,
+    },
+    Program {
+        symbol: "task_alloc",
+        target: "task_alloc",
+        attach: Attach::Lsm,
+    },
 ];

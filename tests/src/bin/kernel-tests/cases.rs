@@ -486,6 +486,17 @@ fn run(r: &mut Report) {
 
     crate::gate_cases::run(r, &pins, &public);
     crate::guard_cases::run(r, &pins, &unlisted, &public);
+    crate::cgroup_cases::run(
+        r,
+        &crate::cgroup_cases::Cgroups {
+            unlisted: &unlisted,
+            allowed: &allowed,
+            allowed_deep: &allowed_deep,
+            trusted_child: &trusted_child,
+            container: &container,
+            denied: &denied,
+        },
+    );
 
     r.case(
         "unload_removes_enforcement",

@@ -10,6 +10,7 @@
 mod agent;
 mod bpfsys;
 mod cases;
+mod cgroup_cases;
 mod fixture;
 mod gate_cases;
 mod guard_cases;

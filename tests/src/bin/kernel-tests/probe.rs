@@ -165,6 +165,20 @@ pub fn main(args: &[String]) -> ExitCode {
         "unlink" => fs::remove_file(path),
         "rename" => arg(0, "TO").and_then(|to| fs::rename(path, to)),
         "rmdir" => fs::remove_dir(path),
+        // Opens a cgroup file for writing (nothing written: `cgroup.subtree_control` would
+        // want controllers).
+        "open-write" => OpenOptions::new().write(true).open(path).map(drop),
+        // Moves itself into the cgroup whose `cgroup.procs` PATH is.
+        "write-pid" => fs::write(path, std::process::id().to_string()),
+        // Makes the cgroup PATH, then moves itself into it.
+        "mkdir-join" => fs::create_dir(path).and_then(|()| {
+            fs::write(
+                Path::new(path).join("cgroup.procs"),
+                std::process::id().to_string(),
+            )
+        }),
+        // Starts a child in the cgroup PATH with clone3(CLONE_INTO_CGROUP).
+        "clone-into" => clone_into(Path::new(path)),
         _ => Err(io::Error::other(format!("unknown probe op {op}"))),
     };
     ExitCode::from(match result {
@@ -312,4 +326,31 @@ fn pidfd_getfd(pid: libc::pid_t, fd: RawFd) -> io::Result<OwnedFd> {
         }
         Ok(OwnedFd::from_raw_fd(got as RawFd))
     }
+}
+
+/// `clone3(2)` with `CLONE_INTO_CGROUP` into the cgroup directory `dir`; the child exits at once.
+fn clone_into(dir: &Path) -> io::Result<()> {
+    let cgroup = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY)
+        .open(dir)?;
+    // struct clone_args (CLONE_ARGS_SIZE_VER2): flags, pidfd, child_tid, parent_tid, exit_signal,
+    // stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+    let mut args = [0u64; 11];
+    args[0] = 0x2_0000_0000; // CLONE_INTO_CGROUP
+    args[4] = libc::SIGCHLD as u64;
+    args[10] = cgroup.as_raw_fd() as u64;
+    // SAFETY: clone3 with no stack: the child runs on a copy of this stack and only calls _exit.
+    let pid = unsafe { libc::syscall(libc::SYS_clone3, args.as_ptr(), size_of_val(&args)) };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if pid == 0 {
+        // SAFETY: the child leaves at once, touching nothing of the parent's.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just made.
+    unsafe { libc::waitpid(pid as libc::pid_t, &mut status, 0) };
+    Ok(())
 }
