@@ -59,6 +59,10 @@ pub const ALL: &[Case] = &[
         run: command_list_host,
     },
     Case {
+        name: "profile: a privileged container from an allowed container is refused, from the host it runs",
+        run: profile_privileged,
+    },
+    Case {
         name: "host channel: the host's docker CLI through the relay",
         run: host_channel,
     },
@@ -213,6 +217,37 @@ fn command_list_container(_: &mut Suite) -> anyhow::Result<()> {
             text.trim()
         );
     }
+    Ok(())
+}
+
+/// The container-caller profile: a socket holder cannot start a privileged container (host root
+/// one step away); the host can.
+fn profile_privileged(_: &mut Suite) -> anyhow::Result<()> {
+    let script = format!("docker run --rm --privileged {} true", cli_image());
+    let out = docker(&[
+        "run",
+        "--rm",
+        "-v",
+        SOCK_BIND,
+        &cli_image(),
+        "sh",
+        "-c",
+        &script,
+    ])?;
+    let text = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "a privileged container started from a container ran"
+    );
+    ensure!(
+        text.contains(
+            "enhanced container isolation: privileged containers are not allowed for containers that use the docker socket"
+        ),
+        "the privileged container was refused, but not by the profile: {}",
+        text.trim()
+    );
+    docker_ok(&["run", "--rm", "--privileged", &cli_image(), "true"])
+        .context("a privileged container from the host")?;
     Ok(())
 }
 
