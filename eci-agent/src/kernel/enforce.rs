@@ -47,9 +47,25 @@ pub fn enforce(cfg: &KernelConfig) -> Result<Enforcer> {
 /// agent's own.
 pub fn enforce_as(cfg: &KernelConfig, agent: &Path) -> Result<Enforcer> {
     let tree = CgroupTree::open(&cfg.cgroup_root)?;
+    let existed = tree.dir(agent)?.exists();
+    let before = super::cgroup::cgroup_of_pid(std::process::id()).ok();
     let own = tree.create(agent)?;
     tree.move_pid(agent, std::process::id())?;
-    let mut enforcer = load_defaults(cfg)?;
+    let mut enforcer = match load_defaults(cfg) {
+        Ok(enforcer) => enforcer,
+        Err(err) => {
+            // Nothing is enforced, so the agent has no cgroup of its own to keep (`run
+            // --allow-no-lsm` goes on without the kernel): back where it was, and the cgroup
+            // it made removed, so a failed load leaves the host's tree as it found it.
+            if let Some(before) = before {
+                let _ = tree.move_pid(&before, std::process::id());
+                if !existed && let Ok(dir) = tree.dir(agent) {
+                    let _ = std::fs::remove_dir(dir);
+                }
+            }
+            return Err(err);
+        }
+    };
     guard::record(
         &PinLayout::new(&cfg.pin_dir),
         own,
