@@ -33,26 +33,14 @@ pub struct Args {
     /// Docker Desktop's admin-settings.json.
     #[arg(long)]
     pub settings: PathBuf,
-    /// The public socket the sidecar listens on (what clients use as DOCKER_HOST).
-    #[arg(long)]
-    pub listen: PathBuf,
-    /// The real engine socket; only the agent may reach it.
-    #[arg(long)]
-    pub engine: PathBuf,
     #[command(flatten)]
-    pub pin: crate::pin_args::PinArgs,
-    /// A host cgroup (relative to the cgroup2 mount) whose processes are trusted; repeatable.
-    #[arg(long = "trust-cgroup", value_name = "PATH")]
-    pub trust_cgroups: Vec<PathBuf>,
+    pub host: crate::host_args::HostArgs,
     /// A registry reached over plain HTTP (HOST:PORT); repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     pub insecure_registries: Vec<String>,
     /// Time between two registry refreshes of the allowed digests (e.g. 5m, 30s).
     #[arg(long, default_value = "5m", value_parser = parse_duration)]
     pub registry_refresh: Seconds,
-    /// Where the cgroup2 hierarchy is mounted.
-    #[arg(long, default_value = "/sys/fs/cgroup")]
-    pub cgroup_root: PathBuf,
     /// One JSON line per refused request to FILE (`-` for stdout).
     #[arg(long, value_name = "FILE")]
     pub audit_log: Option<PathBuf>,
@@ -111,8 +99,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         tracing::warn!(settings = %args.settings.display(), "{warning}");
     }
     // The socket systemd bound (eci-agent.socket), taken before anything else opens a descriptor.
-    let activated = crate::systemd::take_listener(&args.listen)
-        .with_context(|| format!("the socket passed for --listen {}", args.listen.display()))?;
+    let activated = crate::systemd::take_listener(&args.host.listen).with_context(|| {
+        format!(
+            "the socket passed for --listen {}",
+            args.host.listen.display()
+        )
+    })?;
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -153,10 +145,10 @@ async fn serve(
         );
     }
     let kernel = KernelConfig {
-        pin_dir: args.pin.pin_dir.clone(),
-        cgroup_root: args.cgroup_root.clone(),
-        engine: args.engine.clone(),
-        trust: args.trust_cgroups.clone(),
+        pin_dir: args.host.pin.pin_dir.clone(),
+        cgroup_root: args.host.cgroup_root.clone(),
+        engine: args.host.engine.clone(),
+        trust: args.host.trust_cgroups.clone(),
         container_parents: vec![PathBuf::from(
             crate::gate::placement::DEFAULT_CGROUPFS_PARENT,
         )],
@@ -207,31 +199,31 @@ async fn serve(
         // hold stay valid. The kernel tagged it when it was bound (`eci-agent load` protected the
         // name); tag it again in case that unit did not run, and keep the name protected.
         (Some(listener), Some(enforcer)) if !args.dry_run => {
-            protect_activated(&args.listen, &mut enforcer.maps)?;
+            protect_activated(&args.host.listen, &mut enforcer.maps)?;
             listener
         }
         (Some(listener), enforcer) => {
             // A dry run leaves the public socket untagged: the kernel refuses none of its clients.
             if let Some(enforcer) = enforcer {
-                enforcer.maps.unprotect(&args.listen)?;
+                enforcer.maps.unprotect(&args.host.listen)?;
             }
             listener
         }
         (None, enforcer) => {
             // Never defeated by what is at the path: an empty directory the engine made for a
             // container's bind mount goes (loudly), anything else stops us with its name.
-            crate::socket_path::clear(&args.listen)?;
+            crate::socket_path::clear(&args.host.listen)?;
             match enforcer {
                 Some(enforcer) if !args.dry_run => {
-                    bind_protected(&args.listen, &mut enforcer.maps)?
+                    bind_protected(&args.host.listen, &mut enforcer.maps)?
                 }
                 enforcer => {
                     // A name an earlier run protected would have the kernel tag this socket.
                     if let Some(enforcer) = enforcer {
-                        enforcer.maps.unprotect_name(&args.listen)?;
+                        enforcer.maps.unprotect_name(&args.host.listen)?;
                     }
-                    UnixListener::bind(&args.listen)
-                        .with_context(|| format!("binding {}", args.listen.display()))?
+                    UnixListener::bind(&args.host.listen)
+                        .with_context(|| format!("binding {}", args.host.listen.display()))?
                 }
             }
         }
@@ -239,7 +231,7 @@ async fn serve(
     // systemd set the owner and mode of its socket (SocketGroup=, SocketMode=).
     if !is_activated {
         crate::socket_access::apply(
-            &args.listen,
+            &args.host.listen,
             &args.group,
             args.group != DEFAULT_SOCKET_GROUP,
         )?;
@@ -253,11 +245,11 @@ async fn serve(
             // the ring buffer keeps what comes before.
             events = enforcer.take_events();
             let mut engine =
-                ProtectedPath::new(args.engine.clone(), CLASS_ENGINE, &mut enforcer.maps)?;
+                ProtectedPath::new(args.host.engine.clone(), CLASS_ENGINE, &mut enforcer.maps)?;
             let maps = Arc::new(Mutex::new(enforcer.maps));
             // The engine re-creates its socket when it restarts; the kernel tags the new inode at
             // creation (the directory's tag). This watch is the second line (see ProtectedPath).
-            let engine_path = args.engine.clone();
+            let engine_path = args.host.engine.clone();
             let watched = maps.clone();
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
@@ -292,14 +284,15 @@ async fn serve(
         .context("SIGHUP handler")?;
 
     let sockets = SocketGate::new(vec![
-        protected_socket(&args.listen)?,
-        protected_socket(&args.engine)?,
+        protected_socket(&args.host.listen)?,
+        protected_socket(&args.host.engine)?,
     ]);
-    let tree = CgroupTree::open(&args.cgroup_root)?;
+    let tree = CgroupTree::open(&args.host.cgroup_root)?;
     let kernel_sync = match &maps {
         Some(maps) => Some(
             KernelSync::new(maps.clone(), tree.clone()).never_on(
-                args.trust_cgroups
+                args.host
+                    .trust_cgroups
                     .iter()
                     .filter_map(|rel| tree.id(rel).ok()),
             ),
@@ -312,7 +305,7 @@ async fn serve(
         .map(|p| p.strip_prefix("/").map(Path::to_path_buf).unwrap_or(p));
     let gate = Arc::new(
         SocketMountGate::new(
-            EngineApi::new(&args.engine),
+            EngineApi::new(&args.host.engine),
             sockets,
             policy_rx.clone(),
             kernel_sync,
@@ -320,7 +313,7 @@ async fn serve(
         .with_cgroups(crate::gate::Cgroups {
             tree,
             agent: agent_cgroup,
-            trusted: args.trust_cgroups.clone(),
+            trusted: args.host.trust_cgroups.clone(),
         }),
     );
     let table = gate.table.clone();
@@ -329,8 +322,8 @@ async fn serve(
         let mut sink = crate::denials::DenialSink::new(
             audit.clone(),
             metrics.clone(),
-            &args.cgroup_root,
-            vec![args.listen.clone(), args.engine.clone()],
+            &args.host.cgroup_root,
+            vec![args.host.listen.clone(), args.host.engine.clone()],
             gate.clone(),
         );
         tokio::spawn(crate::kernel::events::log_denials(events, move |event| {
@@ -353,8 +346,8 @@ async fn serve(
     }
 
     let mut config = SidecarConfig::new(
-        &args.engine,
-        TrustedCgroups::new(args.trust_cgroups.clone()),
+        &args.host.engine,
+        TrustedCgroups::new(args.host.trust_cgroups.clone()),
     );
     config.mounts = Some(gate);
     config.audit = audit;
@@ -372,8 +365,8 @@ async fn serve(
     };
     // Only `status` reads it: without bpffs (--allow-no-lsm on a host without it) say so and
     // serve anyway.
-    if let Err(err) = crate::state::write(&args.pin.pin_dir, &record) {
-        tracing::warn!(pin_dir = %args.pin.pin_dir.display(), %err, "cannot record the agent's mode for `eci-agent status`");
+    if let Err(err) = crate::state::write(&args.host.pin.pin_dir, &record) {
+        tracing::warn!(pin_dir = %args.host.pin.pin_dir.display(), %err, "cannot record the agent's mode for `eci-agent status`");
     }
     let mut terminate = signal(SignalKind::terminate()).context("SIGTERM handler")?;
     let shutdown = async move {
@@ -382,23 +375,23 @@ async fn serve(
             _ = terminate.recv() => {}
         }
     };
-    crate::logging::docker_host(&args.listen);
-    tracing::info!(listen = %args.listen.display(), engine = %args.engine.display(), mode = mode.as_str(), socket_activated = is_activated, "serving");
+    crate::logging::docker_host(&args.host.listen);
+    tracing::info!(listen = %args.host.listen.display(), engine = %args.host.engine.display(), mode = mode.as_str(), socket_activated = is_activated, "serving");
     metrics.health().serving.store(true, Relaxed);
     // Type=notify: `systemctl start` returns now, with the programs pinned, the running
     // containers judged and the socket served, so `eci-agent status --check` passes right away.
     crate::systemd::notify(&format!(
         "READY=1\nSTATUS=serving {} ({})",
-        args.listen.display(),
+        args.host.listen.display(),
         mode.as_str()
     ));
     let served = crate::sidecar::serve_listener(listener, config, policy_rx, shutdown).await;
     crate::systemd::notify("STOPPING=1");
     // systemd's socket stays (it queues connections for the next agent); our own goes.
     if !is_activated {
-        let _ = fs::remove_file(&args.listen);
+        let _ = fs::remove_file(&args.host.listen);
     }
-    crate::state::clear(&args.pin.pin_dir);
+    crate::state::clear(&args.host.pin.pin_dir);
     served
 }
 

@@ -5,7 +5,7 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{agent, check, explain, load, logging::LogFormat, pin_args::PinArgs, status};
+use crate::{agent, check, explain, host_args::PinArgs, load, logging::LogFormat, status};
 
 #[derive(Debug, Parser)]
 #[command(

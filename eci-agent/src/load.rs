@@ -8,11 +8,7 @@
 //! moment systemd binds it (`d_instantiate`). Then it exits; the pins keep enforcing, and `eci-agent
 //! run` adopts them.
 
-use std::{
-    fs,
-    os::unix::fs::DirBuilderExt as _,
-    path::{Path, PathBuf},
-};
+use std::{fs, os::unix::fs::DirBuilderExt as _, path::Path};
 
 use anyhow::Context as _;
 use eci_common::{CLASS_ENGINE, CLASS_PUBLIC};
@@ -24,29 +20,16 @@ use crate::kernel::{
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
-    /// The public socket path `run --listen` serves (its name is protected).
-    #[arg(long)]
-    pub listen: PathBuf,
-    /// The engine socket path (its name is protected; its directory is created 0700).
-    #[arg(long)]
-    pub engine: PathBuf,
     #[command(flatten)]
-    pub pin: crate::pin_args::PinArgs,
-    /// A host cgroup trusted to reach the public socket, as for `run`; repeatable. One that does
-    /// not exist yet is skipped (denied until `run`).
-    #[arg(long = "trust-cgroup", value_name = "PATH")]
-    pub trust_cgroups: Vec<PathBuf>,
-    /// Where the cgroup2 hierarchy is mounted.
-    #[arg(long, default_value = "/sys/fs/cgroup")]
-    pub cgroup_root: PathBuf,
+    pub host: crate::host_args::HostArgs,
 }
 
 pub fn load(args: &Args) -> anyhow::Result<()> {
     // A trusted slice may not exist yet this early (systemd makes `user.slice` at the first
     // login): it gets its verdict when `eci-agent run` starts. Until then it is denied.
-    let tree = CgroupTree::open(&args.cgroup_root)?;
+    let tree = CgroupTree::open(&args.host.cgroup_root)?;
     let mut trust = Vec::new();
-    for rel in &args.trust_cgroups {
+    for rel in &args.host.trust_cgroups {
         if tree.id(rel).is_ok() {
             trust.push(rel.clone());
         } else {
@@ -54,23 +37,26 @@ pub fn load(args: &Args) -> anyhow::Result<()> {
         }
     }
     let cfg = KernelConfig {
-        pin_dir: args.pin.pin_dir.clone(),
-        cgroup_root: args.cgroup_root.clone(),
-        engine: args.engine.clone(),
+        pin_dir: args.host.pin.pin_dir.clone(),
+        cgroup_root: args.host.cgroup_root.clone(),
+        engine: args.host.engine.clone(),
         trust,
         container_parents: vec![crate::gate::placement::DEFAULT_CGROUPFS_PARENT.into()],
     };
     let mut enforcer = load_defaults(&cfg)?;
     // The engine's directory, as docker.socket's DirectoryMode=0700 would make it: its name must
     // be protected before the engine's socket exists.
-    if let Some(dir) = args.engine.parent() {
+    if let Some(dir) = args.host.engine.parent() {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(dir)
             .with_context(|| format!("creating {}", dir.display()))?;
     }
-    for (path, class) in [(&args.engine, CLASS_ENGINE), (&args.listen, CLASS_PUBLIC)] {
+    for (path, class) in [
+        (&args.host.engine, CLASS_ENGINE),
+        (&args.host.listen, CLASS_PUBLIC),
+    ] {
         enforcer.maps.protect_name(path, class)?;
         // One bound earlier (a `load` after the sockets exist, e.g. at install) is tagged now.
         if is_socket(path) {
@@ -78,9 +64,9 @@ pub fn load(args: &Args) -> anyhow::Result<()> {
         }
     }
     tracing::info!(
-        pin_dir = %args.pin.pin_dir.display(),
-        engine = %args.engine.display(),
-        listen = %args.listen.display(),
+        pin_dir = %args.host.pin.pin_dir.display(),
+        engine = %args.host.engine.display(),
+        listen = %args.host.listen.display(),
         "programs pinned; both socket names protected; every cgroup without a verdict is denied"
     );
     Ok(())

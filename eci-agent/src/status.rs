@@ -8,7 +8,7 @@ use crate::state::{AgentState, Mode, read};
 #[derive(Debug, Clone, clap::Args)]
 pub struct Args {
     #[command(flatten)]
-    pub pin: crate::pin_args::PinArgs,
+    pub pin: crate::host_args::PinArgs,
     /// Exit 1 unless enforcement is live: BPF LSM active, programs pinned, and a running agent
     /// in enforce mode with kernel enforcement (for health checks and scripts).
     #[arg(long)]

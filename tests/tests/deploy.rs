@@ -142,14 +142,14 @@ fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
         );
     }
     let args = run_args(&exec_start(&unit));
-    assert_eq!(args.listen, Path::new("/var/run/docker.sock"));
+    assert_eq!(args.host.listen, Path::new("/var/run/docker.sock"));
     assert!(
         !args.allow_no_lsm,
         "the deployed agent must not run without teeth"
     );
     assert!(!args.dry_run);
     assert!(args.metrics.is_some());
-    assert_eq!(args.pin.pin_dir, Path::new("/sys/fs/bpf/eci"));
+    assert_eq!(args.host.pin.pin_dir, Path::new("/sys/fs/bpf/eci"));
 
     // The drop-in moves docker.socket to the engine path the agent forwards to, private, and
     // only once the programs are pinned.
@@ -158,7 +158,7 @@ fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
     ));
     assert_eq!(
         values(&drop_in, "Socket", "ListenStream"),
-        ["", args.engine.to_str().unwrap()],
+        ["", args.host.engine.to_str().unwrap()],
         "the drop-in must reset ListenStream, then listen on --engine"
     );
     assert_eq!(values(&drop_in, "Socket", "SocketMode"), ["0600"]);
@@ -180,7 +180,7 @@ fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
     assert_eq!(listen.len(), 1, "{listen:?}");
     assert_eq!(
         canonical_run(Path::new(listen[0])),
-        canonical_run(&args.listen)
+        canonical_run(&args.host.listen)
     );
     assert_eq!(values(&socket, "Socket", "Accept"), ["no"]);
     assert_eq!(values(&socket, "Socket", "SocketMode"), ["0660"]);
@@ -208,11 +208,7 @@ fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
     assert_eq!(values(&pins, "Service", "Type"), ["oneshot"]);
     assert_eq!(values(&pins, "Service", "RemainAfterExit"), ["yes"]);
     let load = load_args(&exec_start(&pins));
-    assert_eq!(load.listen, args.listen);
-    assert_eq!(load.engine, args.engine);
-    assert_eq!(load.pin.pin_dir, args.pin.pin_dir);
-    assert_eq!(load.cgroup_root, args.cgroup_root);
-    assert_eq!(load.trust_cgroups, args.trust_cgroups);
+    assert_eq!(load.host, args.host);
 
     // The header's install steps install every unit shipped, and enable each.
     let header = read("deploy/systemd/eci-agent.service");
@@ -311,10 +307,10 @@ fn daemonset_is_privileged_with_host_mounts_settings_and_probes() {
             p.display()
         );
     };
-    under(&args.listen, "--listen");
-    under(&args.engine, "--engine");
-    under(&args.pin.pin_dir, "--pin-dir");
-    under(&args.cgroup_root, "--cgroup-root");
+    under(&args.host.listen, "--listen");
+    under(&args.host.engine, "--engine");
+    under(&args.host.pin.pin_dir, "--pin-dir");
+    under(&args.host.cgroup_root, "--cgroup-root");
 
     // Settings from the ConfigMap, mounted as a directory (subPath would never update), and
     // loadable by the agent.
