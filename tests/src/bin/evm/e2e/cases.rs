@@ -187,6 +187,21 @@ fn derived_allowed(suite: &mut Suite) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `script` in a container of the allowed CLI image that holds the socket: a socket holder's
+/// view of the engine.
+fn socket_holder(script: &str) -> anyhow::Result<std::process::Output> {
+    docker(&[
+        "run",
+        "--rm",
+        "-v",
+        SOCK_BIND,
+        &cli_image(),
+        "sh",
+        "-c",
+        script,
+    ])
+}
+
 fn command_list_container(_: &mut Suite) -> anyhow::Result<()> {
     let blocked = "enhanced container isolation: docker command \"";
     for (what, script) in [
@@ -199,16 +214,7 @@ fn command_list_container(_: &mut Suite) -> anyhow::Result<()> {
             ),
         ),
     ] {
-        let out = docker(&[
-            "run",
-            "--rm",
-            "-v",
-            SOCK_BIND,
-            &cli_image(),
-            "sh",
-            "-c",
-            &script,
-        ])?;
+        let out = socket_holder(&script)?;
         let text = String::from_utf8_lossy(&out.stderr);
         ensure!(!out.status.success(), "{what} from a container succeeded");
         ensure!(
@@ -223,17 +229,10 @@ fn command_list_container(_: &mut Suite) -> anyhow::Result<()> {
 /// The container-caller profile: a socket holder cannot start a privileged container (host root
 /// one step away); the host can.
 fn profile_privileged(_: &mut Suite) -> anyhow::Result<()> {
-    let script = format!("docker run --rm --privileged {} true", cli_image());
-    let out = docker(&[
-        "run",
-        "--rm",
-        "-v",
-        SOCK_BIND,
-        &cli_image(),
-        "sh",
-        "-c",
-        &script,
-    ])?;
+    let out = socket_holder(&format!(
+        "docker run --rm --privileged {} true",
+        cli_image()
+    ))?;
     let text = String::from_utf8_lossy(&out.stderr);
     ensure!(
         !out.status.success(),
