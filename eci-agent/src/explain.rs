@@ -319,11 +319,7 @@ async fn explain_create(gate: &SocketMountGate, body: &[u8]) -> Explanation {
     e = e.fact("reason", gate::outcome_reason(&outcome));
     match &outcome {
         Ok(pass) => e = e.fact("rule", gate::rule_of(pass)),
-        Err(
-            GateRefusal::ImageNotAllowed { message, .. }
-            | GateRefusal::Refused { message, .. }
-            | GateRefusal::Unverifiable { message },
-        ) => e = e.fact("message", message.clone()),
+        Err(refusal) => e = e.fact("message", refusal.message().to_owned()),
     }
     let host = gate.check_create(&CallerKind::TrustedHost, body).await;
     e.fact(

@@ -185,54 +185,16 @@ pub fn segment(s: &str) -> String {
 mod tests {
     use super::*;
 
-    /// A fake engine that answers every request head with `{}` (404 for `/missing`) and counts
-    /// the connections it accepted.
-    async fn fake_engine(path: &Path) -> Arc<std::sync::atomic::AtomicUsize> {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::UnixListener::bind(path).unwrap();
-        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let count = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while let Ok(n) = stream.read(&mut chunk).await {
-                        if n == 0 {
-                            break;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                            buf.drain(..end + 4);
-                            let answer: &[u8] = if head.starts_with("GET /missing ") {
-                                b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\n\r\n{}"
-                            } else {
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"
-                            };
-                            if stream.write_all(answer).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
-        });
-        accepted
-    }
-
     #[tokio::test]
     async fn calls_reuse_a_kept_alive_connection() {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("engine.sock");
-        let accepted = fake_engine(&socket).await;
-        let api = EngineApi::new(&socket);
+        let engine = crate::engine::fake::FakeEngine::start();
+        engine.answer("/info", "{}");
+        let api = EngineApi::new(engine.socket());
         for _ in 0..5 {
             assert_eq!(api.get("/info").await.unwrap().as_deref(), Some(&b"{}"[..]));
         }
         assert_eq!(api.get("/missing").await.unwrap(), None);
-        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(engine.accepted(), 1);
     }
 
     #[test]

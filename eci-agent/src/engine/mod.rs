@@ -4,5 +4,7 @@
 
 pub mod api;
 pub mod decode;
+#[cfg(test)]
+pub mod fake;
 
 pub use api::{EngineApi, EngineError};

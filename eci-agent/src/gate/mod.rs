@@ -18,6 +18,9 @@ pub mod placement;
 pub mod table;
 pub mod watch;
 
+#[cfg(test)]
+mod gate_tests;
+
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -84,6 +87,15 @@ impl GateRefusal {
         Self::Refused {
             message: format!("enhanced container isolation: container cgroup refused: {err}"),
             reason: err.code(),
+        }
+    }
+
+    /// The ECI-style text the client sees.
+    pub fn message(&self) -> &str {
+        match self {
+            Self::ImageNotAllowed { message, .. }
+            | Self::Refused { message, .. }
+            | Self::Unverifiable { message } => message,
         }
     }
 

@@ -129,7 +129,8 @@ pub fn check_parent(
     agent: Option<&Path>,
     trusted: &[PathBuf],
 ) -> Result<(), PlacementError> {
-    if let Some(agent) = agent
+    // Both forms name the same cgroup: a leading `/` must not turn the check off.
+    if let Some(agent) = agent.map(|a| a.strip_prefix("/").unwrap_or(a))
         && !agent.as_os_str().is_empty()
         && parent.starts_with(agent)
     {
@@ -214,6 +215,14 @@ mod tests {
             check("eci-agent").unwrap_err().code(),
             "cgroup_parent_agent"
         );
+        // The agent's cgroup as `/proc/self/cgroup` spells it.
+        let absolute = check_parent(
+            Path::new("eci-agent/x"),
+            "/eci-agent/x",
+            Some(Path::new("/eci-agent")),
+            &[],
+        );
+        assert_eq!(absolute.unwrap_err().code(), "cgroup_parent_agent");
         assert_eq!(
             check("eci-agent/x").unwrap_err().code(),
             "cgroup_parent_agent"

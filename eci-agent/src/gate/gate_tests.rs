@@ -1,0 +1,217 @@
+//! Table tests of the gate's decisions end to end (engine answers → judgement → table), over a
+//! fake engine on a temporary socket and a cgroup tree in a temporary directory. No root, no
+//! dockerd: the host tier runs the same paths against the real engine.
+
+use std::{fs, os::unix::net::UnixListener};
+
+use super::*;
+use crate::{engine::fake::FakeEngine, gate::host::protected_socket, settings::Settings};
+
+const IMAGE_ID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+
+struct World {
+    _dir: tempfile::TempDir,
+    engine: FakeEngine,
+    public: PathBuf,
+    tree: CgroupTree,
+    gate: SocketMountGate,
+    _listener: UnixListener,
+}
+
+/// A gate whose settings allow `images` to mount the socket, with the agent's cgroup at
+/// `/eci-agent` and `/t-trusted` trusted.
+fn world(images: &[&str]) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let public = dir.path().join("docker.sock");
+    let listener = UnixListener::bind(&public).unwrap();
+    let cg = dir.path().join("cgroup");
+    fs::create_dir(&cg).unwrap();
+    fs::write(cg.join("cgroup.controllers"), "").unwrap();
+    let tree = CgroupTree::open(&cg).unwrap();
+    tree.create(Path::new("/eci-agent")).unwrap();
+    tree.create(Path::new("/t-trusted")).unwrap();
+    tree.create(Path::new("/docker")).unwrap();
+    let engine = FakeEngine::start();
+    engine.answer(
+        "/info",
+        r#"{"CgroupDriver":"cgroupfs","DockerRootDir":"/var/lib/docker"}"#,
+    );
+    engine.answer(
+        &format!("/images/{IMAGE_ID}/json"),
+        &format!(r#"{{"Id":"{IMAGE_ID}","RepoTags":["eci/app:1"],"RepoDigests":[]}}"#),
+    );
+    let text = serde_json::json!({
+        "configurationFileVersion": 2,
+        "enhancedContainerIsolation": {
+            "locked": true,
+            "value": true,
+            "dockerSocketMount": { "imageList": { "images": images } },
+        },
+    })
+    .to_string();
+    let settings = Settings::from_json_str(&text, &dir.path().join("admin-settings.json")).unwrap();
+    let (_tx, policy) = tokio_watch::channel(Arc::new(PolicySnapshot {
+        settings: Arc::new(settings),
+        digests: Arc::new(AllowedDigests::default()),
+    }));
+    let gate = SocketMountGate::new(
+        EngineApi::new(engine.socket()),
+        SocketGate::new(vec![protected_socket(&public).unwrap()]),
+        policy,
+        None,
+    )
+    .with_cgroups(Cgroups {
+        tree: tree.clone(),
+        agent: Some(PathBuf::from("/eci-agent")),
+        trusted: vec![PathBuf::from("/t-trusted")],
+    });
+    World {
+        _dir: dir,
+        engine,
+        public,
+        tree,
+        gate,
+        _listener: listener,
+    }
+}
+
+fn id(n: u8) -> ContainerId {
+    ContainerId::parse(&format!("{n:02x}").repeat(32)).unwrap()
+}
+
+impl World {
+    /// The engine knows container `id` by `name` too, running, holding the public socket.
+    fn container(&self, name: &str, id: &ContainerId) {
+        self.tree
+            .create(&Path::new("/docker").join(id.as_str()))
+            .unwrap();
+        let json = serde_json::json!({
+            "Id": id.as_str(),
+            "State": { "Running": true, "Pid": 4242 },
+            "HostConfig": { "CgroupParent": "" },
+            "Image": IMAGE_ID,
+            "Config": { "Image": "eci/app:1" },
+            "Mounts": [{
+                "Type": "bind",
+                "Source": self.public,
+                "Destination": "/var/run/docker.sock",
+            }],
+        })
+        .to_string();
+        self.engine
+            .answer(&format!("/containers/{name}/json"), &json);
+        self.engine
+            .answer(&format!("/containers/{}/json", id.as_str()), &json);
+    }
+
+    fn standing(&self, id: &ContainerId) -> Option<Standing> {
+        self.gate.table.get(id).map(|r| r.standing)
+    }
+}
+
+#[tokio::test]
+async fn a_start_is_forwarded_by_the_id_the_engine_gave_for_the_name() {
+    let w = world(&["*"]);
+    let c = id(1);
+    w.container("web", &c);
+    let (judged, _pass) = w.gate.admit_start("web").await.unwrap().unwrap();
+    assert_eq!(judged, c);
+    let record = w.gate.table.get(&c).expect("recorded");
+    assert!(record.standing.is_allowed());
+    // The cgroup the engine's answers place it in, as an id: the caller's identity.
+    let cgroup = w.tree.id(&Path::new("/docker").join(c.as_str())).unwrap();
+    assert_eq!(record.cgroup, Some(cgroup));
+    assert_eq!(w.gate.table.at_cgroup(cgroup), Some(c));
+}
+
+#[tokio::test]
+async fn an_unlisted_image_holding_the_socket_is_refused_and_recorded_denied() {
+    let w = world(&["eci/other"]);
+    let c = id(2);
+    w.container("web", &c);
+    let refusal = w.gate.admit_start("web").await.unwrap_err();
+    assert!(refusal.message().contains("eci/app"), "{refusal:?}");
+    assert!(matches!(w.standing(&c), Some(Standing::Denied { .. })));
+}
+
+#[tokio::test]
+async fn no_such_container_is_the_engines_404_and_records_nothing() {
+    let w = world(&["*"]);
+    assert!(w.gate.admit_start("nope").await.unwrap().is_none());
+    assert_eq!(w.gate.table.snapshot().len(), 0);
+}
+
+#[tokio::test]
+async fn a_container_the_engine_cannot_vouch_for_loses_its_standing() {
+    let w = world(&["*"]);
+    let c = id(3);
+    w.container("web", &c);
+    assert!(w.gate.rejudge(&c).await);
+    // The engine's answer becomes unreadable: fail closed, the record stays but is denied.
+    w.engine
+        .answer(&format!("/containers/{}/json", c.as_str()), "{not json");
+    assert!(!w.gate.rejudge(&c).await);
+    assert!(matches!(w.standing(&c), Some(Standing::Denied { .. })));
+    // The engine forgets it: so does the table.
+    w.engine.forget(&format!("/containers/{}/json", c.as_str()));
+    assert!(!w.gate.rejudge(&c).await);
+    assert!(w.standing(&c).is_none());
+}
+
+#[tokio::test]
+async fn the_profile_binds_container_callers_and_leaves_the_host_alone() {
+    let w = world(&["*"]);
+    let body = br#"{"Image":"eci/app:1","HostConfig":{"Privileged":true}}"#;
+    let refusal = w
+        .gate
+        .check_create(&CallerKind::Container(id(4)), body)
+        .await
+        .unwrap_err();
+    assert!(
+        refusal
+            .message()
+            .contains("privileged containers are not allowed"),
+        "{refusal:?}"
+    );
+    w.gate
+        .check_create(&CallerKind::TrustedHost, body)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn no_caller_may_place_a_container_in_the_agent_a_trusted_cgroup_or_a_container() {
+    let w = world(&["*"]);
+    let c = id(5);
+    w.container("web", &c);
+    assert!(w.gate.rejudge(&c).await);
+    let inside_container = format!("/docker/{}/x", c.as_str());
+    for parent in [
+        "/eci-agent",
+        "/eci-agent/x",
+        "/t-trusted/x",
+        &inside_container,
+    ] {
+        let body = serde_json::json!({
+            "Image": "eci/app:1",
+            "HostConfig": { "CgroupParent": parent },
+        })
+        .to_string();
+        let refusal = w
+            .gate
+            .check_create(&CallerKind::TrustedHost, body.as_bytes())
+            .await
+            .expect_err(parent);
+        assert!(
+            refusal
+                .message()
+                .starts_with("enhanced container isolation:"),
+            "{parent}: {refusal:?}"
+        );
+    }
+    let body = br#"{"Image":"eci/app:1","HostConfig":{"CgroupParent":"/elsewhere"}}"#;
+    w.gate
+        .check_create(&CallerKind::TrustedHost, body)
+        .await
+        .unwrap();
+}
