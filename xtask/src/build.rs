@@ -40,46 +40,22 @@ pub fn host_bin(root: &Path, package: &str, bin: &str) -> anyhow::Result<PathBuf
 pub const GUEST_TARGET: &str = "x86_64-unknown-linux-gnu";
 
 /// Statically linked binaries for the guest (it has no libc): vm-init, kernel-tests, eci-agent.
-/// An explicit --target keeps their RUSTFLAGS away from build scripts and the host build.
 pub fn guest(root: &Path) -> anyhow::Result<PathBuf> {
-    exec::run(
-        Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--target",
-                GUEST_TARGET,
-                "-p",
-                "eci-agent",
-                "-p",
-                "eci-tests",
-                "--bins",
-            ])
-            .env(
-                "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                "-C target-feature=+crt-static",
-            )
-            .current_dir(root),
-    )?;
-    Ok(root.join("target").join(GUEST_TARGET).join("release"))
+    static_bins(root, &["-p", "eci-agent", "-p", "eci-tests", "--bins"])
 }
 
 /// The static eci-agent alone (for the DaemonSet's image), in the guest target's directory.
 pub fn guest_agent(root: &Path) -> anyhow::Result<PathBuf> {
+    static_bins(root, &["-p", "eci-agent", "--bin", "eci-agent"])
+}
+
+/// Builds `selection` statically linked, returning their directory. An explicit --target keeps
+/// their RUSTFLAGS away from build scripts and the host build.
+fn static_bins(root: &Path, selection: &[&str]) -> anyhow::Result<PathBuf> {
     exec::run(
         Command::new("cargo")
-            .args([
-                "build",
-                "--release",
-                "--locked",
-                "--target",
-                GUEST_TARGET,
-                "-p",
-                "eci-agent",
-                "--bin",
-                "eci-agent",
-            ])
+            .args(["build", "--release", "--locked", "--target", GUEST_TARGET])
+            .args(selection)
             .env(
                 "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
                 "-C target-feature=+crt-static",
