@@ -124,6 +124,7 @@ async fn serve(
     use crate::{
         engine::EngineApi,
         gate::{KernelSync, SocketMountGate, host::protected_socket},
+        listen_plan::Tag,
         policy::mount::SocketGate,
         registry::{DigestCache, RegistryClient, RegistryConfig},
         sidecar::{SidecarConfig, audit::AuditLog, peer::TrustedCgroups},
@@ -194,38 +195,32 @@ async fn serve(
         None => None,
     };
     let is_activated = activated.is_some();
+    let plan = crate::listen_plan::plan(is_activated, enforcer.is_some(), args.dry_run);
+    let listen = &args.host.listen;
+    if plan.clear_path {
+        // Never defeated by what is at the path: an empty directory the engine made for a
+        // container's bind mount goes (loudly), anything else stops us with its name.
+        crate::socket_path::clear(listen)?;
+    }
+    if let Some(enforcer) = enforcer.as_mut() {
+        match plan.tag {
+            Tag::Protect => {}
+            Tag::Untag => enforcer.maps.unprotect(listen)?,
+            // A name an earlier run protected would have the kernel tag this socket.
+            Tag::UntagName => enforcer.maps.unprotect_name(listen)?,
+        }
+    }
     let listener = match (activated, enforcer.as_mut()) {
-        // systemd's socket: the same inode across agent restarts, so the bind mounts containers
-        // hold stay valid. The kernel tagged it when it was bound (`eci-agent load` protected the
-        // name); tag it again in case that unit did not run, and keep the name protected.
-        (Some(listener), Some(enforcer)) if !args.dry_run => {
-            protect_activated(&args.host.listen, &mut enforcer.maps)?;
+        (Some(listener), Some(enforcer)) if plan.tag == Tag::Protect => {
+            protect_activated(listen, &mut enforcer.maps)?;
             listener
         }
-        (Some(listener), enforcer) => {
-            // A dry run leaves the public socket untagged: the kernel refuses none of its clients.
-            if let Some(enforcer) = enforcer {
-                enforcer.maps.unprotect(&args.host.listen)?;
-            }
-            listener
+        (Some(listener), _) => listener,
+        (None, Some(enforcer)) if plan.tag == Tag::Protect => {
+            bind_protected(listen, &mut enforcer.maps)?
         }
-        (None, enforcer) => {
-            // Never defeated by what is at the path: an empty directory the engine made for a
-            // container's bind mount goes (loudly), anything else stops us with its name.
-            crate::socket_path::clear(&args.host.listen)?;
-            match enforcer {
-                Some(enforcer) if !args.dry_run => {
-                    bind_protected(&args.host.listen, &mut enforcer.maps)?
-                }
-                enforcer => {
-                    // A name an earlier run protected would have the kernel tag this socket.
-                    if let Some(enforcer) = enforcer {
-                        enforcer.maps.unprotect_name(&args.host.listen)?;
-                    }
-                    UnixListener::bind(&args.host.listen)
-                        .with_context(|| format!("binding {}", args.host.listen.display()))?
-                }
-            }
+        (None, _) => {
+            UnixListener::bind(listen).with_context(|| format!("binding {}", listen.display()))?
         }
     };
     // systemd set the owner and mode of its socket (SocketGroup=, SocketMode=).

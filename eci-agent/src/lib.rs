@@ -14,6 +14,7 @@ pub mod gate;
 pub mod host_args;
 pub mod ids;
 pub mod kernel;
+pub mod listen_plan;
 pub mod load;
 pub mod logging;
 pub mod metrics;
