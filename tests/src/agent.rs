@@ -117,6 +117,42 @@ impl Agent {
         docker_at(&self.socket)
     }
 
+    /// `-v <the agent's socket>:/var/run/docker.sock`: what makes a container a socket holder.
+    pub fn socket_mount(&self) -> Vec<String> {
+        vec![
+            "-v".into(),
+            format!("{}:/var/run/docker.sock", self.socket.display()),
+        ]
+    }
+
+    /// `docker run --rm --network none <mount args> IMAGE CMD…` through the agent.
+    pub fn run(&self, mount: &[String], image: &str, cmd: &[&str]) -> std::process::Output {
+        self.docker()
+            .args(["run", "--rm", "--network", "none"])
+            .args(mount)
+            .arg(image)
+            .args(cmd)
+            .output()
+            .expect("docker run")
+    }
+
+    /// `docker run -d --network none --name NAME <socket mount> IMAGE sleep 300` through the
+    /// agent: a socket holder that stays (removed first if an earlier run left it).
+    pub fn run_holder(
+        &self,
+        engine: &crate::dockerd::Dockerd,
+        name: &str,
+        image: &str,
+    ) -> std::process::Output {
+        let _ = engine.docker().args(["rm", "-f", name]).output();
+        self.docker()
+            .args(["run", "-d", "--network", "none", "--name", name])
+            .args(self.socket_mount())
+            .args([image, "sleep", "300"])
+            .output()
+            .expect("docker run -d")
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -125,24 +125,6 @@ fn scrape(addr: &str) -> String {
     body
 }
 
-fn socket_mount(agent: &Agent) -> Vec<String> {
-    vec![
-        "-v".into(),
-        format!("{}:/var/run/docker.sock", agent.socket().display()),
-    ]
-}
-
-fn run(agent: &Agent, mount: &[String], image: &str, cmd: &[&str]) -> Output {
-    agent
-        .docker()
-        .args(["run", "--rm", "--network", "none"])
-        .args(mount)
-        .arg(image)
-        .args(cmd)
-        .output()
-        .expect("docker run")
-}
-
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -157,22 +139,16 @@ fn metrics_count_decisions_and_health_answers() {
     assert_eq!(http_get(&addr, "/nothing").0, 404);
 
     // Allowed image: create and start pass the gate; `docker ps` inside is allowed, `push` not.
-    let out = run(
-        &agent,
-        &socket_mount(&agent),
-        &imgs.allowed,
-        &["docker", "ps"],
-    );
+    let out = agent.run(&agent.socket_mount(), &imgs.allowed, &["docker", "ps"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(
-        &agent,
-        &socket_mount(&agent),
+    let out = agent.run(
+        &agent.socket_mount(),
         &imgs.allowed,
         &["docker", "push", "x"],
     );
     assert!(stderr(&out).contains("is blocked"), "{}", stderr(&out));
     // Unlisted image: refused at create.
-    let out = run(&agent, &socket_mount(&agent), &imgs.derived, &["true"]);
+    let out = agent.run(&agent.socket_mount(), &imgs.derived, &["true"]);
     assert!(
         stderr(&out).contains("docker socket mount denied"),
         "{}",
@@ -207,14 +183,7 @@ fn metrics_count_decisions_and_health_answers() {
 
     // A running allowed container is counted; a bad reload is counted and keeps the policy.
     let name = "eci-ops-metrics-running";
-    let _ = engine().docker().args(["rm", "-f", name]).output();
-    let out = agent
-        .docker()
-        .args(["run", "-d", "--network", "none", "--name", name])
-        .args(socket_mount(&agent))
-        .args([&imgs.allowed, "sleep", "300"])
-        .output()
-        .unwrap();
+    let out = agent.run_holder(engine(), name, &imgs.allowed);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_for(|| metric(&scrape(&addr), "eci_allowed_containers") == Some(1.0));
     agent.write_settings("{ not json").unwrap();
@@ -250,20 +219,14 @@ fn dry_run_logs_would_be_refusals_and_lets_them_through() {
     let (agent, addr) = agent("dryrun", &["--dry-run"]);
     // An unlisted image mounts the socket, and inside it `docker ps` (container not allowed)
     // reaches the engine; `push` (listed) too: the engine answers it, not the agent.
-    let out = run(
-        &agent,
-        &socket_mount(&agent),
-        &imgs.derived,
-        &["docker", "ps"],
-    );
+    let out = agent.run(&agent.socket_mount(), &imgs.derived, &["docker", "ps"]);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("CONTAINER ID"),
         "{}",
         stderr(&out)
     );
-    let out = run(
-        &agent,
-        &socket_mount(&agent),
+    let out = agent.run(
+        &agent.socket_mount(),
         &imgs.derived,
         &["docker", "push", "eci-ops-no-such-image"],
     );
@@ -356,17 +319,12 @@ fn explain_agrees_with_live_enforcement() {
     let (code, text) = explain(&agent, &["--image", &imgs.allowed]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("reason: image_allowed"), "{text}");
-    let live = run(
-        &agent,
-        &socket_mount(&agent),
-        &imgs.allowed,
-        &["docker", "ps"],
-    );
+    let live = agent.run(&agent.socket_mount(), &imgs.allowed, &["docker", "ps"]);
     assert!(live.status.success(), "{}", stderr(&live));
 
     let (code, text) = explain(&agent, &["--image", &imgs.derived]);
     assert_eq!(code, Some(1), "{text}");
-    let live = run(&agent, &socket_mount(&agent), &imgs.derived, &["true"]);
+    let live = agent.run(&agent.socket_mount(), &imgs.derived, &["true"]);
     assert!(
         !live.status.success() && stderr(&live).contains(message_of(&text)),
         "explain said\n{text}\nlive:\n{}",
@@ -375,9 +333,8 @@ fn explain_agrees_with_live_enforcement() {
 
     // Requests: what the CLI sent for `push` (from the audit log) is refused, with the message
     // the CLI printed; `ps` passes.
-    let live = run(
-        &agent,
-        &socket_mount(&agent),
+    let live = agent.run(
+        &agent.socket_mount(),
         &imgs.allowed,
         &["docker", "push", "eci-ops-x"],
     );
@@ -424,14 +381,7 @@ fn explain_agrees_with_live_enforcement() {
     let _ = engine().docker().args(["rm", "-f", name]).output();
     // An allowed one is judged allowed, with its rule and mount.
     let name = "eci-ops-explain-allowed";
-    let _ = engine().docker().args(["rm", "-f", name]).output();
-    let out = agent
-        .docker()
-        .args(["run", "-d", "--network", "none", "--name", name])
-        .args(socket_mount(&agent))
-        .args([&imgs.allowed, "sleep", "300"])
-        .output()
-        .unwrap();
+    let out = agent.run_holder(engine(), name, &imgs.allowed);
     assert!(out.status.success(), "{}", stderr(&out));
     let (code, text) = explain(&agent, &["--container", name]);
     assert_eq!(code, Some(0), "{text}");

@@ -51,25 +51,6 @@ fn agent_with(name: &str, images_list: &[&str], derived: bool, registry: &str) -
     agent
 }
 
-/// `docker run --rm <mount args> IMAGE CMD…` through the agent.
-fn run(agent: &Agent, mount: &[String], image: &str, cmd: &[&str]) -> Output {
-    agent
-        .docker()
-        .args(["run", "--rm", "--network", "none"])
-        .args(mount)
-        .arg(image)
-        .args(cmd)
-        .output()
-        .expect("docker run")
-}
-
-fn socket_mount(agent: &Agent) -> Vec<String> {
-    vec![
-        "-v".into(),
-        format!("{}:/var/run/docker.sock", agent.socket().display()),
-    ]
-}
-
 fn denied_text(agent: &Agent, image_name: &str) -> String {
     format!(
         "docker: Error response from daemon: enhanced container isolation: docker socket mount denied for container with image \"{image_name}\"; \
@@ -103,17 +84,11 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
     let imgs = images();
     let agent = agent("tag", &[&imgs.allowed], false);
 
-    let out = run(
-        &agent,
-        &socket_mount(&agent),
-        &imgs.allowed,
-        &["docker", "ps"],
-    );
+    let out = agent.run(&agent.socket_mount(), &imgs.allowed, &["docker", "ps"]);
     assert_runs_docker_ps(&out);
     // The commandList still applies inside the allowed container.
-    let out = run(
-        &agent,
-        &socket_mount(&agent),
+    let out = agent.run(
+        &agent.socket_mount(),
         &imgs.allowed,
         &["docker", "push", "x"],
     );
@@ -127,12 +102,11 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
     let dir = agent.dir().display().to_string();
     // -v, --mount, the parent directory, a symlink to the socket.
     assert_denied(
-        &run(&agent, &socket_mount(&agent), &imgs.unrelated, &["true"]),
+        &agent.run(&agent.socket_mount(), &imgs.unrelated, &["true"]),
         &denied,
     );
     assert_denied(
-        &run(
-            &agent,
+        &agent.run(
             &[
                 "--mount".into(),
                 format!("type=bind,source={sock},target=/s"),
@@ -143,8 +117,7 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
         &denied,
     );
     assert_denied(
-        &run(
-            &agent,
+        &agent.run(
             &["-v".into(), format!("{dir}:/host")],
             &imgs.unrelated,
             &["true"],
@@ -155,8 +128,7 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(agent.socket(), &link).unwrap();
     assert_denied(
-        &run(
-            &agent,
+        &agent.run(
             &["-v".into(), format!("{}:/s", link.display())],
             &imgs.unrelated,
             &["true"],
@@ -181,8 +153,7 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
         volume,
     ]);
     assert_denied(
-        &run(
-            &agent,
+        &agent.run(
             &["-v".into(), format!("{volume}:/host")],
             &imgs.unrelated,
             &["true"],
@@ -195,14 +166,13 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
     let created = agent
         .docker()
         .args(["create", "--name", holder])
-        .args(socket_mount(&agent))
+        .args(agent.socket_mount())
         .args([&imgs.allowed, "true"])
         .output()
         .unwrap();
     assert!(created.status.success(), "{created:?}");
     assert_denied(
-        &run(
-            &agent,
+        &agent.run(
             &["--volumes-from".into(), holder.into()],
             &imgs.unrelated,
             &["true"],
@@ -216,16 +186,11 @@ fn allowed_tag_passes_and_every_other_way_to_the_socket_is_refused() {
         .output();
 
     // No socket mount: anything runs.
-    let out = run(&agent, &[], &imgs.unrelated, &["true"]);
+    let out = agent.run(&[], &imgs.unrelated, &["true"]);
     assert!(out.status.success(), "{out:?}");
     // Derived images need allowDerivedImages.
     assert_denied(
-        &run(
-            &agent,
-            &socket_mount(&agent),
-            &imgs.derived,
-            &["docker", "ps"],
-        ),
+        &agent.run(&agent.socket_mount(), &imgs.derived, &["docker", "ps"]),
         &denied_text(&agent, &format!("{}/eci/derived", imgs.registry_addr)),
     );
 }
@@ -238,16 +203,11 @@ fn retagging_an_unlisted_image_under_the_allowed_name_is_refused() {
     docker_ok(&["tag", &imgs.allowed, &name]);
     docker_ok(&["push", "-q", &name]);
     let agent = agent("retag", &[&name], false);
-    assert_runs_docker_ps(&run(
-        &agent,
-        &socket_mount(&agent),
-        &name,
-        &["docker", "ps"],
-    ));
+    assert_runs_docker_ps(&agent.run(&agent.socket_mount(), &name, &["docker", "ps"]));
     // …and now points at another image locally: digests differ, so it is refused.
     docker_ok(&["tag", &imgs.unrelated, &name]);
     assert_denied(
-        &run(&agent, &socket_mount(&agent), &name, &["true"]),
+        &agent.run(&agent.socket_mount(), &name, &["true"]),
         &denied_text(&agent, &format!("{}/eci/retag", imgs.registry_addr)),
     );
     let _ = engine().docker().args(["rmi", &name]).output();
@@ -262,26 +222,16 @@ fn any_tag_digest_pin_and_star() {
         ("pin", format!("{repo}@{}", imgs.allowed_digest)),
     ] {
         let agent = agent(name, &[&entry], false);
-        assert_runs_docker_ps(&run(
-            &agent,
-            &socket_mount(&agent),
-            &imgs.allowed,
-            &["docker", "ps"],
-        ));
+        assert_runs_docker_ps(&agent.run(&agent.socket_mount(), &imgs.allowed, &["docker", "ps"]));
         assert_denied(
-            &run(&agent, &socket_mount(&agent), &imgs.unrelated, &["true"]),
+            &agent.run(&agent.socket_mount(), &imgs.unrelated, &["true"]),
             &denied_text(&agent, UNRELATED_NAME),
         );
     }
     let agent = agent("star", &["*"], false);
-    let out = run(
-        &agent,
-        &socket_mount(&agent),
-        &imgs.derived,
-        &["docker", "ps"],
-    );
+    let out = agent.run(&agent.socket_mount(), &imgs.derived, &["docker", "ps"]);
     assert_runs_docker_ps(&out);
-    let out = run(&agent, &socket_mount(&agent), &imgs.unrelated, &["true"]);
+    let out = agent.run(&agent.socket_mount(), &imgs.unrelated, &["true"]);
     assert!(out.status.success(), "{out:?}");
 }
 
@@ -289,15 +239,10 @@ fn any_tag_digest_pin_and_star() {
 fn derived_images_pass_only_with_allow_derived_images() {
     let imgs = images();
     let agent = agent("derived", &[&imgs.allowed], true);
-    assert_runs_docker_ps(&run(
-        &agent,
-        &socket_mount(&agent),
-        &imgs.derived,
-        &["docker", "ps"],
-    ));
+    assert_runs_docker_ps(&agent.run(&agent.socket_mount(), &imgs.derived, &["docker", "ps"]));
     // A local image unrelated to any allowed one is still refused.
     assert_denied(
-        &run(&agent, &socket_mount(&agent), &imgs.unrelated, &["true"]),
+        &agent.run(&agent.socket_mount(), &imgs.unrelated, &["true"]),
         &denied_text(&agent, UNRELATED_NAME),
     );
 }
@@ -319,18 +264,13 @@ fn registry_down_keeps_the_last_digests_and_never_reached_allows_nothing() {
             Duration::from_secs(30),
         )
         .unwrap();
-    assert_runs_docker_ps(&run(
-        &agent,
-        &socket_mount(&agent),
-        &name,
-        &["docker", "ps"],
-    ));
+    assert_runs_docker_ps(&agent.run(&agent.socket_mount(), &name, &["docker", "ps"]));
     drop(agent);
 
     // A new agent that never reaches the registry allows nothing.
     let agent = agent_with("never", &[&name], false, &own.addr);
     assert_denied(
-        &run(&agent, &socket_mount(&agent), &name, &["true"]),
+        &agent.run(&agent.socket_mount(), &name, &["true"]),
         &denied_text(&agent, &format!("{}/eci/own", own.addr)),
     );
     let _ = engine().docker().args(["rmi", &name]).output();
@@ -341,14 +281,7 @@ fn reload_revokes_a_running_container_and_a_bad_file_changes_nothing() {
     let imgs = images();
     let agent = agent("reload", &[&imgs.allowed], false);
     let name = "eci-test-reload";
-    let _ = engine().docker().args(["rm", "-f", name]).output();
-    let started = agent
-        .docker()
-        .args(["run", "-d", "--network", "none", "--name", name])
-        .args(socket_mount(&agent))
-        .args([&imgs.allowed, "sleep", "300"])
-        .output()
-        .unwrap();
+    let started = agent.run_holder(engine(), name, &imgs.allowed);
     assert!(started.status.success(), "{started:?}");
     let ps_inside = || {
         engine()
@@ -390,7 +323,7 @@ fn reload_revokes_a_running_container_and_a_bad_file_changes_nothing() {
         "{out:?}"
     );
     assert_denied(
-        &run(&agent, &socket_mount(&agent), &imgs.allowed, &["true"]),
+        &agent.run(&agent.socket_mount(), &imgs.allowed, &["true"]),
         &denied_text(&agent, &format!("{}/eci/allowed", imgs.registry_addr)),
     );
     let _ = engine().docker().args(["rm", "-f", name]).output();
