@@ -76,7 +76,13 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
 pub fn house(root: &Path) -> anyhow::Result<()> {
     let src = root.join("eci-agent/src");
     let mut problems = Vec::new();
+    let (mut modules, mut edges) = (0, 0);
     for (name, graph) in imports::graphs(&src)? {
+        modules += graph.len();
+        edges += graph
+            .values()
+            .map(std::collections::BTreeSet::len)
+            .sum::<usize>();
         for circle in imports::circles(&graph) {
             problems.push(format!(
                 "import circle in {name}: {} ({})",
@@ -89,7 +95,10 @@ pub fn house(root: &Path) -> anyhow::Result<()> {
         problems.push(format!("the decision core does I/O: {violation}"));
     }
     if problems.is_empty() {
-        println!("xtask lint: imports run downhill (no circles); policy/ is pure");
+        println!(
+            "xtask lint: imports run downhill (no circles in {modules} modules, {edges} imports); \
+             policy/ is pure"
+        );
         return Ok(());
     }
     for problem in &problems {
