@@ -219,6 +219,18 @@ impl Dockerd {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // The engine leaves the handle of the host's network namespace (`exec/netns/default`,
+        // made for `--network host` containers) mounted: unmount what is under our root.
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+        let mut leftovers: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| Path::new(m).starts_with(&self.root))
+            .collect();
+        leftovers.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in leftovers {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
         if let Err(err) = std::fs::remove_dir_all(&self.root) {
             eprintln!(
                 "dockerd fixture: could not remove {}: {err}",

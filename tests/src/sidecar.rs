@@ -3,7 +3,7 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Output},
     sync::Arc,
     thread::JoinHandle,
     time::Duration,
@@ -140,6 +140,27 @@ impl Sidecar {
     /// Replaces the running policy; the next request is judged by it.
     pub fn set_policy(&self, policy: Settings) {
         self.policy.send_replace(snapshot(policy));
+    }
+
+    /// An allowed container caller: runs `script` with busybox sh in a container of the CLI
+    /// image (allowed by the tests' `"*"` imageLists) whose /var/run/docker.sock is this
+    /// sidecar's socket, started by the host on `engine`.
+    pub fn in_container(&self, engine: &Dockerd, script: &str) -> Output {
+        engine
+            .docker()
+            .args([
+                "run",
+                "--rm",
+                "--network",
+                "none",
+                "-e",
+                "DOCKER_BUILDKIT=0",
+                "-v",
+            ])
+            .arg(format!("{}:/var/run/docker.sock", self.socket.display()))
+            .args([engine.cli_image(), "sh", "-c", script])
+            .output()
+            .expect("docker run")
     }
 
     /// The static docker CLI talking to this sidecar.

@@ -13,29 +13,6 @@ fn engine() -> &'static Dockerd {
     dockerd::shared()
 }
 
-/// Runs `script` with busybox sh in a container whose /var/run/docker.sock is the sidecar's.
-fn in_container(sidecar: &Sidecar, script: &str) -> Output {
-    let image = engine().cli_image();
-    engine()
-        .docker()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-e",
-            "DOCKER_BUILDKIT=0",
-            "-v",
-        ])
-        .arg(format!(
-            "{}:/var/run/docker.sock",
-            sidecar.socket().display()
-        ))
-        .args([image, "sh", "-c", script])
-        .output()
-        .expect("docker run")
-}
-
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -59,7 +36,7 @@ fn deny_push_and_build() {
          docker push {image}; echo push-exit=$?; \
          mkdir /ctx && echo 'FROM {image}' > /ctx/Dockerfile && docker build -q /ctx; echo build-exit=$?"
     );
-    let out = in_container(&sidecar, &script);
+    let out = sidecar.in_container(engine(), &script);
     let (stdout, stderr) = text(&out);
     assert!(stdout.contains("ps-ok"), "{stdout}\n{stderr}");
     assert!(stdout.contains("push-exit=1"), "{stdout}\n{stderr}");
@@ -123,7 +100,7 @@ fn deny_image_wildcard() {
     let sidecar = Sidecar::start(engine(), sidecar::command_list("deny", &["image*"]));
     let script = "docker images; echo images-exit=$?; docker image ls -q; echo ls-exit=$?; \
                   docker image inspect eci-test/cli:1; echo inspect-exit=$?; docker volume ls -q; echo volume-exit=$?";
-    let out = in_container(&sidecar, script);
+    let out = sidecar.in_container(engine(), script);
     let (stdout, stderr) = text(&out);
     for blocked in ["images-exit=1", "ls-exit=1", "inspect-exit=1"] {
         assert!(stdout.contains(blocked), "{blocked}: {stdout}\n{stderr}");
@@ -144,7 +121,7 @@ fn allow_only_ps() {
     let sidecar = Sidecar::start(engine(), sidecar::command_list("allow", &["ps"]));
     let script = "docker ps -a >/dev/null; echo ps-exit=$?; docker volume ls; echo volume-exit=$?; \
                   docker info >/dev/null; echo info-exit=$?";
-    let out = in_container(&sidecar, script);
+    let out = sidecar.in_container(engine(), script);
     let (stdout, stderr) = text(&out);
     assert!(stdout.contains("ps-exit=0"), "{stdout}\n{stderr}");
     assert!(stdout.contains("volume-exit=1"), "{stdout}\n{stderr}");
@@ -155,10 +132,10 @@ fn allow_only_ps() {
 #[test]
 fn policy_changes_apply_to_the_next_request() {
     let sidecar = Sidecar::start(engine(), sidecar::command_list("deny", &["volume*"]));
-    let out = in_container(&sidecar, "docker volume ls -q; echo exit=$?");
+    let out = sidecar.in_container(engine(), "docker volume ls -q; echo exit=$?");
     assert!(text(&out).0.contains("exit=1"), "{:?}", text(&out));
     sidecar.set_policy(sidecar::command_list("deny", &["push"]));
-    let out = in_container(&sidecar, "docker volume ls -q; echo exit=$?");
+    let out = sidecar.in_container(engine(), "docker volume ls -q; echo exit=$?");
     assert!(text(&out).0.contains("exit=0"), "{:?}", text(&out));
 }
 
@@ -169,7 +146,7 @@ fn eci_off_filters_nothing() {
             "dockerSocketMount": {"commandList": {"type": "allow", "commands": []}}}}"#,
     );
     let sidecar = Sidecar::start(engine(), off);
-    let out = in_container(&sidecar, "docker volume ls -q; echo exit=$?");
+    let out = sidecar.in_container(engine(), "docker volume ls -q; echo exit=$?");
     assert!(text(&out).0.contains("exit=0"), "{:?}", text(&out));
 }
 
@@ -189,6 +166,6 @@ fn callers_in_no_container_and_no_trusted_cgroup_are_refused() {
         "{stderr}"
     );
     // A container caller is still judged by the commandList.
-    let out = in_container(&sidecar, "docker ps -q; echo exit=$?");
+    let out = sidecar.in_container(engine(), "docker ps -q; echo exit=$?");
     assert!(text(&out).0.contains("exit=0"), "{:?}", text(&out));
 }
