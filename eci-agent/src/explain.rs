@@ -15,11 +15,13 @@ use crate::{
     policy::{
         image::AllowedBy,
         mount::{ReachKind, SocketGate},
+        profile::Breach,
         route::{self, RouteKind},
     },
     settings::{self, Settings},
     sidecar::{
         admit::{self, Admission, Refusal},
+        mounts::{self, Judged},
         path::{self, EnginePath},
     },
 };
@@ -217,6 +219,20 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
     if let Some(Refusal::CommandBlocked { message }) = refusal {
         e = e.fact("message", message);
     }
+    if allowed && settings.eci_enabled {
+        let then = match mounts::judged(&method, decision.route) {
+            Some(Judged::Create) => Some(
+                "the container-caller profile and the socket-mount gate judge the body (eci-agent explain --create FILE)",
+            ),
+            Some(Judged::Use(_)) => Some(
+                "the container-caller profile judges the container it names, as the engine stored it (eci-agent explain --container NAME)",
+            ),
+            None => None,
+        };
+        if let Some(then) = then {
+            e = e.fact("then", then);
+        }
+    }
     Ok(e)
 }
 
@@ -296,25 +312,10 @@ async fn explain_create(gate: &SocketMountGate, body: &[u8]) -> Explanation {
         Err(_) => Some(false),
     })
     .fact("caller", "a container allowed to mount the socket");
-    if gate.eci_enabled() {
-        match gate.explain_profile(body).await {
-            Ok(breaches) if breaches.is_empty() => {
-                e = e.fact("profile", "nothing refused");
-            }
-            Ok(breaches) => {
-                for b in breaches {
-                    e = e.fact(
-                        "profile",
-                        format!(
-                            "{} (refused; relax with eciAgent.containerProfile.{})",
-                            crate::policy::messages::profile_option(&b),
-                            b.relax_field()
-                        ),
-                    );
-                }
-            }
-            Err(_) => {}
-        }
+    if gate.eci_enabled()
+        && let Ok(breaches) = gate.explain_profile(body).await
+    {
+        e = profile_facts(e, "profile", &breaches);
     }
     e = e.fact("reason", gate::outcome_reason(&outcome));
     match &outcome {
@@ -330,6 +331,24 @@ async fn explain_create(gate: &SocketMountGate, body: &[u8]) -> Explanation {
             gate::outcome_reason(&host)
         ),
     )
+}
+
+/// One fact per option the profile refuses, or "nothing refused".
+fn profile_facts(mut e: Explanation, key: &'static str, breaches: &[Breach]) -> Explanation {
+    if breaches.is_empty() {
+        return e.fact(key, "nothing refused");
+    }
+    for b in breaches {
+        e = e.fact(
+            key,
+            format!(
+                "{} (refused; relax with eciAgent.containerProfile.{})",
+                crate::policy::messages::profile_option(b),
+                b.relax_field()
+            ),
+        );
+    }
+    e
 }
 
 /// `--image REF`: the verdict a container of this image that mounts the socket gets.
@@ -362,10 +381,15 @@ async fn explain_container(gate: &SocketMountGate, name: &str) -> Explanation {
     match gate.judge(name).await {
         Ok(None) => Explanation::new(None).fact("container", format!("{name}: no such container")),
         Ok(Some(j)) => {
-            let e = Explanation::new(Some(j.outcome.is_ok()))
+            let mut e = Explanation::new(Some(j.outcome.is_ok()))
                 .fact("container", j.container.id.clone())
                 .fact("image", j.container.config_image.clone())
                 .fact("running", j.container.running.to_string());
+            if gate.eci_enabled()
+                && let Ok(breaches) = gate.explain_stored(&j.container).await
+            {
+                e = profile_facts(e, "profile (start, exec, attach by a container)", &breaches);
+            }
             match &j.outcome {
                 Ok(pass) => {
                     let mut e = e
@@ -521,5 +545,33 @@ mod tests {
         );
         assert!(explain_request(&s, "GET").is_err());
         assert!(explain_request(&s, "GET / extra").is_err());
+    }
+
+    #[test]
+    fn request_says_what_the_gate_judges_next() {
+        let s = settings("deny", &[]);
+        let e = explain_request(&s, "POST /v1.47/containers/web/exec").unwrap();
+        assert_eq!(e.allowed, Some(true));
+        assert!(
+            e.render().contains(
+                "then: the container-caller profile judges the container it names, as the engine stored it"
+            ),
+            "{}",
+            e.render()
+        );
+        let e = explain_request(&s, "POST /v1.47/containers/create?name=x").unwrap();
+        assert!(
+            e.render()
+                .contains("then: the container-caller profile and the socket-mount gate"),
+            "{}",
+            e.render()
+        );
+        let e = explain_request(&s, "GET /v1.47/containers/json").unwrap();
+        assert!(!e.render().contains("then:"), "{}", e.render());
+        // Refused by the commandList: nothing comes next.
+        let s = settings("deny", &["exec"]);
+        let e = explain_request(&s, "POST /v1.47/containers/web/exec").unwrap();
+        assert_eq!(e.allowed, Some(false));
+        assert!(!e.render().contains("then:"), "{}", e.render());
     }
 }

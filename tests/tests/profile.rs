@@ -5,8 +5,8 @@
 use std::process::Output;
 
 use eci_agent::policy::{
-    messages::profile_refused,
-    profile::{Breach, Namespace},
+    messages::{profile_refused, profile_refused_use},
+    profile::{Breach, ContainerUse, Namespace},
 };
 use eci_tests::{
     dockerd::{self, Dockerd},
@@ -15,28 +15,6 @@ use eci_tests::{
 
 fn engine() -> &'static Dockerd {
     dockerd::shared()
-}
-
-/// Runs `script` with busybox sh in a container whose /var/run/docker.sock is the sidecar's.
-fn in_container(sidecar: &Sidecar, script: &str) -> Output {
-    engine()
-        .docker()
-        .args([
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "-e",
-            "DOCKER_BUILDKIT=0",
-            "-v",
-        ])
-        .arg(format!(
-            "{}:/var/run/docker.sock",
-            sidecar.socket().display()
-        ))
-        .args([engine().cli_image(), "sh", "-c", script])
-        .output()
-        .expect("docker run")
 }
 
 fn text(out: &Output) -> String {
@@ -244,7 +222,7 @@ fn a_socket_holder_cannot_create_host_root_containers() {
     script.push_str(&format!(
         "docker run --rm --network none -v /srv-eci-none:/x {image} true; echo case-plain=$?"
     ));
-    let out = text(&in_container(&sidecar, &script));
+    let out = text(&sidecar.in_container(engine(), &script));
     let mut failures = Vec::new();
     for (label, _, breach, _) in &cases {
         let msg = refused(breach);
@@ -304,6 +282,286 @@ fn a_socket_holder_cannot_create_host_root_containers() {
         .output();
 }
 
+/// Only `create` used to be judged. A socket holder could start, restart, exec into or attach
+/// to a container the host made with host-root power, exec `--privileged` into any container,
+/// or join a host-namespace container's namespaces (`--pid|--ipc|--network=container:X`).
+/// Each is refused from an allowed container, naming the option, and served from the host.
+#[test]
+fn a_socket_holder_cannot_use_host_root_containers() {
+    let sidecar = Sidecar::start(engine(), sidecar::command_list("deny", &[]));
+    let image = engine().cli_image();
+    // Made by the host: (name, `docker create` or `docker run -d` options, command).
+    let made: [(&str, &str, &str); 10] = [
+        ("eci-use-priv", "create --network none --privileged", "true"),
+        (
+            "eci-use-cap",
+            "create --network none --cap-add SYS_ADMIN",
+            "true",
+        ),
+        (
+            "eci-use-root",
+            "create --network none -v /:/host:ro",
+            "true",
+        ),
+        (
+            "eci-use-dev",
+            "create --network none --device /dev/null:/dev/n",
+            "true",
+        ),
+        ("eci-use-net", "create --network host", "true"),
+        ("eci-use-plain", "create --network none", "true"),
+        (
+            "eci-use-pidhost",
+            "run -d --network none --pid=host",
+            "sleep 600",
+        ),
+        (
+            "eci-use-ipchost",
+            "run -d --network none --ipc=host",
+            "sleep 600",
+        ),
+        ("eci-use-nethost", "run -d --network host", "sleep 600"),
+        (
+            "eci-use-running",
+            "run -d --network none --ipc=shareable",
+            "sleep 600",
+        ),
+    ];
+    for (name, opts, cmd) in made {
+        let out = engine()
+            .docker()
+            .args(args(opts))
+            .args(["--name", name, image])
+            .args(args(cmd))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+    }
+    let pid = Breach::HostNamespace(Namespace::Pid);
+    let joined = |ns, container: &str| Breach::JoinedNamespace {
+        ns,
+        container: container.into(),
+    };
+    let start = ContainerUse::Start;
+    // (label, the container caller's command, the refusal: what it does to which container)
+    let cases: Vec<(&str, String, ContainerUse, &str, Breach)> = vec![
+        (
+            "start-priv",
+            "docker start eci-use-priv".into(),
+            start,
+            "eci-use-priv",
+            Breach::Privileged,
+        ),
+        (
+            "start-cap",
+            "docker start eci-use-cap".into(),
+            start,
+            "eci-use-cap",
+            Breach::Capability("CAP_SYS_ADMIN".into()),
+        ),
+        (
+            "start-root",
+            "docker start eci-use-root".into(),
+            start,
+            "eci-use-root",
+            host_path("/", "/", "the host's root"),
+        ),
+        (
+            "start-dev",
+            "docker start eci-use-dev".into(),
+            start,
+            "eci-use-dev",
+            Breach::Devices,
+        ),
+        (
+            "start-net",
+            "docker start eci-use-net".into(),
+            start,
+            "eci-use-net",
+            Breach::HostNamespace(Namespace::Network),
+        ),
+        (
+            "restart-pid",
+            "docker restart -t 0 eci-use-pidhost".into(),
+            start,
+            "eci-use-pidhost",
+            pid.clone(),
+        ),
+        (
+            "exec-pid",
+            "docker exec eci-use-pidhost true".into(),
+            ContainerUse::Exec,
+            "eci-use-pidhost",
+            pid.clone(),
+        ),
+        (
+            "exec-priv",
+            "docker exec --privileged eci-use-running true".into(),
+            ContainerUse::Exec,
+            "eci-use-running",
+            Breach::PrivilegedExec,
+        ),
+        (
+            "attach-pid",
+            "busybox timeout -s KILL 10 docker attach --no-stdin --sig-proxy=false eci-use-pidhost"
+                .into(),
+            ContainerUse::Attach,
+            "eci-use-pidhost",
+            pid.clone(),
+        ),
+    ];
+    // Creates that join another container's namespaces (refused as creates, no container use).
+    let joins: Vec<(&str, String, Breach)> = vec![
+        (
+            "join-pid",
+            format!("docker run --rm --network none --pid=container:eci-use-pidhost {image} true"),
+            joined(Namespace::Pid, "eci-use-pidhost"),
+        ),
+        (
+            "join-ipc",
+            format!("docker run --rm --network none --ipc=container:eci-use-ipchost {image} true"),
+            joined(Namespace::Ipc, "eci-use-ipchost"),
+        ),
+        (
+            "join-net",
+            format!("docker run --rm --network=container:eci-use-nethost {image} true"),
+            joined(Namespace::Network, "eci-use-nethost"),
+        ),
+        (
+            "nethost",
+            format!("docker run --rm --network host {image} true"),
+            Breach::HostNamespace(Namespace::Network),
+        ),
+        (
+            "volumes-from",
+            format!("docker run --rm --network none --volumes-from eci-use-root {image} true"),
+            host_path("/", "/", "the host's root"),
+        ),
+    ];
+    // What stays served: an ordinary container started, exec'd into and joined.
+    let served = [
+        ("start-plain", "docker start -a eci-use-plain".to_owned()),
+        ("exec-plain", "docker exec eci-use-running true".to_owned()),
+        (
+            "join-plain",
+            format!(
+                "docker run --rm --network none --pid=container:eci-use-running --ipc=container:eci-use-running {image} true"
+            ),
+        ),
+        (
+            "join-net-plain",
+            format!("docker run --rm --network=container:eci-use-running {image} true"),
+        ),
+    ];
+    let mut script = String::new();
+    for (label, cmd) in cases
+        .iter()
+        .map(|c| (c.0, &c.1))
+        .chain(joins.iter().map(|j| (j.0, &j.1)))
+        .chain(served.iter().map(|s| (s.0, &s.1)))
+    {
+        script.push_str(&format!("{cmd}; echo case-{label}=$?; "));
+    }
+    let out = text(&sidecar.in_container(engine(), &script));
+    let mut failures = Vec::new();
+    for (label, _, what, name, breach) in &cases {
+        let msg = profile_refused_use(*what, name, breach, SETTINGS_PATH);
+        // The CLI shows no body when an attach is not upgraded: the audit names the reason.
+        let shown = match what {
+            ContainerUse::Attach => "unable to upgrade to tcp, received 403".to_owned(),
+            _ => msg.clone(),
+        };
+        if !out.contains(&format!("case-{label}=1")) || !out.contains(&shown) {
+            failures.push(format!("{label}: expected exit 1 and\n    {msg}"));
+        }
+    }
+    for (label, _, breach) in &joins {
+        let msg = refused(breach);
+        if !out.contains(&format!("case-{label}=125")) || !out.contains(&msg) {
+            failures.push(format!("{label}: expected exit 125 and\n    {msg}"));
+        }
+    }
+    for (label, _) in &served {
+        if !out.contains(&format!("case-{label}=0")) {
+            failures.push(format!("{label}: expected exit 0"));
+        }
+    }
+    assert!(failures.is_empty(), "{}\n---\n{out}", failures.join("\n"));
+    // The exact text for one, as a user reads it.
+    assert!(out.contains(&format!(
+        "Error response from daemon: enhanced container isolation: starting container \"eci-use-priv\": privileged containers are not allowed for containers that use the docker socket; \
+         if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in {SETTINGS_PATH}"
+    )), "{out}");
+    let audit = sidecar.audit_lines();
+    assert!(
+        audit.iter().any(|l| l["verdict"] == "deny"
+            && l["reason"] == "profile_host_namespace"
+            && l["method"] == "POST"
+            && l["target"]
+                .as_str()
+                .is_some_and(|t| t.contains("/containers/eci-use-pidhost/exec"))),
+        "{audit:?}"
+    );
+    assert!(
+        audit.iter().any(|l| l["verdict"] == "deny"
+            && l["reason"] == "profile_host_namespace"
+            && l["target"]
+                .as_str()
+                .is_some_and(|t| t.contains("/containers/eci-use-pidhost/attach"))),
+        "{audit:?}"
+    );
+
+    // From the host every one of them reaches the engine. (`--privileged` cannot start on this
+    // machine, whose bounding set lacks CAP_SYS_RESOURCE: that fails in the engine.)
+    let host = [
+        "start -a eci-use-cap",
+        "start -a eci-use-root",
+        "start -a eci-use-dev",
+        "start -a eci-use-net",
+        "restart -t 0 eci-use-pidhost",
+        "exec eci-use-pidhost true",
+        "exec eci-use-ipchost true",
+    ];
+    for cmd in host {
+        let out = sidecar.docker().args(args(cmd)).output().unwrap();
+        assert!(out.status.success(), "{cmd} from the host: {}", text(&out));
+    }
+    for joins in [
+        "--network none --pid=container:eci-use-pidhost",
+        "--network none --ipc=container:eci-use-ipchost",
+        "--network=container:eci-use-nethost",
+        "--network host",
+    ] {
+        let out = sidecar
+            .docker()
+            .args(["run", "--rm"])
+            .args(args(joins))
+            .args([image, "true"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{joins} from the host: {}",
+            text(&out)
+        );
+    }
+    for cmd in [
+        "start eci-use-priv",
+        "exec --privileged eci-use-running true",
+    ] {
+        let said = text(&sidecar.docker().args(args(cmd)).output().unwrap());
+        assert!(
+            !said.contains("enhanced container isolation"),
+            "{cmd} from the host was refused: {said}"
+        );
+    }
+    let _ = engine()
+        .docker()
+        .args(["rm", "-f"])
+        .args(made.map(|m| m.0))
+        .output();
+}
+
 #[test]
 fn the_profile_relaxes_field_by_field() {
     let relaxed = sidecar::settings(
@@ -314,14 +572,17 @@ fn the_profile_relaxes_field_by_field() {
     );
     let sidecar = Sidecar::start(engine(), relaxed);
     let image = engine().cli_image();
-    let out = text(&in_container(
-        &sidecar,
+    let out = text(&sidecar.in_container(engine(),
         &format!(
             "docker run --rm --network none --cap-add SYS_ADMIN --pid=host {image} true; echo relaxed=$?; \
              docker run --rm --network none --ipc=host {image} true; echo ipc=$?"
         ),
     ));
-    assert!(out.contains("relaxed=0"), "{out}");
+    assert!(
+        out.contains("relaxed=0"),
+        "{out}\n{:?}",
+        sidecar.audit_lines()
+    );
     assert!(out.contains("ipc=125"), "{out}");
     assert!(
         out.contains(&refused(&Breach::HostNamespace(Namespace::Ipc))),
@@ -333,8 +594,8 @@ fn the_profile_relaxes_field_by_field() {
 #[test]
 fn plugin_install_is_refused() {
     let sidecar = Sidecar::start(engine(), sidecar::command_list("deny", &[]));
-    let out = text(&in_container(
-        &sidecar,
+    let out = text(&sidecar.in_container(
+        engine(),
         "docker plugin install --grant-all-permissions eci-test/no-such-plugin:1; echo install=$?",
     ));
     assert!(out.contains("install=1"), "{out}");
@@ -362,8 +623,7 @@ fn allowing_build_grants_neither_push_nor_load() {
         sidecar::command_list("allow", &["build", "ps", "images"]),
     );
     let image = engine().cli_image();
-    let out = text(&in_container(
-        &sidecar,
+    let out = text(&sidecar.in_container(engine(),
         &format!(
             "docker push {image}; echo push=$?; \
              echo nothing | docker load; echo load=$?; \
@@ -398,8 +658,8 @@ fn allowing_run_does_not_grant_cp_into_another_container() {
         .output()
         .unwrap();
     assert!(created.status.success(), "{}", text(&created));
-    let out = text(&in_container(
-        &sidecar,
+    let out = text(&sidecar.in_container(
+        engine(),
         &format!("docker cp /bin/busybox {target}:/planted; echo cp=$?"),
     ));
     let _ = engine().docker().args(["rm", "-f", target]).output();

@@ -116,6 +116,9 @@ pub struct EngineInfo {
     pub store: ImageStore,
     /// `DockerRootDir`: the engine's data root (the container-caller profile protects it).
     pub docker_root_dir: String,
+    /// `CgroupVersion` (`1` or `2`; empty from engines before API 1.40, which are all v1): on
+    /// v1 the engine's default cgroup namespace is the host's.
+    pub cgroup_version: String,
 }
 
 #[derive(Deserialize, Default)]
@@ -124,6 +127,7 @@ struct InfoJson {
     cgroup_driver: String,
     driver_status: Vec<Vec<String>>,
     docker_root_dir: String,
+    cgroup_version: String,
 }
 
 pub fn info(body: &[u8]) -> Result<EngineInfo, DecodeError> {
@@ -135,6 +139,7 @@ pub fn info(body: &[u8]) -> Result<EngineInfo, DecodeError> {
     Ok(EngineInfo {
         cgroup_driver: j.cgroup_driver,
         docker_root_dir: j.docker_root_dir,
+        cgroup_version: j.cgroup_version,
         store: if containerd {
             ImageStore::Containerd
         } else {

@@ -82,13 +82,18 @@ fn id(n: u8) -> ContainerId {
 impl World {
     /// The engine knows container `id` by `name` too, running, holding the public socket.
     fn container(&self, name: &str, id: &ContainerId) {
+        self.container_with(name, id, serde_json::json!({ "CgroupParent": "" }));
+    }
+
+    /// [`Self::container`] with this stored `HostConfig`.
+    fn container_with(&self, name: &str, id: &ContainerId, host_config: serde_json::Value) {
         self.tree
             .create(&Path::new("/docker").join(id.as_str()))
             .unwrap();
         let json = serde_json::json!({
             "Id": id.as_str(),
             "State": { "Running": true, "Pid": 4242 },
-            "HostConfig": { "CgroupParent": "" },
+            "HostConfig": host_config,
             "Image": IMAGE_ID,
             "Config": { "Image": "eci/app:1" },
             "Mounts": [{
@@ -114,7 +119,12 @@ async fn a_start_is_forwarded_by_the_id_the_engine_gave_for_the_name() {
     let w = world(&["*"]);
     let c = id(1);
     w.container("web", &c);
-    let (judged, _pass) = w.gate.admit_start("web").await.unwrap().unwrap();
+    let (judged, _pass) = w
+        .gate
+        .admit_start(&CallerKind::TrustedHost, "web")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(judged, c);
     let record = w.gate.table.get(&c).expect("recorded");
     assert!(record.standing.is_allowed());
@@ -129,7 +139,11 @@ async fn an_unlisted_image_holding_the_socket_is_refused_and_recorded_denied() {
     let w = world(&["eci/other"]);
     let c = id(2);
     w.container("web", &c);
-    let refusal = w.gate.admit_start("web").await.unwrap_err();
+    let refusal = w
+        .gate
+        .admit_start(&CallerKind::TrustedHost, "web")
+        .await
+        .unwrap_err();
     assert!(refusal.message().contains("eci/app"), "{refusal:?}");
     assert!(matches!(w.standing(&c), Some(Standing::Denied { .. })));
 }
@@ -137,7 +151,13 @@ async fn an_unlisted_image_holding_the_socket_is_refused_and_recorded_denied() {
 #[tokio::test]
 async fn no_such_container_is_the_engines_404_and_records_nothing() {
     let w = world(&["*"]);
-    assert!(w.gate.admit_start("nope").await.unwrap().is_none());
+    assert!(
+        w.gate
+            .admit_start(&CallerKind::TrustedHost, "nope")
+            .await
+            .unwrap()
+            .is_none()
+    );
     assert_eq!(w.gate.table.snapshot().len(), 0);
 }
 
@@ -214,4 +234,132 @@ async fn no_caller_may_place_a_container_in_the_agent_a_trusted_cgroup_or_a_cont
         .check_create(&CallerKind::TrustedHost, body)
         .await
         .unwrap();
+}
+
+#[tokio::test]
+async fn a_container_caller_may_not_start_exec_or_attach_to_what_the_profile_refuses() {
+    let w = world(&["*"]);
+    let held = id(6);
+    w.container_with("held", &held, serde_json::json!({ "PidMode": "host" }));
+    let plain = id(7);
+    w.container("plain", &plain);
+    let caller = CallerKind::Container(id(8));
+    let location = w.gate.snapshot().settings.location();
+    let refusal = w.gate.admit_start(&caller, "held").await.unwrap_err();
+    assert_eq!(
+        refusal.message(),
+        messages::profile_refused_use(
+            ContainerUse::Start,
+            "held",
+            &Breach::HostNamespace(Namespace::Pid),
+            &location
+        )
+    );
+    assert_eq!(refusal.reason(), "profile_host_namespace");
+    for what in [ContainerUse::Exec, ContainerUse::Attach] {
+        let refusal = w.gate.admit_use(what, "held", false).await.unwrap_err();
+        assert!(
+            refusal.message().contains(what.doing()),
+            "{what:?}: {refusal:?}"
+        );
+    }
+    // An ordinary container: served, by the ID the engine gave for the name.
+    assert_eq!(
+        w.gate
+            .admit_start(&caller, "plain")
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        plain
+    );
+    assert_eq!(
+        w.gate
+            .admit_use(ContainerUse::Exec, "plain", false)
+            .await
+            .unwrap(),
+        Some(plain.clone())
+    );
+    // Its own option: exec --privileged.
+    let refusal = w
+        .gate
+        .admit_use(ContainerUse::Exec, "plain", true)
+        .await
+        .unwrap_err();
+    assert!(
+        refusal.message().contains("(docker exec --privileged)"),
+        "{refusal:?}"
+    );
+    // No such container: the engine's own 404.
+    assert_eq!(
+        w.gate
+            .admit_use(ContainerUse::Attach, "nope", false)
+            .await
+            .unwrap(),
+        None
+    );
+    // The host starts it.
+    assert_eq!(
+        w.gate
+            .admit_start(&CallerKind::TrustedHost, "held")
+            .await
+            .unwrap()
+            .unwrap()
+            .0,
+        held
+    );
+}
+
+#[tokio::test]
+async fn joining_a_host_namespace_through_a_container_is_refused_to_container_callers() {
+    let w = world(&["*"]);
+    w.container_with("hostpid", &id(9), serde_json::json!({ "PidMode": "host" }));
+    w.container_with(
+        "chain",
+        &id(10),
+        serde_json::json!({ "PidMode": "container:hostpid" }),
+    );
+    w.container("plain", &id(11));
+    w.container_with(
+        "loop",
+        &id(12),
+        serde_json::json!({ "PidMode": "container:loop" }),
+    );
+    let caller = CallerKind::Container(id(13));
+    let create = |via: &str| {
+        serde_json::json!({
+            "Image": "eci/app:1",
+            "HostConfig": { "PidMode": format!("container:{via}") },
+        })
+        .to_string()
+    };
+    for (via, refused) in [
+        ("hostpid", true),
+        ("chain", true),
+        ("plain", false),
+        ("nope", false),
+    ] {
+        let body = create(via);
+        let got = w.gate.check_create(&caller, body.as_bytes()).await;
+        assert_eq!(got.is_err(), refused, "{via}: {got:?}");
+        if refused {
+            let message = got.unwrap_err().message().to_owned();
+            assert!(
+                message.contains(&format!(
+                    "joining the host's PID namespace through container \"{via}\""
+                )),
+                "{message}"
+            );
+        }
+        w.gate
+            .check_create(&CallerKind::TrustedHost, body.as_bytes())
+            .await
+            .unwrap();
+    }
+    // A loop of joins is not judged: fail closed.
+    let body = create("loop");
+    assert!(matches!(
+        w.gate.check_create(&caller, body.as_bytes()).await,
+        Err(GateRefusal::Unverifiable { .. })
+    ));
 }

@@ -41,8 +41,11 @@ use crate::{
         image::{AllowedBy, AllowedDigests, ImageFacts},
         image_ref::AnyReference,
         messages::{self, ReasonCode},
-        mount::{self, InspectedContainer, MountSpec, MountVerdict, Reach, SocketGate},
-        profile::{self, Breach, CreateRequest, HostLayout, ParentPlacement},
+        mount::{self, HostConfig, InspectedContainer, MountSpec, MountVerdict, Reach, SocketGate},
+        profile::{
+            self, Breach, ContainerUse, CreateRequest, HostLayout, Joined, Namespace, Origin,
+            ParentPlacement,
+        },
     },
     settings::PolicySnapshot,
 };
@@ -79,6 +82,19 @@ impl GateRefusal {
     pub fn profile(breach: &Breach, settings_location: &str) -> Self {
         Self::Refused {
             message: messages::profile_refused(breach, settings_location),
+            reason: breach.code(),
+        }
+    }
+
+    /// The container-caller profile refused a use of an existing container.
+    pub fn profile_use(
+        what: ContainerUse,
+        container: &str,
+        breach: &Breach,
+        settings_location: &str,
+    ) -> Self {
+        Self::Refused {
+            message: messages::profile_refused_use(what, container, breach, settings_location),
             reason: breach.code(),
         }
     }
@@ -246,7 +262,13 @@ impl SocketMountGate {
         // profile allows; the host's own requests are its business.
         if let CallerKind::Container(_) = caller
             && let Some(breach) = self
-                .profile_breaches(&policy, &create, &mounts)
+                .profile_breaches(
+                    &policy,
+                    create.host_config.as_ref(),
+                    &mounts,
+                    parent,
+                    Origin::Request,
+                )
                 .await?
                 .into_iter()
                 .next()
@@ -275,15 +297,22 @@ impl SocketMountGate {
         for m in create.mounts() {
             self.expand(m, &mut mounts).await?;
         }
-        self.profile_breaches(&policy, &create, &mounts).await
+        let hc = create.host_config.as_ref();
+        let parent = hc.map_or("", |hc| hc.cgroup_parent.as_str());
+        self.profile_breaches(&policy, hc, &mounts, parent, Origin::Request)
+            .await
     }
 
-    /// The profile's verdict on a create request from a container caller.
+    /// The profile's verdict on what a container caller asks for (a create body) or would get
+    /// (an existing container's stored configuration): `mounts` expanded, the namespaces it
+    /// joins resolved with the engine.
     async fn profile_breaches(
         &self,
         policy: &PolicySnapshot,
-        create: &mount::CreateBody,
+        host_config: Option<&HostConfig>,
         mounts: &[MountSpec],
+        cgroup_parent: &str,
+        origin: Origin,
     ) -> Result<Vec<Breach>, GateRefusal> {
         let info = self.info().await?;
         let settings_dir = policy
@@ -299,14 +328,16 @@ impl SocketMountGate {
             &policy.settings.policy.profile.protected_paths,
             self.sockets.public().cloned(),
         );
-        let cgroup_parent = create
-            .host_config
-            .as_ref()
-            .map_or("", |hc| hc.cgroup_parent.as_str());
+        let joined = match host_config {
+            Some(hc) => self.joined(hc).await?,
+            None => Vec::new(),
+        };
         let request = CreateRequest {
-            host_config: create.host_config.as_ref(),
+            host_config,
             mounts,
             parent: container_parent(&info.cgroup_driver, cgroup_parent),
+            joined: &joined,
+            origin,
         };
         Ok(policy
             .settings
@@ -315,9 +346,46 @@ impl SocketMountGate {
             .breaches(&request, &layout, self.host.as_ref()))
     }
 
-    /// Judges a container (a name or an ID) from the engine's view of it, without acting on
-    /// the verdict (`explain`). `None` when the engine has no such container.
-    pub async fn judge(&self, name: &str) -> Result<Option<Judgement>, GateRefusal> {
+    /// The namespaces `hc` shares with other containers (`--pid=container:X`), each as that
+    /// container has it: one inspect per container named, its own joins followed. A container
+    /// the engine does not have is left out (the engine refuses the request itself).
+    async fn joined(&self, hc: &HostConfig) -> Result<Vec<Joined>, GateRefusal> {
+        /// Further than any chain the engine builds; deeper (or a loop) is not judged.
+        const MAX_HOPS: usize = 8;
+        let mut out = Vec::new();
+        for ns in Namespace::ALL {
+            let Some(first) = ns.joins(hc) else { continue };
+            let mut name = first.to_owned();
+            let mut hops = 0;
+            let mode = loop {
+                hops += 1;
+                if hops > MAX_HOPS {
+                    return Err(GateRefusal::unverifiable(format!(
+                        "the {} namespace of container {first:?}: more than {MAX_HOPS} containers joined in a row",
+                        ns.as_str()
+                    )));
+                }
+                let Some(joined) = self.inspect(&name).await? else {
+                    break None;
+                };
+                match ns.joins(&joined.host_config) {
+                    Some(next) => name = next.to_owned(),
+                    None => break Some(ns.mode(&joined.host_config).to_owned()),
+                }
+            };
+            if let Some(mode) = mode {
+                out.push(Joined {
+                    ns,
+                    container: first.to_owned(),
+                    mode,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The engine's view of a container (a name or an ID); `None` when it has no such container.
+    async fn inspect(&self, name: &str) -> Result<Option<InspectedContainer>, GateRefusal> {
         let target = format!("/containers/{}/json", segment(name));
         let Some(body) = self
             .engine
@@ -327,8 +395,101 @@ impl SocketMountGate {
         else {
             return Ok(None);
         };
-        let container = mount::decode_container_inspect(&body)
-            .map_err(|e| GateRefusal::unverifiable(format!("the engine's container JSON: {e}")))?;
+        mount::decode_container_inspect(&body)
+            .map(Some)
+            .map_err(|e| GateRefusal::unverifiable(format!("the engine's container JSON: {e}")))
+    }
+
+    /// A container caller's use of an existing container (`start`, `exec`, `attach`): it gets
+    /// that container's power, so the profile judges the container as the engine stored it,
+    /// and an exec's own `--privileged`. ECI off: nothing is judged.
+    async fn check_use(
+        &self,
+        what: ContainerUse,
+        name: &str,
+        container: &InspectedContainer,
+        exec_privileged: bool,
+    ) -> Result<(), GateRefusal> {
+        let policy = self.snapshot();
+        if !policy.settings.eci_enabled {
+            return Ok(());
+        }
+        let breach = match policy.settings.policy.profile.exec_breach(exec_privileged) {
+            Some(b) => Some(b),
+            None => self
+                .stored_breaches(&policy, container)
+                .await?
+                .into_iter()
+                .next(),
+        };
+        match breach {
+            Some(b) => Err(GateRefusal::profile_use(
+                what,
+                name,
+                &b,
+                &policy.settings.location(),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// Everything the profile refuses in an existing container, for `explain --container`:
+    /// what a container caller may not start, exec in or attach to.
+    pub async fn explain_stored(
+        &self,
+        container: &InspectedContainer,
+    ) -> Result<Vec<Breach>, GateRefusal> {
+        self.stored_breaches(&self.snapshot(), container).await
+    }
+
+    async fn stored_breaches(
+        &self,
+        policy: &PolicySnapshot,
+        container: &InspectedContainer,
+    ) -> Result<Vec<Breach>, GateRefusal> {
+        let mut mounts = Vec::new();
+        for m in &container.mounts {
+            self.expand(m.clone(), &mut mounts).await?;
+        }
+        let origin = Origin::Stored {
+            cgroupns_host_default: self.info().await?.cgroup_version != "2",
+        };
+        self.profile_breaches(
+            policy,
+            Some(&container.host_config),
+            &mounts,
+            &container.cgroup_parent,
+            origin,
+        )
+        .await
+    }
+
+    /// `exec` and `attach` from a container caller: judged by [`Self::check_use`] on one
+    /// inspect. Returns the ID the request must be forwarded by, so a rename in between cannot
+    /// swap containers; `None`: no such container (the engine answers 404 itself).
+    pub async fn admit_use(
+        &self,
+        what: ContainerUse,
+        name: &str,
+        exec_privileged: bool,
+    ) -> Result<Option<ContainerId>, GateRefusal> {
+        let Some(container) = self.inspect(name).await? else {
+            return Ok(None);
+        };
+        let id = ContainerId::parse(&container.id).ok_or_else(|| {
+            GateRefusal::unverifiable(format!("the engine's container ID {:?}", container.id))
+        })?;
+        self.check_use(what, name, &container, exec_privileged)
+            .await?;
+        Ok(Some(id))
+    }
+
+    /// Judges a container (a name or an ID) from the engine's view of it, without acting on
+    /// the verdict (`explain`). `None` when the engine has no such container.
+    pub async fn judge(&self, name: &str) -> Result<Option<Judgement>, GateRefusal> {
+        let Some(container) = self.inspect(name).await? else {
+            return Ok(None);
+        };
         let outcome = match self.check_parent(&container.cgroup_parent).await {
             Ok(()) => self.judge_mounts(&container).await,
             Err(refusal) => Err(refusal),
@@ -343,11 +504,17 @@ impl SocketMountGate {
     /// container (the engine answers 404 itself).
     pub async fn admit_start(
         &self,
+        caller: &CallerKind,
         name: &str,
     ) -> Result<Option<(ContainerId, GatePass)>, GateRefusal> {
         let Some(judgement) = self.judge(name).await? else {
             return Ok(None);
         };
+        // A container caller gets the started container's power: the profile judges it.
+        if let CallerKind::Container(_) = caller {
+            self.check_use(ContainerUse::Start, name, &judgement.container, false)
+                .await?;
+        }
         let id = ContainerId::parse(&judgement.container.id).ok_or_else(|| {
             GateRefusal::unverifiable(format!(
                 "the engine's container ID {:?}",
@@ -574,16 +741,7 @@ impl SocketMountGate {
                 });
             }
             MountSpec::VolumesFrom { container } => {
-                let target = format!("/containers/{}/json", segment(&container));
-                if let Some(body) = self
-                    .engine
-                    .get(&target)
-                    .await
-                    .map_err(GateRefusal::unverifiable)?
-                {
-                    let inspected = mount::decode_container_inspect(&body).map_err(|e| {
-                        GateRefusal::unverifiable(format!("container {container}: {e}"))
-                    })?;
+                if let Some(inspected) = self.inspect(&container).await? {
                     // Its `.Mounts` already hold what it got from its own VolumesFrom.
                     for inner in inspected.mounts {
                         if !matches!(inner, MountSpec::VolumesFrom { .. }) {

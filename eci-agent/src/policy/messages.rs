@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use super::profile::{Breach, Namespace};
+use super::profile::{Breach, ContainerUse, Namespace};
 
 /// `enhanced container isolation: docker command "<raw target>" is blocked; …`
 ///
@@ -33,6 +33,23 @@ pub fn socket_mount_denied(image_name: &str, settings_location: &str) -> String 
 /// `enhanced container isolation: privileged containers are not allowed for containers that use
 /// the docker socket; if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in …`
 pub fn profile_refused(breach: &Breach, settings_location: &str) -> String {
+    profile_text("", breach, settings_location)
+}
+
+/// The profile's refusal of a container caller's use of an existing container, naming it:
+/// `enhanced container isolation: starting container "web": privileged containers are not
+/// allowed for containers that use the docker socket; if you wish to allow it, set …`
+pub fn profile_refused_use(
+    what: ContainerUse,
+    container: &str,
+    breach: &Breach,
+    settings_location: &str,
+) -> String {
+    let context = format!("{} container {container:?}: ", what.doing());
+    profile_text(&context, breach, settings_location)
+}
+
+fn profile_text(context: &str, breach: &Breach, settings_location: &str) -> String {
     let option = profile_option(breach);
     let verb = if profile_option_is_plural(breach) {
         "are"
@@ -40,7 +57,7 @@ pub fn profile_refused(breach: &Breach, settings_location: &str) -> String {
         "is"
     };
     format!(
-        "enhanced container isolation: {option} {verb} not allowed for containers that use the docker socket; if you wish to allow it, set eciAgent.containerProfile.{field} in {settings_location}",
+        "enhanced container isolation: {context}{option} {verb} not allowed for containers that use the docker socket; if you wish to allow it, set eciAgent.containerProfile.{field} in {settings_location}",
         field = breach.relax_field()
     )
 }
@@ -50,14 +67,16 @@ pub fn profile_option(breach: &Breach) -> String {
     match breach {
         Breach::Privileged => "privileged containers".into(),
         Breach::HostNamespace(ns) => {
-            let (what, flag) = match ns {
-                Namespace::Pid => ("PID", "--pid=host"),
-                Namespace::Ipc => ("IPC", "--ipc=host"),
-                Namespace::Cgroup => ("cgroup", "--cgroupns=host"),
-                Namespace::User => ("user", "--userns=host"),
-            };
-            format!("containers in the host's {what} namespace ({flag})")
+            let (what, flag) = namespace_names(*ns);
+            format!("containers in the host's {what} namespace (--{flag}=host)")
         }
+        Breach::JoinedNamespace { ns, container } => {
+            let (what, flag) = namespace_names(*ns);
+            format!(
+                "joining the host's {what} namespace through container {container:?} (--{flag}=container:{container})"
+            )
+        }
+        Breach::PrivilegedExec => "privileged processes (docker exec --privileged)".into(),
         Breach::Capability(cap) if cap == "ALL" => "all capabilities (--cap-add ALL)".into(),
         Breach::Capability(cap) => format!(
             "the capability {cap} (--cap-add {})",
@@ -93,10 +112,24 @@ pub fn profile_option(breach: &Breach) -> String {
     }
 }
 
+/// A namespace as the refusal names it, and its `docker run` flag.
+fn namespace_names(ns: Namespace) -> (&'static str, &'static str) {
+    match ns {
+        Namespace::Pid => ("PID", "pid"),
+        Namespace::Ipc => ("IPC", "ipc"),
+        Namespace::Cgroup => ("cgroup", "cgroupns"),
+        Namespace::User => ("user", "userns"),
+        Namespace::Network => ("network", "network"),
+    }
+}
+
 fn profile_option_is_plural(breach: &Breach) -> bool {
     !matches!(
         breach,
-        Breach::Capability(_) | Breach::CgroupParent(_) | Breach::HostFilesystemVolume { .. }
+        Breach::Capability(_)
+            | Breach::CgroupParent(_)
+            | Breach::HostFilesystemVolume { .. }
+            | Breach::JoinedNamespace { .. }
     )
 }
 
@@ -200,6 +233,12 @@ mod tests {
             Breach::HostNamespace(Namespace::Ipc),
             Breach::HostNamespace(Namespace::Cgroup),
             Breach::HostNamespace(Namespace::User),
+            Breach::HostNamespace(Namespace::Network),
+            Breach::JoinedNamespace {
+                ns: Namespace::Pid,
+                container: "x".into(),
+            },
+            Breach::PrivilegedExec,
             Breach::Capability("CAP_SYS_ADMIN".into()),
             Breach::Devices,
             Breach::DeviceCgroupRules,
@@ -235,6 +274,41 @@ mod tests {
             profile_refused(&Breach::Privileged, "/etc/eci/admin-settings.json"),
             "enhanced container isolation: privileged containers are not allowed for containers that use the docker socket; \
              if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in /etc/eci/admin-settings.json"
+        );
+    }
+
+    #[test]
+    fn use_of_a_container_names_it_and_the_option() {
+        assert_eq!(
+            profile_refused_use(
+                ContainerUse::Start,
+                "web",
+                &Breach::Privileged,
+                "/etc/eci/admin-settings.json"
+            ),
+            "enhanced container isolation: starting container \"web\": privileged containers are not allowed for containers that use the docker socket; \
+             if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in /etc/eci/admin-settings.json"
+        );
+        assert_eq!(
+            profile_refused_use(
+                ContainerUse::Exec,
+                "web",
+                &Breach::PrivilegedExec,
+                "/etc/eci/admin-settings.json"
+            ),
+            "enhanced container isolation: running a command in container \"web\": privileged processes (docker exec --privileged) are not allowed for containers that use the docker socket; \
+             if you wish to allow it, set eciAgent.containerProfile.allowPrivileged in /etc/eci/admin-settings.json"
+        );
+        assert_eq!(
+            profile_refused(
+                &Breach::JoinedNamespace {
+                    ns: Namespace::Network,
+                    container: "h".into()
+                },
+                "/etc/eci/admin-settings.json"
+            ),
+            "enhanced container isolation: joining the host's network namespace through container \"h\" (--network=container:h) is not allowed for containers that use the docker socket; \
+             if you wish to allow it, set eciAgent.containerProfile.allowHostNamespaces in /etc/eci/admin-settings.json"
         );
     }
 }

@@ -408,6 +408,19 @@ fn dec_mount(m: &mut MountBody, v: &GoJson) -> Res {
     })
 }
 
+/// `POST /containers/{name}/exec`: whether it asks for a privileged process (Go's rules, as
+/// for a create body).
+pub fn decode_exec_privileged(body: &[u8]) -> Result<bool, BodyError> {
+    let root: GoJson =
+        serde_json::from_slice(body).map_err(|e| BodyError::Syntax(e.to_string()))?;
+    let mut privileged = false;
+    dec_struct(&root, "(body)", |k, v| match k {
+        "PRIVILEGED" => dec_bool(&mut privileged, v, "Privileged"),
+        _ => Ok(()),
+    })?;
+    Ok(privileged)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Mount specs
 
@@ -549,6 +562,9 @@ pub struct InspectedContainer {
     /// `.Mounts`, which already includes what `VolumesFrom` brought in. Volumes carry
     /// `options: None`: the edge fills them from `GET /volumes/{name}`.
     pub mounts: Vec<MountSpec>,
+    /// `HostConfig` as the engine stored it (its defaults filled in), read with the create
+    /// body's rules: what the container-caller profile judges at start, exec and attach.
+    pub host_config: HostConfig,
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -617,6 +633,7 @@ pub fn decode_container_inspect(body: &[u8]) -> Result<InspectedContainer, BodyE
         })
         .collect();
     let state = j.state.unwrap_or_default();
+    let host_config = decode_create_body(body)?.host_config.unwrap_or_default();
     Ok(InspectedContainer {
         id: j.id,
         running: state.running,
@@ -625,6 +642,7 @@ pub fn decode_container_inspect(body: &[u8]) -> Result<InspectedContainer, BodyE
         image_id: j.image,
         config_image: j.config.map(|c| c.image).unwrap_or_default(),
         mounts,
+        host_config,
     })
 }
 
@@ -977,6 +995,24 @@ mod tests {
                 .image,
             "b"
         );
+    }
+
+    #[test]
+    fn exec_privileged_like_go() {
+        for (body, want) in [
+            (r#"{"Cmd":["true"]}"#, Ok(false)),
+            (r#"{"Privileged":true}"#, Ok(true)),
+            (r#"{"privileged":true}"#, Ok(true)),
+            (r#"{"Privileged":true,"PRIVILEGED":null}"#, Ok(true)),
+            (r#"{"Privileged":true,"privileged":false}"#, Ok(false)),
+            (
+                r#"{"Privileged":"yes"}"#,
+                Err(BodyError::Type("Privileged")),
+            ),
+        ] {
+            assert_eq!(decode_exec_privileged(body.as_bytes()), want, "{body}");
+        }
+        assert!(decode_exec_privileged(b"").is_err());
     }
 
     #[test]

@@ -92,10 +92,19 @@ pub enum Namespace {
     Ipc,
     Cgroup,
     User,
+    /// The host's network namespace holds its abstract unix sockets and its loopback services
+    /// (an engine or containerd listening on 127.0.0.1); Docker Desktop's ECI refuses it too.
+    Network,
 }
 
 impl Namespace {
-    pub const ALL: [Self; 4] = [Self::Pid, Self::Ipc, Self::Cgroup, Self::User];
+    pub const ALL: [Self; 5] = [
+        Self::Pid,
+        Self::Ipc,
+        Self::Cgroup,
+        Self::User,
+        Self::Network,
+    ];
 
     /// The name in `allowHostNamespaces`.
     pub fn as_str(self) -> &'static str {
@@ -104,6 +113,7 @@ impl Namespace {
             Self::Ipc => "ipc",
             Self::Cgroup => "cgroup",
             Self::User => "user",
+            Self::Network => "network",
         }
     }
 
@@ -111,14 +121,72 @@ impl Namespace {
         Self::ALL.into_iter().find(|n| n.as_str() == s)
     }
 
-    fn mode(self, hc: &HostConfig) -> &str {
+    /// The request's mode for it (`host`, `private`, `container:X` …).
+    pub fn mode(self, hc: &HostConfig) -> &str {
         match self {
             Self::Pid => &hc.pid_mode,
             Self::Ipc => &hc.ipc_mode,
             Self::Cgroup => &hc.cgroupns_mode,
             Self::User => &hc.userns_mode,
+            Self::Network => &hc.network_mode,
         }
     }
+
+    /// The other container whose namespace `hc` joins (`container:X`; the engine lets only the
+    /// PID, IPC and network modes name one, and compares the prefix exactly).
+    pub fn joins(self, hc: &HostConfig) -> Option<&str> {
+        match self {
+            Self::Pid | Self::Ipc | Self::Network => self.mode(hc).strip_prefix("container:"),
+            Self::Cgroup | Self::User => None,
+        }
+    }
+}
+
+/// A namespace a request shares with another container (`--pid=container:X`): exactly as
+/// powerful as that container's own, so it is judged as that container's mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined {
+    pub ns: Namespace,
+    /// The container as the request names it.
+    pub container: String,
+    /// That container's mode for `ns` as the engine reports it, its own joins followed to the
+    /// end (`host`, `private`, `none` …).
+    pub mode: String,
+}
+
+/// What a container caller does with a container that exists already. Each gives it that
+/// container's power (a process inside it, or its PID 1's terminal), so each is judged by the
+/// profile on the engine's stored configuration of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ContainerUse {
+    /// `start` and `restart`.
+    Start,
+    /// `exec` (creating the exec process).
+    Exec,
+    /// `attach`, over HTTP or a websocket.
+    Attach,
+}
+
+impl ContainerUse {
+    /// As the refusal says it: `starting container "web"`.
+    pub fn doing(self) -> &'static str {
+        match self {
+            Self::Start => "starting",
+            Self::Exec => "running a command in",
+            Self::Attach => "attaching to",
+        }
+    }
+}
+
+/// Where the configuration judged comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A create body: what the request asks for, before the engine fills in its defaults.
+    Request,
+    /// The engine's stored configuration of an existing container, defaults filled in. On a
+    /// cgroup v1 engine the default cgroup namespace is the host's (`cgroupns_host_default`):
+    /// every plain container has it, one a container caller creates too, so it is no breach.
+    Stored { cgroupns_host_default: bool },
 }
 
 /// A confinement a container may ask to lift with `--security-opt`.
@@ -293,14 +361,21 @@ pub enum Breach {
     Unverifiable {
         mount: String,
     },
+    /// A host namespace reached by joining the container that has it (`--pid=container:X`).
+    JoinedNamespace {
+        ns: Namespace,
+        container: String,
+    },
+    /// `docker exec --privileged`: a process with every capability in any container.
+    PrivilegedExec,
 }
 
 impl Breach {
     /// A stable snake_case code, for metrics and the audit log.
     pub fn code(&self) -> &'static str {
         match self {
-            Self::Privileged => "profile_privileged",
-            Self::HostNamespace(_) => "profile_host_namespace",
+            Self::Privileged | Self::PrivilegedExec => "profile_privileged",
+            Self::HostNamespace(_) | Self::JoinedNamespace { .. } => "profile_host_namespace",
             Self::Capability(_) => "profile_capability",
             Self::Devices | Self::DeviceCgroupRules | Self::DeviceRequests => "profile_devices",
             Self::SeccompUnconfined
@@ -319,8 +394,8 @@ impl Breach {
     /// The settings field that relaxes it.
     pub fn relax_field(&self) -> &'static str {
         match self {
-            Self::Privileged => "allowPrivileged",
-            Self::HostNamespace(_) => "allowHostNamespaces",
+            Self::Privileged | Self::PrivilegedExec => "allowPrivileged",
+            Self::HostNamespace(_) | Self::JoinedNamespace { .. } => "allowHostNamespaces",
             Self::Capability(_) => "allowCapabilities",
             Self::Devices | Self::DeviceCgroupRules | Self::DeviceRequests => "allowDevices",
             Self::SeccompUnconfined
@@ -346,12 +421,15 @@ pub enum ParentPlacement {
     Outside(String),
 }
 
-/// What a create request asks for, decoded and expanded.
+/// What a create request asks for, decoded and expanded (or what an existing container has).
 pub struct CreateRequest<'a> {
     pub host_config: Option<&'a HostConfig>,
     /// The request's mounts with named volumes' options and `VolumesFrom` filled in.
     pub mounts: &'a [MountSpec],
     pub parent: ParentPlacement,
+    /// The namespaces it joins (`container:X`), resolved by the engine.
+    pub joined: &'a [Joined],
+    pub origin: Origin,
 }
 
 /// The engine's default masked and read-only paths (moby `oci.DefaultSpec`): a request that
@@ -369,6 +447,20 @@ const DEFAULT_MASKED: &[&str] = &[
     "/proc/scsi",
     "/sys/firmware",
     "/sys/devices/virtual/powercap",
+];
+/// What every engine since 20.10 masks (the list has only grown since): the stored
+/// configuration of a plain container has at least these.
+const STORED_MASKED: &[&str] = &[
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
 ];
 const DEFAULT_READONLY: &[&str] = &[
     "/proc/bus",
@@ -395,6 +487,12 @@ impl ContainerProfile {
         }
     }
 
+    /// `docker exec`'s own option: `--privileged` gives the process every capability, whatever
+    /// the container has (which [`Self::breaches`] judges on its stored configuration).
+    pub fn exec_breach(&self, privileged: bool) -> Option<Breach> {
+        (privileged && !self.allow_privileged).then_some(Breach::PrivilegedExec)
+    }
+
     /// Every breach (for `explain --create`).
     pub fn breaches(
         &self,
@@ -404,7 +502,15 @@ impl ContainerProfile {
     ) -> Vec<Breach> {
         let mut out = Vec::new();
         if let Some(hc) = req.host_config {
-            self.host_config_breaches(hc, &mut out);
+            self.host_config_breaches(hc, req.origin, &mut out);
+        }
+        for j in req.joined {
+            if j.mode == "host" && !self.allow_host_namespaces.contains(&j.ns) {
+                out.push(Breach::JoinedNamespace {
+                    ns: j.ns,
+                    container: j.container.clone(),
+                });
+            }
         }
         if let ParentPlacement::Outside(p) = &req.parent
             && !self.allow_any_cgroup_parent
@@ -421,13 +527,19 @@ impl ContainerProfile {
         out
     }
 
-    fn host_config_breaches(&self, hc: &HostConfig, out: &mut Vec<Breach>) {
+    fn host_config_breaches(&self, hc: &HostConfig, origin: Origin, out: &mut Vec<Breach>) {
         if hc.privileged && !self.allow_privileged {
             out.push(Breach::Privileged);
         }
         for ns in Namespace::ALL {
+            let engine_default = ns == Namespace::Cgroup
+                && origin
+                    == Origin::Stored {
+                        cgroupns_host_default: true,
+                    };
             // The engine compares exactly (`PidMode.IsHost`: `== "host"`).
-            if ns.mode(hc) == "host" && !self.allow_host_namespaces.contains(&ns) {
+            if ns.mode(hc) == "host" && !engine_default && !self.allow_host_namespaces.contains(&ns)
+            {
                 out.push(Breach::HostNamespace(ns));
             }
         }
@@ -453,6 +565,11 @@ impl ContainerProfile {
             }
         }
         let allow = |c| self.allow_unconfined.contains(&c);
+        // The engine stores `label=disable` itself for a privileged container or one in the
+        // host's PID or IPC namespace (moby `generateSecurityOpt`): those options are judged
+        // on their own.
+        let engine_label = matches!(origin, Origin::Stored { .. })
+            && (hc.privileged || hc.pid_mode == "host" || hc.ipc_mode == "host");
         for opt in hc.security_opt.items() {
             let b = match security_opt(opt) {
                 Some(("seccomp", v)) if !allow(Confinement::Seccomp) => match v {
@@ -463,6 +580,7 @@ impl ContainerProfile {
                 Some(("apparmor", "unconfined")) if !allow(Confinement::AppArmor) => {
                     Some(Breach::AppArmorUnconfined)
                 }
+                Some(("label", "disable")) if engine_label => None,
                 Some(("label", v)) if !allow(Confinement::Label) => {
                     // SELinux's unconfined domains are as good as no label at all.
                     (v == "disable" || v == "type:spc_t" || v == "type:unconfined_t")
@@ -483,9 +601,11 @@ impl ContainerProfile {
                         .iter()
                         .all(|d| list.items().iter().any(|p| clean_path(p) == *d))
             };
-            if unmasks(&hc.masked_paths, DEFAULT_MASKED)
-                || unmasks(&hc.readonly_paths, DEFAULT_READONLY)
-            {
+            let masked = match origin {
+                Origin::Request => DEFAULT_MASKED,
+                Origin::Stored { .. } => STORED_MASKED,
+            };
+            if unmasks(&hc.masked_paths, masked) || unmasks(&hc.readonly_paths, DEFAULT_READONLY) {
                 out.push(Breach::SystemPathsUnconfined);
             }
         }
@@ -792,6 +912,8 @@ mod tests {
                 host_config: b.host_config.as_ref(),
                 mounts: &mounts,
                 parent: ParentPlacement::ContainerParent,
+                joined: &[],
+                origin: Origin::Request,
             },
             &layout(),
             &host(),
@@ -823,6 +945,12 @@ mod tests {
             ),
             (r#""PidMode":"Host""#, None),
             (r#""PidMode":"container:abc""#, None),
+            (
+                r#""NetworkMode":"host""#,
+                Some(Breach::HostNamespace(Namespace::Network)),
+            ),
+            (r#""NetworkMode":"container:abc""#, None),
+            (r#""NetworkMode":"none""#, None),
             (
                 r#""IpcMode":"host""#,
                 Some(Breach::HostNamespace(Namespace::Ipc)),
@@ -1071,6 +1199,8 @@ mod tests {
             host_config: b.host_config.as_ref(),
             mounts: &mounts,
             parent: ParentPlacement::Outside("/elsewhere".into()),
+            joined: &[],
+            origin: Origin::Request,
         };
         let all = strict.breaches(&req, &layout(), &host());
         assert_eq!(all.len(), 17, "{all:#?}");
@@ -1091,7 +1221,9 @@ mod tests {
                 &CreateRequest {
                     host_config: b.host_config.as_ref(),
                     mounts: &mounts,
-                    parent: ParentPlacement::ContainerParent
+                    parent: ParentPlacement::ContainerParent,
+                    joined: &[],
+                    origin: Origin::Request,
                 },
                 &extra,
                 &host()
@@ -1113,5 +1245,160 @@ mod tests {
         for c in REFUSED_CAPABILITIES {
             assert!(KNOWN_CAPABILITIES.contains(c), "{c}");
         }
+    }
+
+    #[test]
+    fn joining_a_host_namespace_container_is_joining_the_host() {
+        let strict = ContainerProfile::default();
+        let b = decode_create_body(
+            hc(r#""PidMode":"container:h","NetworkMode":"container:n""#).as_bytes(),
+        )
+        .unwrap();
+        let hc = b.host_config.as_ref().unwrap();
+        assert_eq!(Namespace::Pid.joins(hc), Some("h"));
+        assert_eq!(Namespace::Network.joins(hc), Some("n"));
+        assert_eq!(Namespace::Ipc.joins(hc), None);
+        assert_eq!(Namespace::Cgroup.joins(hc), None);
+        let joined = |ns, container: &str, mode: &str| Joined {
+            ns,
+            container: container.into(),
+            mode: mode.into(),
+        };
+        let judge = |p: &ContainerProfile, joined: &[Joined]| {
+            p.breaches(
+                &CreateRequest {
+                    host_config: Some(hc),
+                    mounts: &[],
+                    parent: ParentPlacement::ContainerParent,
+                    joined,
+                    origin: Origin::Request,
+                },
+                &layout(),
+                &host(),
+            )
+        };
+        assert_eq!(
+            judge(
+                &strict,
+                &[
+                    joined(Namespace::Pid, "h", "host"),
+                    joined(Namespace::Network, "n", "host")
+                ]
+            ),
+            [
+                Breach::JoinedNamespace {
+                    ns: Namespace::Pid,
+                    container: "h".into()
+                },
+                Breach::JoinedNamespace {
+                    ns: Namespace::Network,
+                    container: "n".into()
+                }
+            ]
+        );
+        // An ordinary container's namespaces are no host power.
+        assert!(
+            judge(
+                &strict,
+                &[
+                    joined(Namespace::Pid, "h", ""),
+                    joined(Namespace::Network, "n", "none")
+                ]
+            )
+            .is_empty()
+        );
+        // Relaxed like the host namespace itself.
+        let pid_ok = ContainerProfile {
+            allow_host_namespaces: vec![Namespace::Pid],
+            ..ContainerProfile::default()
+        };
+        assert_eq!(judge(&pid_ok, &[joined(Namespace::Pid, "h", "host")]), []);
+    }
+
+    #[test]
+    fn a_stored_configuration_is_judged_with_the_engines_defaults() {
+        let strict = ContainerProfile::default();
+        // What a 20.10 engine on cgroup v1 stores for a plain container.
+        let plain = hc(
+            r#""CgroupnsMode":"host","IpcMode":"private","NetworkMode":"none",
+            "MaskedPaths":["/proc/asound","/proc/acpi","/proc/kcore","/proc/keys","/proc/latency_stats",
+              "/proc/timer_list","/proc/timer_stats","/proc/sched_debug","/proc/scsi","/sys/firmware"],
+            "ReadonlyPaths":["/proc/bus","/proc/fs","/proc/irq","/proc/sys","/proc/sysrq-trigger"]"#,
+        );
+        let b = decode_create_body(plain.as_bytes()).unwrap();
+        let judge = |origin| {
+            strict.breaches(
+                &CreateRequest {
+                    host_config: b.host_config.as_ref(),
+                    mounts: &[],
+                    parent: ParentPlacement::ContainerParent,
+                    joined: &[],
+                    origin,
+                },
+                &layout(),
+                &host(),
+            )
+        };
+        assert_eq!(
+            judge(Origin::Stored {
+                cgroupns_host_default: true
+            }),
+            []
+        );
+        // On a cgroup v2 engine the host's cgroup namespace was asked for.
+        assert_eq!(
+            judge(Origin::Stored {
+                cgroupns_host_default: false
+            }),
+            [Breach::HostNamespace(Namespace::Cgroup)]
+        );
+        // `label=disable` is the engine's own for a container in the host's PID namespace.
+        let pid_host = hc(r#""PidMode":"host","SecurityOpt":["label=disable"]"#);
+        let b2 = decode_create_body(pid_host.as_bytes()).unwrap();
+        let judged = |origin| {
+            strict.breaches(
+                &CreateRequest {
+                    host_config: b2.host_config.as_ref(),
+                    mounts: &[],
+                    parent: ParentPlacement::ContainerParent,
+                    joined: &[],
+                    origin,
+                },
+                &layout(),
+                &host(),
+            )
+        };
+        assert_eq!(
+            judged(Origin::Stored {
+                cgroupns_host_default: true
+            }),
+            [Breach::HostNamespace(Namespace::Pid)]
+        );
+        assert_eq!(
+            judged(Origin::Request),
+            [Breach::HostNamespace(Namespace::Pid), Breach::LabelDisabled]
+        );
+        // Asked for in a create body, the short list unmasks what today's engines mask.
+        assert_eq!(
+            judge(Origin::Request),
+            [
+                Breach::HostNamespace(Namespace::Cgroup),
+                Breach::SystemPathsUnconfined
+            ]
+        );
+    }
+
+    #[test]
+    fn exec_privileged_is_refused_unless_privileged_is_allowed() {
+        assert_eq!(
+            ContainerProfile::default().exec_breach(true),
+            Some(Breach::PrivilegedExec)
+        );
+        assert_eq!(ContainerProfile::default().exec_breach(false), None);
+        let relaxed = ContainerProfile {
+            allow_privileged: true,
+            ..ContainerProfile::default()
+        };
+        assert_eq!(relaxed.exec_breach(true), None);
     }
 }

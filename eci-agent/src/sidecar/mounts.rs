@@ -1,7 +1,9 @@
 //! Step 4b of the pipeline: the gate. `create` is judged on its body before the engine sees it;
 //! `start` and `restart` on the engine's own view of the container, by its image ID, and then
-//! forwarded by the ID that was judged. Container callers are served only while their container
-//! is allowed. The gate does the work (judge → table → kernel); this only asks and maps the
+//! forwarded by the ID that was judged. A container caller's `start`, `restart`, `exec` and
+//! `attach` of an existing container are judged by the container-caller profile on that
+//! container's stored configuration (it gets that container's power), and forwarded by ID too.
+//! Container callers are served only while their container is allowed. The gate does the work (judge → table → kernel); this only asks and maps the
 //! outcome onto the request.
 
 use bytes::Bytes;
@@ -17,6 +19,7 @@ use crate::{
     gate::{self, GatePass, GateRefusal, SocketMountGate},
     ids::{CallerKind, ContainerId},
     metrics::Metrics,
+    policy::{self, profile::ContainerUse},
 };
 
 /// Create bodies are a few KiB; the engine's own decoder has no limit, so be generous.
@@ -51,19 +54,127 @@ pub async fn check(
             Some(req),
         );
     }
-    match (method, route) {
-        ("POST", Some("/containers/create")) => create(gate, metrics, caller, req).await,
-        ("POST", Some("/containers/{name:.*}/start" | "/containers/{name:.*}/restart")) => {
-            let Some((name, action)) = path
-                .api_path
-                .strip_prefix("/containers/")
-                .and_then(|rest| rest.rsplit_once('/'))
-            else {
+    let container = matches!(caller, CallerKind::Container(_));
+    match judged(method, route) {
+        Some(Judged::Create) => create(gate, metrics, caller, req).await,
+        Some(Judged::Use(ContainerUse::Start)) => {
+            let Some((name, action)) = container_action(&path.api_path) else {
                 return Gated::Pass(req, None);
             };
-            start(gate, metrics, name, action, path, req).await
+            start(gate, metrics, caller, name, action, path, req).await
+        }
+        // A container caller gets the power of the container it runs a command in or attaches
+        // to: the profile judges it (the host's own requests are its business).
+        Some(Judged::Use(ContainerUse::Exec)) if container => exec(gate, path, req).await,
+        Some(Judged::Use(ContainerUse::Attach)) if container => {
+            let Some((name, action)) = container_action(&path.api_path) else {
+                return Gated::Pass(req, None);
+            };
+            admit_use(gate, ContainerUse::Attach, name, action, false, path, req).await
         }
         _ => Gated::Pass(req, None),
+    }
+}
+
+/// What the gate judges in a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judged {
+    /// The create body: the socket-mount gate, and the profile for container callers.
+    Create,
+    /// The container the request names: the socket-mount gate at start, and the profile on
+    /// what it has for container callers.
+    Use(ContainerUse),
+}
+
+/// The routes the gate judges, by method and route template (one table for the sidecar and
+/// `explain --request`).
+pub fn judged(method: &str, route: Option<&str>) -> Option<Judged> {
+    match (method, route?) {
+        ("POST", "/containers/create") => Some(Judged::Create),
+        ("POST", "/containers/{name:.*}/start" | "/containers/{name:.*}/restart") => {
+            Some(Judged::Use(ContainerUse::Start))
+        }
+        ("POST", "/containers/{name:.*}/exec") => Some(Judged::Use(ContainerUse::Exec)),
+        ("POST", "/containers/{name:.*}/attach") | ("GET", "/containers/{name:.*}/attach/ws") => {
+            Some(Judged::Use(ContainerUse::Attach))
+        }
+        _ => None,
+    }
+}
+
+/// `/containers/{name}/{action}` → (name, action), for the actions the gate judges.
+fn container_action(api_path: &str) -> Option<(&str, &'static str)> {
+    let rest = api_path.strip_prefix("/containers/")?;
+    ["attach/ws", "attach", "exec", "start", "restart"]
+        .into_iter()
+        .find_map(|action| {
+            let name = rest.strip_suffix(action)?.strip_suffix('/')?;
+            (!name.is_empty()).then_some((name, action))
+        })
+}
+
+async fn exec(gate: &SocketMountGate, path: &RoutePath, req: Request<ProxyBody>) -> Gated {
+    let Some((name, action)) = container_action(&path.api_path) else {
+        return Gated::Pass(req, None);
+    };
+    let (parts, body) = req.into_parts();
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refusal) => return refused(refusal, None),
+    };
+    let privileged = match policy::mount::decode_exec_privileged(&body) {
+        Ok(privileged) => privileged,
+        Err(e) => {
+            return refused(
+                GateRefusal::Unverifiable {
+                    message: format!(
+                        "enhanced container isolation: cannot read the exec configuration: {e}"
+                    ),
+                },
+                Some(Request::from_parts(parts, full(body))),
+            );
+        }
+    };
+    let req = Request::from_parts(parts, full(body));
+    admit_use(
+        gate,
+        ContainerUse::Exec,
+        name,
+        action,
+        privileged,
+        path,
+        req,
+    )
+    .await
+}
+
+/// Judges a container caller's use of container `name`, and forwards the request by the ID
+/// that was judged.
+async fn admit_use(
+    gate: &SocketMountGate,
+    what: ContainerUse,
+    name: &str,
+    action: &str,
+    exec_privileged: bool,
+    path: &RoutePath,
+    req: Request<ProxyBody>,
+) -> Gated {
+    match gate.admit_use(what, name, exec_privileged).await {
+        Ok(None) => Gated::Pass(req, None), // the engine answers 404 itself
+        Ok(Some(id)) => forward_by_id(req, path, &id, action, None),
+        Err(refusal) => refused(refusal, Some(req)),
+    }
+}
+
+/// Reads a request body the gate judges, up to [`MAX_CREATE_BODY`].
+async fn read_body(body: ProxyBody) -> Result<Bytes, GateRefusal> {
+    match Limited::new(body, MAX_CREATE_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err) => Err(GateRefusal::Unverifiable {
+            message: format!(
+                "enhanced container isolation: cannot read the container configuration: {err}"
+            ),
+        }),
     }
 }
 
@@ -74,18 +185,9 @@ async fn create(
     req: Request<ProxyBody>,
 ) -> Gated {
     let (parts, body) = req.into_parts();
-    let body: Bytes = match Limited::new(body, MAX_CREATE_BODY).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            return refused(
-                GateRefusal::Unverifiable {
-                    message: format!(
-                        "enhanced container isolation: cannot read the container configuration: {err}"
-                    ),
-                },
-                None,
-            );
-        }
+    let body = match read_body(body).await {
+        Ok(body) => body,
+        Err(refusal) => return refused(refusal, None),
     };
     let checked = gate.check_create(caller, &body).await;
     count(metrics, checked.as_ref());
@@ -102,36 +204,47 @@ async fn create(
 async fn start(
     gate: &SocketMountGate,
     metrics: &Metrics,
+    caller: &CallerKind,
     name: &str,
     action: &str,
     path: &RoutePath,
-    mut req: Request<ProxyBody>,
+    req: Request<ProxyBody>,
 ) -> Gated {
-    match gate.admit_start(name).await {
+    match gate.admit_start(caller, name).await {
         Ok(None) => Gated::Pass(req, None), // the engine answers 404 itself
         Ok(Some((id, pass))) => {
             count(metrics, Ok(&pass));
             log_pass("start", &pass);
-            // Forwarded by the ID that was judged: a rename in between cannot swap containers.
-            match by_id(req.uri(), path, &id, action) {
-                Some(uri) => {
-                    *req.uri_mut() = uri;
-                    Gated::Pass(req, Some(id))
-                }
-                None => refused(
-                    GateRefusal::Unverifiable {
-                        message:
-                            "enhanced container isolation: cannot address the container by its ID"
-                                .into(),
-                    },
-                    Some(req),
-                ),
-            }
+            let started = id.clone();
+            forward_by_id(req, path, &id, action, Some(started))
         }
         Err(refusal) => {
             count(metrics, Err(&refusal));
             refused(refusal, Some(req))
         }
+    }
+}
+
+/// Forwarded by the ID that was judged: a rename in between cannot swap containers.
+fn forward_by_id(
+    mut req: Request<ProxyBody>,
+    path: &RoutePath,
+    id: &ContainerId,
+    action: &str,
+    started: Option<ContainerId>,
+) -> Gated {
+    match by_id(req.uri(), path, id, action) {
+        Some(uri) => {
+            *req.uri_mut() = uri;
+            Gated::Pass(req, started)
+        }
+        None => refused(
+            GateRefusal::Unverifiable {
+                message: "enhanced container isolation: cannot address the container by its ID"
+                    .into(),
+            },
+            Some(req),
+        ),
     }
 }
 
@@ -181,6 +294,29 @@ fn refused(refusal: GateRefusal, req: Option<Request<ProxyBody>>) -> Gated {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_container_and_action_a_path_names() {
+        for (path, want) in [
+            ("/containers/web/start", Some(("web", "start"))),
+            ("/containers/web/restart", Some(("web", "restart"))),
+            ("/containers/web/exec", Some(("web", "exec"))),
+            ("/containers/web/attach", Some(("web", "attach"))),
+            ("/containers/web/attach/ws", Some(("web", "attach/ws"))),
+            ("/containers/a/b/exec", Some(("a/b", "exec"))),
+            ("/containers//exec", None),
+            ("/containers/web/kill", None),
+            ("/images/web/start", None),
+        ] {
+            assert_eq!(container_action(path), want, "{path}");
+        }
+        assert_eq!(
+            judged("GET", Some("/containers/{name:.*}/attach/ws")),
+            Some(Judged::Use(ContainerUse::Attach))
+        );
+        assert_eq!(judged("GET", Some("/containers/{name:.*}/json")), None);
+        assert_eq!(judged("POST", None), None);
+    }
 
     #[test]
     fn start_is_forwarded_by_id_with_version_and_query() {
