@@ -49,6 +49,11 @@ pub fn guest_agent(root: &Path) -> anyhow::Result<PathBuf> {
     static_bins(root, &["-p", "eci-agent", "--bin", "eci-agent"])
 }
 
+/// One static binary of `package` (to run inside a container, which has no libc of ours).
+pub fn static_bin(root: &Path, package: &str, bin: &str) -> anyhow::Result<PathBuf> {
+    Ok(static_bins(root, &["-p", package, "--bin", bin])?.join(bin))
+}
+
 /// Builds `selection` statically linked, returning their directory. An explicit --target keeps
 /// their RUSTFLAGS away from build scripts and the host build.
 fn static_bins(root: &Path, selection: &[&str]) -> anyhow::Result<PathBuf> {

@@ -17,6 +17,14 @@
 //!   `POST /containers/{id}/start` of a running container that mounts the socket (the engine
 //!   answers 304; the agent first inspects the container and judges its image).
 //!
+//! - the container-caller profile, CHECKS requests per way from a real container caller: the
+//!   same static binary (`CLIENT_BIN`, `policy-bench client …`) runs in a container of the
+//!   allowed image that holds the agent's socket and, for the baseline, the engine's own; it
+//!   sends `POST /containers/create` bodies that exercise the profile (a bind of a host
+//!   directory and of the socket, added capabilities, a shared PID namespace that the gate must
+//!   resolve, a security option) under the refused name, and the same body with `Privileged`,
+//!   which the profile refuses.
+//!
 //! Prints one JSON line: `{"cases": {"<case>": {"agent_ms": [...], "direct_ms": [...]}}}`.
 
 use std::{
@@ -40,7 +48,12 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
-const USAGE: &str = "usage: policy-bench AGENT_BIN RUNS CHECKS";
+const USAGE: &str =
+    "usage: policy-bench AGENT_BIN RUNS CHECKS CLIENT_BIN | policy-bench client CHECKS PLAN_JSON";
+
+/// Where the client finds the agent's socket and the engine's inside its container.
+const CLIENT_AGENT_SOCKET: &str = "/var/run/docker.sock";
+const CLIENT_ENGINE_SOCKET: &str = "/engine.sock";
 
 /// A name the engine refuses (`[a-zA-Z0-9][a-zA-Z0-9_.-]*`) once it has decoded and checked the
 /// configuration and looked the image up, before it creates anything.
@@ -85,7 +98,12 @@ impl Way {
 }
 
 fn run(args: &[String]) -> anyhow::Result<String> {
-    let [agent_bin, runs, checks] = args else {
+    if let [client, checks, plan] = args
+        && client == "client"
+    {
+        return run_client(checks, plan);
+    }
+    let [agent_bin, runs, checks, client_bin] = args else {
         bail!("{USAGE}");
     };
     let runs: usize = runs.parse().context("RUNS")?;
@@ -112,14 +130,19 @@ fn run(args: &[String]) -> anyhow::Result<String> {
         registry.addr
     );
 
-    let mut cases: BTreeMap<&str, Samples> = BTreeMap::new();
+    let mut cases: BTreeMap<String, Samples> = BTreeMap::new();
     docker_runs(&engine, &agent, &images, runs, &mut cases)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(gate_checks(&engine, &agent, &images, checks, &mut cases))?;
+    profile_checks(&engine, &agent, &images, checks, client_bin, &mut cases)?;
+    Ok(cases_json(cases))
+}
 
-    let json: BTreeMap<&str, serde_json::Value> = cases
+/// `{"cases": {"<case>": {"agent_ms": [...], "direct_ms": [...]}}}`.
+fn cases_json(cases: BTreeMap<String, Samples>) -> String {
+    let json: BTreeMap<String, serde_json::Value> = cases
         .into_iter()
         .map(|(name, s)| {
             (
@@ -128,7 +151,123 @@ fn run(args: &[String]) -> anyhow::Result<String> {
             )
         })
         .collect();
-    Ok(serde_json::json!({ "cases": json }).to_string())
+    serde_json::json!({ "cases": json }).to_string()
+}
+
+/// `policy-bench client CHECKS PLAN_JSON`, inside a container caller: times the plan through
+/// the agent's socket and straight to the engine's, and prints the samples.
+fn run_client(checks: &str, plan: &str) -> anyhow::Result<String> {
+    let checks: usize = checks.parse().context("CHECKS")?;
+    let plan: Vec<Check> = serde_json::from_str(plan).context("PLAN_JSON")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut cases = BTreeMap::new();
+    runtime.block_on(async {
+        let mut via_agent = Client::connect(Path::new(CLIENT_AGENT_SOCKET)).await?;
+        let mut direct = Client::connect(Path::new(CLIENT_ENGINE_SOCKET)).await?;
+        measure(&plan, &mut via_agent, &mut direct, checks, &mut cases).await
+    })?;
+    Ok(cases_json(cases))
+}
+
+/// The profile cases, timed by [`run_client`] in a container of the allowed image that holds
+/// the agent's socket (so the agent takes it for an allowed container caller) and the engine's.
+fn profile_checks(
+    engine: &Dockerd,
+    agent: &Agent,
+    images: &TestImages,
+    checks: usize,
+    client_bin: &str,
+    cases: &mut BTreeMap<String, Samples>,
+) -> anyhow::Result<()> {
+    let shared = running_container(agent, &images.allowed)?;
+    let data = engine.scratch("bench-data");
+    let body = |privileged: bool| {
+        serde_json::json!({
+            "Image": images.allowed,
+            "Cmd": ["true"],
+            "HostConfig": {
+                "Binds": [
+                    format!("{}:/var/run/docker.sock", agent.socket().display()),
+                    format!("{}:/data:ro", data.display()),
+                ],
+                "CapAdd": ["NET_ADMIN", "CHOWN"],
+                "CapDrop": ["MKNOD"],
+                "SecurityOpt": ["no-new-privileges"],
+                "PidMode": format!("container:{shared}"),
+                "IpcMode": "private",
+                "NetworkMode": "none",
+                "Privileged": privileged,
+            },
+        })
+        .to_string()
+    };
+    let path = format!("/containers/create?name={REFUSED_NAME}");
+    let refused_name = (400, "Invalid container name".to_owned());
+    let plan = vec![
+        Check {
+            case: "create_profile_allowed".into(),
+            path: path.clone(),
+            body: Some(body(false)),
+            agent: refused_name.clone(),
+            direct: refused_name.clone(),
+        },
+        Check {
+            case: "create_profile_refused".into(),
+            path,
+            body: Some(body(true)),
+            agent: (403, "privileged containers are not allowed".into()),
+            direct: refused_name,
+        },
+    ];
+    let out = engine
+        .docker()
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!(
+            "{}:{CLIENT_AGENT_SOCKET}",
+            agent.socket().display()
+        ))
+        .arg("-v")
+        .arg(format!(
+            "{}:{CLIENT_ENGINE_SOCKET}",
+            engine.socket().display()
+        ))
+        .arg("-v")
+        .arg(format!("{client_bin}:/policy-bench:ro"))
+        .args(["--entrypoint", "/policy-bench", &images.allowed, "client"])
+        .arg(checks.to_string())
+        .arg(serde_json::to_string(&plan)?)
+        .output()
+        .context("docker run the client")?;
+    if !out.status.success() {
+        bail!(
+            "the client in a container: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let line = String::from_utf8_lossy(&out.stdout);
+    let json: serde_json::Value =
+        serde_json::from_str(line.trim()).with_context(|| format!("the client said {line:?}"))?;
+    let measured = json["cases"]
+        .as_object()
+        .context("the client measured nothing")?;
+    let list = |v: &serde_json::Value| -> Vec<f64> {
+        v.as_array()
+            .map(|xs| xs.iter().filter_map(serde_json::Value::as_f64).collect())
+            .unwrap_or_default()
+    };
+    for (case, v) in measured {
+        cases.insert(
+            case.clone(),
+            Samples {
+                agent_ms: list(&v["agent_ms"]),
+                direct_ms: list(&v["direct_ms"]),
+            },
+        );
+    }
+    docker_on(engine, &["rm", "-f", &shared])?;
+    Ok(())
 }
 
 /// `docker run --rm --network none MOUNT IMAGE true` against `socket`; its output and duration.
@@ -148,7 +287,7 @@ fn docker_runs(
     agent: &Agent,
     images: &TestImages,
     runs: usize,
-    cases: &mut BTreeMap<&str, Samples>,
+    cases: &mut BTreeMap<String, Samples>,
 ) -> anyhow::Result<()> {
     let socket_mount = vec![
         "-v".to_owned(),
@@ -205,7 +344,7 @@ fn docker_runs(
                     }
                 }
                 if round > 0 {
-                    let samples = cases.entry(case).or_default();
+                    let samples = cases.entry((*case).to_owned()).or_default();
                     match way {
                         Way::Agent => samples.agent_ms.push(ms),
                         Way::Direct => samples.direct_ms.push(ms),
@@ -272,12 +411,60 @@ fn running_container(agent: &Agent, image: &str) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
 }
 
+/// One timed request: what is sent, and the answer each way must give (its status, and a
+/// phrase its body holds), so that what is timed is the answer this case measures.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Check {
+    case: String,
+    path: String,
+    body: Option<String>,
+    agent: (u16, String),
+    direct: (u16, String),
+}
+
+/// Times `plan`, CHECKS rounds after a few untimed ones, the two ways interleaved.
+async fn measure(
+    plan: &[Check],
+    via_agent: &mut Client,
+    direct: &mut Client,
+    checks: usize,
+    cases: &mut BTreeMap<String, Samples>,
+) -> anyhow::Result<()> {
+    let warmup = 3;
+    for round in 0..warmup + checks {
+        for c in plan {
+            for way in Way::both(round) {
+                let (client, (expected, says)) = match way {
+                    Way::Agent => (&mut *via_agent, &c.agent),
+                    Way::Direct => (&mut *direct, &c.direct),
+                };
+                let (status, answer, ms) = client.send(&c.path, c.body.as_deref()).await?;
+                let answer = String::from_utf8_lossy(&answer);
+                if status.as_u16() != *expected || !answer.contains(says.as_str()) {
+                    bail!(
+                        "{}: expected {expected} saying {says:?}, got {status}: {answer}",
+                        c.case
+                    );
+                }
+                if round >= warmup {
+                    let samples = cases.entry(c.case.clone()).or_default();
+                    match way {
+                        Way::Agent => samples.agent_ms.push(ms),
+                        Way::Direct => samples.direct_ms.push(ms),
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 async fn gate_checks(
     engine: &Dockerd,
     agent: &Agent,
     images: &TestImages,
     checks: usize,
-    cases: &mut BTreeMap<&str, Samples>,
+    cases: &mut BTreeMap<String, Samples>,
 ) -> anyhow::Result<()> {
     let bind = format!("{}:/var/run/docker.sock", agent.socket().display());
     let create_body = |image: &str, binds: &[&str]| {
@@ -292,86 +479,62 @@ async fn gate_checks(
     let allowed_id = running_container(agent, &images.allowed)?;
     let derived_id = running_container(agent, &images.derived)?;
     let start_path = |id: &str| format!("/containers/{id}/start");
-    // (case, path, body, expected status through the agent, and directly).
-    let plan: Vec<(&str, String, Option<String>, StatusCode, StatusCode)> = vec![
-        (
+    let name_refused = || (400, "Invalid container name".to_owned());
+    let check = |case: &str, path: &str, body: Option<String>, agent: (u16, String)| Check {
+        case: case.into(),
+        path: path.into(),
+        body,
+        agent,
+        direct: name_refused(),
+    };
+    let not_modified = || (304, String::new());
+    let plan = vec![
+        check(
             "create_check_allowed",
-            create_path.clone(),
+            &create_path,
             Some(create_body(&images.allowed, &[&bind])),
-            StatusCode::BAD_REQUEST,
-            StatusCode::BAD_REQUEST,
+            name_refused(),
         ),
-        (
+        check(
             "create_check_derived",
-            create_path.clone(),
+            &create_path,
             Some(create_body(&images.derived, &[&bind])),
-            StatusCode::BAD_REQUEST,
-            StatusCode::BAD_REQUEST,
+            name_refused(),
         ),
-        (
+        check(
             "create_check_refused",
-            create_path.clone(),
+            &create_path,
             Some(create_body(&images.unrelated, &[&bind])),
-            StatusCode::FORBIDDEN,
-            StatusCode::BAD_REQUEST,
+            (403, "docker socket mount denied".into()),
         ),
-        (
+        check(
             "create_no_mount",
-            create_path.clone(),
+            &create_path,
             Some(create_body(&images.unrelated, &[])),
-            StatusCode::BAD_REQUEST,
-            StatusCode::BAD_REQUEST,
+            name_refused(),
         ),
-        (
-            "start_check_allowed",
-            start_path(&allowed_id),
-            None,
-            StatusCode::NOT_MODIFIED,
-            StatusCode::NOT_MODIFIED,
-        ),
-        (
-            "start_check_derived",
-            start_path(&derived_id),
-            None,
-            StatusCode::NOT_MODIFIED,
-            StatusCode::NOT_MODIFIED,
-        ),
+        Check {
+            direct: not_modified(),
+            ..check(
+                "start_check_allowed",
+                &start_path(&allowed_id),
+                None,
+                not_modified(),
+            )
+        },
+        Check {
+            direct: not_modified(),
+            ..check(
+                "start_check_derived",
+                &start_path(&derived_id),
+                None,
+                not_modified(),
+            )
+        },
     ];
     let mut via_agent = Client::connect(agent.socket()).await?;
     let mut direct = Client::connect(engine.socket()).await?;
-    // A few untimed rounds first, as for the runs.
-    let warmup = 3;
-    for round in 0..warmup + checks {
-        for (case, path, body, agent_status, direct_status) in &plan {
-            for way in Way::both(round) {
-                let (client, expected) = match way {
-                    Way::Agent => (&mut via_agent, *agent_status),
-                    Way::Direct => (&mut direct, *direct_status),
-                };
-                let (status, answer, ms) = client.send(path, body.as_deref()).await?;
-                // The answer must be the one this case measures, not some other refusal.
-                let says = |text: &str| String::from_utf8_lossy(&answer).contains(text);
-                let right_answer = match status {
-                    StatusCode::BAD_REQUEST => says("Invalid container name"),
-                    StatusCode::FORBIDDEN => says("docker socket mount denied"),
-                    _ => true,
-                };
-                if status != expected || !right_answer {
-                    bail!(
-                        "{case}: expected {expected}, got {status}: {}",
-                        String::from_utf8_lossy(&answer)
-                    );
-                }
-                if round >= warmup {
-                    let samples = cases.entry(case).or_default();
-                    match way {
-                        Way::Agent => samples.agent_ms.push(ms),
-                        Way::Direct => samples.direct_ms.push(ms),
-                    }
-                }
-            }
-        }
-    }
+    measure(&plan, &mut via_agent, &mut direct, checks, cases).await?;
     for id in [allowed_id, derived_id] {
         docker_on(engine, &["rm", "-f", &id])?;
     }
@@ -392,5 +555,7 @@ mod tests {
     fn bad_arguments_are_errors() {
         assert!(run(&[]).is_err());
         assert!(run(&["bin".into(), "x".into(), "1".into()]).is_err());
+        assert!(run(&["bin".into(), "x".into(), "1".into(), "client".into()]).is_err());
+        assert!(run(&["client".into(), "1".into(), "not json".into()]).is_err());
     }
 }

@@ -13,6 +13,11 @@
 //!   image lookup, a start of a running container); the difference is the decision plus the
 //!   proxy hop, which `create_no_mount` (a create the gate clears at once) shows alone. The
 //!   target, under 5 ms added at p99, is on these.
+//! - `create_profile_*`: the same from a real container caller (policy-bench's static build
+//!   running in a container of the allowed image that holds the agent's socket), so the
+//!   container-caller profile judges each body too: binds of a host directory and the socket,
+//!   added capabilities, a PID namespace shared with a running container (one more inspect), a
+//!   security option; `_refused` adds `Privileged`, which the profile refuses.
 
 use std::{collections::BTreeMap, process::Command};
 
@@ -32,6 +37,8 @@ const CHECK_CASES: &[&str] = &[
     "create_no_mount",
     "start_check_allowed",
     "start_check_derived",
+    "create_profile_allowed",
+    "create_profile_refused",
 ];
 
 const ADDED_TARGET: Target = Target::added_at_most(5.0, "≤ 5 ms added at p99");
@@ -66,12 +73,14 @@ impl Section for ImagePolicySection {
         setup::build_tools()?;
         let agent = build::agent(cx.root)?;
         let bench = build::host_bin(cx.root, "eci-tests", "policy-bench")?;
+        let client = build::static_bin(cx.root, "eci-tests", "policy-bench")?;
         let plan = Plan::new(cx.quick);
         let out = exec::stdout(
             Command::new(&bench)
                 .arg(&agent)
                 .arg(plan.runs.to_string())
-                .arg(plan.checks.to_string()),
+                .arg(plan.checks.to_string())
+                .arg(&client),
         )?;
         let cases = parse(&out)?;
         let mut report = Report {
@@ -82,8 +91,9 @@ impl Section for ImagePolicySection {
             "image_policy.*: value through eci-agent, baseline straight to the engine (same \
              dockerd, same images, interleaved); run_*: {} `docker run --rm` per way and case \
              (p99 of so few is their maximum); *_check_* and create_no_mount: {} requests per way \
-             on one kept-alive connection; run_refused's baseline is the engine refusing a create \
-             itself",
+             on one kept-alive connection (create_profile_*: from a container caller, so the \
+             container-caller profile judges them too); run_refused's baseline is the engine \
+             refusing a create itself",
             plan.runs, plan.checks
         ));
         Ok(report)
