@@ -41,11 +41,12 @@ use crate::{
         image::{AllowedBy, AllowedDigests, ImageFacts},
         image_ref::AnyReference,
         messages::{self, ReasonCode},
-        mount::{self, HostConfig, InspectedContainer, MountSpec, MountVerdict, Reach, SocketGate},
+        mount::{self, MountVerdict, Reach, SocketGate},
         profile::{
             self, Breach, ContainerUse, CreateRequest, HostLayout, Joined, Namespace, Origin,
             ParentPlacement,
         },
+        wire::{self, HostConfig, InspectedContainer, MountSpec},
     },
     settings::PolicySnapshot,
 };
@@ -242,7 +243,7 @@ impl SocketMountGate {
         body: &[u8],
     ) -> Result<GatePass, GateRefusal> {
         let policy = self.snapshot();
-        let create = mount::decode_create_body(body)
+        let create = wire::decode_create_body(body)
             .map_err(|e| GateRefusal::unverifiable(format!("the container configuration: {e}")))?;
         // The cgroup is the container's identity, ECI on or off: never inside the agent, a
         // trusted cgroup or another container.
@@ -291,7 +292,7 @@ impl SocketMountGate {
     /// (the body's mounts expanded as at `create`).
     pub async fn explain_profile(&self, body: &[u8]) -> Result<Vec<Breach>, GateRefusal> {
         let policy = self.snapshot();
-        let create = mount::decode_create_body(body)
+        let create = wire::decode_create_body(body)
             .map_err(|e| GateRefusal::unverifiable(format!("the container configuration: {e}")))?;
         let mut mounts = Vec::new();
         for m in create.mounts() {
@@ -395,7 +396,7 @@ impl SocketMountGate {
         else {
             return Ok(None);
         };
-        mount::decode_container_inspect(&body)
+        wire::decode_container_inspect(&body)
             .map(Some)
             .map_err(|e| GateRefusal::unverifiable(format!("the engine's container JSON: {e}")))
     }

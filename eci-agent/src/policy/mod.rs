@@ -6,19 +6,28 @@
 //! - [`command`]: the commandList rules and the compiled allow/deny matcher.
 //! - [`route`]: the Engine API route table and the request classifier.
 //! - [`image`]: the image verdict for a container that mounts the socket.
-//! - [`mount`]: whether a container's mounts can reach a protected socket; create-body decoding.
+//! - [`path_clean`]: Go's `path.Clean`, the one copy (the sidecar routes with it too).
+//! - [`go_json`]: JSON decoded with Go's `encoding/json` rules, field by field.
+//! - [`wire`]: the Engine API bodies the gate reads (create, exec, inspect), decoded as the
+//!   engine decodes them, and the mounts they ask for.
+//! - [`mount`]: whether a container's mounts can reach a protected socket.
 //! - [`profile`]: the container-caller profile (what a socket holder may not create).
 //! - [`messages`]: the exact ECI refusal texts.
 #![forbid(unsafe_code)]
 
 pub mod command;
+#[cfg(test)]
+mod fake_host;
+pub mod go_json;
 pub mod image;
 pub mod image_ref;
 pub mod messages;
 pub mod mount;
+pub mod path_clean;
 pub mod profile;
 pub mod route;
 pub mod vocabulary;
+pub mod wire;
 
 pub use command::{CommandPolicy, CommandVerdict};
 pub use image::{DenyReason, ImagePolicy, Verdict};

@@ -6,12 +6,17 @@
 //! a cgroup outside the container parents, and mounts that reach the host's kernel interfaces,
 //! the engine's state or a host unix socket. Host callers are never judged by it.
 //!
-//! Pure: the create body is decoded by [`super::mount`], named volumes and `VolumesFrom` are
+//! Pure: the create body is decoded by [`super::wire`], named volumes and `VolumesFrom` are
 //! expanded by the gate, and host paths are resolved behind [`HostPaths`].
 
 use std::{collections::BTreeMap, path::Path};
 
-use super::mount::{HostConfig, HostPath, HostPaths, MountSpec, ProtectedSocket, clean_path};
+use super::{
+    go_json::GoSlice,
+    mount::{HostPath, HostPaths, ProtectedSocket},
+    path_clean::path_clean,
+    wire::{HostConfig, MountSpec},
+};
 
 /// Capabilities refused by default: each reaches the host kernel or other processes' memory
 /// from a container whose user namespace is the host's. `ALL` adds them all.
@@ -279,7 +284,7 @@ impl HostLayout {
         public_socket: Option<ProtectedSocket>,
     ) -> Self {
         let p = |path: &str, subtree, what| ProtectedPath {
-            path: clean_path(path),
+            path: path_clean(path),
             subtree,
             what,
         };
@@ -373,41 +378,35 @@ pub enum Breach {
 impl Breach {
     /// A stable snake_case code, for metrics and the audit log.
     pub fn code(&self) -> &'static str {
-        match self {
-            Self::Privileged | Self::PrivilegedExec => "profile_privileged",
-            Self::HostNamespace(_) | Self::JoinedNamespace { .. } => "profile_host_namespace",
-            Self::Capability(_) => "profile_capability",
-            Self::Devices | Self::DeviceCgroupRules | Self::DeviceRequests => "profile_devices",
-            Self::SeccompUnconfined
-            | Self::SeccompCustom
-            | Self::AppArmorUnconfined
-            | Self::LabelDisabled
-            | Self::SystemPathsUnconfined => "profile_unconfined",
-            Self::CgroupParent(_) => "profile_cgroup_parent",
-            Self::HostPath { .. }
-            | Self::HostSocket { .. }
-            | Self::HostFilesystemVolume { .. }
-            | Self::Unverifiable { .. } => "profile_host_path",
-        }
+        self.option().0
     }
 
     /// The settings field that relaxes it.
     pub fn relax_field(&self) -> &'static str {
+        self.option().1
+    }
+
+    /// The option it breaches: its reason code and the field that relaxes it.
+    fn option(&self) -> (&'static str, &'static str) {
         match self {
-            Self::Privileged | Self::PrivilegedExec => "allowPrivileged",
-            Self::HostNamespace(_) | Self::JoinedNamespace { .. } => "allowHostNamespaces",
-            Self::Capability(_) => "allowCapabilities",
-            Self::Devices | Self::DeviceCgroupRules | Self::DeviceRequests => "allowDevices",
+            Self::Privileged | Self::PrivilegedExec => ("profile_privileged", "allowPrivileged"),
+            Self::HostNamespace(_) | Self::JoinedNamespace { .. } => {
+                ("profile_host_namespace", "allowHostNamespaces")
+            }
+            Self::Capability(_) => ("profile_capability", "allowCapabilities"),
+            Self::Devices | Self::DeviceCgroupRules | Self::DeviceRequests => {
+                ("profile_devices", "allowDevices")
+            }
             Self::SeccompUnconfined
             | Self::SeccompCustom
             | Self::AppArmorUnconfined
             | Self::LabelDisabled
-            | Self::SystemPathsUnconfined => "allowUnconfined",
-            Self::CgroupParent(_) => "allowAnyCgroupParent",
+            | Self::SystemPathsUnconfined => ("profile_unconfined", "allowUnconfined"),
+            Self::CgroupParent(_) => ("profile_cgroup_parent", "allowAnyCgroupParent"),
             Self::HostPath { .. }
             | Self::HostSocket { .. }
             | Self::HostFilesystemVolume { .. }
-            | Self::Unverifiable { .. } => "allowHostPaths",
+            | Self::Unverifiable { .. } => ("profile_host_path", "allowHostPaths"),
         }
     }
 }
@@ -433,34 +432,22 @@ pub struct CreateRequest<'a> {
 }
 
 /// The engine's default masked and read-only paths (moby `oci.DefaultSpec`): a request that
-/// sets either list without all of them unmasks part of the host's /proc or /sys.
-const DEFAULT_MASKED: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/interrupts",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
-    "/sys/devices/virtual/powercap",
-];
-/// What every engine since 20.10 masks (the list has only grown since): the stored
-/// configuration of a plain container has at least these.
-const STORED_MASKED: &[&str] = &[
-    "/proc/asound",
-    "/proc/acpi",
-    "/proc/kcore",
-    "/proc/keys",
-    "/proc/latency_stats",
-    "/proc/timer_list",
-    "/proc/timer_stats",
-    "/proc/sched_debug",
-    "/proc/scsi",
-    "/sys/firmware",
+/// sets either list without all of them unmasks part of the host's /proc or /sys. Each masked
+/// path says whether every engine since 20.10 masks it (the list has only grown since): the
+/// stored configuration of a plain container has at least those.
+const DEFAULT_MASKED: &[(&str, bool)] = &[
+    ("/proc/asound", true),
+    ("/proc/acpi", true),
+    ("/proc/interrupts", false),
+    ("/proc/kcore", true),
+    ("/proc/keys", true),
+    ("/proc/latency_stats", true),
+    ("/proc/timer_list", true),
+    ("/proc/timer_stats", true),
+    ("/proc/sched_debug", true),
+    ("/proc/scsi", true),
+    ("/sys/firmware", true),
+    ("/sys/devices/virtual/powercap", false),
 ];
 const DEFAULT_READONLY: &[&str] = &[
     "/proc/bus",
@@ -595,17 +582,19 @@ impl ContainerProfile {
             }
         }
         if !allow(Confinement::SystemPaths) {
-            let unmasks = |list: &super::mount::GoSlice<String>, defaults: &[&str]| {
+            let unmasks = |list: &GoSlice<String>, defaults: &[&str]| {
                 list.is_set()
                     && !defaults
                         .iter()
-                        .all(|d| list.items().iter().any(|p| clean_path(p) == *d))
+                        .all(|d| list.items().iter().any(|p| path_clean(p) == *d))
             };
-            let masked = match origin {
-                Origin::Request => DEFAULT_MASKED,
-                Origin::Stored { .. } => STORED_MASKED,
-            };
-            if unmasks(&hc.masked_paths, masked) || unmasks(&hc.readonly_paths, DEFAULT_READONLY) {
+            let stored = matches!(origin, Origin::Stored { .. });
+            let masked: Vec<&str> = DEFAULT_MASKED
+                .iter()
+                .filter(|(_, since_20_10)| *since_20_10 || !stored)
+                .map(|(p, _)| *p)
+                .collect();
+            if unmasks(&hc.masked_paths, &masked) || unmasks(&hc.readonly_paths, DEFAULT_READONLY) {
                 out.push(Breach::SystemPathsUnconfined);
             }
         }
@@ -657,9 +646,9 @@ impl ContainerProfile {
         });
         if binds {
             let device = if device.starts_with('/') {
-                clean_path(device)
+                path_clean(device)
             } else {
-                clean_path(&format!("/{device}"))
+                path_clean(&format!("/{device}"))
             };
             return self.path_breach(&device, layout, host);
         }
@@ -684,7 +673,7 @@ impl ContainerProfile {
         layout: &HostLayout,
         host: &dyn HostPaths,
     ) -> Option<Breach> {
-        let source = clean_path(source);
+        let source = path_clean(source);
         let resolved = host.resolve(Path::new(&source));
         let real = match &resolved {
             HostPath::Exists { real, .. } => Some(real.to_string_lossy().into_owned()),
@@ -769,125 +758,72 @@ fn security_opt(opt: &str) -> Option<(&str, &str)> {
 
 /// The effective profile, as `eci-agent check` prints it.
 pub fn render(profile: &ContainerProfile) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
     let refused_or = |allowed: bool| if allowed { "allowed" } else { "refused" };
-    let _ = writeln!(
-        out,
-        "container-caller profile (eciAgent.containerProfile; applies to requests from containers):"
-    );
-    let _ = writeln!(
-        out,
-        "  privileged: {}",
-        refused_or(profile.allow_privileged)
-    );
+    let mut lines: Vec<(String, String)> = vec![(
+        "privileged".into(),
+        refused_or(profile.allow_privileged).into(),
+    )];
     for ns in Namespace::ALL {
-        let _ = writeln!(
-            out,
-            "  host {} namespace: {}",
-            ns.as_str(),
-            refused_or(profile.allow_host_namespaces.contains(&ns))
-        );
+        lines.push((
+            format!("host {} namespace", ns.as_str()),
+            refused_or(profile.allow_host_namespaces.contains(&ns)).into(),
+        ));
     }
     let allowed_all = profile.allow_capabilities.iter().any(|c| c == "ALL");
     let refused: Vec<&str> = std::iter::once("ALL")
         .chain(REFUSED_CAPABILITIES.iter().copied())
         .filter(|c| !allowed_all && !profile.allow_capabilities.iter().any(|a| a == c))
         .collect();
-    let _ = writeln!(
-        out,
-        "  capabilities refused: {}",
+    lines.push((
+        "capabilities refused".into(),
         if refused.is_empty() {
             "none".to_owned()
         } else {
             refused.join(", ")
-        }
-    );
-    let _ = writeln!(
-        out,
-        "  devices, device cgroup rules, device requests: {}",
-        refused_or(profile.allow_devices)
-    );
+        },
+    ));
+    lines.push((
+        "devices, device cgroup rules, device requests".into(),
+        refused_or(profile.allow_devices).into(),
+    ));
     for c in Confinement::ALL {
-        let _ = writeln!(
-            out,
-            "  {}=unconfined: {}",
-            c.as_str(),
-            refused_or(profile.allow_unconfined.contains(&c))
-        );
+        lines.push((
+            format!("{}=unconfined", c.as_str()),
+            refused_or(profile.allow_unconfined.contains(&c)).into(),
+        ));
     }
-    let _ = writeln!(
-        out,
-        "  cgroup parent outside the container parents: {}",
-        refused_or(profile.allow_any_cgroup_parent)
-    );
-    let _ = writeln!(
-        out,
-        "  host paths refused: /, /proc, /sys (incl. /sys/fs/cgroup, /sys/fs/bpf), /dev, the engine's data and exec roots, containerd, D-Bus, systemd, the eci-agent's state, every host unix socket but the public one{}",
-        if profile.protected_paths.is_empty() {
-            String::new()
-        } else {
-            format!(", {}", profile.protected_paths.join(", "))
-        }
-    );
+    lines.push((
+        "cgroup parent outside the container parents".into(),
+        refused_or(profile.allow_any_cgroup_parent).into(),
+    ));
+    let mut refused_paths = "/, /proc, /sys (incl. /sys/fs/cgroup, /sys/fs/bpf), /dev, the engine's data and exec roots, containerd, D-Bus, systemd, the eci-agent's state, every host unix socket but the public one".to_owned();
+    for p in &profile.protected_paths {
+        refused_paths.push_str(", ");
+        refused_paths.push_str(p);
+    }
+    lines.push(("host paths refused".into(), refused_paths));
     if !profile.allow_host_paths.is_empty() {
-        let _ = writeln!(
-            out,
-            "  host paths allowed: {}",
-            profile.allow_host_paths.join(", ")
-        );
+        lines.push((
+            "host paths allowed".into(),
+            profile.allow_host_paths.join(", "),
+        ));
+    }
+    let mut out = String::from(
+        "container-caller profile (eciAgent.containerProfile; applies to requests from containers):\n",
+    );
+    for (key, value) in lines {
+        out.push_str(&format!("  {key}: {value}\n"));
     }
     out
 }
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
-    use crate::policy::mount::decode_create_body;
-
-    /// `/var/run` → `/run`; `/run/docker.sock` is the public socket (ino 42),
-    /// `/run/containerd/containerd.sock` and `/srv/app.sock` are other sockets,
-    /// `/tmp/rootlink` → `/`.
-    struct FakeHost(HashMap<&'static str, HostPath>);
+    use crate::policy::{fake_host::FakeHost, wire::decode_create_body};
 
     fn host() -> FakeHost {
-        let e = |real: &str, ino, socket| HostPath::Exists {
-            real: real.into(),
-            dev: 1,
-            ino,
-            socket,
-        };
-        FakeHost(HashMap::from([
-            ("/", e("/", 2, false)),
-            ("/run", e("/run", 3, false)),
-            ("/var", e("/var", 4, false)),
-            ("/var/run", e("/run", 3, false)),
-            ("/var/run/docker", e("/run/docker", 5, false)),
-            ("/run/docker", e("/run/docker", 5, false)),
-            ("/run/docker.sock", e("/run/docker.sock", 42, true)),
-            ("/var/run/docker.sock", e("/run/docker.sock", 42, true)),
-            (
-                "/run/containerd/containerd.sock",
-                e("/run/containerd/containerd.sock", 43, true),
-            ),
-            ("/srv/app.sock", e("/srv/app.sock", 44, true)),
-            ("/srv/data", e("/srv/data", 7, false)),
-            ("/tmp/rootlink", e("/", 2, false)),
-            ("/var/lib", e("/var/lib", 8, false)),
-            ("/var/lib/docker", e("/var/lib/docker", 9, false)),
-            ("/locked", HostPath::Unknown),
-        ]))
-    }
-
-    impl HostPaths for FakeHost {
-        fn resolve(&self, path: &Path) -> HostPath {
-            self.0
-                .get(path.to_str().unwrap_or(""))
-                .cloned()
-                .unwrap_or(HostPath::Missing)
-        }
+        FakeHost::new()
     }
 
     fn layout() -> HostLayout {
@@ -1247,35 +1183,44 @@ mod tests {
         }
     }
 
+    /// Every breach of `body`'s HostConfig, with these joins, from this origin.
+    fn breaches_of(
+        p: &ContainerProfile,
+        body: &str,
+        joined: &[Joined],
+        origin: Origin,
+    ) -> Vec<Breach> {
+        let b = decode_create_body(body.as_bytes()).unwrap();
+        p.breaches(
+            &CreateRequest {
+                host_config: b.host_config.as_ref(),
+                mounts: &[],
+                parent: ParentPlacement::ContainerParent,
+                joined,
+                origin,
+            },
+            &layout(),
+            &host(),
+        )
+    }
+
     #[test]
     fn joining_a_host_namespace_container_is_joining_the_host() {
         let strict = ContainerProfile::default();
-        let b = decode_create_body(
-            hc(r#""PidMode":"container:h","NetworkMode":"container:n""#).as_bytes(),
-        )
-        .unwrap();
-        let hc = b.host_config.as_ref().unwrap();
-        assert_eq!(Namespace::Pid.joins(hc), Some("h"));
-        assert_eq!(Namespace::Network.joins(hc), Some("n"));
-        assert_eq!(Namespace::Ipc.joins(hc), None);
-        assert_eq!(Namespace::Cgroup.joins(hc), None);
+        let body = hc(r#""PidMode":"container:h","NetworkMode":"container:n""#);
+        let b = decode_create_body(body.as_bytes()).unwrap();
+        let config = b.host_config.as_ref().unwrap();
+        assert_eq!(Namespace::Pid.joins(config), Some("h"));
+        assert_eq!(Namespace::Network.joins(config), Some("n"));
+        assert_eq!(Namespace::Ipc.joins(config), None);
+        assert_eq!(Namespace::Cgroup.joins(config), None);
         let joined = |ns, container: &str, mode: &str| Joined {
             ns,
             container: container.into(),
             mode: mode.into(),
         };
         let judge = |p: &ContainerProfile, joined: &[Joined]| {
-            p.breaches(
-                &CreateRequest {
-                    host_config: Some(hc),
-                    mounts: &[],
-                    parent: ParentPlacement::ContainerParent,
-                    joined,
-                    origin: Origin::Request,
-                },
-                &layout(),
-                &host(),
-            )
+            breaches_of(p, &body, joined, Origin::Request)
         };
         assert_eq!(
             judge(
@@ -1318,6 +1263,12 @@ mod tests {
     #[test]
     fn a_stored_configuration_is_judged_with_the_engines_defaults() {
         let strict = ContainerProfile::default();
+        let v1 = Origin::Stored {
+            cgroupns_host_default: true,
+        };
+        let v2 = Origin::Stored {
+            cgroupns_host_default: false,
+        };
         // What a 20.10 engine on cgroup v1 stores for a plain container.
         let plain = hc(
             r#""CgroupnsMode":"host","IpcMode":"private","NetworkMode":"none",
@@ -1325,62 +1276,26 @@ mod tests {
               "/proc/timer_list","/proc/timer_stats","/proc/sched_debug","/proc/scsi","/sys/firmware"],
             "ReadonlyPaths":["/proc/bus","/proc/fs","/proc/irq","/proc/sys","/proc/sysrq-trigger"]"#,
         );
-        let b = decode_create_body(plain.as_bytes()).unwrap();
-        let judge = |origin| {
-            strict.breaches(
-                &CreateRequest {
-                    host_config: b.host_config.as_ref(),
-                    mounts: &[],
-                    parent: ParentPlacement::ContainerParent,
-                    joined: &[],
-                    origin,
-                },
-                &layout(),
-                &host(),
-            )
-        };
-        assert_eq!(
-            judge(Origin::Stored {
-                cgroupns_host_default: true
-            }),
-            []
-        );
+        let judge = |body: &str, origin| breaches_of(&strict, body, &[], origin);
+        assert_eq!(judge(&plain, v1), []);
         // On a cgroup v2 engine the host's cgroup namespace was asked for.
         assert_eq!(
-            judge(Origin::Stored {
-                cgroupns_host_default: false
-            }),
+            judge(&plain, v2),
             [Breach::HostNamespace(Namespace::Cgroup)]
         );
         // `label=disable` is the engine's own for a container in the host's PID namespace.
         let pid_host = hc(r#""PidMode":"host","SecurityOpt":["label=disable"]"#);
-        let b2 = decode_create_body(pid_host.as_bytes()).unwrap();
-        let judged = |origin| {
-            strict.breaches(
-                &CreateRequest {
-                    host_config: b2.host_config.as_ref(),
-                    mounts: &[],
-                    parent: ParentPlacement::ContainerParent,
-                    joined: &[],
-                    origin,
-                },
-                &layout(),
-                &host(),
-            )
-        };
         assert_eq!(
-            judged(Origin::Stored {
-                cgroupns_host_default: true
-            }),
+            judge(&pid_host, v1),
             [Breach::HostNamespace(Namespace::Pid)]
         );
         assert_eq!(
-            judged(Origin::Request),
+            judge(&pid_host, Origin::Request),
             [Breach::HostNamespace(Namespace::Pid), Breach::LabelDisabled]
         );
         // Asked for in a create body, the short list unmasks what today's engines mask.
         assert_eq!(
-            judge(Origin::Request),
+            judge(&plain, Origin::Request),
             [
                 Breach::HostNamespace(Namespace::Cgroup),
                 Breach::SystemPathsUnconfined

@@ -522,7 +522,7 @@ fn parse_profile(cx: &mut Cx, v: &Value) -> ContainerProfile {
     ] {
         for (field, raw) in cx.strings(&join(PROFILE, name), obj.get(name)) {
             if raw.starts_with('/') {
-                dst.push(crate::policy::mount::clean_path(raw));
+                dst.push(crate::policy::path_clean::path_clean(raw));
             } else {
                 cx.error(field, Problem::NotAbsolute(raw.to_owned()));
             }

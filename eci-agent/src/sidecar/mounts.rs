@@ -122,7 +122,7 @@ async fn exec(gate: &SocketMountGate, path: &RoutePath, req: Request<ProxyBody>)
         Ok(body) => body,
         Err(refusal) => return refused(refusal, None),
     };
-    let privileged = match policy::mount::decode_exec_privileged(&body) {
+    let privileged = match policy::wire::decode_exec_privileged(&body) {
         Ok(privileged) => privileged,
         Err(e) => {
             return refused(

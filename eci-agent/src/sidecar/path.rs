@@ -10,6 +10,8 @@
 
 use std::borrow::Cow;
 
+use crate::policy::path_clean::path_clean;
+
 /// What the engine does with a request target's path.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnginePath {
@@ -132,28 +134,15 @@ fn is_clean(p: &str) -> bool {
     true
 }
 
-/// gorilla/mux `cleanPath`: Go's `path.Clean` on a rooted path, keeping a trailing slash.
+/// gorilla/mux `cleanPath`: Go's `path.Clean` on the path made rooted, keeping a trailing
+/// slash (but not doubling the root's).
 pub fn mux_clean(p: &str) -> String {
-    if p.is_empty() {
-        return "/".to_owned();
-    }
-    let mut segments: Vec<&str> = Vec::new();
-    for segment in p.split('/') {
-        match segment {
-            "" | "." => {}
-            ".." => {
-                segments.pop();
-            }
-            s => segments.push(s),
-        }
-    }
-    let mut clean = String::with_capacity(p.len() + 1);
-    for segment in &segments {
-        clean.push('/');
-        clean.push_str(segment);
-    }
-    // An empty result is the root; otherwise a trailing slash survives, as in gorilla.
-    if clean.is_empty() || p.ends_with('/') {
+    let mut clean = if p.starts_with('/') {
+        path_clean(p)
+    } else {
+        path_clean(&format!("/{p}"))
+    };
+    if p.ends_with('/') && clean != "/" {
         clean.push('/');
     }
     clean

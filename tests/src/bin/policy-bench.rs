@@ -221,8 +221,8 @@ fn profile_checks(
             direct: refused_name,
         },
     ];
-    let out = engine
-        .docker()
+    let mut client = engine.docker();
+    client
         .args(["run", "--rm", "--network", "none", "-v"])
         .arg(format!(
             "{}:{CLIENT_AGENT_SOCKET}",
@@ -237,16 +237,8 @@ fn profile_checks(
         .arg(format!("{client_bin}:/policy-bench:ro"))
         .args(["--entrypoint", "/policy-bench", &images.allowed, "client"])
         .arg(checks.to_string())
-        .arg(serde_json::to_string(&plan)?)
-        .output()
-        .context("docker run the client")?;
-    if !out.status.success() {
-        bail!(
-            "the client in a container: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let line = String::from_utf8_lossy(&out.stdout);
+        .arg(serde_json::to_string(&plan)?);
+    let line = stdout_of(&mut client, "the client in a container")?;
     let json: serde_json::Value =
         serde_json::from_str(line.trim()).with_context(|| format!("the client said {line:?}"))?;
     let measured = json["cases"]
@@ -395,20 +387,22 @@ impl Client {
 
 /// A container started through the agent from `image`, mounting the socket and idling.
 fn running_container(agent: &Agent, image: &str) -> anyhow::Result<String> {
-    let out = agent
-        .docker()
-        .args(["run", "-d", "--network", "none", "-v"])
+    let mut run = agent.docker();
+    run.args(["run", "-d", "--network", "none", "-v"])
         .arg(format!("{}:/var/run/docker.sock", agent.socket().display()))
-        .args([image, "sleep", "3600"])
-        .output()
-        .context("docker run -d")?;
+        .args([image, "sleep", "3600"]);
+    Ok(stdout_of(&mut run, &format!("docker run -d {image}"))?
+        .trim()
+        .to_owned())
+}
+
+/// Runs `cmd` to the end: its stdout, or an error with its stderr.
+fn stdout_of(cmd: &mut std::process::Command, what: &str) -> anyhow::Result<String> {
+    let out = cmd.output().with_context(|| what.to_owned())?;
     if !out.status.success() {
-        bail!(
-            "docker run -d {image}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{what}: {}", String::from_utf8_lossy(&out.stderr));
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// One timed request: what is sent, and the answer each way must give (its status, and a
