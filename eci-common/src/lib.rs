@@ -13,7 +13,7 @@
 //! | [`MAP_ADMISSION`] | hash | cgroup v2 id of a container parent → [`ADMIT_CHILDREN_DENIED`] | `kernel/maps.rs`, at start |
 //! | [`MAP_PROTECTED_DIRS`] | inode storage | directory inode → [`ProtectedDir`] | `kernel/maps.rs`, through an `O_PATH` fd of the directory of each protected socket |
 //! | [`MAP_PROTECTED_DIRS_INDEX`] | hash | [`InodeKey`] of a directory → [`ProtectedDirRecord`] | `kernel/maps.rs`, beside every directory tag |
-//! | [`MAP_GUARD`] | hash | [`guard_key`] (kind, id) of each map, program and link of ours, and [`GUARD_AGENT_KEY`] → the agent's cgroup id | `kernel/guard.rs`, at load |
+//! | [`MAP_GUARD`] | hash | [`guard_key`] (kind, id) of each map, program and link of ours, and [`GUARD_AGENT_KEY`] → the agent's cgroup id | `kernel/guard.rs`, at load; `cgroup_rmdir` clears the owner ([`GUARD_UNOWNED`]) |
 //! | [`MAP_GUARDED_DIRS`] | inode storage | pin directory inode → [`GUARDED_PIN_DIR`] | `kernel/guard.rs`, at load |
 //!
 //! Besides the maps, one read-only global, [`GLOBAL_OFFSETS`] ([`KernelOffsets`]), carries the
@@ -59,7 +59,8 @@ pub const MAP_PROTECTED_DIRS: &str = "ECI_PROTECTED_DIRS";
 pub const MAP_PROTECTED_DIRS_INDEX: &str = "ECI_PROTECTED_DIRS_IDX";
 /// Hash: [`guard_key`]`(kind, id)` → 0 for every map, program and link the agent loaded, and
 /// [`GUARD_AGENT_KEY`] → the agent's cgroup id. Only a process in that cgroup may get an fd of one
-/// of these objects (by id or by pin) — see eci-ebpf's `guard.rs`.
+/// of these objects (by id or by pin) — see eci-ebpf's `guard.rs`. When that cgroup is removed
+/// the owner becomes [`GUARD_UNOWNED`].
 pub const MAP_GUARD: &str = "ECI_GUARD";
 /// Inode storage: the pin directories (root, `maps`, `links`) → [`GUARDED_PIN_DIR`]. Only the
 /// agent's cgroup may unlink, rename or remove an entry there.
@@ -86,6 +87,10 @@ pub const GUARD_KIND_PROG: u32 = 2;
 pub const GUARD_KIND_LINK: u32 = 3;
 /// The [`MAP_GUARD`] key whose value is the agent's cgroup id.
 pub const GUARD_AGENT_KEY: u64 = guard_key(GUARD_KIND_AGENT, 0);
+/// The value of [`GUARD_AGENT_KEY`] once the agent's cgroup was removed (the `cgroup_rmdir`
+/// program writes it; no cgroup has id 0): until an agent records itself again, any caller that
+/// may change cgroups ([`CLASS_CGROUPS`], the cgroup2 root, PID 1) counts as the agent.
+pub const GUARD_UNOWNED: u64 = 0;
 /// [`MAP_GUARDED_DIRS`] value: a directory holding the agent's pins.
 pub const GUARDED_PIN_DIR: u32 = 1 << 0;
 

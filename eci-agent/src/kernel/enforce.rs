@@ -42,15 +42,21 @@ pub fn enforce(cfg: &KernelConfig) -> Result<Enforcer> {
 /// [`enforce`] with the agent's cgroup at `agent` (relative to the cgroup2 mount): under systemd
 /// a child of the unit's own cgroup (`systemd::agent_cgroup`).
 ///
-/// The agent enters its cgroup before anything is opened: once an earlier agent recorded its
-/// objects, its pins open only from that cgroup (`guard.rs`). Then this load is recorded as the
-/// agent's own.
+/// Who opens the pins matters (`guard.rs`): once an earlier agent recorded its objects, they open
+/// only from its cgroup, or, once that cgroup was removed (the guard is unowned), from any cgroup
+/// that may change cgroups. So when the agent's cgroup already exists (it may be the recorded
+/// owner) the agent enters it before anything is opened; when it is new (a new id, never the
+/// owner: under systemd a restarted unit's) the agent loads from where it was started (a trusted
+/// cgroup, or the root) and enters its cgroup after its verdict is written. Then this load is
+/// recorded as the agent's own.
 pub fn enforce_as(cfg: &KernelConfig, agent: &Path) -> Result<Enforcer> {
     let tree = CgroupTree::open(&cfg.cgroup_root)?;
     let existed = tree.dir(agent)?.exists();
     let before = super::cgroup::cgroup_of_pid(std::process::id()).ok();
     let own = tree.create(agent)?;
-    tree.move_pid(agent, std::process::id())?;
+    if existed {
+        tree.move_pid(agent, std::process::id())?;
+    }
     let mut enforcer = match load_defaults(cfg) {
         Ok(enforcer) => enforcer,
         Err(err) => {
@@ -66,13 +72,15 @@ pub fn enforce_as(cfg: &KernelConfig, agent: &Path) -> Result<Enforcer> {
             return Err(err);
         }
     };
+    // The verdict before the move: in a new cgroup, it is what lets the agent open its pins in
+    // `record` while the guard is unowned.
+    enter_agent_cgroup(cfg, &mut enforcer, agent)?;
     guard::record(
         &PinLayout::new(&cfg.pin_dir),
         own,
         &tree.dir(agent)?,
         &enforcer.attached,
     )?;
-    enter_agent_cgroup(cfg, &mut enforcer, agent)?;
     // The name first, so that an engine restarting right now is covered either way.
     enforcer.maps.protect_name(&cfg.engine, CLASS_ENGINE)?;
     enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;

@@ -5,7 +5,9 @@
 //! agent.
 //!
 //! Order matters: the agent joins its cgroup before it opens any pin (`enforce.rs`), because once
-//! an earlier agent recorded its objects, opening them from anywhere else is refused. The CLI's
+//! an earlier agent recorded its objects, opening them from anywhere else is refused — unless that
+//! cgroup was removed: then the guard is unowned until the next `record`, and any caller that may
+//! change cgroups may open them (the owner handoff of eci-ebpf's `guard.rs`). The CLI's
 //! `status` and `unload`, run from an admin shell, join the agent's cgroup the same way
 //! ([`join_agent_cgroup`]); a process that may not join it (a container: the cgroupfs hooks keep
 //! `cgroup.procs` of the agent's cgroup to the agent and trusted host cgroups) cannot act as the
@@ -127,9 +129,14 @@ fn stale(recorded: &[u64], ours: &BTreeSet<u64>) -> Vec<u64> {
 
 /// Moves this process into the agent's cgroup, so that it may open and remove the agent's pins
 /// (`status`, `unload`): the one the agent recorded beside the pins, else `agent_rel` (the agent's
-/// cgroup, relative to the mount) on the usual cgroup2 mounts. `Ok(None)` when there is none.
+/// cgroup, relative to the mount) on the usual cgroup2 mounts. `Ok(None)` when there is none, and
+/// when the recorded one was removed: the guard is then unowned (the kernel's `cgroup_rmdir`), and
+/// a caller that may change cgroups acts as the agent from where it is.
 pub fn join_agent_cgroup(pins: &PinLayout, agent_rel: &Path) -> Result<Option<PathBuf>> {
     if let Ok(dir) = fs::read_link(pins.agent_cgroup_record()) {
+        if !dir.is_dir() {
+            return Ok(None);
+        }
         let procs = dir.join("cgroup.procs");
         fs::write(&procs, std::process::id().to_string()).map_err(KernelError::io(
             "joining the agent's cgroup through",

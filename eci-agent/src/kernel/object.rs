@@ -21,7 +21,8 @@ pub struct Program {
 }
 
 /// The programs, in the order they are attached. The admission tracepoint comes first, so that no
-/// container cgroup is created without a deny between it and the others; `unix_stream_connect`
+/// container cgroup is created without a deny between it and the others, and the removal one next
+/// (it only drops verdicts of removed cgroups); `unix_stream_connect`
 /// (which judges connects and tags connected client sockets) before `file_receive` (which judges
 /// those sockets handed over). The two that
 /// tag sockets re-created at a protected path come next: until the agent writes the directory
@@ -31,6 +32,11 @@ pub const PROGRAMS: &[Program] = &[
     Program {
         symbol: "cgroup_mkdir",
         target: "cgroup_mkdir",
+        attach: Attach::BtfTracePoint,
+    },
+    Program {
+        symbol: "cgroup_rmdir",
+        target: "cgroup_rmdir",
         attach: Attach::BtfTracePoint,
     },
     Program {

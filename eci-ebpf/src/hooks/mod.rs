@@ -2,6 +2,7 @@ mod bpf;
 mod bpf_map;
 mod bpf_prog;
 mod cgroup_mkdir;
+mod cgroup_rmdir;
 mod d_instantiate;
 mod file_open;
 mod file_receive;

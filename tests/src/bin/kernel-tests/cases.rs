@@ -498,6 +498,11 @@ fn run(r: &mut Report) {
         },
     );
 
+    crate::lifecycle_cases::removed_cgroups_lose_their_verdicts(r, &mut maps);
+    let agent = crate::lifecycle_cases::restart_in_new_cgroup(
+        r, agent, &maps, &engine, &public, &unlisted, &allowed,
+    );
+
     r.case(
         "unload_removes_enforcement",
         (|| {

@@ -210,6 +210,11 @@ pub struct Agent {
 
 impl Agent {
     pub fn start(pin_dir: &Path, engine: &Path, public: &Path) -> Self {
+        Self::try_start(pin_dir, engine, public).unwrap_or_else(|err| panic!("{err}"))
+    }
+
+    /// [`Agent::start`] for a case that expects the agent may fail: the failure is the answer.
+    pub fn try_start(pin_dir: &Path, engine: &Path, public: &Path) -> Result<Self, String> {
         let mut child = in_root_cgroup(&mut Command::new(
             std::env::current_exe().expect("own path"),
         ))
@@ -217,24 +222,35 @@ impl Agent {
         .args([pin_dir, engine, public])
         .stdout(Stdio::piped())
         .spawn()
-        .expect("spawn the agent");
+        .map_err(|e| format!("spawn the agent: {e}"))?;
         let stdout = child.stdout.take().expect("agent stdout");
         let mut lines = BufReader::new(stdout).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut said = Vec::new();
         loop {
             match lines.next() {
                 Some(Ok(line)) if line == "agent: ready" => break,
-                Some(Ok(line)) => println!("{line}"),
-                _ => panic!("the agent exited before it was ready"),
+                Some(Ok(line)) => {
+                    println!("{line}");
+                    said.push(line);
+                }
+                _ => {
+                    let _ = child.wait();
+                    return Err(format!(
+                        "the agent exited before it was ready: {}",
+                        said.join(" | ")
+                    ));
+                }
             }
-            assert!(
-                Instant::now() < deadline,
-                "the agent was not ready within 60 s"
-            );
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err("the agent was not ready within 60 s".into());
+            }
         }
         // Keep echoing what the agent prints, so a failure shows its log.
         thread::spawn(move || lines.map_while(Result::ok).for_each(|l| println!("{l}")));
-        Self { child }
+        Ok(Self { child })
     }
 
     pub fn pid(&self) -> u32 {

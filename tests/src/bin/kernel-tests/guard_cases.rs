@@ -23,8 +23,9 @@ use crate::{
 
 /// The cgroup the agent runs in (`kernel::enforce::AGENT_CGROUP`).
 const AGENT: &str = "/eci-agent";
-/// Outside the agent's cgroup: an unlisted one, and the trusted root (trust is not ownership).
-const OUTSIDE: [&str; 2] = ["/t-unlisted", "/"];
+/// Outside the agent's cgroup: an unlisted one, the trusted root and a trusted cgroup (trust is
+/// not ownership, while the owner's cgroup exists).
+const OUTSIDE: [&str; 3] = ["/t-unlisted", "/", crate::fixture::TRUSTED];
 
 /// What a `bpf-ids` probe in the agent's cgroup says of the object pinned at `pin`.
 fn ids(pin: &Path) -> Result<(u32, u32), String> {

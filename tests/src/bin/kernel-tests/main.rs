@@ -14,6 +14,7 @@ mod cgroup_cases;
 mod fixture;
 mod gate_cases;
 mod guard_cases;
+mod lifecycle_cases;
 mod probe;
 
 use std::process::ExitCode;
