@@ -53,25 +53,23 @@ pub fn enforce_as(cfg: &KernelConfig, agent: &Path) -> Result<Enforcer> {
     let tree = CgroupTree::open(&cfg.cgroup_root)?;
     let existed = tree.dir(agent)?.exists();
     let before = super::cgroup::cgroup_of_pid(std::process::id()).ok();
-    let own = tree.create(agent)?;
-    if existed {
-        tree.move_pid(agent, std::process::id())?;
-    }
-    let mut enforcer = match load_defaults(cfg) {
+    let loaded = tree.create(agent).and_then(|_| {
+        if existed {
+            tree.move_pid(agent, std::process::id())?;
+        }
+        load_defaults(cfg)
+    });
+    let mut enforcer = match loaded {
         Ok(enforcer) => enforcer,
         Err(err) => {
             // Nothing is enforced, so the agent has no cgroup of its own to keep (`run
-            // --allow-no-lsm` goes on without the kernel): back where it was, and the cgroup
-            // it made removed, so a failed load leaves the host's tree as it found it.
-            if let Some(before) = before {
-                let _ = tree.move_pid(&before, std::process::id());
-                if !existed && let Ok(dir) = tree.dir(agent) {
-                    let _ = std::fs::remove_dir(dir);
-                }
-            }
+            // --allow-no-lsm` goes on without the kernel): back where it was, and its cgroup
+            // removed by the rule of [`leave_agent_cgroup`].
+            leave_agent_cgroup(cfg, &tree, agent, before.as_deref());
             return Err(err);
         }
     };
+    let own = tree.id(agent)?;
     // The verdict before the move: in a new cgroup, it is what lets the agent open its pins in
     // `record` while the guard is unowned.
     enter_agent_cgroup(cfg, &mut enforcer, agent)?;
@@ -85,6 +83,32 @@ pub fn enforce_as(cfg: &KernelConfig, agent: &Path) -> Result<Enforcer> {
     enforcer.maps.protect_name(&cfg.engine, CLASS_ENGINE)?;
     enforcer.maps.protect(&cfg.engine, CLASS_ENGINE)?;
     Ok(enforcer)
+}
+
+/// Moves this process back to `before` (where it was started) and removes the agent's cgroup
+/// `agent` if it is empty and nothing pinned names it ([`removable`]). Agents started side by side
+/// (tests, a crash loop) share the cgroup; each one that leaves tries, so the last one out removes
+/// it, whoever made it. Best effort: what is left is an empty cgroup, never a wrong verdict.
+fn leave_agent_cgroup(cfg: &KernelConfig, tree: &CgroupTree, agent: &Path, before: Option<&Path>) {
+    if let Some(before) = before {
+        let _ = tree.move_pid(before, std::process::id());
+    }
+    let Ok(dir) = tree.dir(agent) else {
+        return;
+    };
+    let recorded = std::fs::read_link(PinLayout::new(&cfg.pin_dir).agent_cgroup_record()).ok();
+    if removable(&dir, recorded.as_deref()) {
+        // The kernel refuses to remove a cgroup with processes or children (EBUSY), which is the
+        // emptiness check, without a race against an agent that just joined it.
+        let _ = std::fs::remove_dir(&dir);
+    }
+}
+
+/// Whether the agent's cgroup `dir` may go once empty: not while the pins record it as the
+/// agent's (`recorded`, the link beside them): the guard over them is that cgroup's, and a
+/// restarted agent adopts them from there.
+fn removable(dir: &Path, recorded: Option<&Path>) -> bool {
+    recorded != Some(dir)
 }
 
 /// Creates the agent's cgroup `agent`, gives it the only verdict that reaches the engine, and
@@ -148,4 +172,20 @@ pub fn load_defaults(cfg: &KernelConfig) -> Result<Enforcer> {
     }
     super::admission::deny_unadmitted(&tree, &mut enforcer.maps)?;
     Ok(enforcer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agent_cgroup_named_by_the_pins_stays() {
+        let dir = Path::new("/sys/fs/cgroup/eci-agent");
+        assert!(!removable(dir, Some(dir)));
+        assert!(removable(dir, None));
+        assert!(removable(
+            dir,
+            Some(Path::new("/sys/fs/cgroup/other/eci-agent"))
+        ));
+    }
 }
