@@ -19,6 +19,15 @@ pub struct KernelSection;
 /// The guest's workloads, what each one's figure is called and the target it has.
 const WORKLOADS: &[(&str, Option<Target>)] = &[
     (
+        "open_shallow",
+        Some(Target::at_most(1.01, "under 1% overhead")),
+    ),
+    ("open_write_shallow", None),
+    ("open_cgroupfs_read", None),
+    ("open_cgroupfs_write_protected", None),
+    ("bpf_map_lookup", None),
+    ("bpf_map_fd_by_id", None),
+    (
         "open_deep",
         Some(Target::at_most(1.01, "under 1% overhead")),
     ),
@@ -98,7 +107,7 @@ impl Section for KernelSection {
         report.notes.push(format!(
             "kernel.*: ns per operation in a QEMU guest ({}), value with the programs attached, \
              baseline without, medians of {rounds} alternating rounds; *_deep walk 26 \
-             directories, stat_shallow 2 (no program runs on open or stat); connect_unrelated \
+             directories, stat_shallow 2 (open_deep runs file_open's fast path, stat no program); connect_unrelated \
              and dgram_unrelated reach untagged sockets (unix_stream_connect, unix_may_send), \
              connect_protected_allowed the protected one from a trusted cgroup (the verdict \
              walk), and each connect's two new socket files pass d_instantiate; \
@@ -107,7 +116,14 @@ impl Section for KernelSection {
              protecting engine.sock (d_instantiate, inode_rename: the name compare); pass_fd \
              sends a plain file's fd with SCM_RIGHTS (file_receive); pipe_open_close makes a \
              pseudo file (d_instantiate, as for every socket or eventfd); cgroup_mkdir_rmdir \
-             makes and removes a cgroup (the cgroup_mkdir tracepoint)",
+             makes and removes a cgroup (the cgroup_mkdir and cgroup_rmdir tracepoints); \
+             open_shallow opens and closes an ordinary file read-only (file_open's fast path: \
+             the file mode), open_write_shallow for writing (the file system's magic), \
+             open_cgroupfs_read a cgroup's cgroup.procs read-only, \
+             open_cgroupfs_write_protected the bench's own trusted cgroup's for writing (the \
+             verdict walk and the writer check); bpf_map_lookup is one bpf(2) lookup on an \
+             unrelated map (the guard's bpf program), bpf_map_fd_by_id an fd of it by id (bpf \
+             and bpf_map: one hash lookup)",
             cx.accel
         ));
         Ok(report)

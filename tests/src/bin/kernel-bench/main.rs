@@ -31,6 +31,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+mod bpfmap;
+
 use anyhow::{Context as _, bail};
 use eci_agent::kernel::{
     PinLayout,
@@ -114,12 +116,70 @@ impl Drop for Remove {
     }
 }
 
-/// Which program each workload exercises: `unix_stream_connect` the connects (and `d_instantiate`
-/// their sockets' files), `unix_may_send` the datagrams, `d_instantiate` the creates and pipes,
-/// `inode_rename` the renames, `file_receive` the passed fds, the `cgroup_mkdir` tracepoint the
-/// cgroups. Open and stat run none of them (the retired
-/// `inode_permission` ran on every path component they walk).
+/// Which program each workload exercises: `file_open` every open (its fast path leaves at the
+/// file mode for a read-only open, at the file system for a write open of an ordinary file; a
+/// write open of a cgroup's file walks to the nearest verdict and judges the writer),
+/// `unix_stream_connect` the connects (and `d_instantiate` their sockets' files), `unix_may_send`
+/// the datagrams, `d_instantiate` the creates and pipes, `inode_rename` the renames,
+/// `file_receive` the passed fds, the `cgroup_mkdir` and `cgroup_rmdir` tracepoints the cgroups,
+/// the guard's `bpf` every `bpf(2)` command and its `bpf_map` an fd of a map by id. Stat runs none
+/// (the retired `inode_permission` ran on every path component it walks).
 const WORKLOADS: &[Workload] = &[
+    // The open loop of issue 9's target: open and close an ordinary file, 2 levels down.
+    Workload {
+        name: "open_shallow",
+        ops: 20_000,
+        prepare: |p| {
+            let path = p.shallow_file.clone();
+            Ok(Box::new(move || fs::File::open(&path).map(drop)))
+        },
+    },
+    Workload {
+        name: "open_write_shallow",
+        ops: 20_000,
+        prepare: |p| {
+            let path = p.shallow_file.clone();
+            Ok(Box::new(move || {
+                fs::OpenOptions::new().write(true).open(&path).map(drop)
+            }))
+        },
+    },
+    Workload {
+        name: "open_cgroupfs_read",
+        ops: 20_000,
+        prepare: |p| {
+            let path = p.cgroup_parent.join("cgroup.procs");
+            Ok(Box::new(move || fs::File::open(&path).map(drop)))
+        },
+    },
+    // A write open of the bench's own (trusted, so protected) cgroup's `cgroup.procs`, nothing
+    // written: the slowest way through `file_open` that is allowed.
+    Workload {
+        name: "open_cgroupfs_write_protected",
+        ops: 10_000,
+        prepare: |_| {
+            let path = cgroup_dir(BENCH_CGROUP).join("cgroup.procs");
+            Ok(Box::new(move || {
+                fs::OpenOptions::new().write(true).open(&path).map(drop)
+            }))
+        },
+    },
+    Workload {
+        name: "bpf_map_lookup",
+        ops: 20_000,
+        prepare: |_| {
+            let map = bpfmap::Map::create()?;
+            Ok(Box::new(move || map.lookup()))
+        },
+    },
+    Workload {
+        name: "bpf_map_fd_by_id",
+        ops: 10_000,
+        prepare: |_| {
+            let map = bpfmap::Map::create()?;
+            Ok(Box::new(move || map.fd_by_id()))
+        },
+    },
     Workload {
         name: "open_deep",
         ops: 20_000,
