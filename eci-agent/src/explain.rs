@@ -194,7 +194,13 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
             "rule",
             decision.rule.as_ref().map_or_else(
                 || format!("none ({})", list_mode(settings)),
-                |r| format!("{r:?} in the commandList ({})", list_mode(settings)),
+                |r| {
+                    format!(
+                        "{:?} in the commandList ({})",
+                        r.to_string(),
+                        list_mode(settings)
+                    )
+                },
             ),
         )
         .fact("reason", decision.reason);
@@ -207,7 +213,7 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
             };
             e = e.fact(
                 if allowed { "granted by" } else { "blocked by" },
-                format!("{rule:?}: {why}"),
+                format!("{:?}: {why}", rule.to_string()),
             );
         } else if route.kind() == RouteKind::Closed && !allowed {
             e = e.fact(

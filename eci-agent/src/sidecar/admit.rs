@@ -4,7 +4,7 @@
 
 use crate::policy::{
     CommandPolicy, CommandVerdict,
-    command::{AllowReason, CommandDenyReason, RuleMatch},
+    command::{AllowReason, CommandDenyReason, Rule, RuleMatch},
     messages,
     route::{self, Route},
 };
@@ -62,8 +62,9 @@ pub struct Decision {
     pub route: Option<&'static str>,
     /// The command named by the deciding rule (or the route's primary command).
     pub command: Option<&'static str>,
-    /// The commandList entry that decided, if one did.
-    pub rule: Option<String>,
+    /// The commandList entry that decided, if one did (a copy of the compiled rule, so deciding
+    /// allocates nothing; it is spelled out only where it is written down).
+    pub rule: Option<Rule>,
     /// A stable snake_case reason.
     pub reason: &'static str,
 }
@@ -115,7 +116,7 @@ pub fn admit<G: CommandGate + ?Sized>(
         CallerKind::Container(_) => {
             let verdict = gate.commands().decide(method, route);
             let rule_match = |m: RuleMatch, decision: &mut Decision| {
-                decision.rule = Some(m.rule.to_string());
+                decision.rule = Some(m.rule);
                 decision.command = Some(m.command.name());
             };
             match verdict {
@@ -208,7 +209,10 @@ mod tests {
                     "enhanced container isolation: docker command \"/v1.41/images/myimage/push?tag=latest\" is blocked; \
                      if you wish to allow it, configure the docker socket command list in /etc/eci/admin-settings.json"
                 );
-                assert_eq!(decision.rule.as_deref(), Some("push"));
+                assert_eq!(
+                    decision.rule.map(|r| r.to_string()).as_deref(),
+                    Some("push")
+                );
             }
             other => panic!("{other:?}"),
         }

@@ -99,7 +99,7 @@ impl AuditLog {
             "route": decision.route,
             "command": decision.command,
             "verdict": verdict.as_str(),
-            "rule": decision.rule,
+            "rule": decision.rule.map(|r| r.to_string()),
             "reason": decision.reason,
         });
         self.write(&line);

@@ -344,14 +344,14 @@ async fn handle<G: CommandGate + ?Sized>(
     }
     if verdict == audit::Verdict::WouldDeny {
         tracing::warn!(pid = ?caller.pid, cgroup = ?caller.cgroup, %method, target = %raw_target.escape_debug(),
-            rule = ?decision.rule, reason = decision.reason, "dry run: request would be refused; forwarded");
+            rule = decision.rule.map(tracing::field::display), reason = decision.reason, "dry run: request would be refused; forwarded");
         refusal = None;
     }
 
     // 5. Respond or forward.
     if let Some(refusal) = refusal {
         tracing::info!(pid = ?caller.pid, cgroup = ?caller.cgroup, %method, target = %raw_target.escape_debug(),
-            rule = ?decision.rule, reason = decision.reason, "request refused");
+            rule = decision.rule.map(tracing::field::display), reason = decision.reason, "request refused");
         return if body_read {
             respond::refused(&refusal)
         } else {
