@@ -34,11 +34,14 @@ pub enum Gated {
     Refused(Refusal, &'static str, Option<Request<ProxyBody>>),
 }
 
-/// Runs the gate for one admitted request.
+/// Runs the gate for one admitted request. `revoked` is the caller's connection's revocation
+/// receiver, when the container was allowed as it connected (see [`still_allowed`]).
+#[allow(clippy::too_many_arguments)] // reason: the pipeline's state for one request, each used once
 pub async fn check(
     gate: &SocketMountGate,
     metrics: &Metrics,
     caller: &CallerKind,
+    revoked: Option<&tokio::sync::watch::Receiver<bool>>,
     method: &str,
     route: Option<&'static str>,
     path: &RoutePath,
@@ -46,7 +49,7 @@ pub async fn check(
 ) -> Gated {
     if let CallerKind::Container(id) = caller
         && gate.eci_enabled()
-        && !gate.table.is_allowed(id)
+        && !still_allowed(revoked, || gate.table.is_allowed(id))
     {
         return Gated::Refused(
             Refusal::ContainerNotAllowed,
@@ -73,6 +76,22 @@ pub async fn check(
             admit_use(gate, ContainerUse::Attach, name, action, false, path, req).await
         }
         _ => Gated::Pass(req, None),
+    }
+}
+
+/// Whether a container caller still has its allowance. A connection subscribed while the
+/// container was allowed holds the table's receiver, which turns true when the allowance goes
+/// (and whose sender is dropped when the entry is replaced or removed): reading it is one look
+/// under the channel's lock, where `in_table` hashes the 64-byte id under the table's lock on
+/// every request. Connections without one (not allowed when they connected, or a dry run) ask
+/// the table.
+fn still_allowed(
+    revoked: Option<&tokio::sync::watch::Receiver<bool>>,
+    in_table: impl FnOnce() -> bool,
+) -> bool {
+    match revoked {
+        Some(rx) => rx.has_changed().is_ok() && !*rx.borrow(),
+        None => in_table(),
     }
 }
 
@@ -294,6 +313,22 @@ fn refused(refusal: GateRefusal, req: Option<Request<ProxyBody>>) -> Gated {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connection_keeps_its_allowance_only_while_its_receiver_says_so() {
+        let no_table = || panic!("the table is asked only without a receiver");
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        assert!(still_allowed(Some(&rx), no_table));
+        tx.send_replace(true);
+        assert!(!still_allowed(Some(&rx), no_table));
+        // The table replaced (or removed) the entry: its sender went.
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        drop(tx);
+        assert!(!still_allowed(Some(&rx), no_table));
+        // Without a receiver the table decides.
+        assert!(still_allowed(None, || true));
+        assert!(!still_allowed(None, || false));
+    }
 
     #[test]
     fn the_container_and_action_a_path_names() {
