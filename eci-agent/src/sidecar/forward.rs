@@ -154,8 +154,15 @@ impl EngineLink {
             let mut client = TokioIo::new(client);
             let mut engine = TokioIo::new(engine);
             // copy_bidirectional shuts down each write side when the other side's read ends,
-            // which is how `docker run -i` tells the container that stdin is over.
-            let tunnel = tokio::io::copy_bidirectional(&mut client, &mut engine);
+            // which is how `docker run -i` tells the container that stdin is over. Buffers of
+            // TUNNEL_BUFFER rather than its 8 KiB: an attach or exec stream moves in 8× fewer
+            // reads and writes.
+            let tunnel = tokio::io::copy_bidirectional_with_sizes(
+                &mut client,
+                &mut engine,
+                TUNNEL_BUFFER,
+                TUNNEL_BUFFER,
+            );
             tokio::select! {
                 ended = tunnel => if let Err(err) = ended {
                     tracing::debug!(%err, "tunnel ended with an error");
@@ -174,6 +181,10 @@ impl EngineLink {
 /// build context, `docker cp` — into writes of that size, each waking the engine; larger
 /// writes cost the agent about a fifth less CPU per GiB uploaded (see the commit that set it).
 const ENGINE_SEND_BUFFER: usize = 1 << 20;
+
+/// Each direction's buffer in a tunnel (attach, exec, BuildKit sessions): 128 KiB per tunnel
+/// in all, which a host with hundreds of attached clients still affords.
+const TUNNEL_BUFFER: usize = 64 << 10;
 
 async fn connect(
     engine: &Path,
