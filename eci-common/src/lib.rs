@@ -15,6 +15,7 @@
 //! | [`MAP_PROTECTED_DIRS_INDEX`] | hash | [`InodeKey`] of a directory → [`ProtectedDirRecord`] | `kernel/maps.rs`, beside every directory tag |
 //! | [`MAP_GUARD`] | hash | [`guard_key`] (kind, id) of each map, program and link of ours, and [`GUARD_AGENT_KEY`] → the agent's cgroup id | `kernel/guard.rs`, at load; `cgroup_rmdir` clears the owner ([`GUARD_UNOWNED`]) |
 //! | [`MAP_GUARDED_DIRS`] | inode storage | pin directory inode → [`GUARDED_PIN_DIR`] | `kernel/guard.rs`, at load |
+//! | [`MAP_APPROVALS`] | hash | container id ([`ApprovalKey`]) → the [`CgroupVerdict`] its cgroup gets at creation | `kernel/maps.rs`: the gate, before forwarding `start` of an allowed container |
 //!
 //! Besides the maps, one read-only global, [`GLOBAL_OFFSETS`] ([`KernelOffsets`]), carries the
 //! kernel struct member offsets the loader found in the running kernel's BTF.
@@ -65,8 +66,15 @@ pub const MAP_GUARD: &str = "ECI_GUARD";
 /// Inode storage: the pin directories (root, `maps`, `links`) → [`GUARDED_PIN_DIR`]. Only the
 /// agent's cgroup may unlink, rename or remove an entry there.
 pub const MAP_GUARDED_DIRS: &str = "ECI_GUARD_DIRS";
+/// Hash: [`ApprovalKey`] (a container id, 64 lowercase hex digits) → [`CgroupVerdict`]. A cgroup
+/// created with that container's name under either driver (see [`container_id_of_cgroup_name`]),
+/// under any parent, gets this verdict the moment it is made (`cgroup_mkdir`) instead of the deny
+/// every other container-named cgroup gets: the gate approves an allowed container before it
+/// forwards `start`, so its first process already runs allowed, whoever makes the cgroup (runc
+/// under cgroupfs, systemd under the systemd driver).
+pub const MAP_APPROVALS: &str = "ECI_APPROVALS";
 /// Every map, in the order the loader pins them.
-pub const MAPS: [&str; 9] = [
+pub const MAPS: [&str; 10] = [
     MAP_PROTECTED,
     MAP_VERDICTS,
     MAP_EVENTS,
@@ -76,6 +84,7 @@ pub const MAPS: [&str; 9] = [
     MAP_PROTECTED_DIRS_INDEX,
     MAP_GUARD,
     MAP_GUARDED_DIRS,
+    MAP_APPROVALS,
 ];
 /// How many objects (maps, programs, links, plus the agent's key) [`MAP_GUARD`] holds.
 pub const MAX_GUARDED: u32 = 256;
@@ -99,6 +108,12 @@ pub const GUARDED_PIN_DIR: u32 = 1 << 0;
 pub const fn guard_key(kind: u32, id: u32) -> u64 {
     ((kind as u64) << 32) | id as u64
 }
+/// How many containers can be approved at once in [`MAP_APPROVALS`] (the allowed containers that
+/// exist; a full map refuses the start, it never lets one run unjudged).
+pub const MAX_APPROVALS: u32 = 4096;
+/// The key of [`MAP_APPROVALS`]: a container id as its 64 lowercase hex digits (the bytes of its
+/// cgroup name, so the program looks it up without converting).
+pub type ApprovalKey = [u8; CONTAINER_ID_LEN];
 /// How many container parents can be registered in [`MAP_ADMISSION`].
 pub const MAX_ADMISSION_PARENTS: u32 = 64;
 /// [`MAP_ADMISSION`] value: every new child cgroup of this parent starts with an explicit deny.
@@ -415,7 +430,40 @@ impl KernelOffsets {
 pub const CONTAINER_SCOPE_PREFIX: &[u8] = b"docker-";
 pub const CONTAINER_SCOPE_SUFFIX: &[u8] = b".scope";
 /// Length of a container scope name.
-pub const CONTAINER_SCOPE_LEN: usize = 7 + 64 + 6;
+pub const CONTAINER_SCOPE_LEN: usize = 7 + CONTAINER_ID_LEN + 6;
+
+/// The cgroup name Docker's cgroupfs driver gives a container: its id, 64 hex digits, under any
+/// parent (`--cgroup-parent` chooses the parent, never the name).
+pub const CONTAINER_ID_LEN: usize = 64;
+
+/// Whether `name` (a cgroup directory name, no NUL) is a container's under either driver: a
+/// 64-hex-digit id (cgroupfs) or `docker-<id>.scope` (systemd). Shared by the `cgroup_mkdir`
+/// program and the agent's start-up scan, so both deny the same cgroups.
+#[inline(always)]
+pub fn is_container_cgroup_name(name: &[u8]) -> bool {
+    container_id_of_cgroup_name(name).is_some()
+}
+
+/// The container id a container-named cgroup carries (see [`is_container_cgroup_name`]): the
+/// whole name under cgroupfs, the middle of `docker-<id>.scope` under systemd.
+#[inline(always)]
+pub fn container_id_of_cgroup_name(name: &[u8]) -> Option<&[u8]> {
+    if name.len() == CONTAINER_ID_LEN {
+        let mut i = 0;
+        while i < CONTAINER_ID_LEN {
+            if !name[i].is_ascii_hexdigit() {
+                return None;
+            }
+            i += 1;
+        }
+        return Some(name);
+    }
+    if is_container_scope(name) {
+        let start = CONTAINER_SCOPE_PREFIX.len();
+        return Some(&name[start..start + CONTAINER_ID_LEN]);
+    }
+    None
+}
 
 /// Whether `name` (a cgroup directory name, no NUL) is a container scope name.
 #[inline(always)]
@@ -587,7 +635,10 @@ mod user {
 
 #[cfg(test)]
 mod tests {
-    use super::{MAX_NAMES_PER_DIR, ProtectedDir, ProtectedName, is_container_scope};
+    use super::{
+        MAX_NAMES_PER_DIR, ProtectedDir, ProtectedName, container_id_of_cgroup_name,
+        is_container_cgroup_name, is_container_scope,
+    };
 
     #[test]
     fn protected_names() {
@@ -623,6 +674,31 @@ mod tests {
         }
         assert!(dir.remove(b"full"));
         assert!(dir.is_empty());
+    }
+
+    #[test]
+    fn container_cgroup_names_under_both_drivers() {
+        let id = "0123456789abcdef".repeat(4);
+        let scope = format!("docker-{id}.scope");
+        let cases: [(&str, Option<&str>); 9] = [
+            (&id, Some(&id)),
+            (&scope, Some(&id)),
+            (&id[1..], None),
+            (&format!("{id}0"), None),
+            (&format!("{}g", &id[1..]), None),
+            (&format!("docker-{id}.slice"), None),
+            ("system.slice", None),
+            ("", None),
+            (&format!("podman-{id}.scope"), None),
+        ];
+        for (name, want) in cases {
+            assert_eq!(
+                container_id_of_cgroup_name(name.as_bytes()),
+                want.map(str::as_bytes),
+                "{name}"
+            );
+            assert_eq!(is_container_cgroup_name(name.as_bytes()), want.is_some());
+        }
     }
 
     #[test]

@@ -5,8 +5,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use eci_common::{
-    CgroupVerdict, DenyEvent, EVENTS_BYTES, InodeKey, MAX_ADMISSION_PARENTS, MAX_GUARDED,
-    MAX_PROTECTED, MAX_PROTECTED_DIRS, MAX_VERDICTS, Protected, ProtectedDir, ProtectedDirRecord,
+    ApprovalKey, CgroupVerdict, DenyEvent, EVENTS_BYTES, InodeKey, MAX_ADMISSION_PARENTS,
+    MAX_APPROVALS, MAX_GUARDED, MAX_PROTECTED, MAX_PROTECTED_DIRS, MAX_VERDICTS, Protected,
+    ProtectedDir, ProtectedDirRecord,
 };
 
 #[btf_map(name = "ECI_PROTECTED")]
@@ -44,3 +45,9 @@ pub static GUARD: HashMap<u64, u64, { MAX_GUARDED as usize }> = HashMap::new();
 /// The pin directories (see `guard.rs`).
 #[btf_map(name = "ECI_GUARD_DIRS")]
 pub static GUARD_DIRS: InodeStorage<u32> = InodeStorage::new();
+
+/// Containers the gate approved before their start: container id → the verdict their cgroup gets
+/// at creation (`hooks/cgroup_mkdir.rs`).
+#[btf_map(name = "ECI_APPROVALS")]
+pub static APPROVALS: HashMap<ApprovalKey, CgroupVerdict, { MAX_APPROVALS as usize }> =
+    HashMap::new();

@@ -13,7 +13,7 @@ use aya::{
     programs::{BtfTracePoint, Lsm, links::FdLink},
 };
 use eci_common::{
-    GLOBAL_OFFSETS, MAP_ADMISSION, MAP_PROTECTED, MAP_PROTECTED_DIRS, MAP_PROTECTED_DIRS_INDEX,
+    GLOBAL_OFFSETS, MAP_ADMISSION, MAP_APPROVALS, MAP_PROTECTED, MAP_PROTECTED_DIRS, MAP_PROTECTED_DIRS_INDEX,
     MAP_PROTECTED_INDEX, MAP_VERDICTS, MAPS,
 };
 
@@ -149,6 +149,7 @@ impl Enforcer {
             take(&mut ebpf, MAP_ADMISSION)?,
             take(&mut ebpf, MAP_PROTECTED_DIRS)?,
             take(&mut ebpf, MAP_PROTECTED_DIRS_INDEX)?,
+            take(&mut ebpf, MAP_APPROVALS)?,
         )?;
         Ok(Self {
             maps,

@@ -8,6 +8,7 @@
 //!   (see eci-common); recorded in their own index with the directory's path, for `status`.
 //! - Verdicts: cgroup id → allowed classes.
 //! - Admission: container parents, whose new children the `cgroup_mkdir` program denies at birth.
+//! - Approvals: allowed containers by id, whose cgroups the `cgroup_mkdir` program allows at birth.
 
 use std::{
     ffi::{OsStr, OsString},
@@ -21,7 +22,8 @@ use std::{
 
 use aya::maps::{HashMap, InodeStorage, Map, MapData, MapError};
 use eci_common::{
-    ADMIT_CHILDREN_DENIED, CgroupVerdict, DIR_PATH_BYTES, InodeKey, MAP_ADMISSION, MAP_PROTECTED,
+    ADMIT_CHILDREN_DENIED, ApprovalKey, CONTAINER_ID_LEN, CgroupVerdict, DIR_PATH_BYTES, InodeKey,
+    MAP_ADMISSION, MAP_APPROVALS, MAP_PROTECTED,
     MAP_PROTECTED_DIRS, MAP_PROTECTED_DIRS_INDEX, MAP_PROTECTED_INDEX, MAP_VERDICTS,
     MAX_NAMES_PER_DIR, PROTECTED_NAME_MAX, Protected, ProtectedDir, ProtectedDirRecord,
     ProtectedName,
@@ -31,7 +33,7 @@ use super::{
     error::{KernelError, Result},
     pins::PinLayout,
 };
-use crate::ids::CgroupId;
+use crate::ids::{CgroupId, ContainerId};
 
 pub struct KernelMaps {
     protected: InodeStorage<MapData, Protected>,
@@ -40,6 +42,7 @@ pub struct KernelMaps {
     admission: HashMap<MapData, u64, u32>,
     dirs: InodeStorage<MapData, ProtectedDir>,
     dirs_index: HashMap<MapData, InodeKey, ProtectedDirRecord>,
+    approvals: HashMap<MapData, ApprovalKey, CgroupVerdict>,
 }
 
 /// A protected name as `status` shows it: where, and what the kernel holds there now.
@@ -59,6 +62,7 @@ impl KernelMaps {
         admission: Map,
         dirs: Map,
         dirs_index: Map,
+        approvals: Map,
     ) -> Result<Self> {
         let typed = |name: &'static str| KernelError::map(name, "taking with the expected type");
         Ok(Self {
@@ -70,6 +74,7 @@ impl KernelMaps {
             dirs_index: dirs_index
                 .try_into()
                 .map_err(typed(MAP_PROTECTED_DIRS_INDEX))?,
+            approvals: approvals.try_into().map_err(typed(MAP_APPROVALS))?,
         })
     }
 
@@ -90,6 +95,7 @@ impl KernelMaps {
             open(MAP_ADMISSION)?,
             open(MAP_PROTECTED_DIRS)?,
             open(MAP_PROTECTED_DIRS_INDEX)?,
+            open(MAP_APPROVALS)?,
         )
     }
 
@@ -331,6 +337,40 @@ impl KernelMaps {
         }
     }
 
+    /// Approves container `id`: a cgroup created from now on with its name (under either driver,
+    /// under any parent) gets `verdict` at creation (written by the `cgroup_mkdir` program).
+    pub fn set_approval(&mut self, id: &ContainerId, verdict: CgroupVerdict) -> Result<()> {
+        self.approvals
+            .insert(approval_key(id), verdict, 0)
+            .map_err(KernelError::map(
+                MAP_APPROVALS,
+                format!("approving container {id}"),
+            ))
+    }
+
+    /// Withdraws the approval of container `id` (not there: not an error).
+    pub fn remove_approval(&mut self, id: &ContainerId) -> Result<()> {
+        match self.approvals.remove(&approval_key(id)) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(err) => Err(KernelError::map(
+                MAP_APPROVALS,
+                format!("withdrawing the approval of container {id}"),
+            )(err)),
+        }
+    }
+
+    /// The approved containers (ids as their hex digits) and the verdicts their cgroups get.
+    pub fn approvals(&self) -> Vec<(String, CgroupVerdict)> {
+        let mut all: Vec<_> = self
+            .approvals
+            .iter()
+            .filter_map(Result::ok)
+            .map(|(key, verdict)| (String::from_utf8_lossy(&key).into_owned(), verdict))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    }
+
     /// Registers `parent` as a container parent: from now on every cgroup created under it starts
     /// with an explicit deny (written by the `cgroup_mkdir` program).
     pub fn admit_children_denied(&mut self, parent: CgroupId) -> Result<()> {
@@ -364,6 +404,14 @@ impl KernelMaps {
         all.sort_by_key(|(id, _)| *id);
         all
     }
+}
+
+/// The [`MAP_APPROVALS`] key of a container: its id's hex digits, as they appear in its cgroup's
+/// name.
+fn approval_key(id: &ContainerId) -> ApprovalKey {
+    let mut key = [0; CONTAINER_ID_LEN];
+    key.copy_from_slice(id.as_str().as_bytes());
+    key
 }
 
 /// The directory and the name the kernel will see for `path`: symbolic links resolved (those on

@@ -14,7 +14,7 @@ use std::{
 
 use aya::maps::{Map, MapData, RingBuf};
 use eci_agent::{
-    ids::CgroupId,
+    ids::{CgroupId, ContainerId},
     kernel::{KernelMaps, PinLayout, btf, events},
 };
 use eci_common::{CLASS_ENGINE, CLASS_PUBLIC, CgroupVerdict, DenyEvent, Hook, MAP_EVENTS};
@@ -1000,6 +1000,7 @@ fn pidfd_getfd_cases(
 }
 
 fn admission_cases(r: &mut Report, maps: &mut KernelMaps, early_scope: &Cgroup) {
+    let public = || PathBuf::from(WORK).join("docker.sock");
     let verdict_of = |maps: &KernelMaps, cg: &Cgroup| {
         maps.verdicts()
             .into_iter()
@@ -1068,6 +1069,73 @@ fn admission_cases(r: &mut Report, maps: &mut KernelMaps, early_scope: &Cgroup) 
             ])
         })(),
     );
+    // A container's cgroup under a parent the agent never registered (`--cgroup-parent`), named
+    // as Docker names it under either driver: denied at birth, whatever its ancestors allow.
+    r.case("container_named_cgroup_under_any_parent_denied_at_creation", {
+        let id = "5b".repeat(32);
+        let anywhere = Cgroup::create("/t-anywhere");
+        let under_trusted = Cgroup::create(&format!("{TRUSTED}/{id}"));
+        let elsewhere = Cgroup::create(&format!("{}/x/{id}", anywhere.rel));
+        let scope_elsewhere = Cgroup::create(&format!("{}/docker-{id}.scope", anywhere.rel));
+        let not_an_id = Cgroup::create(&format!("{TRUSTED}/{}", "5b".repeat(31)));
+        all([
+            explicit_deny(maps, &under_trusted, "64-hex cgroup under a trusted parent"),
+            expect(
+                "64-hex cgroup under a trusted parent → public",
+                probe(&under_trusted.rel, "connect", &public(), None),
+                EPERM,
+            ),
+            explicit_deny(maps, &elsewhere, "64-hex cgroup under an unknown parent"),
+            explicit_deny(maps, &scope_elsewhere, "docker scope under an unknown parent"),
+            match verdict_of(maps, &not_an_id) {
+                None => Ok(()),
+                Some(v) => Err(format!("a cgroup that is no container's got a verdict: {v:?}")),
+            },
+        ])
+    });
+    // The gate approves an allowed container before it forwards `start`: its cgroup, whoever
+    // makes it and wherever, is allowed at birth, so its first process can connect at once.
+    r.case("approved_container_cgroup_allowed_at_creation", {
+        let allow = CgroupVerdict {
+            classes: CLASS_PUBLIC,
+            flags: 0,
+        };
+        let scope_id = ContainerId::parse(&"a1".repeat(32)).expect("an id");
+        let plain_id = ContainerId::parse(&"a2".repeat(32)).expect("an id");
+        let approved = [&scope_id, &plain_id]
+            .into_iter()
+            .map(|id| maps.set_approval(id, allow).map_err(|e| e.to_string()))
+            .collect::<Result<Vec<()>, String>>();
+        let anywhere = Cgroup::create("/t-approved");
+        let scope = Cgroup::create(&format!("{TRUSTED}/docker-{scope_id}.scope"));
+        let plain = Cgroup::create(&format!("{}/{plain_id}", anywhere.rel));
+        let checks = all([
+            approved.map(drop),
+            match verdict_of(maps, &scope) {
+                Some(v) if v == allow => Ok(()),
+                other => Err(format!("approved docker scope: verdict {other:?} at birth")),
+            },
+            expect(
+                "approved docker scope under a trusted parent → public",
+                probe(&scope.rel, "connect", &public(), None),
+                CONNECTED,
+            ),
+            expect(
+                "approved 64-hex cgroup under an unknown parent → public",
+                probe(&plain.rel, "connect", &public(), None),
+                CONNECTED,
+            ),
+        ]);
+        // Withdrawn: a cgroup made with that name afterwards is denied again.
+        let withdrawn = maps.remove_approval(&scope_id).map_err(|e| e.to_string());
+        let again = Cgroup::create(&format!("{}/docker-{scope_id}.scope", anywhere.rel));
+        let _ = maps.remove_approval(&plain_id);
+        all([
+            checks,
+            withdrawn,
+            explicit_deny(maps, &again, "a withdrawn approval's docker scope"),
+        ])
+    });
     r.case("new_child_of_container_parent_denied_at_creation", {
         let container = Cgroup::create(&format!("{CONTAINER_PARENT}/c2"));
         explicit_deny(maps, &container, "new cgroup under the container parent")
