@@ -321,9 +321,12 @@ async fn serve(
             vec![args.host.listen.clone(), args.host.engine.clone()],
             gate.clone(),
         );
-        tokio::spawn(crate::kernel::events::log_denials(events, move |event| {
-            sink.record(event);
-        }));
+        let failures = metrics.clone();
+        tokio::spawn(crate::kernel::events::log_denials(
+            events,
+            move |event| sink.record(event),
+            move |event| failures.kernel_failure(event.hook),
+        ));
     }
     let (adopted_tx, adopted) = tokio::sync::oneshot::channel();
     tokio::spawn(crate::gate::watch::run(

@@ -2,10 +2,15 @@
 //! fake engine on a temporary socket and a cgroup tree in a temporary directory. No root, no
 //! dockerd: the host tier runs the same paths against the real engine.
 
-use std::{fs, os::unix::net::UnixListener};
+use std::{fs, os::unix::net::UnixListener, sync::Mutex};
 
 use super::*;
-use crate::{engine::fake::FakeEngine, gate::host::protected_socket, settings::Settings};
+use crate::{
+    engine::fake::FakeEngine,
+    gate::host::protected_socket,
+    kernel::verdicts::{MemoryVerdicts, VerdictStore as _},
+    settings::Settings,
+};
 
 const IMAGE_ID: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
 
@@ -21,6 +26,11 @@ struct World {
 /// A gate whose settings allow `images` to mount the socket, with the agent's cgroup at
 /// `/eci-agent` and `/t-trusted` trusted.
 fn world(images: &[&str]) -> World {
+    world_with(images, None)
+}
+
+/// [`world`] with kernel maps in memory (`kernel`), as `run` has them with BPF.
+fn world_with(images: &[&str], kernel: Option<Arc<Mutex<MemoryVerdicts>>>) -> World {
     let dir = tempfile::tempdir().unwrap();
     let public = dir.path().join("docker.sock");
     let listener = UnixListener::bind(&public).unwrap();
@@ -58,7 +68,7 @@ fn world(images: &[&str]) -> World {
         EngineApi::new(engine.socket()),
         SocketGate::new(vec![protected_socket(&public).unwrap()]),
         policy,
-        None,
+        kernel.map(|store| KernelSync::new(store, tree.clone())),
     )
     .with_cgroups(Cgroups {
         tree: tree.clone(),
@@ -362,4 +372,84 @@ async fn joining_a_host_namespace_through_a_container_is_refused_to_container_ca
         w.gate.check_create(&caller, body.as_bytes()).await,
         Err(GateRefusal::Unverifiable { .. })
     ));
+}
+
+#[tokio::test]
+async fn an_allowed_start_is_approved_in_the_kernel_before_it_is_forwarded() {
+    let store = Arc::new(Mutex::new(MemoryVerdicts::default()));
+    let w = world_with(&["*"], Some(store.clone()));
+    let c = id(9);
+    w.container("web", &c);
+    w.gate
+        .admit_start(&CallerKind::TrustedHost, "web")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        store.lock().unwrap().approvals(),
+        [(c.to_string(), kernel::ALLOW)]
+    );
+    // Gone: the approval goes with it.
+    w.gate.forget(&c);
+    assert!(store.lock().unwrap().approvals().is_empty());
+}
+
+#[tokio::test]
+async fn a_full_kernel_map_refuses_the_start_loudly() {
+    let full_verdicts = MemoryVerdicts::with_capacity(0);
+    let full_approvals = MemoryVerdicts {
+        approvals_capacity: Some(0),
+        ..MemoryVerdicts::default()
+    };
+    // An allowed image (approval needed) and an unlisted one without the socket (a verdict
+    // needed all the same: a cgroup without one inherits its ancestors' standing).
+    for (what, store, images) in [
+        (
+            "full verdict map, allowed",
+            full_verdicts.clone(),
+            &["*"][..],
+        ),
+        (
+            "full verdict map, plain",
+            full_verdicts,
+            &["eci/other:1"][..],
+        ),
+        ("full approval map", full_approvals, &["*"][..]),
+    ] {
+        let store = Arc::new(Mutex::new(store));
+        let w = world_with(images, Some(store.clone()));
+        let c = id(10);
+        if images == ["*"] {
+            w.container("web", &c);
+        } else {
+            // Stopped, no mounts: nothing about it is refused but the kernel's lack of room.
+            let json = serde_json::json!({
+                "Id": c.as_str(),
+                "State": { "Running": false, "Pid": 0 },
+                "HostConfig": {},
+                "Image": IMAGE_ID,
+                "Config": { "Image": "eci/app:1" },
+                "Mounts": [],
+            })
+            .to_string();
+            for name in ["web", c.as_str()] {
+                w.engine.answer(&format!("/containers/{name}/json"), &json);
+            }
+        }
+        let refusal = w
+            .gate
+            .admit_start(&CallerKind::TrustedHost, "web")
+            .await
+            .expect_err(what);
+        assert_eq!(refusal.reason(), "kernel_map_full", "{what}");
+        assert!(
+            refusal
+                .message()
+                .starts_with("enhanced container isolation: ")
+                && refusal.message().contains("is full"),
+            "{what}: {}",
+            refusal.message()
+        );
+        assert!(store.lock().unwrap().approvals().is_empty(), "{what}");
+    }
 }

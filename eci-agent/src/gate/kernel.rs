@@ -6,25 +6,27 @@
 //! a trusted one or the root — whatever a container did to its processes' cgroups.
 //!
 //! Admission: a container's first process must never run allowed by accident, nor denied when
-//! it is allowed. Container cgroups start denied (the kernel's `cgroup_mkdir` program), so a
-//! container the agent has not judged yet is denied. For an allowed container started through
-//! the sidecar under the cgroupfs driver, the agent creates the container's cgroup itself and
-//! writes the allow verdict *before* forwarding `start`; runc then joins the existing cgroup, so
-//! the first process already runs allowed.
-
+//! it is allowed. Container cgroups start denied (the kernel's `cgroup_mkdir` program denies any
+//! new cgroup named like a container's, under any parent), so a container the agent has not
+//! judged yet is denied. An allowed container is *approved* by id before its `start` is
+//! forwarded: the same program gives the cgroup the runtime then makes for it (runc under
+//! cgroupfs, systemd under the systemd driver) the allow at birth, so its first process already
+//! runs allowed under both drivers. The approval stays while the container exists and is judged
+//! allowed (so a restart by the engine is allowed at birth too), and goes when it is judged
+//! denied or is gone; the table bounds it. A full map refuses the start, loudly.
 use std::{
     collections::HashMap,
-    path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    path::Path,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
 use anyhow::Context as _;
 use eci_common::{CLASS_PUBLIC, CgroupVerdict};
 
-use super::placement;
 use crate::{
     ids::{CgroupId, ContainerId},
     kernel::{
+        KernelError,
         cgroup::{CgroupTree, cgroup_of_pid},
         verdicts::VerdictStore,
     },
@@ -45,10 +47,10 @@ pub struct KernelSync {
     /// Container → the cgroup whose verdict the agent wrote, so it can be removed when the
     /// container goes.
     written: Mutex<HashMap<ContainerId, CgroupId>>,
-    /// Cgroups the agent made ahead of `start`: removed with the container if the start never
-    /// happened (runc removes the ones it ran in).
-    created: Mutex<HashMap<ContainerId, PathBuf>>,
 }
+
+/// A key no cgroup has (kernfs ids count up from 1), used to ask the verdict map for room.
+const ROOM_PROBE: CgroupId = CgroupId(u64::MAX);
 
 impl KernelSync {
     pub fn new(maps: Arc<Mutex<dyn VerdictStore>>, tree: CgroupTree) -> Self {
@@ -57,7 +59,6 @@ impl KernelSync {
             tree,
             never: Vec::new(),
             written: Mutex::default(),
-            created: Mutex::default(),
         }
     }
 
@@ -68,34 +69,41 @@ impl KernelSync {
         self
     }
 
-    /// Before `start` of an allowed container: under the cgroupfs driver, creates its cgroup and
-    /// allows it, and returns it. Other drivers are left to [`Self::set`] once it runs.
-    pub fn prepare_allowed(
-        &self,
-        id: &ContainerId,
-        driver: &str,
-        cgroup_parent: &str,
-    ) -> anyhow::Result<Option<CgroupId>> {
-        if driver != "cgroupfs" {
-            return Ok(None);
+    /// The maps, whatever a panicking holder left: each operation on them is one kernel call,
+    /// so there is no half-done state to fear.
+    fn store(&self) -> MutexGuard<'_, dyn VerdictStore + 'static> {
+        self.maps.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Approves allowed container `id`: the cgroup made for it from now on, by whoever and under
+    /// either driver, is allowed at birth (see the module's comment). Called before `start` is
+    /// forwarded; an error (a full map) must refuse the start.
+    pub fn approve(&self, id: &ContainerId) -> Result<(), KernelError> {
+        self.store().set_approval(id, ALLOW)
+    }
+
+    /// Container `id` is judged denied, or gone: a cgroup made for it is denied at birth again.
+    pub fn withdraw(&self, id: &ContainerId) {
+        if let Err(err) = self.store().remove_approval(id) {
+            tracing::warn!(container = %id, "withdrawing the approval: {err}");
         }
-        let rel = placement::container_cgroup(driver, cgroup_parent, id)?;
-        let cgroup = self.tree.create(&rel)?;
-        if let Ok(mut created) = self.created.lock() {
-            created.insert(id.clone(), rel);
-        }
-        self.set(id, cgroup, true)?;
-        Ok(Some(cgroup))
+    }
+
+    /// Whether the verdict map can take one more entry, which every container start needs: the
+    /// kernel writes its cgroup's verdict at birth, and a cgroup it cannot write one for
+    /// inherits its ancestors' standing (maybe a trusted one). Asked by writing and removing a
+    /// key no cgroup has.
+    pub fn check_room(&self) -> Result<(), KernelError> {
+        let mut store = self.store();
+        store.set_verdict(ROOM_PROBE, CgroupVerdict::DENY)?;
+        store.remove_verdict(ROOM_PROBE)
     }
 
     /// Allows or denies container `id`'s recorded `cgroup`.
     pub fn set(&self, id: &ContainerId, cgroup: CgroupId, allowed: bool) -> anyhow::Result<()> {
         self.check_target(cgroup)?;
         let verdict = if allowed { ALLOW } else { CgroupVerdict::DENY };
-        self.maps
-            .lock()
-            .map_err(|_| anyhow::anyhow!("kernel maps lock poisoned"))?
-            .set_verdict(cgroup, verdict)?;
+        self.store().set_verdict(cgroup, verdict)?;
         let previous = self
             .written
             .lock()
@@ -110,24 +118,22 @@ impl KernelSync {
         Ok(())
     }
 
-    /// The container is gone (or does not run): its verdict entry goes too (cgroup ids are
-    /// never reused), and a cgroup the agent made for a start that never ran.
-    pub fn forget(&self, id: &ContainerId) {
+    /// The container does not run: the verdict entry of its last cgroup goes (cgroup ids are
+    /// never reused). Its approval stays while it is allowed.
+    pub fn unset(&self, id: &ContainerId) {
         if let Some(cgroup) = self.written.lock().ok().and_then(|mut w| w.remove(id)) {
             self.remove(id, cgroup);
         }
-        if let Some(rel) = self.created.lock().ok().and_then(|mut c| c.remove(id))
-            && let Ok(dir) = self.tree.dir(&rel)
-        {
-            // Busy (something runs in it) or gone: either way not ours to remove any more.
-            let _ = std::fs::remove_dir(dir);
-        }
+    }
+
+    /// The container is gone: its verdict entry and its approval go.
+    pub fn forget(&self, id: &ContainerId) {
+        self.unset(id);
+        self.withdraw(id);
     }
 
     fn remove(&self, id: &ContainerId, cgroup: CgroupId) {
-        if let Ok(mut maps) = self.maps.lock()
-            && let Err(err) = maps.remove_verdict(cgroup)
-        {
+        if let Err(err) = self.store().remove_verdict(cgroup) {
             tracing::debug!(container = %id, "removing verdict: {err:#}");
         }
     }

@@ -2,7 +2,7 @@
 //! temporary directory: where a container's verdict may go, what replaces and removes it, and that
 //! a full map is an error, not a silent allow. No root, no BPF (the VM suite runs the real map).
 
-use std::fs;
+use std::{fs, path::PathBuf};
 
 use super::*;
 use crate::kernel::verdicts::MemoryVerdicts;
@@ -119,26 +119,61 @@ fn a_full_map_is_an_error_and_nothing_is_recorded() {
 }
 
 #[test]
-fn prepare_allowed_makes_and_allows_the_cgroupfs_cgroup_only() {
+fn an_approval_lasts_while_the_container_exists_and_goes_with_it() {
     let w = world(MemoryVerdicts::default());
-    let id = container(7);
-    assert_eq!(
-        w.sync
-            .prepare_allowed(&id, "systemd", "system.slice")
-            .unwrap(),
-        None
-    );
+    let c1 = w.tree.create(Path::new("/docker/c1")).unwrap();
+    w.sync.approve(&container(1)).unwrap();
+    w.sync.approve(&container(2)).unwrap();
+    w.sync.set(&container(1), c1, true).unwrap();
+    // Stopped: its cgroup's verdict goes, the approval stays (a restart is allowed at birth).
+    w.sync.unset(&container(1));
     assert!(entries(&w).is_empty());
-    let made = w
-        .sync
-        .prepare_allowed(&id, "cgroupfs", "/docker")
+    assert_eq!(approvals(&w), [container(1), container(2)]);
+    // Judged denied, or gone: the approval goes.
+    w.sync.withdraw(&container(2));
+    w.sync.forget(&container(1));
+    w.sync.forget(&container(9));
+    assert!(approvals(&w).is_empty());
+}
+
+#[test]
+fn a_full_map_refuses_what_a_start_needs_and_leaves_nothing_behind() {
+    // A full approval map: an allowed container cannot be approved (the gate refuses its start).
+    let full_approvals = MemoryVerdicts {
+        approvals_capacity: Some(1),
+        ..MemoryVerdicts::default()
+    };
+    let w = world(full_approvals);
+    w.sync.approve(&container(1)).unwrap();
+    w.sync.approve(&container(1)).unwrap();
+    let err = w.sync.approve(&container(2)).unwrap_err();
+    assert!(err.is_map_full(), "{err}");
+    assert!(err.to_string().contains(eci_common::MAP_APPROVALS), "{err}");
+    assert_eq!(approvals(&w), [container(1)]);
+
+    // A full verdict map: no start has room for its cgroup's verdict.
+    let w = world(MemoryVerdicts::with_capacity(1));
+    w.sync.check_room().unwrap();
+    assert!(entries(&w).is_empty(), "the room probe leaves no entry");
+    let c1 = w.tree.create(Path::new("/docker/c1")).unwrap();
+    w.sync.set(&container(1), c1, true).unwrap();
+    let err = w.sync.check_room().unwrap_err();
+    assert!(err.is_map_full(), "{err}");
+    assert!(err.to_string().contains(eci_common::MAP_VERDICTS), "{err}");
+    assert_eq!(entries(&w), [(c1, ALLOW)]);
+}
+
+fn approvals(w: &World) -> Vec<ContainerId> {
+    w.store
+        .lock()
         .unwrap()
-        .expect("a cgroup under the cgroupfs driver");
-    assert_eq!(entries(&w), [(made, ALLOW)]);
-    // A start that never ran: forget removes the verdict and the cgroup made for it.
-    w.sync.forget(&id);
-    assert!(entries(&w).is_empty());
-    assert!(w.tree.path_of(made).is_none());
+        .approvals()
+        .into_iter()
+        .map(|(id, v)| {
+            assert_eq!(v, ALLOW);
+            ContainerId::parse(&id).unwrap()
+        })
+        .collect()
 }
 
 fn sorted<const N: usize>(mut v: [(CgroupId, CgroupVerdict); N]) -> Vec<(CgroupId, CgroupVerdict)> {

@@ -100,6 +100,30 @@ impl GateRefusal {
         }
     }
 
+    /// The kernel could not take the container: its approval or the verdict its cgroup needs
+    /// could not be written (a full map), so it is not started rather than started unjudged.
+    fn kernel(id: &ContainerId, err: &crate::kernel::KernelError) -> Self {
+        let (why, reason) = if err.is_map_full() {
+            (
+                "the kernel's map of container verdicts is full",
+                "kernel_map_full",
+            )
+        } else {
+            (
+                "the kernel refused the container's verdict",
+                "kernel_unavailable",
+            )
+        };
+        tracing::error!(container = %id, reason, "start refused: {why}: {err}");
+        Self::Refused {
+            message: format!(
+                "enhanced container isolation: container {id} cannot be started: {why} ({err}); \
+                 ask the administrator to check the eci-agent log"
+            ),
+            reason,
+        }
+    }
+
     fn placement(err: &placement::PlacementError) -> Self {
         Self::Refused {
             message: format!("enhanced container isolation: container cgroup refused: {err}"),
@@ -522,26 +546,24 @@ impl SocketMountGate {
                 judgement.container.id
             ))
         })?;
-        let allowed = judgement.allowed();
-        self.apply(&id, &judgement).await;
+        let approval = self.apply(&id, &judgement).await;
         let pass = judgement.outcome?;
-        if allowed && let Some(kernel) = &self.kernel {
-            let driver = self.info().await?.cgroup_driver.clone();
-            let cgroup = kernel
-                .prepare_allowed(&id, &driver, &judgement.container.cgroup_parent)
-                .map_err(|e| GateRefusal::unverifiable(format!("{e:#}")))?;
-            if let Some(cgroup) = cgroup
-                && let Some(mut record) = self.table.get(&id)
-            {
-                record.cgroup = Some(cgroup);
-                self.table.record(record);
-            }
+        // Before the engine sees `start`: an allowed container is approved in the kernel (its
+        // cgroup is allowed at birth), and the verdict map has room for the cgroup the start
+        // makes. Either missing is a refusal, never a container that runs unjudged.
+        if let Some(kernel) = &self.kernel {
+            approval.and_then(|()| kernel.check_room()).map_err(|err| {
+                // Not started: nothing is left approved for it.
+                kernel.withdraw(&id);
+                GateRefusal::kernel(&id, &err)
+            })?;
         }
         Ok(Some((id, pass)))
     }
 
-    /// The engine answered a `start` the gate admitted: the container's cgroup exists now, or
-    /// the start failed and what was prepared for it goes.
+    /// The engine answered a `start` the gate admitted: the container's cgroup exists now (its
+    /// verdict is recorded), or the start failed (nothing runs; an allowed container keeps its
+    /// approval until it is judged denied or is gone).
     pub async fn started(&self, id: &ContainerId) {
         self.rejudge(id).await;
     }
@@ -551,7 +573,8 @@ impl SocketMountGate {
     pub async fn rejudge(&self, id: &ContainerId) -> bool {
         match self.judge(id.as_str()).await {
             Ok(Some(judgement)) => {
-                self.apply(id, &judgement).await;
+                // A failed approval is logged where it happens; the verdict still stands.
+                let _ = self.apply(id, &judgement).await;
                 judgement.allowed()
             }
             Ok(None) => {
@@ -568,7 +591,7 @@ impl SocketMountGate {
                     if self.table.record(record.clone()) {
                         tracing::warn!(container = %id, "container no longer allowed to use the socket; its connections are closed");
                     }
-                    self.write_verdict(id, &record, false);
+                    let _ = self.write_verdict(id, &record, false);
                 }
                 false
             }
@@ -585,8 +608,13 @@ impl SocketMountGate {
 
     /// Records a judgement in the table and the kernel. The cgroup recorded is the one the
     /// engine's answers place the container in, verified to exist — never what the container's
-    /// processes report about themselves (`/proc/PID/cgroup` is theirs to change).
-    async fn apply(&self, id: &ContainerId, judgement: &Judgement) {
+    /// processes report about themselves (`/proc/PID/cgroup` is theirs to change). Returns
+    /// whether an allowed container's approval could be written (see [`KernelSync::approve`]).
+    async fn apply(
+        &self,
+        id: &ContainerId,
+        judgement: &Judgement,
+    ) -> Result<(), crate::kernel::KernelError> {
         let c = &judgement.container;
         let driver = match self.info().await {
             Ok(info) => info.cgroup_driver.clone(),
@@ -622,21 +650,38 @@ impl SocketMountGate {
         if self.table.record(record.clone()) {
             tracing::warn!(container = %id, image = %c.config_image, "container no longer allowed to use the socket; its connections are closed");
         }
-        self.write_verdict(id, &record, allowed);
+        self.write_verdict(id, &record, allowed)
     }
 
-    fn write_verdict(&self, id: &ContainerId, record: &ContainerRecord, allowed: bool) {
-        let Some(kernel) = &self.kernel else { return };
+    /// The container's approval follows its standing, and its recorded cgroup gets its verdict.
+    fn write_verdict(
+        &self,
+        id: &ContainerId,
+        record: &ContainerRecord,
+        allowed: bool,
+    ) -> Result<(), crate::kernel::KernelError> {
+        let Some(kernel) = &self.kernel else {
+            return Ok(());
+        };
+        let approval = if allowed {
+            kernel.approve(id).inspect_err(|err| {
+                tracing::error!(container = %id, "approving an allowed container in the kernel: {err}; its new cgroups are denied at birth until the map has room");
+            })
+        } else {
+            kernel.withdraw(id);
+            Ok(())
+        };
         match record.cgroup {
             Some(cgroup) => {
                 if let Err(err) = kernel.set(id, cgroup, allowed) {
-                    tracing::warn!(container = %id, "kernel verdict: {err:#}");
+                    tracing::error!(container = %id, "kernel verdict: {err:#}");
                 }
             }
             // Not running, or its cgroup is not where the engine says: nothing to allow, and
             // what was written for it goes.
-            None => kernel.forget(id),
+            None => kernel.unset(id),
         }
+        approval
     }
 
     /// The container's cgroup as the engine's answers place it, if it exists now.

@@ -3,7 +3,9 @@
 //!
 //! New cgroups are handled in the kernel: the `cgroup_mkdir` program gives a cgroup an explicit
 //! deny when it is created, before any process can join it, if it is a child of a registered
-//! container parent or named like a Docker systemd scope (see eci-ebpf's `hooks/cgroup_mkdir.rs`).
+//! container parent or named like a container's under either driver, under any parent (64 hex
+//! digits, or `docker-<64 hex>.scope`; see eci-ebpf's `hooks/cgroup_mkdir.rs`), unless the gate
+//! approved that container.
 //! That program only sees cgroups made after it was attached; `deny_unadmitted` does the same for
 //! the cgroups that already exist when the agent starts, so there is no gap on either side (the
 //! program is attached first, then the tree is scanned).
@@ -15,7 +17,7 @@ use std::{
     path::Path,
 };
 
-use eci_common::{CgroupVerdict, MAX_CGROUP_DEPTH, is_container_scope};
+use eci_common::{CgroupVerdict, MAX_CGROUP_DEPTH, is_container_cgroup_name};
 
 use super::{cgroup::CgroupTree, error::Result, maps::KernelMaps};
 use crate::ids::CgroupId;
@@ -33,7 +35,7 @@ pub fn deny_unadmitted(tree: &CgroupTree, maps: &mut KernelMaps) -> Result<Vec<C
         &mut |dir, id, parent| {
             let name = dir.file_name().map(|n| n.as_bytes()).unwrap_or_default();
             let container =
-                parent.is_some_and(|p| parents.contains(&p)) || is_container_scope(name);
+                parent.is_some_and(|p| parents.contains(&p)) || is_container_cgroup_name(name);
             if container && !judged.contains(&id) {
                 found.push(id);
             }

@@ -121,6 +121,21 @@ impl KernelError {
         move |source| Self::Io { op, path, source }
     }
 
+    /// Whether the kernel refused a new entry because the map is full (`E2BIG` from a full
+    /// hash map, `ENOSPC` from storage maps).
+    pub fn is_map_full(&self) -> bool {
+        match self {
+            Self::Map {
+                source: aya::maps::MapError::SyscallError(err),
+                ..
+            } => matches!(
+                err.io_error.raw_os_error(),
+                Some(libc::E2BIG | libc::ENOSPC)
+            ),
+            _ => false,
+        }
+    }
+
     pub(super) fn map(
         map: &'static str,
         op: impl Into<String>,

@@ -38,11 +38,13 @@ pub fn drain(ring: &mut RingBuf<MapData>) -> Vec<DenyEvent> {
     events
 }
 
-/// Logs every denial, and hands it to `on_denial` (audit log, metrics), until the task is
-/// dropped.
+/// Logs every record (denials as warnings, the kernel's failures as errors, see [`meaning`]),
+/// and hands each denial to `on_denial` (audit log, metrics) and each failure to `on_failure`
+/// (metrics), until the task is dropped.
 pub async fn log_denials(
     map: Map,
     mut on_denial: impl FnMut(&DenyEvent) + Send + 'static,
+    mut on_failure: impl FnMut(&DenyEvent) + Send + 'static,
 ) -> Result<()> {
     let ring = RingBuf::try_from(map).map_err(KernelError::map(
         eci_common::MAP_EVENTS,
@@ -59,6 +61,8 @@ pub async fn log_denials(
             log(&event, &meaning);
             if meaning.denial {
                 on_denial(&event);
+            } else {
+                on_failure(&event);
             }
         }
         guard.clear_ready();

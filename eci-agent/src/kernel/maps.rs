@@ -23,10 +23,9 @@ use std::{
 use aya::maps::{HashMap, InodeStorage, Map, MapData, MapError};
 use eci_common::{
     ADMIT_CHILDREN_DENIED, ApprovalKey, CONTAINER_ID_LEN, CgroupVerdict, DIR_PATH_BYTES, InodeKey,
-    MAP_ADMISSION, MAP_APPROVALS, MAP_PROTECTED,
-    MAP_PROTECTED_DIRS, MAP_PROTECTED_DIRS_INDEX, MAP_PROTECTED_INDEX, MAP_VERDICTS,
-    MAX_NAMES_PER_DIR, PROTECTED_NAME_MAX, Protected, ProtectedDir, ProtectedDirRecord,
-    ProtectedName,
+    MAP_ADMISSION, MAP_APPROVALS, MAP_PROTECTED, MAP_PROTECTED_DIRS, MAP_PROTECTED_DIRS_INDEX,
+    MAP_PROTECTED_INDEX, MAP_VERDICTS, MAX_NAMES_PER_DIR, PROTECTED_NAME_MAX, Protected,
+    ProtectedDir, ProtectedDirRecord, ProtectedName,
 };
 
 use super::{

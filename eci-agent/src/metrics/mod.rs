@@ -48,6 +48,9 @@ pub struct Metrics {
     requests: Mutex<BTreeMap<(Verdict, &'static str), u64>>,
     mount_decisions: Mutex<BTreeMap<(Verdict, &'static str), u64>>,
     kernel_denials: AtomicU64,
+    /// By hook name (a bounded set): the kernel's failures, e.g. a new container cgroup whose
+    /// verdict did not fit in the map.
+    kernel_failures: Mutex<BTreeMap<&'static str, u64>>,
     refreshes: Mutex<BTreeMap<&'static str, u64>>,
     /// Unix seconds of the last refresh that resolved every entry; 0 = never.
     last_good_refresh: AtomicU64,
@@ -94,6 +97,12 @@ impl Metrics {
 
     pub fn kernel_denial(&self) {
         self.kernel_denials.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A program reported that it could not do its job (`hook`: an `eci_common::Hook` number).
+    pub fn kernel_failure(&self, hook: u32) {
+        let name = eci_common::Hook::from_u32(hook).map_or("unknown", eci_common::Hook::name);
+        bump(&self.kernel_failures, name);
     }
 
     /// One registry refresh round: `failed` entries could not be resolved; `digests` are
@@ -201,6 +210,22 @@ impl Metrics {
             &[],
             self.kernel_denials.load(Ordering::Relaxed),
         );
+        {
+            let failures = self
+                .kernel_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            family(
+                &mut out,
+                "eci_kernel_failures_total",
+                "counter",
+                "Reports of a kernel program that could not do its job (e.g. cgroup_mkdir: a new \
+                 container cgroup's verdict did not fit in the full map), by hook.",
+            );
+            for (hook, n) in failures.iter() {
+                sample(&mut out, "eci_kernel_failures_total", &[("hook", hook)], *n);
+            }
+        }
         outcome_family(
             &mut out,
             "eci_registry_refreshes_total",

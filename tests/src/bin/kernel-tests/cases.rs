@@ -1071,28 +1071,37 @@ fn admission_cases(r: &mut Report, maps: &mut KernelMaps, early_scope: &Cgroup) 
     );
     // A container's cgroup under a parent the agent never registered (`--cgroup-parent`), named
     // as Docker names it under either driver: denied at birth, whatever its ancestors allow.
-    r.case("container_named_cgroup_under_any_parent_denied_at_creation", {
-        let id = "5b".repeat(32);
-        let anywhere = Cgroup::create("/t-anywhere");
-        let under_trusted = Cgroup::create(&format!("{TRUSTED}/{id}"));
-        let elsewhere = Cgroup::create(&format!("{}/x/{id}", anywhere.rel));
-        let scope_elsewhere = Cgroup::create(&format!("{}/docker-{id}.scope", anywhere.rel));
-        let not_an_id = Cgroup::create(&format!("{TRUSTED}/{}", "5b".repeat(31)));
-        all([
-            explicit_deny(maps, &under_trusted, "64-hex cgroup under a trusted parent"),
-            expect(
-                "64-hex cgroup under a trusted parent → public",
-                probe(&under_trusted.rel, "connect", &public(), None),
-                EPERM,
-            ),
-            explicit_deny(maps, &elsewhere, "64-hex cgroup under an unknown parent"),
-            explicit_deny(maps, &scope_elsewhere, "docker scope under an unknown parent"),
-            match verdict_of(maps, &not_an_id) {
-                None => Ok(()),
-                Some(v) => Err(format!("a cgroup that is no container's got a verdict: {v:?}")),
-            },
-        ])
-    });
+    r.case(
+        "container_named_cgroup_under_any_parent_denied_at_creation",
+        {
+            let id = "5b".repeat(32);
+            let anywhere = Cgroup::create("/t-anywhere");
+            let under_trusted = Cgroup::create(&format!("{TRUSTED}/{id}"));
+            let elsewhere = Cgroup::create(&format!("{}/x/{id}", anywhere.rel));
+            let scope_elsewhere = Cgroup::create(&format!("{}/docker-{id}.scope", anywhere.rel));
+            let not_an_id = Cgroup::create(&format!("{TRUSTED}/{}", "5b".repeat(31)));
+            all([
+                explicit_deny(maps, &under_trusted, "64-hex cgroup under a trusted parent"),
+                expect(
+                    "64-hex cgroup under a trusted parent → public",
+                    probe(&under_trusted.rel, "connect", &public(), None),
+                    EPERM,
+                ),
+                explicit_deny(maps, &elsewhere, "64-hex cgroup under an unknown parent"),
+                explicit_deny(
+                    maps,
+                    &scope_elsewhere,
+                    "docker scope under an unknown parent",
+                ),
+                match verdict_of(maps, &not_an_id) {
+                    None => Ok(()),
+                    Some(v) => Err(format!(
+                        "a cgroup that is no container's got a verdict: {v:?}"
+                    )),
+                },
+            ])
+        },
+    );
     // The gate approves an allowed container before it forwards `start`: its cgroup, whoever
     // makes it and wherever, is allowed at birth, so its first process can connect at once.
     r.case("approved_container_cgroup_allowed_at_creation", {

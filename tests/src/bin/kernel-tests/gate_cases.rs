@@ -1,6 +1,6 @@
 //! The agent's container verdicts (`gate::KernelSync`), through the pinned maps of the running
-//! suite: what `eci-agent run` writes when it allows a container at `start`, revokes it on a
-//! reload, and forgets it when it is gone.
+//! suite: what `eci-agent run` writes when it approves a container before `start` (under either
+//! driver), revokes it on a reload, and forgets it when it is gone.
 
 use std::{
     path::Path,
@@ -31,13 +31,14 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
     let rel = container_cgroup("cgroupfs", CONTAINER_PARENT, &id).expect("path");
     let rel_str = format!("/{}", rel.display());
 
+    let mut created = None;
     r.case(
         "container_allowed_before_its_first_process",
         (|| {
-            // The agent creates the cgroup and allows it before `start` reaches the engine; the
-            // runtime then joins the existing cgroup.
-            sync.prepare_allowed(&id, "cgroupfs", CONTAINER_PARENT)
-                .map_err(|e| format!("prepare_allowed: {e:#}"))?;
+            // The gate approves the container before `start` reaches the engine; the runtime
+            // then makes its cgroup (runc, under the cgroupfs driver), allowed at birth.
+            sync.approve(&id).map_err(|e| format!("approve: {e}"))?;
+            created = Some(Cgroup::create(&rel_str));
             expect(
                 "first process in the new container cgroup → public",
                 probe(&rel_str, "connect", public, None),
@@ -45,7 +46,6 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
             )
         })(),
     );
-    let _created = Cgroup::create(&rel_str);
 
     r.case(
         "revoked_container_loses_access_at_once",
@@ -58,26 +58,26 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
                 .map_err(|e| format!("allow: {e:#}"))?;
             let allowed_again = probe(&rel_str, "connect", public, None);
             sync.forget(&id);
-            // The agent made this cgroup for the start, so forgetting removes it as well as the
-            // verdict; one made again under the container parent is a new cgroup (a new id),
-            // denied at creation.
-            let left = KernelMaps::open_pinned(pins)
-                .map_err(|e| format!("open pinned maps: {e:#}"))?
-                .verdicts()
-                .into_iter()
-                .any(|(c, _)| c == cgroup);
-            if left {
+            // Gone: its verdict and its approval go, so a cgroup made again with its name (a
+            // new cgroup, a new id) is denied at creation.
+            let maps =
+                KernelMaps::open_pinned(pins).map_err(|e| format!("open pinned maps: {e:#}"))?;
+            if maps.verdicts().into_iter().any(|(c, _)| c == cgroup) {
                 return Err(format!(
                     "forgotten: the verdict of cgroup {cgroup} is still there"
                 ));
             }
+            if maps.approvals().iter().any(|(a, _)| a == id.as_str()) {
+                return Err("forgotten: the approval is still there".into());
+            }
+            drop(created.take());
             let _again = Cgroup::create(&rel_str);
             let forgotten = probe(&rel_str, "connect", public, None);
             all([
                 expect("after revocation", denied, EPERM),
                 expect("allowed again", allowed_again, CONNECTED),
                 expect(
-                    "forgotten, made again: the container parent's deny",
+                    "forgotten, made again: denied at creation",
                     forgotten,
                     EPERM,
                 ),
@@ -111,19 +111,30 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
     );
 
     r.case(
-        "other_drivers_start_denied",
+        "systemd_driver_scope_allowed_at_birth",
         (|| {
-            // Under the systemd driver the agent cannot create the cgroup in advance: the
-            // container starts under its parent's deny until the agent judges it running.
-            let other = ContainerId::parse(&"d".repeat(64)).expect("id");
-            sync.prepare_allowed(&other, "systemd", CONTAINER_PARENT)
-                .map_err(|e| format!("prepare_allowed: {e:#}"))?;
-            let scope = Cgroup::create(&format!("{CONTAINER_PARENT}/docker-{other}.scope"));
-            expect(
-                "unjudged systemd-driver container → public",
-                probe(&scope.rel, "connect", public, None),
-                EPERM,
-            )
+            // Under the systemd driver, systemd (not the agent) makes `docker-<id>.scope`: the
+            // approval alone lets its first process connect; an unapproved scope is denied.
+            let approved = ContainerId::parse(&"d".repeat(64)).expect("id");
+            let unapproved = ContainerId::parse(&format!("{}e", "d".repeat(63))).expect("id");
+            sync.approve(&approved)
+                .map_err(|e| format!("approve: {e}"))?;
+            let scope = Cgroup::create(&format!("{CONTAINER_PARENT}/docker-{approved}.scope"));
+            let other = Cgroup::create(&format!("{CONTAINER_PARENT}/docker-{unapproved}.scope"));
+            let checks = all([
+                expect(
+                    "approved systemd-driver container's first process → public",
+                    probe(&scope.rel, "connect", public, None),
+                    CONNECTED,
+                ),
+                expect(
+                    "unapproved systemd-driver container → public",
+                    probe(&other.rel, "connect", public, None),
+                    EPERM,
+                ),
+            ]);
+            sync.forget(&approved);
+            checks
         })(),
     );
 }
