@@ -225,10 +225,18 @@ fn systemd_unit_runs_the_agent_in_front_of_the_private_engine_socket() {
     }
     for enable in [
         "enable --now eci-agent-pins.service",
-        "enable --now eci-agent.socket eci-agent.service",
+        "enable --now eci-agent.socket",
+        "enable --now eci-agent.service",
     ] {
         assert!(header.contains(enable), "the install steps lack `{enable}`");
     }
+    // The public socket before the engine restarts the containers that mount it.
+    let socket_at = header.find("enable --now eci-agent.socket");
+    let engine_at = header.find("start docker.socket docker.service");
+    assert!(
+        socket_at.is_some() && engine_at.is_some() && socket_at < engine_at,
+        "the install steps must start eci-agent.socket before the engine starts again"
+    );
 }
 
 fn docs() -> Vec<Yaml> {
