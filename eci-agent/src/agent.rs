@@ -145,11 +145,25 @@ async fn serve(
              not guard the public socket (the engine socket stays the agent's alone)"
         );
     }
+    // A trusted cgroup that does not exist yet (no `user.slice` on a host without logind, or
+    // before it starts) gets no verdict, so it stays denied; the agent still starts. Failing
+    // here left the host without Docker at every boot (found by the systemd-host tier).
+    // (No cgroup2 mount there: the kernel's load says so itself.)
+    let trust = match CgroupTree::open(&args.host.cgroup_root) {
+        Ok(tree) => {
+            let (present, missing) = tree.split_present(&args.host.trust_cgroups);
+            for rel in missing {
+                tracing::warn!(cgroup = %rel.display(), "--trust-cgroup: not created yet; denied (no verdict) until an agent starts after it exists");
+            }
+            present
+        }
+        Err(_) => args.host.trust_cgroups.clone(),
+    };
     let kernel = KernelConfig {
         pin_dir: args.host.pin.pin_dir.clone(),
         cgroup_root: args.host.cgroup_root.clone(),
         engine: args.host.engine.clone(),
-        trust: args.host.trust_cgroups.clone(),
+        trust,
         container_parents: vec![PathBuf::from(
             crate::gate::placement::DEFAULT_CGROUPFS_PARENT,
         )],

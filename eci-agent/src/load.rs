@@ -28,13 +28,9 @@ pub fn load(args: &Args) -> anyhow::Result<()> {
     // A trusted slice may not exist yet this early (systemd makes `user.slice` at the first
     // login): it gets its verdict when `eci-agent run` starts. Until then it is denied.
     let tree = CgroupTree::open(&args.host.cgroup_root)?;
-    let mut trust = Vec::new();
-    for rel in &args.host.trust_cgroups {
-        if tree.id(rel).is_ok() {
-            trust.push(rel.clone());
-        } else {
-            tracing::warn!(cgroup = %rel.display(), "--trust-cgroup: not created yet; denied until `eci-agent run` trusts it");
-        }
+    let (trust, missing) = tree.split_present(&args.host.trust_cgroups);
+    for rel in missing {
+        tracing::warn!(cgroup = %rel.display(), "--trust-cgroup: not created yet; denied until `eci-agent run` trusts it");
     }
     let cfg = KernelConfig {
         pin_dir: args.host.pin.pin_dir.clone(),

@@ -59,6 +59,12 @@ impl CgroupTree {
         Ok(CgroupId(meta.ino()))
     }
 
+    /// `rels` split into the cgroups that exist now and those that do not (yet): a trusted slice
+    /// may come later (systemd makes `user.slice` when logind starts or at the first login).
+    pub fn split_present(&self, rels: &[PathBuf]) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        rels.iter().cloned().partition(|rel| self.id(rel).is_ok())
+    }
+
     /// Creates the cgroup at `rel` if needed and returns its id.
     pub fn create(&self, rel: &Path) -> Result<CgroupId> {
         let dir = self.dir(rel)?;
