@@ -712,6 +712,7 @@ impl SocketMountGate {
         let parent = placement::parent_path(&driver, cgroup_parent)
             .map_err(|e| GateRefusal::placement(&e))?;
         placement::check_parent(
+            &driver,
             &parent,
             cgroup_parent,
             cgroups.agent.as_deref(),

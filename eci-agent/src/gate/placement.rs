@@ -123,7 +123,14 @@ fn expand_slice(slice: &str) -> Option<PathBuf> {
 /// Refuses a parent inside the agent's cgroup or inside a trusted cgroup. A trusted cgroup
 /// contains its descendants except the root, which is trusted only exactly (as in the kernel).
 /// The check against other containers' cgroups needs their ids and is the gate's.
+///
+/// Under the systemd driver a trusted slice is no borrowed standing: the container's cgroup is
+/// always a `docker-<id>.scope`, which the kernel's `cgroup_mkdir` program denies explicitly the
+/// moment it is made, wherever it is, so it never inherits the slice's allow. And the engine's
+/// own default, `system.slice`, is where the engine and runc run, so hosts trust it: refusing it
+/// refused every container there.
 pub fn check_parent(
+    driver: &str,
     parent: &Path,
     cgroup_parent: &str,
     agent: Option<&Path>,
@@ -136,7 +143,8 @@ pub fn check_parent(
     {
         return Err(PlacementError::InsideAgent(cgroup_parent.to_owned()));
     }
-    for t in trusted {
+    let scoped = driver == "systemd";
+    for t in trusted.iter().filter(|_| !scoped) {
         let t = t.strip_prefix("/").unwrap_or(t);
         if !t.as_os_str().is_empty() && parent.starts_with(t) {
             return Err(PlacementError::InsideTrusted(
@@ -210,13 +218,14 @@ mod tests {
     fn parents_inside_the_agent_or_trusted_cgroups_are_refused() {
         let agent = Path::new("eci-agent");
         let trusted = [PathBuf::from("/"), PathBuf::from("/user.slice")];
-        let check = |p: &str| check_parent(Path::new(p), p, Some(agent), &trusted);
+        let check = |p: &str| check_parent("cgroupfs", Path::new(p), p, Some(agent), &trusted);
         assert_eq!(
             check("eci-agent").unwrap_err().code(),
             "cgroup_parent_agent"
         );
         // The agent's cgroup as `/proc/self/cgroup` spells it.
         let absolute = check_parent(
+            "cgroupfs",
             Path::new("eci-agent/x"),
             "/eci-agent/x",
             Some(Path::new("/eci-agent")),
@@ -235,5 +244,46 @@ mod tests {
         assert!(check("docker").is_ok());
         assert!(check("eci-agent2").is_ok());
         assert!(check("anything/x").is_ok());
+    }
+
+    #[test]
+    fn systemd_scopes_under_a_trusted_slice_are_placed() {
+        // The engine's default under the systemd driver, trusted on every systemd host: each
+        // container gets its own docker-<id>.scope, denied by the kernel when it is made.
+        let trusted = [PathBuf::from("/system.slice"), PathBuf::from("/user.slice")];
+        for slice in ["", "system.slice", "user-ci.slice"] {
+            let parent = parent_path("systemd", slice).unwrap();
+            assert!(
+                check_parent("systemd", &parent, slice, None, &trusted).is_ok(),
+                "{slice}"
+            );
+        }
+        // The agent's own cgroup stays refused under either driver.
+        let agent = Path::new("system.slice/eci-agent.service/eci-agent");
+        let parent = parent_path("systemd", "system.slice").unwrap();
+        assert!(
+            check_parent(
+                "systemd",
+                &parent,
+                "system.slice",
+                Some(Path::new("system.slice")),
+                &[]
+            )
+            .is_err()
+        );
+        assert!(check_parent("systemd", &parent, "system.slice", Some(agent), &[]).is_ok());
+        // Under cgroupfs a parent inside a trusted cgroup would inherit its allow.
+        assert_eq!(
+            check_parent(
+                "cgroupfs",
+                Path::new("system.slice/x"),
+                "system.slice/x",
+                None,
+                &trusted
+            )
+            .unwrap_err()
+            .code(),
+            "cgroup_parent_trusted"
+        );
     }
 }
