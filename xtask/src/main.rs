@@ -12,6 +12,7 @@ mod lint;
 mod process;
 mod run;
 mod setup;
+mod shost;
 mod smoke;
 mod test;
 mod vm;
@@ -45,6 +46,9 @@ enum Command {
     VmImage,
     /// The end-to-end suite in the eci VM (engine, registry, agent, kernel, host channel).
     VmE2e(evm::e2e::Options),
+    /// The systemd-host tier alone: a Debian guest with systemd as PID 1 and Debian's docker
+    /// units, eci-agent installed by its unit header's commands, then cold boots.
+    Shost(shost::Options),
     /// Build the eci-agent:VERSION image the Kubernetes DaemonSet runs (docker import of the static
     /// agent and nsenter; no pulls) into the engine the docker CLI talks to.
     Image(image::Options),
@@ -82,6 +86,10 @@ fn main() -> anyhow::Result<()> {
             setup::build_tools()?;
             let kernel = setup::eci_vm_kernel(&root)?;
             evm::image::ensure(&root, &kernel).map(drop)
+        }
+        Command::Shost(opts) => {
+            setup::build_tools()?;
+            shost::run(&root, &opts)
         }
         Command::VmE2e(opts) => {
             setup::build_tools()?;

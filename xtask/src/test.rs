@@ -1,9 +1,9 @@
 //! `cargo xtask test`: everything, in tiers (lint, host tests, the kernel suite, the eci VM's
-//! end-to-end suite). Root, BPF and dockerd tests run here, never skipped.
+//! end-to-end suite, the systemd host). Root, BPF and dockerd tests run here, never skipped.
 
 use std::{path::Path, process::Command};
 
-use crate::{evm, exec, lint, setup, smoke, vm};
+use crate::{evm, exec, lint, setup, shost, smoke, vm};
 
 #[derive(clap::Args)]
 #[group(id = "test")]
@@ -12,6 +12,8 @@ pub struct Options {
     pub vm: vm::Options,
     #[command(flatten)]
     pub e2e: evm::e2e::Options,
+    #[command(flatten)]
+    pub shost: shost::Options,
 }
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
@@ -29,5 +31,7 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
     println!("xtask test: kernel suite in QEMU");
     vm::run(root, &opts.vm, &kernels)?;
     println!("xtask test: end-to-end suite in the eci VM");
-    evm::e2e::run(root, &opts.e2e)
+    evm::e2e::run(root, &opts.e2e)?;
+    println!("xtask test: the systemd host (Debian's systemd and docker units, cold boots)");
+    shost::run(root, &opts.shost)
 }

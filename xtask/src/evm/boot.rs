@@ -67,7 +67,12 @@ pub struct Share {
 impl Share {
     /// A fresh share holding the guest binaries (`evm`, `eci-agent`) and `settings`.
     pub fn new(root: &Path, bins: &Path, settings: &Path) -> anyhow::Result<Self> {
-        let dir = super::image::dir(root).join(format!("share-{}", std::process::id()));
+        Self::in_dir(&super::image::dir(root), bins, settings)
+    }
+
+    /// As [`Share::new`], under `parent` (the image's directory).
+    pub fn in_dir(parent: &Path, bins: &Path, settings: &Path) -> anyhow::Result<Self> {
+        let dir = parent.join(format!("share-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("bin"))?;
         fs::create_dir_all(dir.join("out"))?;
@@ -103,8 +108,37 @@ pub struct Vm {
     pub channel_port: u16,
 }
 
+/// The disk a boot uses.
+pub enum Disk<'a> {
+    /// The image itself, copy-on-write in memory: nothing a boot writes is kept.
+    Snapshot(&'a Path),
+    /// A writable copy that keeps what a boot writes for the next (the systemd host's cold boots).
+    Persistent(&'a Path),
+}
+
 impl Vm {
     pub fn start(image: &Image, share: &Share, mode: Mode, accel: Accel) -> anyhow::Result<Self> {
+        Self::boot(
+            image,
+            Disk::Snapshot(&image.disk),
+            share,
+            &mode.args(),
+            accel,
+        )
+    }
+
+    /// Boots `image`'s kernel and stage 1 from `disk`; `args` go on the kernel command line.
+    pub fn boot(
+        image: &Image,
+        disk: Disk<'_>,
+        share: &Share,
+        args: &str,
+        accel: Accel,
+    ) -> anyhow::Result<Self> {
+        let (disk, snapshot) = match disk {
+            Disk::Snapshot(path) => (path, "on"),
+            Disk::Persistent(path) => (path, "off"),
+        };
         let channel_port = free_port()?;
         let started = Instant::now();
         let mut child = Command::new("qemu-system-x86_64")
@@ -127,13 +161,12 @@ impl Vm {
             .arg("-append")
             .arg(format!(
                 "console=ttyS0 quiet loglevel=4 panic=-1 softlockup_panic=1 \
-                 lsm=lockdown,capability,landlock,yama,bpf {}",
-                mode.args()
+                 lsm=lockdown,capability,landlock,yama,bpf {args}"
             ))
             .arg("-drive")
             .arg(format!(
-                "file={},if=virtio,format=raw,snapshot=on",
-                image.disk.display()
+                "file={},if=virtio,format=raw,snapshot={snapshot}",
+                disk.display()
             ))
             .args(["-device", "virtio-rng-pci"])
             .arg("-virtfs")

@@ -8,6 +8,10 @@
 //! The image holds none of the project's code: the guest init, the agent and the tests come in
 //! through the 9p share at each boot. So the image is rebuilt only when one of its inputs changes
 //! (`inputs.txt` beside it lists them; the recipe's own source is one of them).
+//!
+//! Two recipes share this code: the eci VM's ([`ECI`]: our own init as PID 1) and the
+//! systemd host's ([`SHOST`], `cargo xtask shost`: Debian's systemd as PID 1, Debian's
+//! `docker.service`, the project's units installed by the test as a user would).
 
 use std::{
     fmt::Write as _,
@@ -21,18 +25,80 @@ use anyhow::{Context as _, bail};
 
 use crate::{cpio, exec, setup::Kernel};
 
-/// Packages on top of debootstrap's minbase. `kmod` for modprobe, `iproute2` to hand the host
-/// channel's network device to the relay's namespace, `busybox-static` for stage 1 and the test
-/// images.
-const PACKAGES: &[&str] = &[
-    "docker.io",
-    "containerd",
-    "runc",
-    "docker-registry",
-    "busybox-static",
-    "kmod",
-    "iproute2",
-];
+/// One disk image: its packages, what stage 1 hands over to, and the changes made to the
+/// bootstrapped root before it is packed.
+pub struct Recipe {
+    /// Its directory under target/vm.
+    pub name: &'static str,
+    pub hostname: &'static str,
+    pub packages: &'static [&'static str],
+    /// Stage 1's last lines: hand over to the second stage (`$B` is busybox).
+    pub handover: &'static str,
+    /// Files written into the root (path relative to it, contents); a path ending in `@mask` is
+    /// the unit before it masked (a link to /dev/null).
+    pub files: &'static [(&'static str, &'static str)],
+}
+
+/// The eci VM: our own init (`evm`, from the share) as PID 1. `kmod` for modprobe, `iproute2` to
+/// hand the host channel's network device to the relay's namespace, `busybox-static` for stage 1
+/// and the test images.
+pub const ECI: Recipe = Recipe {
+    name: "eci",
+    hostname: "eci-vm",
+    packages: &[
+        "docker.io",
+        "containerd",
+        "runc",
+        "docker-registry",
+        "busybox-static",
+        "kmod",
+        "iproute2",
+    ],
+    handover: r#"[ -x /newroot/mnt/eci/bin/evm ] || fail "the share has no bin/evm"
+$B umount /proc
+$B mount --move /dev /newroot/dev
+exec $B switch_root /newroot /mnt/eci/bin/evm
+"#,
+    files: &[],
+};
+
+/// The systemd host: Debian's systemd as PID 1 and Debian's own docker.service and docker.socket
+/// (systemd cgroup driver), nothing of the project. Stage 1 runs the share's `stage1.sh` (the
+/// test installs its driver units there), then hands over to /sbin/init. The engine makes no
+/// bridge and no iptables rules (as the eci VM's: twice as fast under TCG, and the tier needs
+/// no network); timers and gettys that would compete for the two emulated CPUs are masked.
+pub const SHOST: Recipe = Recipe {
+    name: "shost",
+    hostname: "shost",
+    packages: &[
+        "systemd-sysv",
+        "docker.io",
+        "containerd",
+        "runc",
+        "busybox-static",
+        "kmod",
+    ],
+    handover: r#"[ -f /newroot/mnt/eci/stage1.sh ] && { $B sh /newroot/mnt/eci/stage1.sh /newroot || fail "the share's stage1.sh"; }
+$B umount /proc
+$B mount --move /dev /newroot/dev
+exec $B switch_root /newroot /sbin/init
+"#,
+    files: &[
+        (
+            "etc/docker/daemon.json",
+            "{ \"bridge\": \"none\", \"iptables\": false }\n",
+        ),
+        ("etc/modules-load.d/shost.conf", "overlay\nvirtio_rng\n"),
+        ("etc/systemd/system/serial-getty@ttyS0.service@mask", ""),
+        ("etc/systemd/system/getty@tty1.service@mask", ""),
+        ("etc/systemd/system/apt-daily.timer@mask", ""),
+        ("etc/systemd/system/apt-daily-upgrade.timer@mask", ""),
+        ("etc/systemd/system/dpkg-db-backup.timer@mask", ""),
+        ("etc/systemd/system/e2scrub_all.timer@mask", ""),
+        ("etc/systemd/system/fstrim.timer@mask", ""),
+        ("etc/systemd/system/systemd-tmpfiles-clean.timer@mask", ""),
+    ],
+};
 
 /// Modules the guest loads (their dependencies come along): the disk, the 9p share, the network
 /// device of the host channel, entropy, and overlayfs for the engine.
@@ -51,8 +117,8 @@ const MODULES: &[&str] = &[
 /// stage 2).
 const STAGE1_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "ext4", "9p", "9pnet_virtio"];
 
-/// Stage 1: load the disk and share modules, mount the disk and the share, hand over to the init
-/// the host put in the share. Any failure powers the guest off; the host sees no ready line.
+/// Stage 1: load the disk and share modules, mount the disk and the share, hand over to the
+/// recipe's second stage. Any failure powers the guest off; the host sees no ready line.
 const STAGE1_INIT: &str = r#"#!/bin/busybox sh
 B=/bin/busybox
 fail() { echo "evm-stage1: error: $*"; echo o > /proc/sysrq-trigger; $B sleep 10; }
@@ -64,10 +130,6 @@ for m in $($B cat /modules.order); do $B insmod /modules/$m 2>/dev/null || echo 
 i=0; while [ ! -b /dev/vda ] && [ $i -lt 200 ]; do $B sleep 0.05; i=$((i+1)); done
 $B mount -t ext4 -o rw,noatime /dev/vda /newroot || fail "mount /dev/vda"
 $B mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 eci /newroot/mnt/eci || fail "mount the 9p share"
-[ -x /newroot/mnt/eci/bin/evm ] || fail "the share has no bin/evm"
-$B umount /proc
-$B mount --move /dev /newroot/dev
-exec $B switch_root /newroot /mnt/eci/bin/evm
 "#;
 
 /// The built image: everything a boot needs.
@@ -88,15 +150,26 @@ impl Image {
     }
 }
 
+/// The eci VM's directory.
 pub fn dir(root: &Path) -> PathBuf {
-    root.join("target/vm/eci")
+    recipe_dir(root, &ECI)
 }
 
-/// The image for `kernel`, built unless the one under target/ was built from the same inputs.
+pub fn recipe_dir(root: &Path, recipe: &Recipe) -> PathBuf {
+    root.join("target/vm").join(recipe.name)
+}
+
+/// The eci VM's image for `kernel` (see [`ensure_recipe`]).
 pub fn ensure(root: &Path, kernel: &Kernel) -> anyhow::Result<Image> {
-    let dir = dir(root);
+    ensure_recipe(root, kernel, &ECI)
+}
+
+/// The image of `recipe` for `kernel`, built unless the one under target/ was built from the
+/// same inputs.
+pub fn ensure_recipe(root: &Path, kernel: &Kernel, recipe: &Recipe) -> anyhow::Result<Image> {
+    let dir = recipe_dir(root, recipe);
     let image = Image::at(&dir);
-    let inputs = inputs(kernel);
+    let inputs = inputs(kernel, recipe);
     let recorded = dir.join("inputs.txt");
     if fs::read_to_string(&recorded).is_ok_and(|r| r == inputs)
         && [&image.disk, &image.stage1, &image.vmlinux]
@@ -109,18 +182,19 @@ pub fn ensure(root: &Path, kernel: &Kernel) -> anyhow::Result<Image> {
     fs::create_dir_all(&dir)?;
     // The record goes last: an interrupted build is never taken for a current one.
     let _ = fs::remove_file(&recorded);
-    build(&dir, kernel, &image)?;
+    build(&dir, kernel, recipe, &image)?;
     fs::write(&recorded, inputs)?;
     Ok(image)
 }
 
 /// Everything the image is made from, as text: the kernel package, the package list, the module
 /// lists and this recipe's own source.
-fn inputs(kernel: &Kernel) -> String {
+fn inputs(kernel: &Kernel, recipe: &Recipe) -> String {
     let mut s = String::new();
+    let _ = writeln!(s, "image {}", recipe.name);
     let _ = writeln!(s, "suite bookworm variant minbase");
     let _ = writeln!(s, "kernel {}", kernel.package);
-    let _ = writeln!(s, "packages {}", PACKAGES.join(","));
+    let _ = writeln!(s, "packages {}", recipe.packages.join(","));
     let _ = writeln!(s, "modules {}", MODULES.join(","));
     let _ = writeln!(
         s,
@@ -137,19 +211,20 @@ fn fnv1a64(text: &str) -> u64 {
     })
 }
 
-fn build(dir: &Path, kernel: &Kernel, image: &Image) -> anyhow::Result<()> {
+fn build(dir: &Path, kernel: &Kernel, recipe: &Recipe, image: &Image) -> anyhow::Result<()> {
     let started = Instant::now();
     let rootfs = dir.join("rootfs");
     remove_tree(&rootfs)?;
     let kver = kernel_release(kernel)?;
     println!(
-        "xtask vm-image: debootstrap bookworm ({})",
-        PACKAGES.join(" ")
+        "xtask vm-image: {}: debootstrap bookworm ({})",
+        recipe.name,
+        recipe.packages.join(" ")
     );
     exec::run(
         Command::new("debootstrap")
             .arg("--variant=minbase")
-            .arg(format!("--include={}", PACKAGES.join(",")))
+            .arg(format!("--include={}", recipe.packages.join(",")))
             .arg("bookworm")
             .arg(&rootfs)
             .arg(mirror()?),
@@ -171,7 +246,22 @@ fn build(dir: &Path, kernel: &Kernel, image: &Image) -> anyhow::Result<()> {
     fs::create_dir_all(rootfs.join("mnt/eci"))?;
     // The engine's data and the registry's storage live on the disk (a snapshot per boot).
     fs::create_dir_all(rootfs.join("var/lib/eci-registry"))?;
-    fs::write(rootfs.join("etc/hostname"), "eci-vm\n")?;
+    fs::write(
+        rootfs.join("etc/hostname"),
+        format!("{}\n", recipe.hostname),
+    )?;
+    for (path, text) in recipe.files {
+        if let Some(unit) = path.strip_suffix("@mask") {
+            let link = rootfs.join(unit);
+            fs::create_dir_all(link.parent().context("unit path")?)?;
+            let _ = fs::remove_file(&link);
+            std::os::unix::fs::symlink("/dev/null", &link)?;
+        } else {
+            let file = rootfs.join(path);
+            fs::create_dir_all(file.parent().context("file path")?)?;
+            fs::write(&file, text)?;
+        }
+    }
 
     println!("xtask vm-image: ext4 image");
     let tmp = dir.join("disk.img.partial");
@@ -184,7 +274,7 @@ fn build(dir: &Path, kernel: &Kernel, image: &Image) -> anyhow::Result<()> {
             .arg(&tmp),
     )?;
     fs::rename(&tmp, &image.disk)?;
-    stage1(&rootfs, &kver, &order, &image.stage1)?;
+    stage1(&rootfs, &kver, &order, recipe.handover, &image.stage1)?;
     vmlinux(&kernel.vmlinuz, &image.vmlinux)?;
     remove_tree(&rootfs)?;
     println!(
@@ -337,12 +427,18 @@ fn walk(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn stage1(rootfs: &Path, kver: &str, order: &[String], out: &Path) -> anyhow::Result<()> {
+fn stage1(
+    rootfs: &Path,
+    kver: &str,
+    order: &[String],
+    handover: &str,
+    out: &Path,
+) -> anyhow::Result<()> {
     let mut archive = cpio::Archive::new(Vec::new());
     for dir in ["bin", "dev", "proc", "newroot", "modules"] {
         archive.dir(dir)?;
     }
-    archive.file("init", 0o755, STAGE1_INIT.as_bytes())?;
+    archive.file("init", 0o755, format!("{STAGE1_INIT}{handover}").as_bytes())?;
     let busybox = rootfs.join("bin/busybox");
     archive.file(
         "bin/busybox",

@@ -6,7 +6,8 @@
 //! - `evm e2e`: the end-to-end suite;
 //! - `evm bench RUNS`: the figures of `cargo xtask bench --section evm`;
 //! - `evm in-cgroup REL -- CMD…`: CMD run in another cgroup (the bench's docker CLI);
-//! - `evm probe …`: one access attempt (also runs inside the test images).
+//! - `evm probe …`: one access attempt (also runs inside the test images);
+//! - `evm shost …`: the systemd-host tier's driver and probes (see `shost`).
 
 mod bench;
 mod e2e;
@@ -14,6 +15,7 @@ mod guest;
 mod init;
 mod probe;
 mod relay;
+mod shost;
 mod sys;
 
 use std::process::ExitCode;
@@ -30,9 +32,10 @@ fn main() -> ExitCode {
         Some("bench") => bench::main(&args[1..]),
         Some("in-cgroup") => bench::in_cgroup(&args[1..]),
         Some("probe") => probe::main(&args[1..]),
+        Some("shost") => shost::main(&args[1..]),
         _ => {
             eprintln!(
-                "usage: evm relay | e2e | bench RUNS | in-cgroup REL -- CMD… | probe …  (as PID 1: the eci VM's init)"
+                "usage: evm relay | e2e | bench RUNS | in-cgroup REL -- CMD… | probe … | shost …  (as PID 1: the eci VM's init)"
             );
             ExitCode::from(64)
         }

@@ -4,10 +4,11 @@
 //!
 //! - `probe unix PATH`: connect(2) to a unix socket;
 //! - `probe tcp HOST:PORT`: connect(2) over TCP (2 s timeout);
-//! - `probe in-cgroup REL unix PATH`: first move into cgroup REL (root only), then as above.
+//! - `probe in-cgroup REL unix PATH`: first move into cgroup REL (root only), then as above;
+//! - `probe ping PATH`: connect(2) and `GET /_ping`: `served` only for an HTTP 200 (see [`ping`]).
 
 use std::{
-    io,
+    io::{self, Read as _, Write as _},
     net::{TcpStream, ToSocketAddrs as _},
     os::unix::net::UnixStream,
     path::Path,
@@ -19,6 +20,15 @@ use crate::{guest::CGROUP_ROOT, sys};
 
 pub fn main(args: &[String]) -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if let ["ping", path] = args.as_slice() {
+        let word = ping(Path::new(path));
+        println!("{word}");
+        return if word == "served" {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     let outcome = match args.as_slice() {
         ["in-cgroup", rel, rest @ ..] => {
             match sys::join_cgroup(&Path::new(CGROUP_ROOT).join(rel), std::process::id()) {
@@ -56,7 +66,50 @@ fn attempt(args: &[&str]) -> io::Result<()> {
     }
 }
 
-fn errno_name(err: &io::Error) -> String {
+/// One `GET /_ping` on the unix socket at `path`, as one word: `served` (HTTP 200), `httpNNN`
+/// (another status: a refusal by the sidecar), `silent` (connected, no answer within 2 s: queued,
+/// nobody accepts yet), `closed` (connected, closed without a word), or the errno of connect(2)
+/// (`EPERM`: the kernel refused; `ENOENT`: no socket there yet).
+pub fn ping(path: &Path) -> String {
+    let mut stream = match UnixStream::connect(path) {
+        Ok(stream) => stream,
+        Err(err) => return errno_name(&err),
+    };
+    let exchange = (|| -> io::Result<Vec<u8>> {
+        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")?;
+        let mut reply = vec![0; 64];
+        let mut got = 0;
+        while got < 12 {
+            match stream.read(&mut reply[got..])? {
+                0 => break,
+                n => got += n,
+            }
+        }
+        reply.truncate(got);
+        Ok(reply)
+    })();
+    match exchange {
+        Ok(reply) if reply.is_empty() => "closed".into(),
+        Ok(reply) => match reply.get(9..12).map(|code| String::from_utf8_lossy(code)) {
+            Some(code) if reply.starts_with(b"HTTP/1.") && code == "200" => "served".into(),
+            Some(code) if reply.starts_with(b"HTTP/1.") => format!("http{code}"),
+            _ => "garbled".into(),
+        },
+        Err(err)
+            if matches!(
+                err.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            "silent".into()
+        }
+        Err(err) => errno_name(&err),
+    }
+}
+
+pub fn errno_name(err: &io::Error) -> String {
     match err.raw_os_error() {
         Some(libc::EPERM) => "EPERM".into(),
         Some(libc::EACCES) => "EACCES".into(),

@@ -109,3 +109,14 @@ pub fn set_env_single_threaded(vars: &[(&str, &str)]) {
         unsafe { std::env::set_var(key, value) };
     }
 }
+
+extern "C" fn exit_now(_: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe and ends the process without running any Rust code.
+    unsafe { libc::_exit(0) }
+}
+
+/// SIGTERM ends the process at once (a container's PID 1 would otherwise ignore it).
+pub fn exit_on_sigterm() {
+    // SAFETY: the handler calls only _exit, which is async-signal-safe.
+    unsafe { libc::signal(libc::SIGTERM, exit_now as *const () as libc::sighandler_t) };
+}
