@@ -8,8 +8,8 @@
 //!    `/run`, an allowed one mounting the socket), then eci-agent installed by the commands in
 //!    `eci-agent.service`'s header, then the checks on a freshly installed host;
 //! 2. `cold1`, 3. `cold2`: cold boots of that disk: an unlisted root process and the unlisted
-//!    container probe both sockets from the first second; restart of the engine, SIGKILL of the
-//!    agent (cold1); a reboot puts everything back (cold2).
+//!    container probe both sockets from the first second; restart of the engine (cold1); an
+//!    allowed image connecting at once 20 times and SIGKILL of the agent (cold2, on request).
 //!
 //! A case that fails fails the tier, with the guest's logs printed. A case marked GAP is a limit
 //! known and recorded in an open issue (it names it); it is printed loudly and does not fail.

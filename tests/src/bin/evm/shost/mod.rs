@@ -108,7 +108,7 @@ fn driver() -> ExitCode {
     match boot.as_str() {
         "install" => cases::install(&mut run),
         "cold1" => cases::cold(&mut run, true),
-        "cold2" => cases::cold(&mut run, false),
+        "cold2" => cases::cold_and_kill(&mut run),
         other => {
             println!("shost {other}/(boot) => FAILED eci.shost= must be install, cold1 or cold2");
             run.failed += 1;
