@@ -394,6 +394,14 @@ pub struct KernelOffsets {
     pub inode_i_sb: u64,
     /// `struct super_block` → `s_magic` (`unsigned long`).
     pub super_block_s_magic: u64,
+    /// `struct task_struct` → `nsproxy` (`struct nsproxy *`).
+    pub task_struct_nsproxy: u64,
+    /// `struct nsproxy` → `cgroup_ns` (`struct cgroup_namespace *`).
+    pub nsproxy_cgroup_ns: u64,
+    /// `struct cgroup_namespace` → `root_cset` (`struct css_set *`): the namespace's root.
+    pub cgroup_namespace_root_cset: u64,
+    /// `struct css_set` → `dfl_cgrp` (`struct cgroup *`): its cgroup on the v2 hierarchy.
+    pub css_set_dfl_cgrp: u64,
 }
 
 impl KernelOffsets {
@@ -421,6 +429,10 @@ impl KernelOffsets {
         file_f_path_dentry: 0,
         inode_i_sb: 0,
         super_block_s_magic: 0,
+        task_struct_nsproxy: 0,
+        nsproxy_cgroup_ns: 0,
+        cgroup_namespace_root_cset: 0,
+        css_set_dfl_cgrp: 0,
     };
 }
 
@@ -598,7 +610,7 @@ const _: () = assert!(core::mem::size_of::<CgroupVerdict>() == 8);
 const _: () = assert!(core::mem::size_of::<InodeKey>() == 16);
 const _: () = assert!(core::mem::size_of::<DenyEvent>() == 72);
 const _: () = assert!(core::mem::offset_of!(DenyEvent, comm) == 56);
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 168);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 200);
 const _: () = assert!(core::mem::size_of::<ProtectedName>() == 8 + PROTECTED_NAME_BYTES);
 const _: () =
     assert!(PROTECTED_NAME_BYTES.is_multiple_of(8) && PROTECTED_NAME_BYTES > PROTECTED_NAME_MAX);

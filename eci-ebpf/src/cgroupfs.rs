@@ -28,16 +28,24 @@
 //! the global pid 1 (`bpf_get_current_pid_tgid` is the initial namespace's), never a container's
 //! init.
 //!
-//! What is judged here is the destination: `file_open` does not see which pid is written, so a
+//! What is judged above is the destination: `file_open` does not see which pid is written, so a
 //! process that may open a cgroup's `cgroup.procs` may move any process it can name into it.
 //! Moving a process *out* of a protected cgroup into an unprotected one (the agent's pid, seen
-//! with `--pid=host`) is judged by the kernel's own rules only (write access to the common
-//! ancestor's `cgroup.procs`, an `inode_permission` check no cheap hook sees).
+//! with `--pid=host`, written into the container's own `cgroup.procs`) is therefore judged by
+//! who writes, not where ([`may_move_out`]): the kernel's own rule for it (write access to the
+//! common ancestor's `cgroup.procs`, an `inode_permission` check no cheap hook sees) holds a
+//! container in a private cgroup namespace (Docker's default on cgroup v2) to its own subtree,
+//! where nothing protected lives; a container given the host's cgroup namespace
+//! (`--cgroupns=host`) has the root as that ancestor. So a caller that may not change cgroups,
+//! in the host's cgroup namespace, whose cgroup carries a verdict (every container's does, from
+//! birth) may open no `cgroup.procs` or `cgroup.threads` for writing at all. Host processes in
+//! cgroups without a verdict (a user's `systemd --user` managing its delegated subtree) keep
+//! the kernel's rules.
 
 use core::ffi::c_void;
 
 use aya_ebpf::helpers::{
-    bpf_get_current_pid_tgid,
+    bpf_get_current_pid_tgid, bpf_probe_read_kernel_str_bytes,
     generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id},
 };
 use eci_common::{CLASS_ALL, CLASS_CGROUPS, MAX_CGROUP_DEPTH};
@@ -89,4 +97,40 @@ pub fn writer() -> bool {
         )
     };
     own == root || verdict::allowed(CLASS_CGROUPS)
+}
+
+/// Whether the current task, which may not change cgroups, may still open `file` (a cgroup2
+/// file of an unprotected cgroup) for writing: anything but `cgroup.procs` and `cgroup.threads`,
+/// and those too unless it is a container in the host's cgroup namespace (see the module's
+/// comment).
+#[inline(always)]
+pub fn may_move_out(file: *const c_void) -> bool {
+    if !moves_processes(file) {
+        return true;
+    }
+    // SAFETY: a helper with a scalar argument; level 0 is the cgroup2 root.
+    let root = unsafe { bpf_get_current_ancestor_cgroup_id(0) };
+    if kernel::cgroupns_root_id() != Some(root) {
+        // A private cgroup namespace: the kernel keeps it in its own subtree.
+        return true;
+    }
+    verdict::standing(CLASS_ALL).is_none()
+}
+
+/// Whether `dentry` is named `cgroup.procs` or `cgroup.threads`: the files that move processes.
+#[inline(always)]
+fn moves_processes(dentry: *const c_void) -> bool {
+    const PROCS: &[u8] = b"cgroup.procs";
+    const THREADS: &[u8] = b"cgroup.threads";
+    let (len, name) = kernel::dentry_name(dentry);
+    if len as usize != PROCS.len() && len as usize != THREADS.len() {
+        return false;
+    }
+    // The longer name, its NUL, and one more byte so that a longer name reads as longer.
+    let mut buf = [0u8; 16];
+    // SAFETY: the helper reads at most `buf.len()` bytes of kernel memory, fault-safe.
+    match unsafe { bpf_probe_read_kernel_str_bytes(name, &mut buf) } {
+        Ok(bytes) => bytes == PROCS || bytes == THREADS,
+        Err(_) => false,
+    }
 }

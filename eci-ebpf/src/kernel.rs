@@ -18,7 +18,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{cgroup, file, inode},
-    helpers::generated::bpf_skc_to_unix_sock,
+    helpers::generated::{bpf_get_current_task_btf, bpf_skc_to_unix_sock},
 };
 use eci_common::KernelOffsets;
 
@@ -270,4 +270,35 @@ pub fn dentry_parent(dentry: *const c_void) -> Option<*const c_void> {
     // pointers).
     let parent: *const c_void = unsafe { member(dentry, offset!(dentry_d_parent)) };
     (!parent.is_null() && parent != dentry).then_some(parent)
+}
+
+/// The id of the root cgroup of the current task's cgroup namespace
+/// (`current->nsproxy->cgroup_ns->root_cset->dfl_cgrp->kn->id`): the cgroup2 root's id for a task
+/// in the host's cgroup namespace. `None` for a NULL on the way (an exiting task has no nsproxy).
+#[inline(always)]
+pub fn cgroupns_root_id() -> Option<u64> {
+    // SAFETY: a helper without arguments; it returns the current task, BTF-typed.
+    let task: *const c_void = unsafe { bpf_get_current_task_btf() }.cast();
+    if task.is_null() {
+        return None;
+    }
+    // SAFETY: `task` is typed `struct task_struct *`; each pointer below comes from the previous
+    // load, so it is typed too.
+    let nsproxy: *const c_void = unsafe { member(task, offset!(task_struct_nsproxy)) };
+    if nsproxy.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let ns: *const c_void = unsafe { member(nsproxy, offset!(nsproxy_cgroup_ns)) };
+    if ns.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let cset: *const c_void = unsafe { member(ns, offset!(cgroup_namespace_root_cset)) };
+    if cset.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    let cgrp: *const cgroup = unsafe { member(cset, offset!(css_set_dfl_cgrp)) };
+    cgroup_identity(cgrp).map(|c| c.id)
 }

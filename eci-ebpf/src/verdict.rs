@@ -14,6 +14,13 @@ use crate::maps::{EVENTS, VERDICTS};
 /// Whether the current task may reach a socket of `class`.
 #[inline(always)]
 pub fn allowed(class: u32) -> bool {
+    standing(class).unwrap_or(false)
+}
+
+/// Whether the current task may reach `class` by the first verdict that applies to it (its
+/// cgroup's, or its nearest ancestor's); `None` when none applies (an unlisted host cgroup).
+#[inline(always)]
+pub fn standing(class: u32) -> Option<bool> {
     // The ancestor helper answers 0 above the task's own level, so scanning from the deepest
     // possible level down, the first non-zero id is the task's own cgroup and gives its level.
     let mut own_level: Option<u32> = None;
@@ -29,10 +36,10 @@ pub fn allowed(class: u32) -> bool {
         if let Some(verdict) = unsafe { VERDICTS.get(id) }
             && let Some(decision) = verdict.decide(class, own - level)
         {
-            return decision;
+            return Some(decision);
         }
     }
-    false
+    None
 }
 
 /// Reports a denial to user space; a full ring buffer drops the report, never the denial.

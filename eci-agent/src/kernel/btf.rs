@@ -471,6 +471,22 @@ pub fn kernel_offsets(btf: &Btf) -> Result<KernelOffsets, BtfError> {
         )?,
         inode_i_sb: btf.typed_member("inode", &["i_sb"], PtrToStruct("super_block"))?,
         super_block_s_magic: btf.typed_member("super_block", &["s_magic"], Int(8))?,
+        task_struct_nsproxy: btf.typed_member(
+            "task_struct",
+            &["nsproxy"],
+            PtrToStruct("nsproxy"),
+        )?,
+        nsproxy_cgroup_ns: btf.typed_member(
+            "nsproxy",
+            &["cgroup_ns"],
+            PtrToStruct("cgroup_namespace"),
+        )?,
+        cgroup_namespace_root_cset: btf.typed_member(
+            "cgroup_namespace",
+            &["root_cset"],
+            PtrToStruct("css_set"),
+        )?,
+        css_set_dfl_cgrp: btf.typed_member("css_set", &["dfl_cgrp"], PtrToStruct("cgroup"))?,
     })
 }
 
@@ -722,7 +738,40 @@ mod tests {
             ],
         );
         assert_eq!(kn, kn_ptr + 1);
-        let _ = b.compound(KIND_STRUCT, "cgroup", 2000, false, &[("kn", kn_ptr, 320)]);
+        let cgroup = b.compound(KIND_STRUCT, "cgroup", 2000, false, &[("kn", kn_ptr, 320)]);
+        // current->nsproxy->cgroup_ns->root_cset->dfl_cgrp
+        let cgroup_ptr = b.reference(KIND_PTR, "", cgroup);
+        let css_set = b.compound(
+            KIND_STRUCT,
+            "css_set",
+            512,
+            false,
+            &[("dfl_cgrp", cgroup_ptr, 1024)],
+        );
+        let css_set_ptr = b.reference(KIND_PTR, "", css_set);
+        let cgroup_ns = b.compound(
+            KIND_STRUCT,
+            "cgroup_namespace",
+            64,
+            false,
+            &[("root_cset", css_set_ptr, 256)],
+        );
+        let cgroup_ns_ptr = b.reference(KIND_PTR, "", cgroup_ns);
+        let nsproxy = b.compound(
+            KIND_STRUCT,
+            "nsproxy",
+            64,
+            false,
+            &[("cgroup_ns", cgroup_ns_ptr, 448)],
+        );
+        let nsproxy_ptr = b.reference(KIND_PTR, "", nsproxy);
+        let _ = b.compound(
+            KIND_STRUCT,
+            "task_struct",
+            4096,
+            false,
+            &[("nsproxy", nsproxy_ptr, 24000)],
+        );
         let _ = b.compound(KIND_STRUCT, "bpf_map", 256, false, &[("id", u32_t, 640)]);
         let aux_ptr = b.reference(KIND_PTR, "", b.next_id + 1);
         let aux = b.compound(
@@ -764,6 +813,10 @@ mod tests {
                 file_f_path_dentry: 48,
                 inode_i_sb: 24,
                 super_block_s_magic: 96,
+                task_struct_nsproxy: 3000,
+                nsproxy_cgroup_ns: 56,
+                cgroup_namespace_root_cset: 32,
+                css_set_dfl_cgrp: 128,
             })
         );
         assert_eq!(
@@ -811,8 +864,8 @@ mod tests {
             })
         );
         assert_eq!(
-            btf.member("task_struct", &["pid"]),
-            Err(BtfError::NoStruct("task_struct".into()))
+            btf.member("mm_struct", &["pgd"]),
+            Err(BtfError::NoStruct("mm_struct".into()))
         );
         assert!(matches!(
             btf.typed_member("socket", &["file"], Expected::PtrToStruct("inode")),

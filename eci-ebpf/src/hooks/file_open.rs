@@ -14,6 +14,10 @@
 //!
 //! Fast path (every open): a read-only open costs one member load; a write open outside cgroup2
 //! three more (the file's inode, its super block, the magic) — no map lookup, no helper.
+//!
+//! A write open of an unprotected cgroup's `cgroup.procs` or `cgroup.threads` is refused too, to
+//! containers in the host's cgroup namespace: that is how they would move a protected process
+//! (the agent) *out* of its cgroup (`cgroupfs.rs`, [`cgroupfs::may_move_out`]).
 
 use aya_ebpf::{bindings::file, macros::lsm, programs::LsmContext};
 use eci_common::{CGROUP2_SUPER_MAGIC, CLASS_CGROUPS, DENY_ERRNO, Hook, Protected};
@@ -40,11 +44,18 @@ pub fn file_open(ctx: LsmContext) -> i32 {
     }
     // A directory is never opened for writing, so this is a file in a cgroup's directory: that
     // directory is the cgroup it belongs to.
-    let Some(dir) = kernel::file_dentry(file).and_then(kernel::dentry_parent) else {
+    let Some(dentry) = kernel::file_dentry(file) else {
         return 0;
     };
-    let Some(cgroup) = cgroupfs::protected(dir) else {
+    let Some(dir) = kernel::dentry_parent(dentry) else {
         return 0;
+    };
+    let cgroup = match cgroupfs::protected(dir) {
+        Some(cgroup) => cgroup,
+        // Unprotected: moving a process there gains nothing, but moving one *out* of a
+        // protected cgroup (the agent) into it is taken away from containers that could.
+        None if cgroupfs::may_move_out(dentry) => return 0,
+        None => kernel::dentry_inode(dir).map_or(0, |dir| kernel::inode_number(dir)),
     };
     if cgroupfs::writer() {
         return 0;

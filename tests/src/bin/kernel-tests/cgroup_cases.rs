@@ -150,13 +150,55 @@ pub fn run(r: &mut Report, cg: &Cgroups<'_>) {
                 CONNECTED,
             ),
             expect(
-                "container → its own child cgroup",
-                join(&cg.container.rel, &own_sub.rel),
+                "container in its own cgroup namespace → its own child cgroup",
+                probe(
+                    &cg.container.rel,
+                    "cgroupns-write-pid",
+                    &procs(&own_sub.rel),
+                    None,
+                ),
                 CONNECTED,
             ),
             expect(
                 "container → its own child's cgroup.subtree_control",
                 open_write(&cg.container.rel, &own_sub.rel, "cgroup.subtree_control"),
+                CONNECTED,
+            ),
+        ])
+    });
+    // Moving a process *out* (the agent's pid, seen with --pid=host) into a cgroup that is not
+    // protected: refused to a container in the host's cgroup namespace, whatever the target.
+    r.case("moving_out_refused_to_containers_in_the_host_cgroupns", {
+        let own_sub = Cgroup::create(&format!("{}/t-sub2", cg.container.rel));
+        all([
+            expect(
+                "container (host cgroupns) → denied cgroup.procs",
+                join(&cg.container.rel, &cg.denied.rel),
+                EPERM,
+            ),
+            expect(
+                "container (host cgroupns) → unlisted cgroup.procs",
+                join(&cg.container.rel, &cg.unlisted.rel),
+                EPERM,
+            ),
+            expect(
+                "container (host cgroupns) → its own child's cgroup.threads",
+                open_write(&cg.container.rel, &own_sub.rel, "cgroup.threads"),
+                EPERM,
+            ),
+            expect(
+                "allowed container (host cgroupns) → denied cgroup.procs",
+                join(&cg.allowed.rel, &cg.denied.rel),
+                EPERM,
+            ),
+            expect(
+                "unlisted host cgroup (no verdict) → denied cgroup.procs",
+                join(&cg.unlisted.rel, &cg.denied.rel),
+                CONNECTED,
+            ),
+            expect(
+                "trusted → unlisted cgroup.procs",
+                join(TRUSTED, &cg.unlisted.rel),
                 CONNECTED,
             ),
         ])

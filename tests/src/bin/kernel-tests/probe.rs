@@ -170,6 +170,16 @@ pub fn main(args: &[String]) -> ExitCode {
         "open-write" => OpenOptions::new().write(true).open(path).map(drop),
         // Moves itself into the cgroup whose `cgroup.procs` PATH is.
         "write-pid" => fs::write(path, std::process::id().to_string()),
+        // The same from a cgroup namespace of its own, rooted at its cgroup (as a container in
+        // Docker's default private cgroup namespace is).
+        "cgroupns-write-pid" => {
+            // SAFETY: a plain syscall on this single-threaded process.
+            if unsafe { libc::unshare(libc::CLONE_NEWCGROUP) } != 0 {
+                Err(io::Error::last_os_error())
+            } else {
+                fs::write(path, std::process::id().to_string())
+            }
+        }
         // Makes the cgroup PATH, then moves itself into it.
         "mkdir-join" => fs::create_dir(path).and_then(|()| {
             fs::write(
