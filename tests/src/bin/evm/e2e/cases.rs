@@ -98,6 +98,10 @@ pub const ALL: &[Case] = &[
         name: "identity: a privileged container joining the agent's cgroup leaves the agent whole",
         run: agent_not_turned_against_itself,
     },
+    Case {
+        name: "identity: unprivileged migration through the host's cgroup tree is refused",
+        run: unprivileged_migration_refused,
+    },
 ];
 
 fn sidecar_serves_host(_: &mut Suite) -> anyhow::Result<()> {
@@ -567,5 +571,89 @@ fn agent_not_turned_against_itself(suite: &mut Suite) -> anyhow::Result<()> {
         format!("after the container's attempt ({said:?}) the agent no longer reaches the engine")
     })?;
     ensure!(!version.trim().is_empty(), "no server version");
+    Ok(())
+}
+
+/// Unprivileged migration (issue 9): a container given the host's cgroup namespace and tree
+/// (`--cgroupns=host -v /sys/fs/cgroup:/cg`, no other privilege) writes its shell's pid into the
+/// `cgroup.procs` of the agent's cgroup, the trusted host cgroup and the root; a privileged one
+/// with the host's pids (`--privileged --cgroupns=host --pid=host`) moves the agent *out* into a
+/// cgroup it made under its own. Each write is refused (`file_open`), and afterwards the agent
+/// still reaches the engine (no lockout). Short scripts: the suite runs under a time limit on a
+/// loaded machine.
+fn unprivileged_migration_refused(suite: &mut Suite) -> anyhow::Result<()> {
+    let agent = suite.agent.as_ref().context("the agent is not running")?;
+    let agent_pid = agent.id();
+    let cgroup = fs::read_to_string(format!("/proc/{agent_pid}/cgroup"))?;
+    let agent_cgroup = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .context("the agent's cgroup")?
+        .trim_start_matches('/')
+        .to_owned();
+    // The subshell's stderr gets the shell's own message when the open is refused.
+    let try_write = |what: &str, pid: &str, procs: &str| {
+        format!(
+            "if (echo {pid} > {procs}) 2>/tmp/e; then echo \"{what}: moved\"; \
+             else echo \"{what}: $(cat /tmp/e)\"; fi; "
+        )
+    };
+    let unprivileged = [
+        try_write(
+            "into the agent's cgroup",
+            "$$",
+            &format!("/cg/{agent_cgroup}/cgroup.procs"),
+        ),
+        try_write(
+            "into the trusted cgroup",
+            "$$",
+            &format!("/cg/{}/cgroup.procs", guest::HOST_CGROUP),
+        ),
+        try_write("into the root", "$$", "/cg/cgroup.procs"),
+    ]
+    .concat();
+    let said = docker_ok(&[
+        "run",
+        "--rm",
+        "--cgroupns=host",
+        "-v",
+        "/sys/fs/cgroup:/cg",
+        &other_image(),
+        "sh",
+        "-c",
+        &unprivileged,
+    ]);
+    // Its own cgroup, as the host sees it (`0::/docker/<id>`).
+    let out = [
+        "own=$(sed -n 's/^0:://p' /proc/self/cgroup); mkdir -p /sys/fs/cgroup$own/m; ".to_owned(),
+        try_write(
+            "the agent out",
+            &agent_pid.to_string(),
+            "/sys/fs/cgroup$own/m/cgroup.procs",
+        ),
+    ]
+    .concat();
+    let said_out = docker_ok(&[
+        "run",
+        "--rm",
+        "--privileged",
+        "--cgroupns=host",
+        "--pid=host",
+        &other_image(),
+        "sh",
+        "-c",
+        &out,
+    ]);
+    let version = docker_ok(&["version", "--format", "{{.Server.Version}}"]);
+    let said = format!("{}{}", said?, said_out?);
+    let version = version.with_context(|| {
+        format!("after the containers' attempts ({said:?}) the agent no longer reaches the engine")
+    })?;
+    ensure!(!version.trim().is_empty(), "no server version");
+    let lines: Vec<&str> = said.lines().collect();
+    ensure!(
+        lines.len() == 4 && lines.iter().all(|l| l.contains("Operation not permitted")),
+        "not every write was refused with EPERM: {said:?}"
+    );
     Ok(())
 }
