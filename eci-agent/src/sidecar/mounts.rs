@@ -36,7 +36,10 @@ pub enum Gated {
 
 /// Runs the gate for one admitted request. `revoked` is the caller's connection's revocation
 /// receiver, when the container was allowed as it connected (see [`still_allowed`]).
-#[allow(clippy::too_many_arguments)] // reason: the pipeline's state for one request, each used once
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the pipeline's state for one request, each used once"
+)]
 pub async fn check(
     gate: &SocketMountGate,
     metrics: &Metrics,

@@ -263,13 +263,18 @@ mod tests {
         }
         let figures = figures("6.1", &samples).unwrap();
         assert_eq!(figures.len(), WORKLOADS.len());
-        assert_eq!(figures[0].name, "kernel.6.1.open_deep");
-        assert_eq!(figures[0].value, 101.0);
-        assert_eq!(figures[0].baseline, 100.0);
-        assert_eq!(figures[0].met(), Some(true));
-        assert!(figures[2].target.is_none());
-        assert!(figures[3].target.is_some());
-        assert!(figures[4].target.is_none());
+        // By name: the workloads' order is the report's, not the test's.
+        let named = |workload: &str| {
+            let name = format!("kernel.6.1.{workload}");
+            figures.iter().find(|f| f.name == name).expect(&name)
+        };
+        let deep = named("open_deep");
+        assert_eq!(deep.value, 101.0);
+        assert_eq!(deep.baseline, 100.0);
+        assert_eq!(deep.met(), Some(true));
+        assert!(named("stat_shallow").target.is_none());
+        assert!(named("connect_unrelated").target.is_some());
+        assert!(named("connect_protected_allowed").target.is_none());
         // A workload without samples on one side is an error, not a figure.
         samples.retain(|s| !(s.workload == "stat_deep" && s.on));
         assert!(self::figures("6.1", &samples).is_err());
