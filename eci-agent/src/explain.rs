@@ -177,7 +177,7 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
     let caller = CallerKind::Container(ContainerId::parse(&"0".repeat(64)).expect("valid id"));
     let method = method.to_ascii_uppercase();
     let (allowed, decision, refusal) =
-        match admit::admit(settings, &caller, &method, &route_path, target) {
+        match admit::admit(settings, &caller, &method, &route_path, uri.query(), target) {
             Admission::Admitted(d) => (true, d, None),
             Admission::Refused(r, d) => (false, d, Some(r)),
         };
@@ -185,9 +185,8 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
         .fact("caller", "a container allowed to mount the socket")
         .fact(
             "route",
-            decision
-                .route
-                .map_or_else(|| "unknown".to_owned(), |r| format!("{method} {r}")),
+            route::classify(&method, &route_path.api_path, uri.query())
+                .map_or_else(|| "unknown".to_owned(), ToString::to_string),
         )
         .fact("command", decision.command.unwrap_or_default())
         .fact(
@@ -204,8 +203,14 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
             ),
         )
         .fact("reason", decision.reason);
-    if let Some(route) = route::classify(&method, &route_path.api_path) {
+    if let Some(route) = route::classify(&method, &route_path.api_path, uri.query()) {
         e = e.fact("route kind", route.kind().as_str());
+        if route.reads_form() {
+            e = e.fact(
+                "split by",
+                "the fromImage form value (a pull with it, an import without): the query decides, a form body's Content-Type is removed",
+            );
+        }
         if let (Some(rule), Some(command)) = (&decision.rule, &decision.command) {
             let why = match route.kind() {
                 RouteKind::Is => format!("this request is `{command}`'s own effect"),
@@ -232,6 +237,9 @@ pub fn explain_request(settings: &Settings, spec: &str) -> Result<Explanation, S
             ),
             Some(Judged::Use(_)) => Some(
                 "the container-caller profile judges the container it names, as the engine stored it (eci-agent explain --container NAME)",
+            ),
+            Some(Judged::ExecStart) => Some(
+                "the container-caller profile judges the exec as its creation would be: the engine's record of it (--privileged) and its container (eci-agent explain --container NAME)",
             ),
             None => None,
         };
@@ -528,6 +536,36 @@ mod tests {
         let e = explain_request(&settings("deny", &[]), "POST /plugins/pull").unwrap();
         assert_eq!(e.allowed, Some(false));
         assert!(e.render().contains("blocked by: closed to containers"));
+    }
+
+    #[test]
+    fn import_is_named_apart_from_pull() {
+        let said = |s: &Settings, request| explain_request(s, request).unwrap().render();
+        let s = settings("allow", &["pull"]);
+        let text = said(&s, "POST /v1.47/images/create?fromSrc=-&repo=x");
+        assert!(
+            text.contains("POST /images/create (no fromImage)") && text.contains("import"),
+            "{text}"
+        );
+        assert!(
+            !explain_request(&s, "POST /v1.47/images/create?fromSrc=-")
+                .unwrap()
+                .allowed
+                .unwrap()
+        );
+        let text = said(&s, "POST /v1.47/images/create?fromImage=alpine&tag=3");
+        assert!(
+            text.contains("granted by: \"pull\": `pull` needs this request"),
+            "{text}"
+        );
+        let text = said(
+            &settings("allow", &["import"]),
+            "POST /images/create?fromSrc=-",
+        );
+        assert!(
+            text.contains("granted by: \"import\": this request is `import`'s own effect"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! background thread, with a policy the test can swap while it runs.
 
 use std::{
+    io::{Read as _, Write as _},
+    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::Arc,
@@ -11,11 +13,16 @@ use std::{
 
 use eci_agent::{
     engine::EngineApi,
-    gate::{Cgroups, SocketMountGate, host::protected_socket},
+    gate::{Cgroups, ContainerRecord, SocketMountGate, Standing, host::protected_socket},
+    ids::ContainerId,
     kernel::cgroup::CgroupTree,
     policy::{image::AllowedDigests, mount::SocketGate},
+    process::Peer,
     settings::{PolicySnapshot, Settings},
-    sidecar::{self, AuditLog, SidecarConfig, TrustedCgroups},
+    sidecar::{
+        self, AuditLog, Caller, CallerKind, ContainerAt, IdentifyCaller, SidecarConfig,
+        TrustedCgroups,
+    },
 };
 use tokio::sync::{oneshot, watch};
 
@@ -133,6 +140,27 @@ impl Sidecar {
         }
     }
 
+    /// Like [`Sidecar::start`], but every connection is taken for one allowed container
+    /// ([`AS_CONTAINER`]), so raw requests from the test process are judged as a container
+    /// caller's: what no CLI command sends (an exec started by ID, odd bodies) can be tried.
+    pub fn start_as_container(engine: &Dockerd, policy: Settings) -> Self {
+        Self::start_with(engine, policy, |config| {
+            config.identity = Arc::new(AsContainer);
+            if let Some(gate) = &config.mounts {
+                gate.table.record(ContainerRecord {
+                    id: as_container_id(),
+                    image: "test".into(),
+                    image_id: String::new(),
+                    init_pid: 0,
+                    driver: "cgroupfs".into(),
+                    cgroup_parent: String::new(),
+                    cgroup: None,
+                    standing: Standing::Allowed { rule: "*".into() },
+                });
+            }
+        })
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }
@@ -188,4 +216,55 @@ impl Drop for Sidecar {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// Takes every connection for the one container [`as_container_id`], allowed.
+struct AsContainer;
+
+impl IdentifyCaller for AsContainer {
+    fn identify(&self, peer: &Peer, _: Option<&dyn ContainerAt>) -> Caller {
+        Caller {
+            pid: peer.pid(),
+            cgroup: Some("/docker/test".into()),
+            kind: CallerKind::Container(as_container_id()),
+            candidate: None,
+        }
+    }
+}
+
+/// The container [`Sidecar::start_as_container`] takes every caller for.
+pub fn as_container_id() -> ContainerId {
+    ContainerId::parse(&"c1".repeat(32)).expect("a valid container ID")
+}
+
+/// Sends one HTTP/1.1 request (`Connection: close` added) to `socket` and returns the status and
+/// the whole answer.
+pub fn request(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    headers: &[&str],
+    body: &[u8],
+) -> (u16, String) {
+    let mut stream = UnixStream::connect(socket).expect("connecting");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("read timeout");
+    let mut head = format!("{method} {target} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n");
+    for h in headers {
+        head.push_str(h);
+        head.push_str("\r\n");
+    }
+    head.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    let answer = String::from_utf8_lossy(&out).into_owned();
+    let status = answer
+        .strip_prefix("HTTP/1.1 ")
+        .and_then(|s| s.get(..3))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, answer)
 }

@@ -669,3 +669,220 @@ fn allowing_run_does_not_grant_cp_into_another_container() {
         "{out}"
     );
 }
+
+/// `docker import` shares `POST /images/create` with `docker pull`; the engine tells them apart by
+/// the `fromImage` form value. Listing `pull` grants no import, denying `import` blocks no pull.
+#[test]
+fn import_is_its_own_command() {
+    let sidecar = Sidecar::start(
+        engine(),
+        sidecar::command_list("allow", &["pull", "images"]),
+    );
+    let script = "tar -c -f /t.tar -C /etc hostname; \
+                  docker import /t.tar eci-imported:1 >/dev/null; echo import=$?; \
+                  docker pull eci-test/no-such-image:1; echo pull=$?";
+    let out = text(&sidecar.in_container(engine(), script));
+    assert!(out.contains("import=1"), "{out}");
+    assert!(
+        out.contains("docker command \"/v1.41/images/create?fromSrc=-")
+            && out.contains("is blocked"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("/v1.41/images/create?fromImage="),
+        "pull was blocked under allow [pull]: {out}"
+    );
+    sidecar.set_policy(sidecar::command_list("deny", &["import"]));
+    let out = text(&sidecar.in_container(engine(), script));
+    assert!(out.contains("import=1"), "{out}");
+    assert!(
+        out.contains("docker command \"/v1.41/images/create?fromSrc=-"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("/v1.41/images/create?fromImage="),
+        "pull was blocked under deny [import]: {out}"
+    );
+    sidecar.set_policy(sidecar::command_list("deny", &["pull"]));
+    let out = text(&sidecar.in_container(engine(), script));
+    assert!(out.contains("import=0"), "import under deny [pull]: {out}");
+    assert!(out.contains("pull=1"), "{out}");
+    assert!(
+        out.contains("docker command \"/v1.41/images/create?fromImage=")
+            && out.contains("is blocked"),
+        "{out}"
+    );
+    let _ = engine().docker().args(["rmi", "eci-imported:1"]).output();
+}
+
+/// The engine reads `fromImage` from a form body too, before the query: a `pull` by its query
+/// with a form body that empties `fromImage` is an import (here of a URL), which `pull` does
+/// not grant.
+#[test]
+fn a_form_body_does_not_turn_a_pull_into_an_import() {
+    let sidecar = Sidecar::start_as_container(engine(), sidecar::command_list("allow", &["pull"]));
+    let (status, answer) = sidecar::request(
+        sidecar.socket(),
+        "POST",
+        "/v1.41/images/create?fromImage=eci-test/no-such-image&tag=1",
+        &["Content-Type: application/x-www-form-urlencoded"],
+        b"fromImage=&fromSrc=http%3A%2F%2F127.0.0.1%3A9%2Fsmuggled.tar&repo=eci-smuggled",
+    );
+    assert!(
+        !answer.contains("smuggled") && !answer.contains("127.0.0.1:9"),
+        "the engine imported: {status}\n{answer}"
+    );
+}
+
+/// JSON of a request straight to the engine (the host's own API use).
+fn engine_json(method: &str, target: &str, body: &str) -> serde_json::Value {
+    let (status, answer) = sidecar::request(
+        engine().socket(),
+        method,
+        target,
+        &["Content-Type: application/json"],
+        body.as_bytes(),
+    );
+    assert!((200..300).contains(&status), "{method} {target}: {answer}");
+    let json = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    // Chunked or not: the JSON object is between the first `{` and the last `}`.
+    let json = &json[json.find('{').unwrap_or(0)..=json.rfind('}').unwrap_or(0)];
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {answer}"))
+}
+
+/// An exec the host created (or anyone, by ID) is started with the power it was created with:
+/// a container caller may not start or resize a privileged exec, or one in a container the
+/// profile refuses, while an ordinary exec is served.
+#[test]
+fn a_socket_holder_cannot_start_an_exec_it_could_not_create() {
+    let sidecar = Sidecar::start_as_container(engine(), sidecar::command_list("deny", &[]));
+    let image = engine().cli_image();
+    for (name, opts) in [
+        ("eci-exec-plain", "--network none"),
+        ("eci-exec-pidhost", "--network none --pid=host"),
+    ] {
+        let out = engine()
+            .docker()
+            .args(["run", "-d", "--name", name])
+            .args(args(opts))
+            .args([image, "sleep", "600"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+    }
+    let exec = |container: &str, privileged: bool| {
+        let created = engine_json(
+            "POST",
+            &format!("/v1.41/containers/{container}/exec"),
+            &format!(r#"{{"Cmd":["true"],"Privileged":{privileged}}}"#),
+        );
+        created["Id"].as_str().unwrap().to_owned()
+    };
+    let privileged = exec("eci-exec-plain", true);
+    let in_pidhost = exec("eci-exec-pidhost", false);
+    let plain = exec("eci-exec-plain", false);
+    let start = |id: &str| {
+        sidecar::request(
+            sidecar.socket(),
+            "POST",
+            &format!("/v1.41/exec/{id}/start"),
+            &["Content-Type: application/json"],
+            br#"{"Detach":true}"#,
+        )
+    };
+    let resize = |id: &str| {
+        sidecar::request(
+            sidecar.socket(),
+            "POST",
+            &format!("/v1.41/exec/{id}/resize?h=10&w=10"),
+            &[],
+            b"",
+        )
+    };
+    let mut failures = Vec::new();
+    for (label, id, want) in [
+        ("resize-privileged", &privileged, "privileged"),
+        ("start-privileged", &privileged, "privileged"),
+        ("resize-pidhost", &in_pidhost, "host's PID namespace"),
+        ("start-pidhost", &in_pidhost, "host's PID namespace"),
+    ] {
+        let (status, answer) = if label.starts_with("resize") {
+            resize(id)
+        } else {
+            start(id)
+        };
+        if status != 403
+            || !answer.contains("enhanced container isolation")
+            || !answer.contains(want)
+        {
+            failures.push(format!("{label}: {status}\n{answer}"));
+        }
+    }
+    let (status, answer) = start(&plain);
+    if status != 200 {
+        failures.push(format!("start-plain: {status}\n{answer}"));
+    }
+    let _ = engine()
+        .docker()
+        .args(["rm", "-f", "eci-exec-plain", "eci-exec-pidhost"])
+        .output();
+    assert!(failures.is_empty(), "{}", failures.join("\n---\n"));
+}
+
+/// `docker cp` reads and writes through the container's mounts: into a container that binds the
+/// host's `/`, it writes the host's files. Judged like exec, on the container as stored.
+#[test]
+fn a_socket_holder_cannot_cp_through_a_host_root_container() {
+    let sidecar = Sidecar::start(engine(), sidecar::command_list("deny", &[]));
+    let image = engine().cli_image();
+    let scratch = engine().scratch("cp-planted");
+    let planted = scratch.join("planted");
+    for (name, opts) in [
+        ("eci-cp-root", "--network none -v /:/host"),
+        ("eci-cp-plain", "--network none"),
+    ] {
+        let out = engine()
+            .docker()
+            .args(["create", "--name", name])
+            .args(args(opts))
+            .args([image, "true"])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{name}: {}", text(&out));
+    }
+    let out = text(&sidecar.in_container(
+        engine(),
+        &format!(
+            "docker cp /etc/hostname eci-cp-root:/host{}; echo cpin=$?; \
+             docker cp eci-cp-root:/host/etc/hostname - >/dev/null; echo cpout=$?; \
+             docker cp /etc/hostname eci-cp-plain:/planted; echo cpplain=$?",
+            planted.display()
+        ),
+    ));
+    let host_wrote = planted.exists();
+    // From the host, the same copy is served.
+    let host = sidecar
+        .docker()
+        .args(["cp", "eci-cp-root:/host/etc/hostname", "-"])
+        .output()
+        .unwrap();
+    let _ = engine()
+        .docker()
+        .args(["rm", "-f", "eci-cp-root", "eci-cp-plain"])
+        .output();
+    assert!(
+        !host_wrote,
+        "cp wrote the host's {}: {out}",
+        planted.display()
+    );
+    for want in ["cpin=1", "cpout=1", "cpplain=0"] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    assert!(
+        out.contains(
+            "enhanced container isolation: copying files to or from container \"eci-cp-root\""
+        ),
+        "{out}"
+    );
+    assert!(host.status.success(), "cp from the host: {}", text(&host));
+}

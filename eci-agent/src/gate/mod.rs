@@ -386,6 +386,34 @@ impl SocketMountGate {
         Ok(Some(id))
     }
 
+    /// `POST /exec/{id}/start` and `…/resize` from a container caller. An exec is created by
+    /// one request and started by another, by ID, by anyone: the host's `docker exec
+    /// --privileged`, or an exec in a container the profile refuses. Starting it gives what it
+    /// was created with, so it is judged as its creation would be, on the engine's record of it
+    /// (its container and `--privileged`). `Ok(())` also when the engine has no such exec or
+    /// container (it answers 404 itself); execs cannot move between containers, so nothing
+    /// needs re-addressing.
+    pub async fn admit_exec_start(&self, exec_id: &str) -> Result<(), GateRefusal> {
+        let target = format!("/exec/{}/json", segment(exec_id));
+        let Some(body) = self
+            .engine
+            .get(&target)
+            .await
+            .map_err(GateRefusal::unverifiable)?
+        else {
+            return Ok(());
+        };
+        let exec = wire::decode_exec_inspect(&body)
+            .map_err(|e| GateRefusal::unverifiable(format!("the engine's exec JSON: {e}")))?;
+        let Some(container) = self.inspect(&exec.container_id).await? else {
+            return Ok(());
+        };
+        let name = container.name.trim_start_matches('/');
+        let name = if name.is_empty() { &container.id } else { name };
+        self.check_use(ContainerUse::Exec, name, &container, exec.privileged)
+            .await
+    }
+
     /// Judges a container (a name or an ID) from the engine's view of it, without acting on
     /// the verdict (`explain`). `None` when the engine has no such container.
     pub async fn judge(&self, name: &str) -> Result<Option<Judgement>, GateRefusal> {

@@ -365,7 +365,14 @@ mod tests {
             (Deny, &["build", "push"], "POST", "/build", false),
             (Deny, &["build"], "POST", "/grpc", false),
             (Deny, &["build"], "POST", "/session", false),
-            (Deny, &["image*"], "POST", "/images/create", false),
+            (
+                Deny,
+                &["image*"],
+                "POST",
+                "/images/create?fromImage=x",
+                false,
+            ),
+            (Deny, &["image*"], "POST", "/images/create?fromSrc=-", false),
             (Deny, &["image*"], "GET", "/images/search", true),
             (Deny, &["image*"], "GET", "/images/json", false),
             (Deny, &["container*"], "GET", "/containers/json", false),
@@ -406,7 +413,54 @@ mod tests {
             (Allow, &["run"], "POST", "/containers/create", true),
             (Allow, &["run"], "POST", "/containers/abc/wait", true),
             (Allow, &["run"], "POST", "/containers/abc/attach", true),
-            (Allow, &["run"], "POST", "/images/create", true),
+            (
+                Allow,
+                &["run"],
+                "POST",
+                "/images/create?fromImage=x&tag=1",
+                true,
+            ),
+            // `docker import` is its own command, not `pull`'s (nor `run`'s).
+            (Allow, &["run"], "POST", "/images/create?fromSrc=-", false),
+            (Allow, &["pull"], "POST", "/images/create?fromImage=x", true),
+            (
+                Allow,
+                &["pull"],
+                "POST",
+                "/images/create?fromSrc=-&repo=x",
+                false,
+            ),
+            (
+                Allow,
+                &["pull"],
+                "POST",
+                "/images/create?fromImage=&fromSrc=-",
+                false,
+            ),
+            (Allow, &["import"], "POST", "/images/create?fromSrc=-", true),
+            (
+                Allow,
+                &["import"],
+                "POST",
+                "/images/create?fromImage=x",
+                false,
+            ),
+            (
+                Deny,
+                &["import"],
+                "POST",
+                "/images/create?fromImage=x",
+                true,
+            ),
+            (
+                Deny,
+                &["import"],
+                "POST",
+                "/images/create?fromSrc=http://h/x",
+                false,
+            ),
+            (Deny, &["pull"], "POST", "/images/create?fromSrc=-", true),
+            (Deny, &["pull"], "POST", "/images/create?fromImage=x", false),
             (Allow, &["exec"], "GET", "/containers/abc/json", true),
             (Allow, &["container*"], "GET", "/containers/abc/json", true),
             (Allow, &["container*"], "POST", "/images/x/push", false),
@@ -466,7 +520,10 @@ mod tests {
         ];
         for (mode, rules, method, path, want) in cases {
             let p = policy(*mode, rules);
-            let v = p.decide(method, classify(method, path));
+            let (path, query) = path
+                .split_once('?')
+                .map_or((*path, None), |(p, q)| (p, Some(q)));
+            let v = p.decide(method, classify(method, path, query));
             assert_eq!(
                 v.is_allowed(),
                 *want,
@@ -478,7 +535,7 @@ mod tests {
     #[test]
     fn deny_verdict_names_rule_and_command() {
         let p = policy(ListMode::Deny, &["image push"]);
-        let v = p.decide("POST", classify("POST", "/images/a/push"));
+        let v = p.decide("POST", classify("POST", "/images/a/push", None));
         let push = CliCommand::from_name("push").unwrap();
         assert_eq!(
             v,

@@ -7,6 +7,7 @@
 //! - [`route`]: the Engine API route table and the request classifier.
 //! - [`image`]: the image verdict for a container that mounts the socket.
 //! - [`path_clean`]: Go's `path.Clean`, the one copy (the sidecar routes with it too).
+//! - [`go_query`]: a form value as Go's `url.ParseQuery` reads it (routes split by query).
 //! - [`go_json`]: JSON decoded with Go's `encoding/json` rules, field by field.
 //! - [`wire`]: the Engine API bodies the gate reads (create, exec, inspect), decoded as the
 //!   engine decodes them, and the mounts they ask for.
@@ -19,6 +20,7 @@ pub mod command;
 #[cfg(test)]
 mod fake_host;
 pub mod go_json;
+pub mod go_query;
 pub mod image;
 pub mod image_ref;
 pub mod messages;

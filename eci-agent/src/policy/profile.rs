@@ -170,6 +170,10 @@ pub enum ContainerUse {
     Exec,
     /// `attach`, over HTTP or a websocket.
     Attach,
+    /// `docker cp` (`PUT`, `GET` and `HEAD` of `/containers/{id}/archive`, and the old `POST
+    /// …/copy`): it writes and reads through the container's mounts, so into a container that
+    /// binds the host's `/` it writes the host's files.
+    Copy,
 }
 
 impl ContainerUse {
@@ -179,6 +183,7 @@ impl ContainerUse {
             Self::Start => "starting",
             Self::Exec => "running a command in",
             Self::Attach => "attaching to",
+            Self::Copy => "copying files to or from",
         }
     }
 }

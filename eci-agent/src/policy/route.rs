@@ -3,7 +3,10 @@
 //! registration order and the first whose method and path template match wins.
 //!
 //! Callers pass the path the engine would route: percent-decoded, clean, and without the
-//! optional `/vX.Y` prefix (the sidecar does that normalisation).
+//! optional `/vX.Y` prefix (the sidecar does that normalisation), and the raw query: one route
+//! serves two commands, told apart by a form value in the engine's handler (`POST
+//! /images/create` pulls when `fromImage` is set and imports when not), and the table has a row
+//! for each ([`Route::when_empty`]).
 
 use std::{fmt, sync::OnceLock};
 
@@ -103,6 +106,13 @@ pub struct Route {
     primary: Vec<CliCommand>,
     senders: Vec<CliCommand>,
     kind: RouteKind,
+    /// `PATTERN?KEY=` in the table: this row is the request only when the form value `KEY` is
+    /// empty or absent; otherwise the next row of the same pattern is.
+    when_empty: Option<&'static str>,
+    /// Another row shares this pattern, split by a form value: the engine's handler reads the
+    /// form, so a form body could change which command runs (the sidecar strips its
+    /// `Content-Type`, see [`Route::reads_form`]).
+    reads_form: bool,
 }
 
 impl Route {
@@ -158,6 +168,29 @@ impl Route {
         }
     }
 
+    /// The form value that must be empty or absent for this row to be the request
+    /// (`fromImage` for `docker import`).
+    pub fn when_empty(&self) -> Option<&'static str> {
+        self.when_empty
+    }
+
+    /// Whether the command this request is depends on a form value, which Go reads from a form
+    /// body (`Content-Type: application/x-www-form-urlencoded`) before the query. The sidecar
+    /// removes the `Content-Type` of such requests, so the query alone decides, for the engine
+    /// as for the table (no client sends a form body to them).
+    pub fn reads_form(&self) -> bool {
+        self.reads_form
+    }
+
+    /// Whether this row is the request with `query` (the raw text after `?`).
+    fn applies(&self, query: Option<&str>) -> bool {
+        self.when_empty.is_none_or(|key| {
+            query
+                .and_then(|q| super::go_query::form_value(q, key))
+                .is_none_or(|v| v.is_empty())
+        })
+    }
+
     /// `/_ping`, which every client needs for API version negotiation.
     pub fn is_ping(&self) -> bool {
         self.pattern == "/_ping"
@@ -181,7 +214,11 @@ impl Route {
 
 impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.method, self.pattern)
+        write!(f, "{} {}", self.method, self.pattern)?;
+        match self.when_empty {
+            Some(key) => write!(f, " (no {key})"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -195,14 +232,15 @@ pub fn route_count() -> usize {
     routes().len()
 }
 
-/// The route the engine dispatches `method path` to, or `None` when it would answer 404.
+/// The route the engine dispatches `method path` to, or `None` when it would answer 404; for a
+/// route split by a form value, the row `query` (the raw text after `?`) selects.
 ///
 /// The first match in registration order, as the daemon's router finds it, but only among the
 /// routes that can match at all: those of `method` whose pattern starts with the path's first
 /// segment, or whose first segment is a variable ([`Index`]). On the sidecar's path for every
 /// request; a scan of the whole table cost about 1,600 instructions for `/_ping`.
-pub fn classify(method: &str, path: &str) -> Option<&'static Route> {
-    index().classify(routes(), method, path)
+pub fn classify(method: &str, path: &str, query: Option<&str>) -> Option<&'static Route> {
+    index().classify(routes(), method, path, query)
 }
 
 /// For each method, the routes worth trying per first path segment, each list in registration
@@ -253,11 +291,17 @@ impl Index {
     }
 
     /// The first of `routes` (the table the index was built from) that `method path` matches.
-    fn classify<'r>(&self, routes: &'r [Route], method: &str, path: &str) -> Option<&'r Route> {
+    fn classify<'r>(
+        &self,
+        routes: &'r [Route],
+        method: &str,
+        path: &str,
+        query: Option<&str>,
+    ) -> Option<&'r Route> {
         self.candidates(method, path)
             .iter()
             .map(|&i| &routes[usize::from(i)])
-            .find(|r| match_parts(&r.parts, path))
+            .find(|r| match_parts(&r.parts, path) && r.applies(query))
     }
 
     fn candidates(&self, method: &str, path: &str) -> &[u16] {
@@ -290,6 +334,15 @@ fn parse_table(table: &'static str) -> Vec<Route> {
             .unwrap_or_else(|e| panic!("routes.tsv line {}: {e}", lineno + 1));
         out.push(route);
     }
+    // A row split by a form value, and the row it falls back to, read the form.
+    let split: Vec<(&str, &str)> = out
+        .iter()
+        .filter(|r| r.when_empty.is_some())
+        .map(|r| (r.method, r.pattern))
+        .collect();
+    for r in &mut out {
+        r.reads_form = split.contains(&(r.method, r.pattern));
+    }
     out
 }
 
@@ -318,6 +371,13 @@ fn parse_row(index: usize, line: &'static str) -> Result<Route, String> {
     all.extend(primary.iter().copied());
     all.sort();
     all.dedup();
+    let (pattern, when_empty) = match pattern.split_once('?') {
+        Some((pattern, cond)) => match cond.strip_suffix('=') {
+            Some(key) if !key.is_empty() => (pattern, Some(key)),
+            _ => return Err(format!("bad query condition {cond:?} (expected KEY=)")),
+        },
+        None => (pattern, None),
+    };
     let (router, removed) = match router.split_once(' ') {
         Some((r, "removed")) => (r, true),
         None => (router, false),
@@ -334,6 +394,8 @@ fn parse_row(index: usize, line: &'static str) -> Result<Route, String> {
         primary,
         senders: all,
         kind,
+        when_empty,
+        reads_form: false,
     })
 }
 
@@ -391,7 +453,7 @@ mod tests {
     #[test]
     fn table_parses_and_is_complete() {
         let routes = routes();
-        assert_eq!(routes.len(), 123);
+        assert_eq!(routes.len(), 124);
         for (i, r) in routes.iter().enumerate() {
             assert_eq!(r.index(), i);
             for p in r.primary() {
@@ -427,6 +489,40 @@ mod tests {
                 v
             });
         assert_eq!(seen, order);
+    }
+
+    /// `POST /images/create` is `docker pull` when the engine's handler reads a `fromImage`, and
+    /// `docker import` (of stdin or a URL) when not.
+    #[test]
+    fn a_form_value_splits_pull_from_import() {
+        let primary = |query| {
+            let r = classify("POST", "/images/create", query).unwrap();
+            assert!(r.reads_form(), "{r}");
+            r.primary()[0].name()
+        };
+        assert_eq!(primary(Some("fromImage=alpine&tag=3")), "pull");
+        assert_eq!(primary(Some("tag=3&fromImage=alpine")), "pull");
+        assert_eq!(primary(Some("fromSrc=-&repo=x&tag=1")), "import");
+        assert_eq!(primary(Some("fromSrc=http%3A%2F%2Fh%2Fx.tar")), "import");
+        assert_eq!(primary(Some("fromImage=&fromSrc=-")), "import");
+        assert_eq!(primary(Some("fromImage=&fromImage=alpine")), "import");
+        assert_eq!(primary(Some("")), "import");
+        assert_eq!(primary(None), "import");
+        let import = classify("POST", "/images/create", None).unwrap();
+        assert_eq!(import.kind(), RouteKind::Is);
+        assert_eq!(import.to_string(), "POST /images/create (no fromImage)");
+        assert!(!classify("GET", "/images/json", None).unwrap().reads_form());
+        // Every split row falls back to a later row of its pattern with no condition.
+        for (i, r) in routes().iter().enumerate() {
+            if r.when_empty().is_some() {
+                assert!(
+                    routes()[i + 1..].iter().any(|o| o.method == r.method
+                        && o.pattern == r.pattern
+                        && o.when_empty().is_none()),
+                    "{r}"
+                );
+            }
+        }
     }
 
     #[test]
@@ -529,7 +625,7 @@ mod tests {
             ("GET", "/Containers/json", None),
         ];
         for (method, path, want) in cases {
-            let got = classify(method, path).map(Route::pattern);
+            let got = classify(method, path, None).map(Route::pattern);
             assert_eq!(got, *want, "{method} {path:?}");
         }
     }
@@ -570,10 +666,10 @@ mod tests {
         let mut found = 0;
         for method in &methods {
             for path in &paths {
-                let scan = routes()
-                    .iter()
-                    .find(|r| r.method == *method && match_parts(&r.parts, path));
-                let got = classify(method, path);
+                let scan = routes().iter().find(|r| {
+                    r.method == *method && match_parts(&r.parts, path) && r.applies(None)
+                });
+                let got = classify(method, path, None);
                 assert_eq!(
                     got.map(Route::index),
                     scan.map(Route::index),
@@ -604,15 +700,17 @@ mod tests {
             ("/c/d/x", Some("/{any:.*}/x")),
             ("/c", None),
         ] {
-            let got = index.classify(&routes, "GET", path).map(Route::pattern);
+            let got = index
+                .classify(&routes, "GET", path, None)
+                .map(Route::pattern);
             assert_eq!(got, want, "{path}");
         }
     }
 
     #[test]
     fn matcher_handles_unicode_and_empty() {
-        assert!(classify("GET", "/containers/é/json").is_some());
-        assert!(classify("GET", "").is_none());
-        assert!(classify("", "/_ping").is_none());
+        assert!(classify("GET", "/containers/é/json", None).is_some());
+        assert!(classify("GET", "", None).is_none());
+        assert!(classify("", "/_ping", None).is_none());
     }
 }

@@ -161,6 +161,40 @@ pub fn decode_exec_privileged(body: &[u8]) -> Result<bool, BodyError> {
     Ok(privileged)
 }
 
+/// `GET /exec/{id}/json`: the engine's own record of an exec, what starting it gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InspectedExec {
+    /// The container it runs in (`ContainerID`).
+    pub container_id: String,
+    /// `ProcessConfig.privileged`: created with `docker exec --privileged`.
+    pub privileged: bool,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ExecInspectJson {
+    #[serde(rename = "ContainerID")]
+    container_id: String,
+    #[serde(rename = "ProcessConfig")]
+    process_config: Option<ExecProcessJson>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct ExecProcessJson {
+    privileged: bool,
+}
+
+/// Decodes the engine's `GET /exec/{id}/json` (its own output, so plain serde).
+pub fn decode_exec_inspect(body: &[u8]) -> Result<InspectedExec, BodyError> {
+    let j: ExecInspectJson =
+        serde_json::from_slice(body).map_err(|e| BodyError::Syntax(e.to_string()))?;
+    Ok(InspectedExec {
+        container_id: j.container_id,
+        privileged: j.process_config.is_some_and(|p| p.privileged),
+    })
+}
+
 /// One mount, in the terms the gate judges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MountSpec {
@@ -265,6 +299,8 @@ fn parse_bind(raw: &str, volume_driver: &str) -> MountSpec {
 pub struct InspectedContainer {
     /// The full container ID.
     pub id: String,
+    /// `Name`, with the engine's leading `/`.
+    pub name: String,
     /// `State.Running`, and `State.Pid` (0 when not running).
     pub running: bool,
     pub pid: u32,
@@ -286,6 +322,7 @@ pub struct InspectedContainer {
 #[serde(rename_all = "PascalCase", default)]
 struct InspectJson {
     id: String,
+    name: String,
     state: Option<InspectState>,
     host_config: Option<InspectHostConfig>,
     image: String,
@@ -351,6 +388,7 @@ pub fn decode_container_inspect(body: &[u8]) -> Result<InspectedContainer, BodyE
     let host_config = decode_create_body(body)?.host_config.unwrap_or_default();
     Ok(InspectedContainer {
         id: j.id,
+        name: j.name,
         running: state.running,
         pid: u32::try_from(state.pid).unwrap_or(0),
         cgroup_parent: j.host_config.map(|h| h.cgroup_parent).unwrap_or_default(),

@@ -67,6 +67,9 @@ pub struct Decision {
     pub rule: Option<Rule>,
     /// A stable snake_case reason.
     pub reason: &'static str,
+    /// The command this request is depends on a form value: its form `Content-Type` goes, so
+    /// the engine reads the query the route was classified by ([`Route::reads_form`]).
+    pub reads_form: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -86,18 +89,21 @@ pub enum Refusal {
     GateRefused { message: String },
 }
 
-/// Decides one request. `raw_target` is quoted in the refusal text.
+/// Decides one request. `query` is the raw text after `?` (one route is two commands, told
+/// apart by it); `raw_target` is quoted in the refusal text.
 pub fn admit<G: CommandGate + ?Sized>(
     gate: &G,
     caller: &CallerKind,
     method: &str,
     path: &RoutePath,
+    query: Option<&str>,
     raw_target: &str,
 ) -> Admission {
-    let route = route::classify(method, &path.api_path);
+    let route = route::classify(method, &path.api_path, query);
     let mut decision = Decision {
         route: route.map(Route::pattern),
         command: route.and_then(|r| r.primary().first()).map(|c| c.name()),
+        reads_form: route.is_some_and(Route::reads_form),
         ..Decision::default()
     };
     match caller {
@@ -201,6 +207,7 @@ mod tests {
             &container(),
             "POST",
             &path("/images/myimage/push"),
+            Some("tag=latest"),
             raw,
         ) {
             Admission::Refused(Refusal::CommandBlocked { message }, decision) => {
@@ -222,6 +229,7 @@ mod tests {
                 &container(),
                 "GET",
                 &path("/containers/json"),
+                None,
                 "/containers/json"
             ),
             Admission::Admitted(_)
@@ -233,11 +241,18 @@ mod tests {
         let gate = gate(ListMode::Allow, &[]);
         let p = path("/images/x/push");
         assert!(matches!(
-            admit(&gate, &CallerKind::TrustedHost, "POST", &p, "/"),
+            admit(&gate, &CallerKind::TrustedHost, "POST", &p, None, "/"),
             Admission::Admitted(_)
         ));
         assert!(matches!(
-            admit(&gate, &CallerKind::Unknown, "GET", &path("/_ping"), "/"),
+            admit(
+                &gate,
+                &CallerKind::Unknown,
+                "GET",
+                &path("/_ping"),
+                None,
+                "/"
+            ),
             Admission::Refused(Refusal::UnknownCaller, _)
         ));
     }
@@ -247,7 +262,7 @@ mod tests {
         let mut gate = gate(ListMode::Allow, &[]);
         gate.0 = false;
         assert!(matches!(
-            admit(&gate, &container(), "POST", &path("/build"), "/build"),
+            admit(&gate, &container(), "POST", &path("/build"), None, "/build"),
             Admission::Admitted(_)
         ));
     }
@@ -256,19 +271,26 @@ mod tests {
     fn allow_list_lets_ping_and_listed_commands_through() {
         let gate = gate(ListMode::Allow, &["ps"]);
         assert!(matches!(
-            admit(&gate, &container(), "HEAD", &path("/_ping"), "/_ping"),
+            admit(&gate, &container(), "HEAD", &path("/_ping"), None, "/_ping"),
             Admission::Admitted(_)
         ));
         assert!(matches!(
-            admit(&gate, &container(), "GET", &path("/containers/json"), "/"),
+            admit(
+                &gate,
+                &container(),
+                "GET",
+                &path("/containers/json"),
+                None,
+                "/"
+            ),
             Admission::Admitted(_)
         ));
         assert!(matches!(
-            admit(&gate, &container(), "GET", &path("/images/json"), "/"),
+            admit(&gate, &container(), "GET", &path("/images/json"), None, "/"),
             Admission::Refused(..)
         ));
         assert!(matches!(
-            admit(&gate, &container(), "GET", &path("/nonsense"), "/"),
+            admit(&gate, &container(), "GET", &path("/nonsense"), None, "/"),
             Admission::Refused(..)
         ));
     }

@@ -316,7 +316,14 @@ async fn handle<G: CommandGate + ?Sized>(
 
     // 3, 4. Classify and decide, on the policy in force now.
     let gate = shared.policy.borrow().clone();
-    let admission = admit::admit(&*gate, &caller.kind, method, &route_path, &raw_target);
+    let admission = admit::admit(
+        &*gate,
+        &caller.kind,
+        method,
+        &route_path,
+        uri.query(),
+        &raw_target,
+    );
     drop(gate);
     let (mut decision, mut refusal) = match admission {
         Admission::Admitted(decision) => (decision, None),
@@ -325,6 +332,11 @@ async fn handle<G: CommandGate + ?Sized>(
 
     // 4b. The socket-mount gate, for what the commandList let through.
     let mut req = req;
+    if decision.reads_form {
+        // Go would read a form body's values before the query's, and could run another command
+        // than the one the query names (an import by its body under a pull's query).
+        req.headers_mut().remove(header::CONTENT_TYPE);
+    }
     let mut body_read = false;
     let mut started = None;
     if refusal.is_none()

@@ -72,11 +72,20 @@ pub async fn check(
         // A container caller gets the power of the container it runs a command in or attaches
         // to: the profile judges it (the host's own requests are its business).
         Some(Judged::Use(ContainerUse::Exec)) if container => exec(gate, path, req).await,
-        Some(Judged::Use(ContainerUse::Attach)) if container => {
+        Some(Judged::Use(what @ (ContainerUse::Attach | ContainerUse::Copy))) if container => {
             let Some((name, action)) = container_action(&path.api_path) else {
                 return Gated::Pass(req, None);
             };
-            admit_use(gate, ContainerUse::Attach, name, action, false, path, req).await
+            admit_use(gate, what, name, action, false, path, req).await
+        }
+        Some(Judged::ExecStart) if container => {
+            let Some(exec_id) = exec_action(&path.api_path) else {
+                return Gated::Pass(req, None);
+            };
+            match gate.admit_exec_start(exec_id).await {
+                Ok(()) => Gated::Pass(req, None),
+                Err(refusal) => refused(refusal, Some(req)),
+            }
         }
         _ => Gated::Pass(req, None),
     }
@@ -106,6 +115,9 @@ pub enum Judged {
     /// The container the request names: the socket-mount gate at start, and the profile on
     /// what it has for container callers.
     Use(ContainerUse),
+    /// Starting (or resizing) an exec by its ID: judged for container callers as its creation
+    /// would be, on the engine's record of it.
+    ExecStart,
 }
 
 /// The routes the gate judges, by method and route template (one table for the sidecar and
@@ -120,6 +132,9 @@ pub fn judged(method: &str, route: Option<&str>) -> Option<Judged> {
         ("POST", "/containers/{name:.*}/attach") | ("GET", "/containers/{name:.*}/attach/ws") => {
             Some(Judged::Use(ContainerUse::Attach))
         }
+        ("PUT" | "GET" | "HEAD", "/containers/{name:.*}/archive")
+        | ("POST", "/containers/{name:.*}/copy") => Some(Judged::Use(ContainerUse::Copy)),
+        ("POST", "/exec/{name:.*}/start" | "/exec/{name:.*}/resize") => Some(Judged::ExecStart),
         _ => None,
     }
 }
@@ -127,12 +142,29 @@ pub fn judged(method: &str, route: Option<&str>) -> Option<Judged> {
 /// `/containers/{name}/{action}` → (name, action), for the actions the gate judges.
 fn container_action(api_path: &str) -> Option<(&str, &'static str)> {
     let rest = api_path.strip_prefix("/containers/")?;
-    ["attach/ws", "attach", "exec", "start", "restart"]
-        .into_iter()
-        .find_map(|action| {
-            let name = rest.strip_suffix(action)?.strip_suffix('/')?;
-            (!name.is_empty()).then_some((name, action))
-        })
+    [
+        "attach/ws",
+        "attach",
+        "exec",
+        "start",
+        "restart",
+        "archive",
+        "copy",
+    ]
+    .into_iter()
+    .find_map(|action| {
+        let name = rest.strip_suffix(action)?.strip_suffix('/')?;
+        (!name.is_empty()).then_some((name, action))
+    })
+}
+
+/// `/exec/{id}/start` or `/exec/{id}/resize` → the exec's ID.
+fn exec_action(api_path: &str) -> Option<&str> {
+    let rest = api_path.strip_prefix("/exec/")?;
+    let id = rest
+        .strip_suffix("/start")
+        .or_else(|| rest.strip_suffix("/resize"))?;
+    (!id.is_empty()).then_some(id)
 }
 
 async fn exec(gate: &SocketMountGate, path: &RoutePath, req: Request<ProxyBody>) -> Gated {
@@ -345,9 +377,30 @@ mod tests {
             ("/containers//exec", None),
             ("/containers/web/kill", None),
             ("/images/web/start", None),
+            ("/containers/web/archive", Some(("web", "archive"))),
+            ("/containers/web/copy", Some(("web", "copy"))),
         ] {
             assert_eq!(container_action(path), want, "{path}");
         }
+        for (path, want) in [
+            ("/exec/abc/start", Some("abc")),
+            ("/exec/abc/resize", Some("abc")),
+            ("/exec//start", None),
+            ("/exec/abc/json", None),
+        ] {
+            assert_eq!(exec_action(path), want, "{path}");
+        }
+        for method in ["PUT", "GET", "HEAD"] {
+            assert_eq!(
+                judged(method, Some("/containers/{name:.*}/archive")),
+                Some(Judged::Use(ContainerUse::Copy))
+            );
+        }
+        assert_eq!(
+            judged("POST", Some("/exec/{name:.*}/resize")),
+            Some(Judged::ExecStart)
+        );
+        assert_eq!(judged("GET", Some("/exec/{id:.*}/json")), None);
         assert_eq!(
             judged("GET", Some("/containers/{name:.*}/attach/ws")),
             Some(Judged::Use(ContainerUse::Attach))
