@@ -886,3 +886,36 @@ fn a_socket_holder_cannot_cp_through_a_host_root_container() {
     );
     assert!(host.status.success(), "cp from the host: {}", text(&host));
 }
+
+/// The engine's exec root (`--exec-root`: its runtime state, containerd's shims and sockets) is
+/// not in `GET /info`; `eciAgent.containerProfile.engineExecRoot` says where it is (default
+/// `/var/run/docker`). This engine's is private.
+#[test]
+fn the_engine_exec_root_is_a_setting() {
+    let exec_root = engine().socket().parent().unwrap().join("exec");
+    assert!(exec_root.is_dir(), "{}", exec_root.display());
+    let exec_root = exec_root.display().to_string();
+    let settings = sidecar::settings(&format!(
+        r#"{{"configurationFileVersion": 2,
+            "enhancedContainerIsolation": {{"value": true,
+              "dockerSocketMount": {{"imageList": {{"images": ["*"]}}}}}},
+            "eciAgent": {{"containerProfile": {{"engineExecRoot": "{exec_root}"}}}}}}"#
+    ));
+    let sidecar = Sidecar::start(engine(), settings);
+    let image = engine().cli_image();
+    let out = text(&sidecar.in_container(
+        engine(),
+        &format!(
+            "docker run --rm --network none -v {exec_root}:/x:ro {image} true; echo execroot=$?"
+        ),
+    ));
+    assert!(out.contains("execroot=125"), "{out}");
+    assert!(
+        out.contains(&refused(&host_path(
+            &exec_root,
+            &exec_root,
+            "the engine's exec root"
+        ))),
+        "{out}"
+    );
+}

@@ -44,7 +44,7 @@ use crate::{
         messages,
         mount::{self, MountVerdict, Reach, SocketGate},
         profile::{
-            self, Breach, ContainerUse, CreateRequest, HostLayout, Joined, Namespace, Origin,
+            Breach, ContainerUse, CreateRequest, HostLayout, Joined, Namespace, Origin,
             ParentPlacement,
         },
         wire::{self, HostConfig, InspectedContainer, MountSpec},
@@ -225,7 +225,7 @@ impl SocketMountGate {
             .map(|d| d.display().to_string());
         let layout = HostLayout::new(
             &info.docker_root_dir,
-            profile::DEFAULT_EXEC_ROOT,
+            policy.settings.policy.profile.exec_root(),
             settings_dir.as_slice(),
             &policy.settings.policy.profile.protected_paths,
             self.sockets.public().cloned(),

@@ -252,6 +252,19 @@ pub struct ContainerProfile {
     pub allow_host_paths: Vec<String>,
     /// `protectedPaths`: more host paths to refuse (with everything under them), cleaned.
     pub protected_paths: Vec<String>,
+    /// `engineExecRoot`: the engine's `--exec-root`, cleaned; `None` is [`DEFAULT_EXEC_ROOT`].
+    /// Not a relaxation: where the engine keeps what the profile protects, which `GET /info`
+    /// does not say.
+    pub engine_exec_root: Option<String>,
+}
+
+impl ContainerProfile {
+    /// The engine's exec root the profile protects.
+    pub fn exec_root(&self) -> &str {
+        self.engine_exec_root
+            .as_deref()
+            .unwrap_or(DEFAULT_EXEC_ROOT)
+    }
 }
 
 /// A host path a container caller may not mount: the path, an ancestor of it, or (for a
@@ -801,7 +814,10 @@ pub fn render(profile: &ContainerProfile) -> String {
         "cgroup parent outside the container parents".into(),
         refused_or(profile.allow_any_cgroup_parent).into(),
     ));
-    let mut refused_paths = "/, /proc, /sys (incl. /sys/fs/cgroup, /sys/fs/bpf), /dev, the engine's data and exec roots, containerd, D-Bus, systemd, the eci-agent's state, every host unix socket but the public one".to_owned();
+    let mut refused_paths = format!(
+        "/, /proc, /sys (incl. /sys/fs/cgroup, /sys/fs/bpf), /dev, the engine's data root (GET /info) and exec root ({}), containerd, D-Bus, systemd, the eci-agent's state, every host unix socket but the public one",
+        profile.exec_root()
+    );
     for p in &profile.protected_paths {
         refused_paths.push_str(", ");
         refused_paths.push_str(p);
@@ -1125,6 +1141,7 @@ mod tests {
             allow_any_cgroup_parent: true,
             allow_host_paths: vec!["/sys".into(), "/srv/app.sock".into()],
             protected_paths: vec![],
+            engine_exec_root: None,
         };
         let body = hc(
             r#""Privileged":true,"PidMode":"host","IpcMode":"host","CgroupnsMode":"host","UsernsMode":"host",

@@ -456,6 +456,7 @@ fn parse_profile(cx: &mut Cx, v: &Value) -> ContainerProfile {
             "allowAnyCgroupParent",
             "allowHostPaths",
             "protectedPaths",
+            "engineExecRoot",
         ],
     );
     let flag = |cx: &mut Cx, name: &str| {
@@ -515,6 +516,18 @@ fn parse_profile(cx: &mut Cx, v: &Value) -> ContainerProfile {
                 },
             ),
         }
+    }
+    // The engine does not report its exec root (`GET /info` has only the data root).
+    match obj.get("engineExecRoot") {
+        None => {}
+        Some(Value::String(raw)) if raw.starts_with('/') => {
+            out.engine_exec_root = Some(crate::policy::path_clean::path_clean(raw));
+        }
+        Some(Value::String(raw)) => cx.error(
+            join(PROFILE, "engineExecRoot"),
+            Problem::NotAbsolute(raw.clone()),
+        ),
+        Some(other) => cx.wrong_type(&join(PROFILE, "engineExecRoot"), "a string", other),
     }
     for (name, dst) in [
         ("allowHostPaths", &mut out.allow_host_paths),
@@ -739,6 +752,14 @@ mod tests {
                 "eciAgent.containerProfile.allowHostPaths[0]",
             ),
             (
+                r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":{"engineExecRoot":"run/docker"}}}"#,
+                "eciAgent.containerProfile.engineExecRoot",
+            ),
+            (
+                r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":{"engineExecRoot":["/run/docker"]}}}"#,
+                "eciAgent.containerProfile.engineExecRoot",
+            ),
+            (
                 r#"{"configurationFileVersion":2,"eciAgent":{"containerProfile":[]}}"#,
                 "eciAgent.containerProfile",
             ),
@@ -810,7 +831,8 @@ mod tests {
             r#"{"configurationFileVersion":2,"enhancedContainerIsolation":{"value":true},
                "eciAgent":{"containerProfile":{"allowPrivileged":true,"allowHostNamespaces":["pid"],
                "allowCapabilities":["sys_ptrace"],"allowDevices":true,"allowUnconfined":["apparmor"],
-               "allowAnyCgroupParent":true,"allowHostPaths":["/sys/fs/cgroup/"],"protectedPaths":["/etc"]}}}"#,
+               "allowAnyCgroupParent":true,"allowHostPaths":["/sys/fs/cgroup/"],"protectedPaths":["/etc"],
+               "engineExecRoot":"/srv/docker-exec/"}}}"#,
         )
         .unwrap();
         assert!(s.warnings.is_empty(), "{:?}", s.warnings);
@@ -821,6 +843,11 @@ mod tests {
         assert_eq!(p.allow_unconfined, [Confinement::AppArmor]);
         assert_eq!(p.allow_host_paths, ["/sys/fs/cgroup"]);
         assert_eq!(p.protected_paths, ["/etc"]);
+        assert_eq!(p.exec_root(), "/srv/docker-exec");
+        assert_eq!(
+            strict.policy.profile.exec_root(),
+            crate::policy::profile::DEFAULT_EXEC_ROOT
+        );
         let text = render(&s);
         assert!(text.contains("  privileged: allowed\n"), "{text}");
         assert!(text.contains("  host pid namespace: allowed\n"), "{text}");
@@ -829,6 +856,7 @@ mod tests {
             text.contains("host paths allowed: /sys/fs/cgroup"),
             "{text}"
         );
+        assert!(text.contains("exec root (/srv/docker-exec)"), "{text}");
     }
 
     #[test]
