@@ -321,6 +321,46 @@ async fn a_container_caller_may_not_start_exec_or_attach_to_what_the_profile_ref
 }
 
 #[tokio::test]
+async fn an_exec_is_started_with_what_it_was_created_with() {
+    let w = world(&["*"]);
+    let held = id(14);
+    w.container_with("held", &held, serde_json::json!({ "PidMode": "host" }));
+    let plain = id(15);
+    w.container("plain", &plain);
+    let exec = |exec: &str, container: &ContainerId, privileged: bool| {
+        w.engine.answer(
+            &format!("/exec/{exec}/json"),
+            &serde_json::json!({
+                "ID": exec,
+                "ContainerID": container.as_str(),
+                "ProcessConfig": { "privileged": privileged, "entrypoint": "true" },
+            })
+            .to_string(),
+        );
+    };
+    exec("e-held", &held, false);
+    exec("e-priv", &plain, true);
+    exec("e-plain", &plain, false);
+    let refusal = w.gate.admit_exec_start("e-held").await.unwrap_err();
+    assert_eq!(refusal.reason(), "profile_host_namespace");
+    assert!(
+        refusal.message().contains(&format!(
+            "running a command in container \"{}\"",
+            held.as_str()
+        )),
+        "{refusal:?}"
+    );
+    let refusal = w.gate.admit_exec_start("e-priv").await.unwrap_err();
+    assert!(
+        refusal.message().contains("(docker exec --privileged)"),
+        "{refusal:?}"
+    );
+    w.gate.admit_exec_start("e-plain").await.unwrap();
+    // No such exec: the engine's own 404.
+    w.gate.admit_exec_start("nope").await.unwrap();
+}
+
+#[tokio::test]
 async fn joining_a_host_namespace_through_a_container_is_refused_to_container_callers() {
     let w = world(&["*"]);
     w.container_with("hostpid", &id(9), serde_json::json!({ "PidMode": "host" }));
