@@ -75,6 +75,9 @@ pub struct SocketMountGate {
     host: Box<dyn mount::HostPaths + Send + Sync>,
     policy: tokio_watch::Receiver<Arc<PolicySnapshot>>,
     info: OnceCell<EngineInfo>,
+    /// What the profile protects on this host, its paths resolved, for the settings it was
+    /// made from (a reload makes it again).
+    layout: std::sync::Mutex<Option<(Arc<crate::settings::Settings>, Arc<HostLayout>)>>,
     cgroups: Option<Cgroups>,
     /// The one container table (see [`table`]).
     pub table: Arc<ContainerTable>,
@@ -94,6 +97,7 @@ impl SocketMountGate {
             host: Box::new(host::RealHost),
             policy,
             info: OnceCell::new(),
+            layout: std::sync::Mutex::new(None),
             cgroups: None,
             table: ContainerTable::new(),
             kernel,
@@ -161,27 +165,40 @@ impl SocketMountGate {
             self.expand(m, &mut mounts).await?;
         }
         // A container that holds the socket may not create anything more powerful than the
-        // profile allows; the host's own requests are its business.
-        if let CallerKind::Container(_) = caller
-            && let Some(breach) = self
-                .profile_breaches(
-                    &policy,
-                    create.host_config.as_ref(),
-                    &mounts,
-                    parent,
-                    Origin::Request,
-                )
-                .await?
-                .into_iter()
-                .next()
-        {
+        // profile allows; the host's own requests are its business. The profile's engine
+        // questions (the containers whose namespaces it joins) and the image's, when it mounts
+        // the socket, are asked side by side: one engine round trip instead of two.
+        let verdict = self.sockets.check(&mounts, self.host.as_ref());
+        let profile = async {
+            match caller {
+                CallerKind::Container(_) => {
+                    self.profile_breaches(
+                        &policy,
+                        create.host_config.as_ref(),
+                        &mounts,
+                        parent,
+                        Origin::Request,
+                    )
+                    .await
+                }
+                _ => Ok(Vec::new()),
+            }
+        };
+        let facts = async {
+            match &verdict {
+                MountVerdict::Reaches(_) => self.image_facts(&create.image).await,
+                MountVerdict::Clear => Ok(None),
+            }
+        };
+        let (breaches, facts) = tokio::join!(profile, facts);
+        if let Some(breach) = breaches?.into_iter().next() {
             return Err(GateRefusal::profile(&breach, &policy.settings.location()));
         }
-        let reach = match self.sockets.check(&mounts, self.host.as_ref()) {
+        let reach = match verdict {
             MountVerdict::Clear => return Ok(GatePass::Clear),
             MountVerdict::Reaches(reach) => reach,
         };
-        let Some(facts) = self.image_facts(&create.image).await? else {
+        let Some(facts) = facts? else {
             // No such image: the engine refuses the create itself (and the CLI pulls and asks
             // again, which comes back here). `start` judges the image the container really got.
             return Ok(GatePass::Clear);
@@ -217,19 +234,7 @@ impl SocketMountGate {
         origin: Origin,
     ) -> Result<Vec<Breach>, GateRefusal> {
         let info = self.info().await?;
-        let settings_dir = policy
-            .settings
-            .path
-            .parent()
-            .filter(|d| d != &Path::new("/") && !d.as_os_str().is_empty())
-            .map(|d| d.display().to_string());
-        let layout = HostLayout::new(
-            &info.docker_root_dir,
-            policy.settings.policy.profile.exec_root(),
-            settings_dir.as_slice(),
-            &policy.settings.policy.profile.protected_paths,
-            self.sockets.public().cloned(),
-        );
+        let layout = self.layout(policy, info);
         let joined = match host_config {
             Some(hc) => self.joined(hc).await?,
             None => Vec::new(),
@@ -246,6 +251,36 @@ impl SocketMountGate {
             .policy
             .profile
             .breaches(&request, &layout, self.host.as_ref()))
+    }
+
+    /// The protected host paths for `policy`'s settings, resolved once per settings (the data
+    /// root is the engine's, asked once too).
+    fn layout(&self, policy: &PolicySnapshot, info: &EngineInfo) -> Arc<HostLayout> {
+        if let Ok(cached) = self.layout.lock()
+            && let Some((settings, layout)) = cached.as_ref()
+            && Arc::ptr_eq(settings, &policy.settings)
+        {
+            return layout.clone();
+        }
+        let settings_dir = policy
+            .settings
+            .path
+            .parent()
+            .filter(|d| d != &Path::new("/") && !d.as_os_str().is_empty())
+            .map(|d| d.display().to_string());
+        let mut layout = HostLayout::new(
+            &info.docker_root_dir,
+            policy.settings.policy.profile.exec_root(),
+            settings_dir.as_slice(),
+            &policy.settings.policy.profile.protected_paths,
+            self.sockets.public().cloned(),
+        );
+        layout.resolve(self.host.as_ref());
+        let layout = Arc::new(layout);
+        if let Ok(mut cached) = self.layout.lock() {
+            *cached = Some((policy.settings.clone(), layout.clone()));
+        }
+        layout
     }
 
     /// The namespaces `hc` shares with other containers (`--pid=container:X`), each as that

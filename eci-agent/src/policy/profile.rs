@@ -277,6 +277,9 @@ pub struct ProtectedPath {
     pub subtree: bool,
     /// What it is, for the refusal.
     pub what: &'static str,
+    /// Where it really is, symlinks resolved ([`HostLayout::resolve`]); `None`: not resolved
+    /// yet, so each mount judged resolves it (one `realpath` per protected path and mount).
+    pub real: Option<String>,
 }
 
 /// Where things are on this host: what the profile protects and the public socket.
@@ -305,6 +308,7 @@ impl HostLayout {
             path: path_clean(path),
             subtree,
             what,
+            real: None,
         };
         let mut protected = vec![
             p("/", false, "the host's root"),
@@ -341,6 +345,21 @@ impl HostLayout {
         Self {
             protected,
             public_socket,
+        }
+    }
+}
+
+impl HostLayout {
+    /// Resolves where each protected path really is, once, so that judging a request costs a
+    /// `realpath` per mount rather than one per mount and protected path (about 16 each: 80 µs
+    /// of a 2-mount create's decision went there). The gate keeps the resolved layout while the
+    /// settings last: these are the host's system paths, which only its root moves.
+    pub fn resolve(&mut self, host: &dyn HostPaths) {
+        for p in &mut self.protected {
+            p.real = Some(match host.resolve(Path::new(&p.path)) {
+                HostPath::Exists { real, .. } => real.to_string_lossy().into_owned(),
+                _ => p.path.clone(),
+            });
         }
     }
 }
@@ -726,12 +745,15 @@ impl ContainerProfile {
             }
         }
         for p in &layout.protected {
-            let p_real = match host.resolve(Path::new(&p.path)) {
-                HostPath::Exists { real, .. } => real.to_string_lossy().into_owned(),
-                _ => p.path.clone(),
+            let p_real = match &p.real {
+                Some(real) => std::borrow::Cow::Borrowed(real.as_str()),
+                None => match host.resolve(Path::new(&p.path)) {
+                    HostPath::Exists { real, .. } => real.to_string_lossy().into_owned().into(),
+                    _ => p.path.as_str().into(),
+                },
             };
             let hit = sources.iter().any(|s| {
-                [p.path.as_str(), p_real.as_str()]
+                [p.path.as_str(), &p_real]
                     .iter()
                     .any(|pp| reaches(s, pp, p.subtree))
             });
@@ -861,20 +883,28 @@ mod tests {
         )
     }
 
+    /// Judged with the protected paths resolved per mount, and resolved once beforehand as
+    /// the gate keeps them: the same answer.
     fn judge(profile: &ContainerProfile, body: &str) -> Result<(), Breach> {
         let b = decode_create_body(body.as_bytes()).unwrap();
         let mounts = b.mounts();
-        profile.check(
-            &CreateRequest {
-                host_config: b.host_config.as_ref(),
-                mounts: &mounts,
-                parent: ParentPlacement::ContainerParent,
-                joined: &[],
-                origin: Origin::Request,
-            },
-            &layout(),
-            &host(),
-        )
+        let request = CreateRequest {
+            host_config: b.host_config.as_ref(),
+            mounts: &mounts,
+            parent: ParentPlacement::ContainerParent,
+            joined: &[],
+            origin: Origin::Request,
+        };
+        let mut resolved = layout();
+        resolved.resolve(&host());
+        assert!(resolved.protected.iter().all(|p| p.real.is_some()));
+        let verdict = profile.check(&request, &layout(), &host());
+        assert_eq!(
+            profile.check(&request, &resolved, &host()),
+            verdict,
+            "{body}"
+        );
+        verdict
     }
 
     fn hc(fields: &str) -> String {

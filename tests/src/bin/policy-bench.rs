@@ -25,6 +25,9 @@
 //!   resolve, a security option) under the refused name, and the same body with `Privileged`,
 //!   which the profile refuses.
 //!
+//! - `profile_decision`: the profile's decision alone, in process, on the body
+//!   `create_profile_allowed` sends (decode and judge, against decode alone).
+//!
 //! Prints one JSON line: `{"cases": {"<case>": {"agent_ms": [...], "direct_ms": [...]}}}`.
 
 use std::{
@@ -258,7 +261,84 @@ fn profile_checks(
             },
         );
     }
+    decision(engine, agent, &body(false), &shared, checks * 10, cases)?;
     docker_on(engine, &["rm", "-f", &shared])?;
+    Ok(())
+}
+
+/// `profile_decision`: the container-caller profile's decision alone, in this process, on the
+/// body `create_profile_allowed` sends (value: decoding the body and judging it, host paths
+/// resolved on this host; baseline: decoding it alone, what any proxy that reads the body pays).
+/// The engine's part of a create from a container caller (the inspect of the container whose
+/// PID namespace is joined) is answered beforehand (the gate asks it per request), and the
+/// protected paths are resolved once, as the gate keeps them.
+fn decision(
+    engine: &Dockerd,
+    agent: &Agent,
+    body: &str,
+    joined: &str,
+    rounds: usize,
+    cases: &mut BTreeMap<String, Samples>,
+) -> anyhow::Result<()> {
+    use eci_agent::{
+        gate::host::{RealHost, protected_socket},
+        policy::{
+            profile::{
+                ContainerProfile, CreateRequest, HostLayout, Joined, Namespace, Origin,
+                ParentPlacement,
+            },
+            wire,
+        },
+    };
+    let data_root = engine
+        .socket()
+        .parent()
+        .context("the engine's directory")?
+        .join("data");
+    let mut layout = HostLayout::new(
+        &data_root.display().to_string(),
+        eci_agent::policy::profile::DEFAULT_EXEC_ROOT,
+        &[],
+        &[],
+        Some(protected_socket(agent.socket())?),
+    );
+    // As the gate keeps it: resolved once per settings.
+    layout.resolve(&RealHost);
+    let profile = ContainerProfile::default();
+    let joined = [Joined {
+        ns: Namespace::Pid,
+        container: joined.to_owned(),
+        mode: "private".into(),
+    }];
+    let samples = cases.entry("profile_decision".into()).or_default();
+    for round in 0..rounds + 10 {
+        let started = Instant::now();
+        let create = wire::decode_create_body(body.as_bytes())?;
+        let mounts = create.mounts();
+        let decode_ms = started.elapsed().as_secs_f64() * 1e3;
+        let started = Instant::now();
+        let create = wire::decode_create_body(body.as_bytes())?;
+        let mounts_again = create.mounts();
+        let breaches = profile.breaches(
+            &CreateRequest {
+                host_config: create.host_config.as_ref(),
+                mounts: &mounts_again,
+                parent: ParentPlacement::ContainerParent,
+                joined: &joined,
+                origin: Origin::Request,
+            },
+            &layout,
+            &RealHost,
+        );
+        let judged_ms = started.elapsed().as_secs_f64() * 1e3;
+        if !breaches.is_empty() || mounts.len() != 2 {
+            bail!("profile_decision: the bench body should pass the profile: {breaches:?}");
+        }
+        if round >= 10 {
+            samples.agent_ms.push(judged_ms);
+            samples.direct_ms.push(decode_ms);
+        }
+    }
     Ok(())
 }
 

@@ -18,6 +18,10 @@
 //!   container-caller profile judges each body too: binds of a host directory and the socket,
 //!   added capabilities, a PID namespace shared with a running container (one more inspect), a
 //!   security option; `_refused` adds `Privileged`, which the profile refuses.
+//! - `profile_decision`: the profile's decision alone, in microseconds (policy-bench judging the
+//!   `create_profile_allowed` body in process, host paths resolved on the host; baseline:
+//!   decoding the body alone). What `create_profile_*` add beyond it is the engine's: an inspect
+//!   of the container whose PID namespace is joined, and the proxy hop.
 
 use std::{collections::BTreeMap, process::Command};
 
@@ -42,6 +46,10 @@ const CHECK_CASES: &[&str] = &[
 ];
 
 const ADDED_TARGET: Target = Target::added_at_most(5.0, "≤ 5 ms added at p99");
+
+/// In-process timings, reported in µs: the profile's decision alone.
+const DECISION_CASES: &[&str] = &["profile_decision"];
+const DECISION_TARGET: Target = Target::added_at_most(5000.0, "≤ 5 ms added at p99");
 
 struct Plan {
     runs: usize,
@@ -163,6 +171,31 @@ fn figures(cases: &BTreeMap<String, Samples>) -> anyhow::Result<Vec<Figure>> {
             },
         );
     }
+    for &case in DECISION_CASES {
+        let samples = cases
+            .get(case)
+            .with_context(|| format!("policy-bench measured no {case}"))?;
+        let at_us = |xs: &[f64], p: f64| {
+            percentile(xs, p)
+                .map(|ms| ms * 1e3)
+                .with_context(|| format!("{case}: no samples"))
+        };
+        figures.push(Figure::new(
+            format!("image_policy.{case}.p50_us"),
+            at_us(&samples.agent, 50.0)?,
+            at_us(&samples.direct, 50.0)?,
+            "µs",
+        ));
+        figures.push(
+            Figure::new(
+                format!("image_policy.{case}.p99_us"),
+                at_us(&samples.agent, 99.0)?,
+                at_us(&samples.direct, 99.0)?,
+                "µs",
+            )
+            .with_target(DECISION_TARGET),
+        );
+    }
     Ok(figures)
 }
 
@@ -185,9 +218,19 @@ mod tests {
 
     #[test]
     fn every_case_gives_p50_and_p99_and_checks_carry_the_target() {
-        let all: Vec<&str> = RUN_CASES.iter().chain(CHECK_CASES).copied().collect();
+        let all: Vec<&str> = RUN_CASES
+            .iter()
+            .chain(CHECK_CASES)
+            .chain(DECISION_CASES)
+            .copied()
+            .collect();
         let figures = figures(&parse(&line(&all)).unwrap()).unwrap();
         assert_eq!(figures.len(), all.len() * 2);
+        let decision = figures
+            .iter()
+            .find(|f| f.name == "image_policy.profile_decision.p99_us")
+            .unwrap();
+        assert_eq!((decision.value, decision.baseline), (3000.0, 9000.0));
         let p99 = figures
             .iter()
             .find(|f| f.name == "image_policy.start_check_allowed.p99_ms")
@@ -201,7 +244,7 @@ mod tests {
         assert_eq!((p50.value, p50.baseline), (2.0, 1.0));
         assert!(p50.target.is_none());
         let targeted = figures.iter().filter(|f| f.target.is_some()).count();
-        assert_eq!(targeted, CHECK_CASES.len() - 1);
+        assert_eq!(targeted, CHECK_CASES.len() - 1 + DECISION_CASES.len());
     }
 
     #[test]
