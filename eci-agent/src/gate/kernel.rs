@@ -89,6 +89,24 @@ impl KernelSync {
         }
     }
 
+    /// Withdraws every approval of a container not in `existing` (the engine's whole list,
+    /// stopped ones included): containers removed while no agent followed the engine's events
+    /// (killed, restarting, a lost stream) leave pinned approvals no `destroy` will clear, and
+    /// each one holds a slot of the map every start needs. Returns how many went.
+    pub fn withdraw_all_but(&self, existing: &[ContainerId]) -> usize {
+        let stale: Vec<ContainerId> = self
+            .store()
+            .approvals()
+            .into_iter()
+            .filter_map(|(id, _)| ContainerId::parse(&id))
+            .filter(|id| !existing.contains(id))
+            .collect();
+        for id in &stale {
+            self.withdraw(id);
+        }
+        stale.len()
+    }
+
     /// Whether the verdict map can take one more entry, which every container start needs: the
     /// kernel writes its cgroup's verdict at birth, and a cgroup it cannot write one for
     /// inherits its ancestors' standing (maybe a trusted one). Asked by writing and removing a

@@ -137,6 +137,18 @@ fn an_approval_lasts_while_the_container_exists_and_goes_with_it() {
 }
 
 #[test]
+fn approvals_of_containers_gone_while_nobody_watched_are_swept() {
+    let w = world(MemoryVerdicts::default());
+    for n in 1..=3 {
+        w.sync.approve(&container(n)).unwrap();
+    }
+    // Containers 1 and 3 were removed while the agent was down: no destroy event will come.
+    assert_eq!(w.sync.withdraw_all_but(&[container(2), container(7)]), 2);
+    assert_eq!(approvals(&w), [container(2)]);
+    assert_eq!(w.sync.withdraw_all_but(&[container(2)]), 0);
+}
+
+#[test]
 fn a_full_map_refuses_what_a_start_needs_and_leaves_nothing_behind() {
     // A full approval map: an allowed container cannot be approved (the gate refuses its start).
     let full_approvals = MemoryVerdicts {

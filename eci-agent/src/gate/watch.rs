@@ -8,7 +8,7 @@ use std::{sync::Arc, time::Duration};
 use http_body_util::BodyExt as _;
 use tokio::sync::{oneshot, watch};
 
-use super::SocketMountGate;
+use super::{KernelSync, SocketMountGate};
 use crate::{engine::decode, ids::ContainerId};
 
 /// `filters={"type":["container"]}`, URL-encoded.
@@ -36,7 +36,37 @@ pub async fn judge_all(gate: &SocketMountGate) -> anyhow::Result<usize> {
             gate.rejudge(&record.id).await;
         }
     }
+    if let Some(kernel) = &gate.kernel {
+        sweep_approvals(gate, kernel).await;
+    }
     Ok(allowed)
+}
+
+/// Approvals of containers that no longer exist go (see [`KernelSync::withdraw_all_but`]). Only
+/// on the engine's full answer: an approval the engine cannot vouch against stays.
+async fn sweep_approvals(gate: &SocketMountGate, kernel: &KernelSync) {
+    let listed = match gate.engine.get("/containers/json?all=1").await {
+        Ok(Some(body)) => decode::running_ids(&body),
+        Ok(None) => return,
+        Err(err) => {
+            tracing::warn!("listing every container to sweep approvals: {err}");
+            return;
+        }
+    };
+    match listed {
+        Ok(ids) => {
+            let existing: Vec<ContainerId> =
+                ids.iter().filter_map(|id| ContainerId::parse(id)).collect();
+            let gone = kernel.withdraw_all_but(&existing);
+            if gone > 0 {
+                tracing::warn!(
+                    approvals = gone,
+                    "withdrew the kernel approvals of containers removed while no agent followed the engine"
+                );
+            }
+        }
+        Err(err) => tracing::warn!("listing every container to sweep approvals: {err}"),
+    }
 }
 
 /// Runs until the process ends: engine events, and a new judgement of everything on each
