@@ -4,7 +4,6 @@
 use std::{
     fs,
     io::{Read as _, Write as _},
-    os::unix::net::UnixStream,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     thread,
@@ -24,6 +23,10 @@ pub const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// The host's processes inside the VM: the channel relay and the suite's "host" side. The agent
 /// trusts it (and what is below it) to reach the sidecar.
 pub const HOST_CGROUP: &str = "eci-host";
+/// The e2e boot's unlisted root process (`evm shost probe-loop`): it probes both sockets from
+/// before the engine exists to the end of the suite, from a cgroup nobody lists.
+pub const EARLY_PROBE_DIR: &str = "/run/eci-early-probe";
+pub const EARLY_PROBE_CGROUP: &str = "eci-early-probe";
 /// A registry on the VM's loopback (Debian's docker-registry), so digests are real.
 pub const REGISTRY: &str = "127.0.0.1:5000";
 /// The relay's TCP port inside its own network namespace (QEMU forwards the host's port to it).
@@ -44,16 +47,6 @@ pub fn mark(label: &str) {
     let uptime = fs::read_to_string("/proc/uptime").unwrap_or_default();
     let uptime = uptime.split_whitespace().next().unwrap_or("?");
     println!("evm: t={uptime} {label}");
-}
-
-/// `GET /_ping` over a unix socket: Ok(true) when the engine (or the sidecar) answers 200.
-pub fn ping(socket: &Path) -> std::io::Result<bool> {
-    let mut stream = UnixStream::connect(socket)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")?;
-    let mut reply = Vec::new();
-    stream.read_to_end(&mut reply)?;
-    Ok(reply.starts_with(b"HTTP/1.0 200") || reply.starts_with(b"HTTP/1.1 200"))
 }
 
 /// The value of the unlabelled sample `name` on the agent's `GET /metrics`.

@@ -1,6 +1,7 @@
 //! PID 1 of the eci VM (stage 2; stage 1 mounted the disk and the share and switched root here).
 //!
-//! Mounts what the engine and the agent need (cgroup v2 only), starts dockerd on the private
+//! Mounts what the engine and the agent need (cgroup v2 only), pins the kernel side (`eci-agent
+//! load`) before any Docker socket exists, starts dockerd on the private
 //! engine socket and a registry on the loopback, hands the host channel's network device to the
 //! relay, then, by the kernel command line's `eci.mode=`:
 //! - `serve`: starts eci-agent on /var/run/docker.sock and runs until QEMU is stopped;
@@ -14,15 +15,19 @@
 
 use std::{
     fs,
+    os::unix::net::UnixDatagram,
     path::Path,
     process::{Command, ExitCode},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
 
 use crate::{
-    guest::{self, ENGINE_SOCK, LOG_DIR, REGISTRY},
+    guest::{
+        self, CGROUP_ROOT, EARLY_PROBE_CGROUP, EARLY_PROBE_DIR, ENGINE_SOCK, HOST_CGROUP, LOG_DIR,
+        PUBLIC_SOCK, REGISTRY,
+    },
     sys,
 };
 
@@ -42,6 +47,9 @@ const MOUNTS: &[(&str, &str, &str, Option<&str>)] = &[
     ("bpf", "/sys/fs/bpf", "bpf", None),
     ("securityfs", "/sys/kernel/security", "securityfs", None),
 ];
+
+/// Where dockerd says `READY=1`.
+const NOTIFY_SOCK: &str = "/run/eci/dockerd-notify.sock";
 
 const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -99,11 +107,25 @@ fn run() -> anyhow::Result<bool> {
     run_quiet(Command::new("ip").args(["link", "set", "lo", "up"]))?;
     guest::mark("modules");
 
+    if mode == Mode::E2e {
+        start_early_probe()?;
+    }
+    // The kernel side before any Docker socket exists, as eci-agent-pins.service does on a
+    // systemd host: the engine binds its socket under a name already tagged (`d_instantiate`),
+    // and the containers it restores are denied at birth, so there is no window between the
+    // engine's first listen and the agent's start. `run` adopts these pins later.
+    load_pins()?;
+
     // dockerd supervises its own containerd. No bridge, no iptables: containers get their own
     // network namespace with a loopback only, and start twice as fast under TCG.
     fs::create_dir_all("/run/eci")?;
+    // Readiness by sd_notify, as systemd learns it: with the pins loaded nothing but the agent's
+    // cgroup may connect to the engine, the init included.
+    let _ = fs::remove_file(NOTIFY_SOCK);
+    let notify = UnixDatagram::bind(NOTIFY_SOCK).context("binding dockerd's notify socket")?;
     guest::spawn_logged(
         Command::new("dockerd")
+            .env("NOTIFY_SOCKET", NOTIFY_SOCK)
             .arg("--host")
             .arg(format!("unix://{ENGINE_SOCK}"))
             .args([
@@ -128,9 +150,7 @@ fn run() -> anyhow::Result<bool> {
         "registry.log",
     )?;
     start_relay()?;
-    guest::wait_for("dockerd", Duration::from_secs(120), || {
-        guest::ping(Path::new(ENGINE_SOCK)).unwrap_or(false)
-    })?;
+    wait_notified(&notify, "dockerd", Duration::from_secs(120))?;
     guest::mark("engine ready");
     guest::wait_for("registry", Duration::from_secs(30), || {
         std::net::TcpStream::connect(REGISTRY).is_ok()
@@ -143,6 +163,76 @@ fn run() -> anyhow::Result<bool> {
         Mode::E2e => run_to_end(&["e2e"]),
         Mode::Bench => run_to_end(&["bench", &runs]),
     }
+}
+
+/// Waits for `READY=1` on `notify` (the `NOTIFY_SOCKET` protocol dockerd speaks to systemd).
+fn wait_notified(notify: &UnixDatagram, what: &str, limit: Duration) -> anyhow::Result<()> {
+    let deadline = Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!("{what}: not ready after {} s", limit.as_secs());
+        }
+        notify.set_read_timeout(Some(left))?;
+        match notify.recv(&mut buf) {
+            Ok(n) if buf[..n].split(|&b| b == b'\n').any(|l| l == b"READY=1") => return Ok(()),
+            Ok(_) => {}
+            Err(err)
+                if matches!(
+                    err.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                bail!("{what}: not ready after {} s", limit.as_secs())
+            }
+            Err(err) => {
+                return Err(err).with_context(|| format!("{what}: reading its notify socket"));
+            }
+        }
+    }
+}
+
+/// `eci-agent load`: the programs pinned, both socket names protected, the trusted host cgroup
+/// made and trusted (the relay and the suite's host side join it later).
+fn load_pins() -> anyhow::Result<()> {
+    fs::create_dir_all(Path::new(CGROUP_ROOT).join(HOST_CGROUP))?;
+    let out = Command::new(guest::share("bin/eci-agent"))
+        .arg("load")
+        .args(["--listen", PUBLIC_SOCK, "--engine", ENGINE_SOCK])
+        .args(["--trust-cgroup", HOST_CGROUP])
+        .env("NO_COLOR", "1")
+        .output()
+        .context("running eci-agent load")?;
+    let _ = fs::write(
+        guest::log_path("load.log"),
+        [&out.stdout[..], &out.stderr[..]].concat(),
+    );
+    if !out.status.success() {
+        bail!(
+            "eci-agent load: {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    guest::mark("pins loaded");
+    Ok(())
+}
+
+/// An unlisted root process that probes both sockets from before either exists (the suite's
+/// last case reads what it saw): fail closed from the first instant, not from the agent's start.
+fn start_early_probe() -> anyhow::Result<()> {
+    let probe = guest::spawn_logged(
+        Command::new(guest::share("bin/evm"))
+            .args(["shost", "probe-loop", EARLY_PROBE_DIR])
+            .arg(format!("engine={ENGINE_SOCK}"))
+            .arg(format!("public={PUBLIC_SOCK}")),
+        "early-probe.log",
+    )?;
+    sys::join_cgroup(&Path::new(CGROUP_ROOT).join(EARLY_PROBE_CGROUP), probe.id())
+        .context("moving the early probe into its unlisted cgroup")?;
+    guest::mark("early probe started");
+    Ok(())
 }
 
 /// The relay gets a network namespace of its own, and the only network device: nothing else in

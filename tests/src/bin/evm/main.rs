@@ -14,6 +14,7 @@ mod e2e;
 mod guest;
 mod init;
 mod probe;
+mod probe_log;
 mod relay;
 mod shost;
 mod sys;

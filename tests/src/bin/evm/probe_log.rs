@@ -1,7 +1,7 @@
 //! The probe loop (`evm shost probe-loop DIR LABEL=PATH…`) and the reading of what it wrote.
 //!
-//! The loop runs as an unlisted root process from the first second of boot, and as PID 1 of the
-//! tier's containers: every 150 ms one `GET /_ping` per socket ([`crate::probe::ping`]). It keeps
+//! The loop runs as an unlisted root process from the first second of boot (the systemd tier's
+//! cold boots, the eci VM's init), and as PID 1 of the systemd tier's containers: every 150 ms one `GET /_ping` per socket ([`crate::probe::ping`]). It keeps
 //! two files in DIR: `log`, one line per change of outcome (`<uptime> <label> <word>`, after a
 //! `<uptime> start <boot id>` line when it starts), and `now`, the latest round
 //! (`<uptime> <label>=<word> …`). Uptime is the kernel's, the same inside containers, so every

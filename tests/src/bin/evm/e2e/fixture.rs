@@ -14,7 +14,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    guest::{self, CGROUP_ROOT, ENGINE_SOCK, HOST_CGROUP, REGISTRY},
+    guest::{self, CGROUP_ROOT, HOST_CGROUP, REGISTRY},
     sys,
 };
 
@@ -65,19 +65,23 @@ impl Suite {
         )
         .context("joining the host cgroup")?;
         fs::create_dir_all(WORK)?;
+        // The agent first: the kernel side was pinned at boot, so the engine is the agent's alone
+        // and the images are made through the sidecar, as the host's admin would.
+        write_settings(&[&cli_image()], false)?;
+        let agent = guest::start_agent(Path::new(SETTINGS))?;
+        guest::mark("agent ready");
         make_images()?;
         guest::mark("images ready");
-        write_settings(&[&cli_image()], false)?;
-        let before = AgentLog::now();
-        let agent = guest::start_agent(Path::new(SETTINGS))?;
-        before.wait_for(&["allowed digests refreshed"])?;
-        guest::mark("agent ready");
-        let cli_id = docker_ok(&["image", "inspect", "--format", "{{.Id}}", &cli_image()])?;
-        Ok(Self {
+        let mut suite = Self {
             agent: Some(agent),
-            cli_id: cli_id.trim().to_owned(),
+            cli_id: String::new(),
             holders: Vec::new(),
-        })
+        };
+        // The cli image is in the registry now: its digest resolves.
+        suite.reload(&[&cli_image()], false)?;
+        let cli_id = docker_ok(&["image", "inspect", "--format", "{{.Id}}", &cli_image()])?;
+        suite.cli_id = cli_id.trim().to_owned();
+        Ok(suite)
     }
 
     /// Writes new settings and sends SIGHUP; returns once the agent has logged the reload and,
@@ -211,24 +215,6 @@ pub fn docker_refused(args: &[&str], message: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Straight to the engine: only for making the images, before the agent protects its socket.
-pub fn engine(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("timeout")
-        .args(["-k", "5", "300", "docker", "-H"])
-        .arg(format!("unix://{ENGINE_SOCK}"))
-        .args(args)
-        .env("DOCKER_BUILDKIT", "0")
-        .output()?;
-    if !out.status.success() {
-        bail!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
 /// A root filesystem: busybox with its applets, the probe, and `extra` files (source → path).
 pub fn rootfs(dir: &Path, extra: &[(&Path, &str)]) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(dir);
@@ -290,13 +276,13 @@ fn make_images() -> anyhow::Result<()> {
     )?;
     let other = work.join("other");
     rootfs(&other, &[(&marker, "/eci/other")])?;
-    engine(&["import", &tar(&cli)?.to_string_lossy(), &cli_image()])?;
+    docker_ok(&["import", &tar(&cli)?.to_string_lossy(), &cli_image()])?;
     guest::mark("imported the cli image");
-    engine(&["import", &tar(&other)?.to_string_lossy(), &other_image()])?;
+    docker_ok(&["import", &tar(&other)?.to_string_lossy(), &other_image()])?;
     guest::mark("imported the other image");
-    engine(&["push", &cli_image()])?;
+    docker_ok(&["push", &cli_image()])?;
     guest::mark("pushed the cli image");
-    engine(&["push", &other_image()])?;
+    docker_ok(&["push", &other_image()])?;
     guest::mark("pushed the other image");
     // Derived: one COPY layer on top of the cli image (no RUN: no container needed), not pushed.
     let ctx = work.join("derived");
@@ -306,7 +292,7 @@ fn make_images() -> anyhow::Result<()> {
         format!("FROM {}\nCOPY marker /eci/derived\n", cli_image()),
     )?;
     fs::copy(&marker, ctx.join("marker"))?;
-    engine(&[
+    docker_ok(&[
         "build",
         "-q",
         "-t",

@@ -14,9 +14,11 @@ use anyhow::{Context as _, bail, ensure};
 use super::{
     ROOT_PROBE_DIR, Run,
     host::{self, CONTAINER_DIR, active_at, docker, is_active, main_pid, wait_until},
+};
+use crate::{
+    e2e::fixture::{rootfs, tar},
     probe_log::{self, ProbeLog, uptime},
 };
-use crate::e2e::fixture::{rootfs, tar};
 
 const ALLOWED: &str = "eci/allowed:1";
 const UNLISTED: &str = "eci/other:1";

@@ -11,8 +11,9 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{ROOT_PROBE_DIR, probe_log::uptime};
+use super::ROOT_PROBE_DIR;
 use crate::guest;
+use crate::probe_log::uptime;
 
 /// Where the tier's containers write (on the disk: their logs span the boots).
 pub const CONTAINER_DIR: &str = "/var/lib/eci-shost";

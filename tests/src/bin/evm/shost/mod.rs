@@ -5,15 +5,15 @@
 //!   prints `shost <boot>/<case> => ok | FAILED <why>` and `shost figure …` lines
 //!   on the console, copies the logs into the share and powers off;
 //! - `evm shost early-probe`: the unlisted root process of the cold boots (`eci-shost-probe`);
-//! - `evm shost probe-loop DIR LABEL=PATH…`: the probing loop it and the containers run.
+//! - `evm shost probe-loop DIR LABEL=PATH…`: the probing loop it and the containers run
+//!   (`probe_log.rs`, shared with the eci VM's early probe).
 
 mod cases;
 mod host;
-pub mod probe_log;
 
 use std::{process::ExitCode, time::Instant};
 
-use crate::guest;
+use crate::{guest, probe_log};
 
 pub fn main(args: &[String]) -> ExitCode {
     match args.first().map(String::as_str) {
