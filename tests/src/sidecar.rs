@@ -144,21 +144,7 @@ impl Sidecar {
     /// ([`AS_CONTAINER`]), so raw requests from the test process are judged as a container
     /// caller's: what no CLI command sends (an exec started by ID, odd bodies) can be tried.
     pub fn start_as_container(engine: &Dockerd, policy: Settings) -> Self {
-        Self::start_with(engine, policy, |config| {
-            config.identity = Arc::new(AsContainer);
-            if let Some(gate) = &config.mounts {
-                gate.table.record(ContainerRecord {
-                    id: as_container_id(),
-                    image: "test".into(),
-                    image_id: String::new(),
-                    init_pid: 0,
-                    driver: "cgroupfs".into(),
-                    cgroup_parent: String::new(),
-                    cgroup: None,
-                    standing: Standing::Allowed { rule: "*".into() },
-                });
-            }
-        })
+        Self::start_with(engine, policy, as_container)
     }
 
     pub fn socket(&self) -> &Path {
@@ -215,6 +201,24 @@ impl Drop for Sidecar {
             let _ = thread.join();
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Makes `config` take every connection for the one container [`as_container_id`], recorded
+/// allowed in the gate's table as if the gate had judged it.
+pub fn as_container(config: &mut SidecarConfig) {
+    config.identity = Arc::new(AsContainer);
+    if let Some(gate) = &config.mounts {
+        gate.table.record(ContainerRecord {
+            id: as_container_id(),
+            image: "test".into(),
+            image_id: String::new(),
+            init_pid: 0,
+            driver: "cgroupfs".into(),
+            cgroup_parent: String::new(),
+            cgroup: None,
+            standing: Standing::Allowed { rule: "*".into() },
+        });
     }
 }
 

@@ -6,16 +6,9 @@ use std::{
     io::{Read as _, Write as _},
     os::unix::net::UnixStream,
     path::Path,
-    sync::Arc,
     time::Duration,
 };
 
-use eci_agent::{
-    gate::{ContainerRecord, Standing},
-    ids::ContainerId,
-    process::Peer,
-    sidecar::{Caller, CallerKind, ContainerAt, IdentifyCaller},
-};
 use eci_tests::{
     dockerd::{self, Dockerd},
     sidecar::{self, Sidecar},
@@ -25,42 +18,10 @@ fn engine() -> &'static Dockerd {
     dockerd::shared()
 }
 
-/// Treats every connection as coming from one container, so raw sockets from the test process
-/// are judged by the commandList.
-struct AsContainer;
-
-impl IdentifyCaller for AsContainer {
-    fn identify(&self, peer: &Peer, _: Option<&dyn ContainerAt>) -> Caller {
-        Caller {
-            pid: peer.pid(),
-            cgroup: Some("/docker/test".into()),
-            kind: CallerKind::Container(fake_id()),
-            candidate: None,
-        }
-    }
-}
-
-fn fake_id() -> ContainerId {
-    ContainerId::parse(&"c0".repeat(32)).unwrap()
-}
-
 fn container_sidecar(kind: &str, commands: &[&str]) -> Sidecar {
     Sidecar::start_with(engine(), sidecar::command_list(kind, commands), |config| {
-        config.identity = Arc::new(AsContainer);
+        sidecar::as_container(config);
         config.head_timeout = Duration::from_secs(2);
-        // The fake container is allowed, as if the gate had judged it.
-        if let Some(gate) = &config.mounts {
-            gate.table.record(ContainerRecord {
-                id: fake_id(),
-                image: "test".into(),
-                image_id: String::new(),
-                init_pid: 0,
-                driver: "cgroupfs".into(),
-                cgroup_parent: String::new(),
-                cgroup: None,
-                standing: Standing::Allowed { rule: "*".into() },
-            });
-        }
     })
 }
 

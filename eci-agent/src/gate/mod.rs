@@ -127,14 +127,21 @@ impl SocketMountGate {
         self.policy.borrow().settings.eci_enabled
     }
 
+    /// `GET target` from the engine (`None` for its 404): an engine that cannot be asked leaves
+    /// the request unverified, so it is refused.
+    async fn ask(&self, target: &str) -> Result<Option<bytes::Bytes>, GateRefusal> {
+        self.engine
+            .get(target)
+            .await
+            .map_err(GateRefusal::unverifiable)
+    }
+
     async fn info(&self) -> Result<&EngineInfo, GateRefusal> {
         self.info
             .get_or_try_init(|| async {
                 let body = self
-                    .engine
-                    .get("/info")
-                    .await
-                    .map_err(GateRefusal::unverifiable)?
+                    .ask("/info")
+                    .await?
                     .ok_or_else(|| GateRefusal::unverifiable("the engine has no /info"))?;
                 decode::info(&body).map_err(GateRefusal::unverifiable)
             })
@@ -324,12 +331,7 @@ impl SocketMountGate {
     /// The engine's view of a container (a name or an ID); `None` when it has no such container.
     async fn inspect(&self, name: &str) -> Result<Option<InspectedContainer>, GateRefusal> {
         let target = format!("/containers/{}/json", segment(name));
-        let Some(body) = self
-            .engine
-            .get(&target)
-            .await
-            .map_err(GateRefusal::unverifiable)?
-        else {
+        let Some(body) = self.ask(&target).await? else {
             return Ok(None);
         };
         wire::decode_container_inspect(&body)
@@ -430,12 +432,7 @@ impl SocketMountGate {
     /// needs re-addressing.
     pub async fn admit_exec_start(&self, exec_id: &str) -> Result<(), GateRefusal> {
         let target = format!("/exec/{}/json", segment(exec_id));
-        let Some(body) = self
-            .engine
-            .get(&target)
-            .await
-            .map_err(GateRefusal::unverifiable)?
-        else {
+        let Some(body) = self.ask(&target).await? else {
             return Ok(());
         };
         let exec = wire::decode_exec_inspect(&body)
@@ -710,11 +707,7 @@ impl SocketMountGate {
                 options: None,
             } => {
                 let target = format!("/volumes/{}", segment(&name));
-                let found = self
-                    .engine
-                    .get(&target)
-                    .await
-                    .map_err(GateRefusal::unverifiable)?;
+                let found = self.ask(&target).await?;
                 let (driver, options) = match found {
                     Some(body) => decode::volume(&body).map_err(GateRefusal::unverifiable)?,
                     // Not there yet: the engine creates it with the request's driver and no
@@ -747,12 +740,11 @@ impl SocketMountGate {
     async fn image_facts(&self, image: &str) -> Result<Option<ImageFacts>, GateRefusal> {
         let store = self.info().await?.store;
         let target = format!("/images/{}/json", segment(image));
-        match self.engine.get(&target).await {
-            Ok(Some(body)) => decode::image_facts(&body, store)
+        match self.ask(&target).await? {
+            Some(body) => decode::image_facts(&body, store)
                 .map(Some)
                 .map_err(GateRefusal::unverifiable),
-            Ok(None) => Ok(None),
-            Err(err) => Err(GateRefusal::unverifiable(err)),
+            None => Ok(None),
         }
     }
 
@@ -769,12 +761,7 @@ impl SocketMountGate {
             #[serde(default)]
             repo_digests: Option<Vec<String>>,
         }
-        let body = self
-            .engine
-            .get("/images/json")
-            .await
-            .map_err(GateRefusal::unverifiable)?
-            .unwrap_or_default();
+        let body = self.ask("/images/json").await?.unwrap_or_default();
         let listed: Vec<Listed> =
             serde_json::from_slice(&body).map_err(GateRefusal::unverifiable)?;
         let mut out = Vec::new();
