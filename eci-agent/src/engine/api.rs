@@ -20,16 +20,11 @@ const MAX_ANSWER: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("cannot reach the engine at {path}: {source}")]
-    Connect {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("engine {target}: {source}")]
-    Http {
-        target: String,
-        source: hyper::Error,
-    },
+    // The cause is in the message and not also a `source()`, which `{:#}` would print again.
+    #[error("cannot reach the engine at {path}: {cause}")]
+    Connect { path: String, cause: std::io::Error },
+    #[error("engine {target}: {cause}")]
+    Http { target: String, cause: hyper::Error },
     #[error("engine {target}: HTTP {status}: {body}")]
     Status {
         target: String,
@@ -135,11 +130,11 @@ impl EngineApi {
                 .await
                 .map_err(|source| EngineError::Connect {
                     path: self.socket.display().to_string(),
-                    source,
+                    cause: source,
                 })?;
         let http_err = |source| EngineError::Http {
             target: target.to_owned(),
-            source,
+            cause: source,
         };
         let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await

@@ -145,7 +145,7 @@ pub fn load_defaults(cfg: &KernelConfig) -> Result<Enforcer> {
         let id = tree.id(rel).map_err(|source| KernelError::Cgroup {
             role: "--trust-cgroup",
             path: rel.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         // The root is trusted only exactly: every cgroup on the host descends from it.
         let flags = if id == root { VERDICT_EXACT } else { 0 };
@@ -165,7 +165,7 @@ pub fn load_defaults(cfg: &KernelConfig) -> Result<Enforcer> {
         let id = tree.create(rel).map_err(|source| KernelError::Cgroup {
             role: "container cgroup parent",
             path: rel.clone(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         enforcer.maps.set_verdict(id, CgroupVerdict::DENY)?;
         enforcer.maps.admit_children_denied(id)?;

@@ -1,6 +1,7 @@
 //! The kernel layer's errors: each names the syscall or file operation, the map or the program,
 //! and the path it was about, as aya's `SyscallError`/`ProgramError` do, so that an operator
-//! reading one line knows what the kernel refused and where.
+//! reading one line knows what the kernel refused and where. The cause is part of each message
+//! and not also a `source()`: `{:#}` (anyhow's chain) would print it twice.
 
 use std::{io, path::PathBuf};
 
@@ -22,21 +23,16 @@ pub enum LoadError {
     /// The running kernel's BTF lacks a struct member the programs walk (or has it with another
     /// type): the programs would read the wrong memory, so they are not loaded at all.
     #[error(
-        "this kernel's BTF ({path}) does not give the layout the programs need: {source}; eci-agent cannot enforce on this kernel"
+        "this kernel's BTF ({path}) does not give the layout the programs need: {cause}; eci-agent cannot enforce on this kernel"
     )]
-    Offsets {
-        path: &'static str,
-        #[source]
-        source: BtfError,
-    },
+    Offsets { path: &'static str, cause: BtfError },
     /// The kernel refused to load or attach a program.
     #[error(
-        "this kernel refused the BPF LSM program {program} ({source}); it cannot enforce here: use a kernel with BPF LSM (or `cargo xtask run --vm`)"
+        "this kernel refused the BPF LSM program {program} ({cause}); it cannot enforce here: use a kernel with BPF LSM (or `cargo xtask run --vm`)"
     )]
     Refused {
         program: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
+        cause: aya::programs::ProgramError,
     },
 }
 
@@ -46,71 +42,64 @@ pub enum KernelError {
     #[error(transparent)]
     Load(#[from] LoadError),
     /// A file operation (the name says which) on a pin, a cgroup, a socket or their directory.
-    #[error("{op} {}: {source}", path.display())]
+    #[error("{op} {}: {cause}", path.display())]
     Io {
         op: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// A map operation the kernel refused (`bpf(BPF_MAP_*)`).
-    #[error("{op} in map {map}: {source}")]
+    #[error("{op} in map {map}: {cause}")]
     Map {
         map: &'static str,
         op: String,
-        #[source]
-        source: aya::maps::MapError,
+        cause: aya::maps::MapError,
     },
     /// Pinning a program's link (`bpf(BPF_OBJ_PIN)`).
-    #[error("pinning the {program} link at {}: {source}", path.display())]
+    #[error("pinning the {program} link at {}: {cause}", path.display())]
     Pin {
         program: &'static str,
         path: PathBuf,
-        #[source]
-        source: aya::pin::PinError,
+        cause: aya::pin::PinError,
     },
     /// Loading the object (`bpf(BPF_MAP_CREATE)` for its maps, BTF, relocations).
     #[error("loading the BPF object: {0}")]
-    Object(#[source] Box<aya::EbpfError>),
+    Object(Box<aya::EbpfError>),
     /// A program or map this agent expects is not in its object (a build mismatch), or has
     /// another type.
     #[error("the BPF object has no {what} {name}")]
     Missing { what: &'static str, name: String },
     /// The kernel's BTF could not be read or parsed.
-    #[error("kernel BTF {}: {source}", path.display())]
+    #[error("kernel BTF {}: {cause}", path.display())]
     Btf {
         path: PathBuf,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// A program's link could not be taken over from aya.
-    #[error("taking the link of {program}: {source}")]
+    #[error("taking the link of {program}: {cause}")]
     Link {
         program: &'static str,
-        #[source]
-        source: aya::programs::ProgramError,
+        cause: aya::programs::ProgramError,
     },
     /// A path the kernel layer cannot use as given.
     #[error("{}: {why}", path.display())]
     BadPath { path: PathBuf, why: String },
     /// A cgroup named on the command line (`--trust-cgroup`, a container parent).
-    #[error("{role} {}: {source}", path.display())]
+    #[error("{role} {}: {cause}", path.display())]
     Cgroup {
         role: &'static str,
         path: PathBuf,
-        #[source]
-        source: Box<KernelError>,
+        cause: Box<KernelError>,
     },
     /// The kernel's id of one of our objects (`bpf(BPF_OBJ_GET_INFO_BY_FD)`), for the guard.
-    #[error("reading the id of {object}: {source}")]
+    #[error("reading the id of {object}: {cause}")]
     Info {
         object: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
     /// The ring buffer of denials could not be watched.
     #[error("watching the ring buffer of denials: {0}")]
-    Events(#[source] io::Error),
+    Events(io::Error),
 }
 
 pub type Result<T, E = KernelError> = std::result::Result<T, E>;
@@ -118,7 +107,7 @@ pub type Result<T, E = KernelError> = std::result::Result<T, E>;
 impl KernelError {
     pub(super) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();
-        move |source| Self::Io { op, path, source }
+        move |cause| Self::Io { op, path, cause }
     }
 
     /// Whether the kernel refused a new entry because the map is full (`E2BIG` from a full
@@ -126,7 +115,7 @@ impl KernelError {
     pub fn is_map_full(&self) -> bool {
         match self {
             Self::Map {
-                source: aya::maps::MapError::SyscallError(err),
+                cause: aya::maps::MapError::SyscallError(err),
                 ..
             } => matches!(
                 err.io_error.raw_os_error(),
@@ -141,6 +130,24 @@ impl KernelError {
         op: impl Into<String>,
     ) -> impl FnOnce(aya::maps::MapError) -> Self {
         let op = op.into();
-        move |source| Self::Map { map, op, source }
+        move |cause| Self::Map { map, op, cause }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cause_is_printed_once_in_a_chain() {
+        // What `eci-agent unload` printed from an untrusted cgroup: the errno twice.
+        let err = KernelError::io("joining the agent's cgroup through", "/x/cgroup.procs")(
+            io::Error::from_raw_os_error(libc::EPERM),
+        );
+        let text = format!("{:#}", anyhow::Error::from(err).context("unload"));
+        assert_eq!(
+            text,
+            "unload: joining the agent's cgroup through /x/cgroup.procs: Operation not permitted (os error 1)"
+        );
     }
 }

@@ -55,7 +55,7 @@ pub fn record(
         let data = pinned_data(pins, name)?;
         let id = data.info().map_err(|source| KernelError::Info {
             object: format!("map {name}"),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         ours.insert(guard_key(GUARD_KIND_MAP, id.id()));
     }

@@ -59,17 +59,17 @@ impl Enforcer {
         }
         let btf = Btf::from_sys_fs().map_err(|source| KernelError::Btf {
             path: btf::VMLINUX.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         // The programs' struct walks use the running kernel's member offsets (see eci-common's
         // KernelOffsets for why not compiled-in ones).
         let own_btf = btf::Btf::from_sys_fs().map_err(|source| KernelError::Btf {
             path: btf::VMLINUX.into(),
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         let offsets = btf::kernel_offsets(&own_btf).map_err(|source| LoadError::Offsets {
             path: btf::VMLINUX,
-            source,
+            cause: source,
         })?;
         let map_paths: Vec<(&str, PathBuf)> =
             MAPS.iter().map(|name| (*name, pins.map(name))).collect();
@@ -89,7 +89,10 @@ impl Enforcer {
             attach,
         } in PROGRAMS
         {
-            let refused = |source| LoadError::Refused { program, source };
+            let refused = |source| LoadError::Refused {
+                program,
+                cause: source,
+            };
             let missing = |what| KernelError::Missing {
                 what,
                 name: program.to_owned(),
@@ -101,7 +104,10 @@ impl Enforcer {
                     lsm.load(target, &btf).map_err(refused)?;
                     let link_id = lsm.attach().map_err(refused)?;
                     lsm.take_link(link_id)
-                        .map_err(|source| KernelError::Link { program, source })?
+                        .map_err(|source| KernelError::Link {
+                            program,
+                            cause: source,
+                        })?
                         .into()
                 }
                 Attach::BtfTracePoint => {
@@ -111,13 +117,16 @@ impl Enforcer {
                     tp.load(target, &btf).map_err(refused)?;
                     let link_id = tp.attach().map_err(refused)?;
                     tp.take_link(link_id)
-                        .map_err(|source| KernelError::Link { program, source })?
+                        .map_err(|source| KernelError::Link {
+                            program,
+                            cause: source,
+                        })?
                         .into()
                 }
             };
             let info = link.info().map_err(|source| KernelError::Info {
                 object: format!("the {program} link"),
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
             attached.links.push(info.id());
             attached.progs.push(info.program_id());
@@ -128,7 +137,7 @@ impl Enforcer {
             link.pin(&staging).map_err(|source| KernelError::Pin {
                 program,
                 path: staging.clone(),
-                source,
+                cause: source,
             })?;
             fs::rename(&staging, &pin)
                 .map_err(KernelError::io("replacing the pinned link", &pin))?;

@@ -85,7 +85,7 @@ impl Settings {
 pub fn load(path: &Path) -> Result<Settings, SettingsError> {
     let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     Settings::from_json_str(&text, path)
 }
@@ -94,10 +94,11 @@ pub fn load(path: &Path) -> Result<Settings, SettingsError> {
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
     /// The file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    // The cause is in the message and not also a `source()`, which `{:#}` would print again.
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file is not JSON.
     #[error("{}:{line}:{column}: invalid JSON: {message}", path.display())]
