@@ -1,11 +1,13 @@
-//! The command line: `eci-agent run|check|explain|status|unload`. Each subcommand's flags are a struct so
+//! The command line: `eci-agent run|load|check|explain|status|unload|probe|install`. Each subcommand's flags are a struct so
 //! the code that runs it receives typed options, not a bag of strings.
 
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::{agent, check, explain, host_args::PinArgs, load, logging::LogFormat, status};
+use crate::{
+    agent, check, explain, host_args::PinArgs, load, logging::LogFormat, node_install, status,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -41,6 +43,9 @@ pub enum Command {
     /// Exit 0 when this kernel loads and attaches the programs (loaded into a throwaway pin
     /// directory and removed again); 1 with the reason otherwise.
     Probe(ProbeArgs),
+    /// Install the agent on this node as its systemd units (deploy/systemd) and stay to carry
+    /// settings edits there: what the DaemonSet's pod runs, with the node's / at --host-root.
+    Install(node_install::Args),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -71,6 +76,7 @@ pub fn main(cli: Cli) -> ExitCode {
             other => other,
         },
         Command::Load(args) => load::load(&args),
+        Command::Install(args) => node_install::command(&args),
         Command::Check(args) => return check::command(&args),
         Command::Explain(args) => return explain::command(&args),
         Command::Status(args) => return status::command(&args),

@@ -18,6 +18,7 @@ pub mod listen_plan;
 pub mod load;
 pub mod logging;
 pub mod metrics;
+pub mod node_install;
 pub mod policy;
 pub mod process;
 pub mod registry;

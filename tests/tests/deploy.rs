@@ -260,11 +260,12 @@ fn strings(y: &Yaml) -> Vec<String> {
 }
 
 #[test]
-fn daemonset_is_privileged_with_host_mounts_settings_and_probes() {
+fn daemonset_pod_installs_the_agent_on_its_node_with_the_settings_and_a_probe() {
     let docs = docs();
     let ds = kind(&docs, "DaemonSet");
     assert_eq!(ds["apiVersion"].as_str(), Some("apps/v1"));
     let spec = &ds["spec"]["template"]["spec"];
+    // nsenter --target 1 reaches the node's init only in the host's pid namespace.
     assert_eq!(spec["hostPID"].as_bool(), Some(true));
     assert_eq!(spec["automountServiceAccountToken"].as_bool(), Some(false));
     let containers = spec["containers"].as_vec().expect("containers");
@@ -272,53 +273,32 @@ fn daemonset_is_privileged_with_host_mounts_settings_and_probes() {
     let c = &containers[0];
     assert_eq!(c["securityContext"]["privileged"].as_bool(), Some(true));
 
-    // Host mounts: each volume a hostPath of the same path, each mounted where the host has it.
-    let volumes = spec["volumes"].as_vec().expect("volumes");
-    let mounts = c["volumeMounts"].as_vec().expect("volumeMounts");
-    let mount_of = |name: &str| {
-        mounts
-            .iter()
-            .find(|m| m["name"].as_str() == Some(name))
-            .and_then(|m| m["mountPath"].as_str())
-            .unwrap_or_else(|| panic!("volume {name} is not mounted"))
-    };
-    for host in [
-        "/sys/fs/bpf",
-        "/sys/kernel/security",
-        "/sys/fs/cgroup",
-        "/var/run",
-        "/run/eci",
-    ] {
-        let v = volumes
-            .iter()
-            .find(|v| v["hostPath"]["path"].as_str() == Some(host))
-            .unwrap_or_else(|| panic!("no hostPath volume for {host}"));
-        assert_eq!(mount_of(v["name"].as_str().unwrap()), host);
-    }
-
-    // The command: the host's cgroup namespace, then the agent's own command line.
+    // The command parses as `eci-agent install`, the node's / mounted at --host-root.
     let mut argv = strings(&c["command"]);
     argv.extend(strings(&c["args"]));
-    assert_eq!(argv.first().map(String::as_str), Some("nsenter"));
-    assert!(argv.contains(&"--cgroup=/proc/1/ns/cgroup".to_owned()));
-    let agent = argv.iter().position(|a| a == "--").expect("nsenter ... --") + 1;
-    assert_eq!(argv[agent], "eci-agent");
-    let args = run_args(&argv[agent..]);
-    assert!(!args.allow_no_lsm && !args.dry_run);
-    let under = |p: &Path, what: &str| {
-        assert!(
-            mounts
-                .iter()
-                .filter_map(|m| m["mountPath"].as_str())
-                .any(|m| p.starts_with(m)),
-            "{what} {} is on no mounted volume",
-            p.display()
-        );
+    let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}:\n{e}"));
+    let Command::Install(args) = cli.command else {
+        panic!("the pod does not run `eci-agent install`: {argv:?}");
     };
-    under(&args.host.listen, "--listen");
-    under(&args.host.engine, "--engine");
-    under(&args.host.pin.pin_dir, "--pin-dir");
-    under(&args.host.cgroup_root, "--cgroup-root");
+    assert!(!args.once, "the pod must stay to carry settings edits");
+    let volumes = spec["volumes"].as_vec().expect("volumes");
+    let mounts = c["volumeMounts"].as_vec().expect("volumeMounts");
+    let mount_of = |volume: &Yaml| {
+        mounts
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .unwrap_or_else(|| panic!("volume {:?} is not mounted", volume["name"]))
+    };
+    let root = volumes
+        .iter()
+        .find(|v| v["hostPath"]["path"].as_str() == Some("/"))
+        .expect("a hostPath volume of the node's /");
+    let root_mount = mount_of(root);
+    assert_eq!(root_mount["mountPath"].as_str(), args.host_root.to_str());
+    assert!(
+        root_mount["readOnly"].as_bool() != Some(true),
+        "the pod writes the node's files"
+    );
 
     // Settings from the ConfigMap, mounted as a directory (subPath would never update), and
     // loadable by the agent.
@@ -331,10 +311,7 @@ fn daemonset_is_privileged_with_host_mounts_settings_and_probes() {
         settings_volume["configMap"]["name"].as_str(),
         cm["metadata"]["name"].as_str()
     );
-    let settings_mount = mounts
-        .iter()
-        .find(|m| m["name"] == settings_volume["name"])
-        .unwrap();
+    let settings_mount = mount_of(settings_volume);
     assert!(settings_mount["subPath"].is_badvalue());
     let dir = Path::new(settings_mount["mountPath"].as_str().unwrap());
     let key = args
@@ -347,24 +324,21 @@ fn daemonset_is_privileged_with_host_mounts_settings_and_probes() {
     eci_agent::settings::Settings::from_json_str(json, &args.settings)
         .expect("the shipped settings load");
 
-    // Probes on the metrics listener, which listens on the pod's address and the named port.
-    let metrics = args.metrics.expect("--metrics for the probes");
-    assert!(metrics.ip().is_unspecified(), "kubelet probes the pod IP");
-    let port = c["ports"]
-        .as_vec()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"].as_str() == Some("metrics"))
-        .expect("a port named metrics");
-    assert_eq!(
-        port["containerPort"].as_i64(),
-        Some(i64::from(metrics.port()))
+    // Ready while the node's unit is active, asked of the node's systemd.
+    let probe = strings(&c["readinessProbe"]["exec"]["command"]);
+    assert_eq!(probe.first().map(String::as_str), Some("nsenter"));
+    assert!(
+        probe.windows(2).any(|w| w == ["--target", "1"]),
+        "{probe:?}"
     );
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-        let get = &c[probe]["httpGet"];
-        assert_eq!(get["path"].as_str(), Some(path), "{probe}");
-        assert_eq!(get["port"].as_str(), Some("metrics"), "{probe}");
-    }
+    assert!(
+        probe.ends_with(&[
+            "is-active".into(),
+            "--quiet".into(),
+            "eci-agent.service".into()
+        ]),
+        "{probe:?}"
+    );
     assert_eq!(
         ds["spec"]["selector"]["matchLabels"],
         ds["spec"]["template"]["metadata"]["labels"]

@@ -28,6 +28,27 @@ pub struct Options {
 }
 
 pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
+    let tar = rootfs_tar(root)?;
+    println!("xtask image: {}", tar.display());
+    if opts.no_import {
+        return Ok(());
+    }
+    let id = exec::stdout(
+        Command::new("docker")
+            .arg("import")
+            .args(["--change", "ENV PATH=/usr/local/bin:/usr/bin"])
+            .args(["--change", r#"ENTRYPOINT ["/usr/local/bin/eci-agent"]"#])
+            .args(["--change", "LABEL org.opencontainers.image.title=eci-agent"])
+            .arg(&tar)
+            .arg(TAG),
+    )?;
+    println!("xtask image: {TAG} {}", id.trim());
+    Ok(())
+}
+
+/// Builds the image's rootfs as `target/image/eci-agent-VERSION.tar` (the systemd-host tier runs
+/// it as the DaemonSet's pod); its path.
+pub fn rootfs_tar(root: &Path) -> anyhow::Result<PathBuf> {
     let bins = build::guest_agent(root)?;
     let dir = root.join("target/image");
     let rootfs = dir.join("rootfs");
@@ -61,21 +82,7 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
             .arg("."),
     )?;
     fs::remove_dir_all(&rootfs)?;
-    println!("xtask image: {}", tar.display());
-    if opts.no_import {
-        return Ok(());
-    }
-    let id = exec::stdout(
-        Command::new("docker")
-            .arg("import")
-            .args(["--change", "ENV PATH=/usr/local/bin:/usr/bin"])
-            .args(["--change", r#"ENTRYPOINT ["/usr/local/bin/eci-agent"]"#])
-            .args(["--change", "LABEL org.opencontainers.image.title=eci-agent"])
-            .arg(&tar)
-            .arg(TAG),
-    )?;
-    println!("xtask image: {TAG} {}", id.trim());
-    Ok(())
+    Ok(tar)
 }
 
 /// Copies `bin` to the same path under `rootfs`, with every library `ldd` says it loads (and the

@@ -9,7 +9,10 @@
 //!    `eci-agent.service`'s header, then the checks on a freshly installed host;
 //! 2. `cold1`, 3. `cold2`: cold boots of that disk: an unlisted root process and the unlisted
 //!    container probe both sockets from the first second; restart of the engine (cold1); an
-//!    allowed image connecting at once 20 times and SIGKILL of the agent (cold2).
+//!    allowed image connecting at once 20 times and SIGKILL of the agent (cold2);
+//! 4. `pod`: the agent uninstalled by its header's steps, then installed again by the DaemonSet's
+//!    pod (this image's rootfs under the node's containerd, with the manifest's command, host pid
+//!    namespace and mounts); ConfigMap edits, a pod restart, an upgrade.
 //!
 //! A case that fails fails the tier, with the guest's logs printed. There is no "known gap"
 //! outcome: a case either holds or fails.
@@ -44,14 +47,15 @@ pub struct Options {
     /// Timeout of each boot, in seconds.
     #[arg(id = "shost_timeout", long = "shost-timeout", default_value_t = 600)]
     pub timeout: u64,
-    /// The boots to run, in order (each needs the ones before it): install, cold1, cold2. CI
-    /// runs all three: the proof asks for two cold boots (about 3.5 min of the tier's 6
-    /// under TCG, most of it the 20 container starts).
+    /// The boots to run, in order (each needs the ones before it, but `pod` only `install`):
+    /// install, cold1, cold2, pod. CI runs all four: the proof asks for two cold boots
+    /// (about 3.5 min of the tier's 6 under TCG, most of it the 20 container starts) and for the
+    /// DaemonSet's pod.
     #[arg(
         id = "shost_boots",
         long = "shost-boots",
         value_delimiter = ',',
-        default_values_t = ["install".to_owned(), "cold1".to_owned(), "cold2".to_owned()]
+        default_values_t = ["install".to_owned(), "cold1".to_owned(), "cold2".to_owned(), "pod".to_owned()]
     )]
     pub boots: Vec<String>,
 }

@@ -1,7 +1,9 @@
 //! What the systemd host gets through the share: the repository files its install steps name
 //! (the static agent as `target/release/eci-agent`, `examples/`, `deploy/systemd/`), the install
-//! steps themselves, read out of `eci-agent.service`'s header (so the test runs what a user
-//! reads), and the tier's own two units, which stage 1 installs before systemd starts.
+//! and uninstall steps themselves, read out of `eci-agent.service`'s header (so the test runs
+//! what a user reads), the DaemonSet's pod (`cargo xtask image`'s rootfs and the command
+//! deploy/kubernetes/daemonset.yaml gives it), and the tier's own two units, which stage 1
+//! installs before systemd starts.
 
 use std::{fs, path::Path};
 
@@ -62,10 +64,21 @@ pub fn fill(root: &Path, share: &Path) -> anyhow::Result<()> {
     copy_tree(&root.join("deploy/systemd"), &repo.join("deploy/systemd"))?;
     let unit = fs::read_to_string(root.join("deploy/systemd/eci-agent.service"))
         .context("reading deploy/systemd/eci-agent.service")?;
-    let steps = install_steps(&unit)?;
+    for (section, script) in [("Install", "install.sh"), ("Uninstall", "uninstall.sh")] {
+        let steps = header_steps(&unit, section)?;
+        fs::write(
+            share.join(script),
+            format!("set -e\ncd /mnt/eci/repo\n{}\n", steps.join("\n")),
+        )?;
+    }
+    let pod = share.join("pod");
+    fs::create_dir_all(&pod)?;
+    fs::copy(crate::image::rootfs_tar(root)?, pod.join("eci-agent.tar"))?;
+    let daemonset = fs::read_to_string(root.join("deploy/kubernetes/daemonset.yaml"))
+        .context("reading deploy/kubernetes/daemonset.yaml")?;
     fs::write(
-        share.join("install.sh"),
-        format!("set -e\ncd /mnt/eci/repo\n{}\n", steps.join("\n")),
+        pod.join("command"),
+        pod_command(&daemonset)?.join("\n") + "\n",
     )?;
     fs::create_dir_all(share.join("units"))?;
     fs::write(share.join("units/eci-shost.service"), DRIVER_UNIT)?;
@@ -87,11 +100,16 @@ fn copy_tree(from: &Path, to: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The commands under `# Install:` in a unit's header comment, continuation lines joined.
-pub fn install_steps(unit: &str) -> anyhow::Result<Vec<String>> {
-    let mut lines = unit.lines().skip_while(|l| l.trim() != "# Install:");
+/// The commands under `# {section}…:` in a unit's header comment, continuation lines joined.
+pub fn header_steps(unit: &str, section: &str) -> anyhow::Result<Vec<String>> {
+    let opening = format!("# {section}");
+    let mut lines = unit.lines().skip_while(|l| {
+        !(l.starts_with(&opening)
+            && l[opening.len()..].starts_with([':', ' '])
+            && l.trim_end().ends_with(':'))
+    });
     if lines.next().is_none() {
-        bail!("eci-agent.service's header has no `# Install:` section");
+        bail!("eci-agent.service's header has no `# {section}:` section");
     }
     let mut steps: Vec<String> = Vec::new();
     let mut continued = false;
@@ -114,9 +132,29 @@ pub fn install_steps(unit: &str) -> anyhow::Result<Vec<String>> {
         continued = more;
     }
     if steps.is_empty() {
-        bail!("eci-agent.service's `# Install:` section lists no command");
+        bail!("eci-agent.service's `# {section}:` section lists no command");
     }
     Ok(steps)
+}
+
+/// The pod's command in a DaemonSet manifest: the items of the first `command:` list (the
+/// container's; a probe's comes later), as the kubelet would pass them.
+pub fn pod_command(manifest: &str) -> anyhow::Result<Vec<String>> {
+    let mut lines = manifest.lines().skip_while(|l| l.trim() != "command:");
+    let Some(key) = lines.next() else {
+        bail!("the DaemonSet has no `command:`");
+    };
+    let indent = key.len() - key.trim_start().len();
+    let words: Vec<String> = lines
+        .take_while(|l| {
+            l.trim_start().starts_with("- ") && l.len() - l.trim_start().len() >= indent
+        })
+        .map(|l| l.trim_start()[2..].trim().trim_matches('"').to_owned())
+        .collect();
+    if words.is_empty() {
+        bail!("the DaemonSet's `command:` lists nothing");
+    }
+    Ok(words)
 }
 
 #[cfg(test)]
@@ -124,19 +162,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn install_steps_join_continuations_and_stop_at_the_section_end() {
-        let unit = "# Head\n#\n# Install:\n#   install -m 0755 a \\\n#       b /x/\n#   systemctl daemon-reload\n[Unit]\n";
+    fn header_steps_join_continuations_and_stop_at_the_section_end() {
+        let unit = "# Head\n#\n# Install:\n#   install -m 0755 a \\\n#       b /x/\n#   systemctl daemon-reload\n#\n# Uninstall (why):\n#   rm x\n[Unit]\n";
         assert_eq!(
-            install_steps(unit).unwrap(),
+            header_steps(unit, "Install").unwrap(),
             vec!["install -m 0755 a b /x/", "systemctl daemon-reload"]
         );
-        assert!(install_steps("[Unit]\n").is_err());
+        assert_eq!(header_steps(unit, "Uninstall").unwrap(), vec!["rm x"]);
+        assert!(header_steps("[Unit]\n", "Install").is_err());
+    }
+
+    #[test]
+    fn the_shipped_daemonset_runs_the_installer() {
+        let manifest = include_str!("../../../deploy/kubernetes/daemonset.yaml");
+        let command = pod_command(manifest).unwrap();
+        assert_eq!(command.first().map(String::as_str), Some("eci-agent"));
+        assert!(command.iter().any(|w| w == "install"), "{command:?}");
+        assert!(command.iter().any(|w| w == "/host"), "{command:?}");
     }
 
     #[test]
     fn the_shipped_header_has_install_steps() {
         let unit = include_str!("../../../deploy/systemd/eci-agent.service");
-        let steps = install_steps(unit).unwrap();
+        let steps = header_steps(unit, "Install").unwrap();
         assert!(
             steps
                 .iter()
@@ -148,5 +196,7 @@ mod tests {
                 .unwrap()
                 .starts_with("eci-agent status --check")
         );
+        let uninstall = header_steps(unit, "Uninstall").unwrap();
+        assert!(uninstall.iter().any(|s| s == "eci-agent unload"));
     }
 }

@@ -20,18 +20,18 @@ use crate::{
     probe_log::{self, ProbeLog, uptime},
 };
 
-const ALLOWED: &str = "eci/allowed:1";
+pub(super) const ALLOWED: &str = "eci/allowed:1";
 const UNLISTED: &str = "eci/other:1";
-const SETTINGS: &str = "/etc/eci/admin-settings.json";
+pub(super) const SETTINGS: &str = "/etc/eci/admin-settings.json";
 const PUBLIC: &str = "/run/docker.sock";
 /// The unlisted `--restart=always` container with the host's /run mounted.
-const RUN_HOLDER: &str = "shost-run";
+pub(super) const RUN_HOLDER: &str = "shost-run";
 /// The allowed `--restart=always` container holding the socket.
-const SOCK_HOLDER: &str = "shost-sock";
+pub(super) const SOCK_HOLDER: &str = "shost-sock";
 /// How many times an allowed container connects as it starts.
 const AT_ONCE: usize = 20;
 
-fn dir_of(container: &str) -> PathBuf {
+pub(super) fn dir_of(container: &str) -> PathBuf {
     Path::new(CONTAINER_DIR).join(container)
 }
 
@@ -369,7 +369,7 @@ fn latest_served(name: &str, after: f64) -> bool {
 }
 
 /// Waits until `name`'s loop reports served in a round after `after`; the uptime then.
-fn wait_served(name: &str, after: f64, limit: Duration) -> anyhow::Result<f64> {
+pub(super) fn wait_served(name: &str, after: f64, limit: Duration) -> anyhow::Result<f64> {
     wait_until(&format!("{name} served"), limit, || {
         latest_served(name, after)
     })
@@ -383,7 +383,7 @@ fn wait_served(name: &str, after: f64, limit: Duration) -> anyhow::Result<f64> {
 }
 
 /// `name`'s loop was never served from `from` on (and it ran then).
-fn never_served(name: &str, from: f64) -> anyhow::Result<()> {
+pub(super) fn never_served(name: &str, from: f64) -> anyhow::Result<()> {
     let log = ProbeLog::read(&dir_of(name))?;
     ensure!(
         probe_log::latest(&dir_of(name)).is_some_and(|(at, _)| at > from),
@@ -429,7 +429,7 @@ fn message(entry: &serde_json::Value) -> String {
 }
 
 /// The agent's own journal lines (eci-agent run, under its unit).
-fn agent_lines() -> anyhow::Result<Vec<String>> {
+pub(super) fn agent_lines() -> anyhow::Result<Vec<String>> {
     Ok(
         host::journal(&["_SYSTEMD_UNIT=eci-agent.service", "_COMM=eci-agent"])?
             .iter()
@@ -438,7 +438,7 @@ fn agent_lines() -> anyhow::Result<Vec<String>> {
     )
 }
 
-fn journal_json(run: &mut Run) -> anyhow::Result<()> {
+pub(super) fn journal_json(run: &mut Run) -> anyhow::Result<()> {
     // Every line any eci-agent process logged in this boot, wherever it ran from, in one query
     // (the agent keeps logging: two queries would count different moments).
     let everywhere = host::journal(&["_COMM=eci-agent"])?;

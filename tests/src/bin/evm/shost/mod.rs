@@ -1,7 +1,7 @@
 //! `evm shost …`: the systemd-host tier's guest side (xtask's shost/ boots the guest).
 //!
 //! - `evm shost driver`: the test driver, a unit stage 1 installs (`eci-shost.service`); runs
-//!   the checks of the boot the kernel command line names (`eci.shost=install|cold1|cold2`),
+//!   the checks of the boot the kernel command line names (`eci.shost=install|cold1|cold2|pod`),
 //!   prints `shost <boot>/<case> => ok | FAILED <why>` and `shost figure …` lines
 //!   on the console, copies the logs into the share and powers off;
 //! - `evm shost early-probe`: the unlisted root process of the cold boots (`eci-shost-probe`);
@@ -10,6 +10,7 @@
 
 mod cases;
 mod host;
+mod pod;
 
 use std::{process::ExitCode, time::Instant};
 
@@ -96,8 +97,11 @@ fn driver() -> ExitCode {
         "install" => cases::install(&mut run),
         "cold1" => cases::cold(&mut run, true),
         "cold2" => cases::cold_and_kill(&mut run),
+        "pod" => pod::run(&mut run),
         other => {
-            println!("shost {other}/(boot) => FAILED eci.shost= must be install, cold1 or cold2");
+            println!(
+                "shost {other}/(boot) => FAILED eci.shost= must be install, cold1, cold2 or pod"
+            );
             run.failed += 1;
         }
     }
