@@ -25,6 +25,7 @@ use anyhow::{Context as _, bail};
 const SECTIONS: &[&dyn Section] = &[
     &kernel::KernelSection,
     &sidecar::SidecarSection,
+    &sidecar::CallersSection,
     &image_policy::ImagePolicySection,
     &evm::EvmSection,
 ];

@@ -18,7 +18,8 @@
 //!
 //! Only host callers are timed here: a container caller needs a real engine (the container table
 //! is filled from its events), which would then be the upstream of every way. Container callers
-//! are counted instead, by `count-callers.sh` next to this file (run by hand, as root): a private
+//! are timed by the `callers` section (`callers.rs`, a private dockerd as the upstream) and
+//! counted by `count-callers.sh` next to this file (run by hand, as root): a private
 //! dockerd as the engine, `loadgen` exec'd in a running container (deny list, allow list) or on
 //! the host, callgrind and `strace -c` on the agent, and HAProxy keep-alive counted the same way.
 //!
@@ -64,9 +65,12 @@
 //! being the limit (14 MB/s). 64 KiB tunnel buffers instead of 8 KiB changed nothing measurable
 //! there (the engine writes small frames). Not done: splice(2) for tunnels and bodies.
 
+mod callers;
 mod cpu;
 mod results;
 mod templates;
+
+pub use callers::CallersSection;
 
 use std::{
     fs,
@@ -350,7 +354,7 @@ fn start_nginx(dir: &Path, engine: &Path) -> anyhow::Result<Guarded> {
 
 /// Starts a daemon of the bench in the foreground, its output in `log`, and waits until it
 /// listens on `socket`; it is stopped (SIGTERM by its pid) when the guard drops.
-fn daemon(
+pub(super) fn daemon(
     name: &'static str,
     cmd: &mut Command,
     log: &Path,
