@@ -70,19 +70,24 @@ pub fn rootfs_tar(root: &Path) -> anyhow::Result<PathBuf> {
     )?;
     fs::write(rootfs.join("etc/group"), "root:x:0:\n")?;
     let tar = dir.join(format!("eci-agent-{}.tar", env!("CARGO_PKG_VERSION")));
+    tar_rootfs(&rootfs, &tar)?;
+    fs::remove_dir_all(&rootfs)?;
+    Ok(tar)
+}
+
+/// `rootfs` as the tarball `docker import` takes, every file root's.
+pub fn tar_rootfs(rootfs: &Path, tar: &Path) -> anyhow::Result<()> {
     exec::run(
         Command::new("tar")
             .arg("--numeric-owner")
             .arg("--owner=0")
             .arg("--group=0")
             .arg("-C")
-            .arg(&rootfs)
+            .arg(rootfs)
             .arg("-cf")
-            .arg(&tar)
+            .arg(tar)
             .arg("."),
-    )?;
-    fs::remove_dir_all(&rootfs)?;
-    Ok(tar)
+    )
 }
 
 /// Copies `bin` to the same path under `rootfs`, with every library `ldd` says it loads (and the

@@ -195,14 +195,7 @@ impl Rig {
         fs::create_dir_all(rootfs.join("tmp"))?;
         fs::copy(loadgen, rootfs.join("loadgen"))?;
         let tar = dir.join("caller.tar");
-        exec::run(
-            Command::new("tar")
-                .arg("-C")
-                .arg(&rootfs)
-                .arg("-cf")
-                .arg(&tar)
-                .arg("."),
-        )?;
+        crate::image::tar_rootfs(&rootfs, &tar)?;
         exec::run(rig.docker().arg("import").arg(&tar).arg(IMAGE))?;
         // A long-lived process to exec into: loadgen's sink on a socket nobody uses.
         exec::run(

@@ -156,7 +156,18 @@ impl AgentLog {
 
 /// The settings file: these images on the list, `commandList` denying push and build.
 pub fn write_settings(images: &[&str], allow_derived: bool) -> anyhow::Result<()> {
-    let settings = serde_json::json!({
+    let settings = settings_json(images, allow_derived);
+    let tmp = format!("{SETTINGS}.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(&settings)?)?;
+    // A rename: the agent never reads a half-written file.
+    fs::rename(&tmp, SETTINGS)?;
+    Ok(())
+}
+
+/// Settings listing `images`, with `commandList` denying push and build (the systemd-host tier's
+/// too).
+pub fn settings_json(images: &[&str], allow_derived: bool) -> serde_json::Value {
+    serde_json::json!({
         "configurationFileVersion": 2,
         "enhancedContainerIsolation": {
             "locked": true,
@@ -166,12 +177,7 @@ pub fn write_settings(images: &[&str], allow_derived: bool) -> anyhow::Result<()
                 "commandList": { "type": "deny", "commands": ["push", "build"] }
             }
         }
-    });
-    let tmp = format!("{SETTINGS}.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(&settings)?)?;
-    // A rename: the agent never reads a half-written file.
-    fs::rename(&tmp, SETTINGS)?;
-    Ok(())
+    })
 }
 
 /// `docker …` through the sidecar (the suite is in the trusted host cgroup), bounded in time.

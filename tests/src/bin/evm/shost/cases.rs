@@ -16,7 +16,7 @@ use super::{
     host::{self, CONTAINER_DIR, active_at, docker, is_active, main_pid, wait_until},
 };
 use crate::{
-    e2e::fixture::{rootfs, tar},
+    e2e::fixture::{rootfs, settings_json, tar},
     probe_log::{self, ProbeLog, uptime},
 };
 
@@ -106,21 +106,7 @@ pub fn install(run: &mut Run) {
         "install by eci-agent.service's header, which ends with `eci-agent status --check`",
         |run| {
             let started = uptime();
-            let out = host::run("sh", &["-x", "/mnt/eci/install.sh"], 300)?;
-            let text = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let _ = fs::write(crate::guest::share("out/install-steps.log"), &text);
-            if !out.status.success() {
-                let tail: Vec<&str> = text.lines().rev().take(12).collect();
-                bail!(
-                    "the install steps failed ({}); last lines: {}",
-                    out.status,
-                    tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-                );
-            }
+            host::script("/mnt/eci/install.sh", "install-steps.log")?;
             installed_at = uptime();
             run.figure(
                 "install steps (s)",
@@ -133,18 +119,7 @@ pub fn install(run: &mut Run) {
         "settings: the allowed image listed by its ID; the agent reloads",
         |_| {
             let id = docker(&["image", "inspect", "--format", "{{.Id}}", ALLOWED])?;
-            let settings = serde_json::json!({
-                "configurationFileVersion": 2,
-                "enhancedContainerIsolation": {
-                    "locked": true,
-                    "value": true,
-                    "dockerSocketMount": {
-                        "imageList": { "images": [format!("eci/allowed@{}", id.trim())],
-                                       "allowDerivedImages": false },
-                        "commandList": { "type": "deny", "commands": ["push", "build"] }
-                    }
-                }
-            });
+            let settings = settings_json(&[&format!("eci/allowed@{}", id.trim())], false);
             let tmp = format!("{SETTINGS}.tmp");
             fs::write(&tmp, serde_json::to_vec_pretty(&settings)?)?;
             fs::rename(&tmp, SETTINGS)?;

@@ -42,6 +42,27 @@ pub fn run_ok(program: &str, args: &[&str], secs: u32) -> anyhow::Result<String>
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// `sh -x SCRIPT` (the steps the share carries), its output kept in the share's `out/LOG`; the
+/// last lines of it in the error when it fails.
+pub fn script(path: &str, log: &str) -> anyhow::Result<()> {
+    let out = run("sh", &["-x", path], 300)?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = fs::write(guest::share(&format!("out/{log}")), &text);
+    if !out.status.success() {
+        let tail: Vec<&str> = text.lines().rev().take(12).collect();
+        bail!(
+            "{path} failed ({}); last lines: {}",
+            out.status,
+            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+        );
+    }
+    Ok(())
+}
+
 /// The docker CLI on the default socket (/var/run/docker.sock: the engine before the install,
 /// the agent after), as the host's admin.
 pub fn docker(args: &[&str]) -> anyhow::Result<String> {

@@ -7,7 +7,7 @@
 
 use std::{fs, os::unix::fs::PermissionsExt as _, path::Path, time::Duration};
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 
 use super::{
     Run,
@@ -16,7 +16,10 @@ use super::{
     },
     host::{self, CONTAINER_DIR, docker, is_active, main_pid, wait_until},
 };
-use crate::probe_log::{self, uptime};
+use crate::{
+    e2e::fixture::settings_json,
+    probe_log::{self, uptime},
+};
 
 /// containerd's name for the pod's container, and its namespace (the kubelet's is `k8s.io`).
 const POD: &str = "eci-agent-pod";
@@ -42,7 +45,7 @@ pub fn run(run: &mut Run) {
             wait_until("eci-agent.service active", Duration::from_secs(180), || {
                 is_active("eci-agent.service")
             })?;
-            script("/mnt/eci/uninstall.sh", "uninstall-steps.log")?;
+            host::script("/mnt/eci/uninstall.sh", "uninstall-steps.log")?;
             from = uptime();
             ensure!(!is_active("eci-agent.service"), "eci-agent.service still active");
             ensure!(
@@ -223,38 +226,8 @@ pub fn run(run: &mut Run) {
     );
 }
 
-fn script(path: &str, log: &str) -> anyhow::Result<()> {
-    let out = host::run("sh", &["-x", path], 300)?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let _ = fs::write(crate::guest::share(&format!("out/{log}")), &text);
-    if !out.status.success() {
-        let tail: Vec<&str> = text.lines().rev().take(12).collect();
-        bail!(
-            "{path} failed ({}); last lines: {}",
-            out.status,
-            tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-        );
-    }
-    Ok(())
-}
-
 fn settings_listing(images: &[&str]) -> Vec<u8> {
-    let settings = serde_json::json!({
-        "configurationFileVersion": 2,
-        "enhancedContainerIsolation": {
-            "locked": true,
-            "value": true,
-            "dockerSocketMount": {
-                "imageList": { "images": images, "allowDerivedImages": false },
-                "commandList": { "type": "deny", "commands": ["push", "build"] }
-            }
-        }
-    });
-    serde_json::to_vec_pretty(&settings).unwrap_or_default()
+    serde_json::to_vec_pretty(&settings_json(images, false)).unwrap_or_default()
 }
 
 /// As the kubelet updates a ConfigMap volume: the new file appears whole.
