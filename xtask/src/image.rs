@@ -90,6 +90,42 @@ pub fn tar_rootfs(rootfs: &Path, tar: &Path) -> anyhow::Result<()> {
     )
 }
 
+/// The pod's command in a DaemonSet manifest: the items of the first `command:` list (the
+/// container's; a probe's comes later), as the kubelet would pass them.
+pub fn pod_command(manifest: &str) -> anyhow::Result<Vec<String>> {
+    let mut lines = manifest.lines().skip_while(|l| l.trim() != "command:");
+    let Some(key) = lines.next() else {
+        bail!("the DaemonSet has no `command:`");
+    };
+    let indent = key.len() - key.trim_start().len();
+    let words: Vec<String> = lines
+        .take_while(|l| {
+            l.trim_start().starts_with("- ") && l.len() - l.trim_start().len() >= indent
+        })
+        .map(|l| l.trim_start()[2..].trim().trim_matches('"').to_owned())
+        .collect();
+    if words.is_empty() {
+        bail!("the DaemonSet's `command:` lists nothing");
+    }
+    Ok(words)
+}
+
+/// The DaemonSet's pod for a guest, under `share/pod`: `eci-agent.tar` (this image's rootfs) and
+/// `command` (deploy/kubernetes/daemonset.yaml's command, one word per line), so that the
+/// guests run what the manifest says.
+pub fn share_pod(root: &Path, share: &Path) -> anyhow::Result<()> {
+    let pod = share.join("pod");
+    fs::create_dir_all(&pod)?;
+    fs::copy(rootfs_tar(root)?, pod.join("eci-agent.tar"))?;
+    let daemonset = fs::read_to_string(root.join("deploy/kubernetes/daemonset.yaml"))
+        .context("reading deploy/kubernetes/daemonset.yaml")?;
+    fs::write(
+        pod.join("command"),
+        pod_command(&daemonset)?.join("\n") + "\n",
+    )?;
+    Ok(())
+}
+
 /// Copies `bin` to the same path under `rootfs`, with every library `ldd` says it loads (and the
 /// dynamic loader), each at its own path.
 fn copy_with_libraries(bin: &Path, rootfs: &Path) -> anyhow::Result<()> {
@@ -116,4 +152,19 @@ fn copy_with_libraries(bin: &Path, rootfs: &Path) -> anyhow::Result<()> {
         fs::copy(&real, &to).with_context(|| format!("copying {}", file.display()))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_daemonset_runs_the_installer() {
+        let manifest = include_str!("../../deploy/kubernetes/daemonset.yaml");
+        let command = pod_command(manifest).unwrap();
+        assert_eq!(command.first().map(String::as_str), Some("eci-agent"));
+        assert!(command.iter().any(|w| w == "install"), "{command:?}");
+        assert!(command.iter().any(|w| w == "/host"), "{command:?}");
+        assert!(pod_command("kind: DaemonSet\n").is_err());
+    }
 }

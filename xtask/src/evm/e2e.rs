@@ -81,6 +81,8 @@ pub fn boot(
     let bins = build::guest(root)?;
     attempt::with_one_retry("vm-e2e", |n| {
         let share = Share::new(root, &bins, &root.join("examples/admin-settings.json"))?;
+        // The DaemonSet's image, which a case runs as the manifest does.
+        crate::image::share_pod(root, &share.dir)?;
         println!(
             "xtask vm-e2e: booting the eci VM ({}, {accel:?}){}",
             kernel.package,

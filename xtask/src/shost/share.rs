@@ -1,8 +1,8 @@
 //! What the systemd host gets through the share: the repository files its install steps name
 //! (the static agent as `target/release/eci-agent`, `examples/`, `deploy/systemd/`), the install
 //! and uninstall steps themselves, read out of `eci-agent.service`'s header (so the test runs
-//! what a user reads), the DaemonSet's pod (`cargo xtask image`'s rootfs and the command
-//! deploy/kubernetes/daemonset.yaml gives it), and the tier's own two units, which stage 1
+//! what a user reads), the DaemonSet's pod ([`crate::image::share_pod`]), and the tier's own two
+//! units, which stage 1
 //! installs before systemd starts.
 
 use std::{fs, path::Path};
@@ -71,15 +71,7 @@ pub fn fill(root: &Path, share: &Path) -> anyhow::Result<()> {
             format!("set -e\ncd /mnt/eci/repo\n{}\n", steps.join("\n")),
         )?;
     }
-    let pod = share.join("pod");
-    fs::create_dir_all(&pod)?;
-    fs::copy(crate::image::rootfs_tar(root)?, pod.join("eci-agent.tar"))?;
-    let daemonset = fs::read_to_string(root.join("deploy/kubernetes/daemonset.yaml"))
-        .context("reading deploy/kubernetes/daemonset.yaml")?;
-    fs::write(
-        pod.join("command"),
-        pod_command(&daemonset)?.join("\n") + "\n",
-    )?;
+    crate::image::share_pod(root, share)?;
     fs::create_dir_all(share.join("units"))?;
     fs::write(share.join("units/eci-shost.service"), DRIVER_UNIT)?;
     fs::write(share.join("units/eci-shost-probe.service"), PROBE_UNIT)?;
@@ -137,26 +129,6 @@ pub fn header_steps(unit: &str, section: &str) -> anyhow::Result<Vec<String>> {
     Ok(steps)
 }
 
-/// The pod's command in a DaemonSet manifest: the items of the first `command:` list (the
-/// container's; a probe's comes later), as the kubelet would pass them.
-pub fn pod_command(manifest: &str) -> anyhow::Result<Vec<String>> {
-    let mut lines = manifest.lines().skip_while(|l| l.trim() != "command:");
-    let Some(key) = lines.next() else {
-        bail!("the DaemonSet has no `command:`");
-    };
-    let indent = key.len() - key.trim_start().len();
-    let words: Vec<String> = lines
-        .take_while(|l| {
-            l.trim_start().starts_with("- ") && l.len() - l.trim_start().len() >= indent
-        })
-        .map(|l| l.trim_start()[2..].trim().trim_matches('"').to_owned())
-        .collect();
-    if words.is_empty() {
-        bail!("the DaemonSet's `command:` lists nothing");
-    }
-    Ok(words)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,15 +142,6 @@ mod tests {
         );
         assert_eq!(header_steps(unit, "Uninstall").unwrap(), vec!["rm x"]);
         assert!(header_steps("[Unit]\n", "Install").is_err());
-    }
-
-    #[test]
-    fn the_shipped_daemonset_runs_the_installer() {
-        let manifest = include_str!("../../../deploy/kubernetes/daemonset.yaml");
-        let command = pod_command(manifest).unwrap();
-        assert_eq!(command.first().map(String::as_str), Some("eci-agent"));
-        assert!(command.iter().any(|w| w == "install"), "{command:?}");
-        assert!(command.iter().any(|w| w == "/host"), "{command:?}");
     }
 
     #[test]

@@ -105,6 +105,10 @@ pub const ALL: &[Case] = &[
         name: "identity: unprivileged migration through the host's cgroup tree is refused",
         run: unprivileged_migration_refused,
     },
+    Case {
+        name: "DaemonSet: its image, run by this engine as the manifest runs it, names what this node lacks (systemd) and writes nothing",
+        run: daemonset_pod_without_systemd,
+    },
     // Last, so that it covers the whole boot: the agent's SIGKILL and restart included.
     Case {
         name: "boot: an unlisted process probing both sockets from before the engine existed was never served",
@@ -713,5 +717,64 @@ fn never_served_from_boot(_: &mut Suite) -> anyhow::Result<()> {
         );
     }
     println!("e2e: early probe: {}", seen());
+    Ok(())
+}
+
+/// The DaemonSet's pod (deploy/kubernetes/daemonset.yaml) installs the agent as systemd units:
+/// the systemd-host tier proves that. Here its image runs under this VM's engine, through the
+/// agent as a cri-dockerd node would create it, with the manifest's command, privileges, host pid
+/// namespace and mounts; this node has no systemd, and the pod must say so and change nothing.
+fn daemonset_pod_without_systemd(suite: &mut Suite) -> anyhow::Result<()> {
+    const IMAGE: &str = "eci-agent:0.1.0";
+    let tar = guest::share("pod/eci-agent.tar");
+    let id = docker_ok(&[
+        "import",
+        "--change",
+        "ENV PATH=/usr/local/bin:/usr/bin",
+        &tar.to_string_lossy(),
+        IMAGE,
+    ])?;
+    // It mounts the node's /, which holds the socket: listed by its ID, as the manifest says.
+    suite.reload(&[&cli_image(), &format!("eci-agent@{}", id.trim())], false)?;
+    let configmap = Path::new(WORK).join("configmap");
+    fs::create_dir_all(&configmap)?;
+    fs::copy(SETTINGS, configmap.join("admin-settings.json"))?;
+    let settings_mount = format!("{}:/etc/eci:ro", configmap.display());
+    let command = fs::read_to_string(guest::share("pod/command"))?;
+    let mut args = vec![
+        "run",
+        "--rm",
+        "--privileged",
+        "--pid=host",
+        "-v",
+        "/:/host",
+        "-v",
+        &settings_mount,
+        IMAGE,
+    ];
+    args.extend(command.lines());
+    let out = docker(&args);
+    suite.reload(&[&cli_image()], false)?;
+    let out = out?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        out.status.code() == Some(1),
+        "the pod exited with {} (stderr: {stderr})",
+        out.status
+    );
+    ensure!(
+        stderr.contains("does not run systemd"),
+        "the pod did not name what the node lacks: {stderr}"
+    );
+    for written in [
+        "/etc/systemd/system/eci-agent.service",
+        "/usr/local/bin/eci-agent",
+        "/etc/eci/admin-settings.json",
+    ] {
+        ensure!(
+            !Path::new(written).exists(),
+            "the pod wrote {written} on a node it refused"
+        );
+    }
     Ok(())
 }
