@@ -20,8 +20,16 @@ use crate::{guest::CGROUP_ROOT, sys};
 
 pub fn main(args: &[String]) -> ExitCode {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    if let ["ping", path] = args.as_slice() {
-        let word = ping(Path::new(path));
+    let pinged = match args.as_slice() {
+        ["ping", path] => Some((*path, PING_WAIT)),
+        // A caller that only asks whether it is served, not when: the first request of a
+        // container the agent has not seen yet waits for one engine lookup, which under TCG,
+        // with containers starting beside it, can take longer than a probing loop may wait.
+        ["ping", path, secs] => secs.parse().ok().map(|s| (*path, Duration::from_secs(s))),
+        _ => None,
+    };
+    if let Some((path, wait)) = pinged {
+        let word = ping_within(Path::new(path), wait);
         println!("{word}");
         return if word == "served" {
             ExitCode::SUCCESS
@@ -61,7 +69,7 @@ fn attempt(args: &[&str]) -> io::Result<()> {
             TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map(drop)
         }
         _ => Err(io::Error::other(
-            "usage: evm probe [in-cgroup REL] unix PATH | tcp HOST:PORT",
+            "usage: evm probe ping PATH [SECS] | [in-cgroup REL] unix PATH | tcp HOST:PORT",
         )),
     }
 }
@@ -71,13 +79,21 @@ fn attempt(args: &[&str]) -> io::Result<()> {
 /// nobody accepts yet), `closed` (connected, closed without a word), or the errno of connect(2)
 /// (`EPERM`: the kernel refused; `ENOENT`: no socket there yet).
 pub fn ping(path: &Path) -> String {
+    ping_within(path, PING_WAIT)
+}
+
+/// How long [`ping`] waits for an answer: a probing loop's round must stay short.
+const PING_WAIT: Duration = Duration::from_secs(2);
+
+/// As [`ping`], `silent` only after `wait`.
+pub fn ping_within(path: &Path, wait: Duration) -> String {
     let mut stream = match UnixStream::connect(path) {
         Ok(stream) => stream,
         Err(err) => return errno_name(&err),
     };
     let exchange = (|| -> io::Result<Vec<u8>> {
-        stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(2)))?;
+        stream.set_read_timeout(Some(wait))?;
+        stream.set_write_timeout(Some(wait))?;
         stream.write_all(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")?;
         let mut reply = vec![0; 64];
         let mut got = 0;

@@ -500,6 +500,9 @@ fn at_once(run: &mut Run) -> anyhow::Result<()> {
                             "probe",
                             "ping",
                             "/var/run/docker.sock",
+                            // Refused or served, however slow the answer: a refusal is the
+                            // kernel's EPERM or the sidecar's status, never a late answer.
+                            "30",
                         ],
                         90,
                     );
