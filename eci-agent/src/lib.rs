@@ -9,6 +9,7 @@ pub mod check;
 pub mod cli;
 pub mod denials;
 pub mod engine;
+pub mod error_chain;
 pub mod explain;
 pub mod gate;
 pub mod host_args;

@@ -15,15 +15,17 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 
+use crate::error_chain::chain;
+
 /// Answers the agent reads whole; the engine's JSON for one object is far smaller.
 const MAX_ANSWER: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     // The cause is in the message and not also a `source()`, which `{:#}` would print again.
-    #[error("cannot reach the engine at {path}: {cause}")]
+    #[error("cannot reach the engine at {path}: {}", chain(.cause))]
     Connect { path: String, cause: std::io::Error },
-    #[error("engine {target}: {cause}")]
+    #[error("engine {target}: {}", chain(.cause))]
     Http { target: String, cause: hyper::Error },
     #[error("engine {target}: HTTP {status}: {body}")]
     Status {

@@ -204,7 +204,8 @@ impl KernelMaps {
         }
         if tags.is_empty() {
             match self.dirs.remove(&dir) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Ok(()) => {}
+                Err(err) if absent(&err) => {}
                 Err(err) => {
                     return Err(KernelError::map(
                         MAP_PROTECTED_DIRS,
@@ -328,7 +329,8 @@ impl KernelMaps {
 
     pub fn remove_verdict(&mut self, id: CgroupId) -> Result<()> {
         match self.verdicts.remove(&id.0) {
-            Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(err) if absent(&err) => Ok(()),
             Err(err) => Err(KernelError::map(
                 MAP_VERDICTS,
                 format!("removing the verdict of cgroup {id}"),
@@ -350,7 +352,8 @@ impl KernelMaps {
     /// Withdraws the approval of container `id` (not there: not an error).
     pub fn remove_approval(&mut self, id: &ContainerId) -> Result<()> {
         match self.approvals.remove(&approval_key(id)) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Ok(()) => Ok(()),
+            Err(err) if absent(&err) => Ok(()),
             Err(err) => Err(KernelError::map(
                 MAP_APPROVALS,
                 format!("withdrawing the approval of container {id}"),
@@ -467,4 +470,33 @@ fn open_path(path: &Path) -> Result<File> {
         .custom_flags(libc::O_PATH | libc::O_CLOEXEC)
         .open(path)
         .map_err(KernelError::io("opening (O_PATH)", path))
+}
+
+/// Whether a removal failed only because the key was not there: aya's `remove` reports the
+/// kernel's ENOENT as a failed `bpf_map_delete_elem`, not as `KeyNotFound`. Nothing to remove is
+/// the outcome asked for (a withdrawal of an approval that was never written, or already used).
+fn absent(err: &MapError) -> bool {
+    match err {
+        MapError::KeyNotFound => true,
+        MapError::SyscallError(err) => err.io_error.raw_os_error() == Some(libc::ENOENT),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod absent_tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_key_is_nothing_to_remove_and_other_failures_are_errors() {
+        let syscall = |errno| {
+            MapError::SyscallError(aya::sys::SyscallError {
+                call: "bpf_map_delete_elem",
+                io_error: std::io::Error::from_raw_os_error(errno),
+            })
+        };
+        assert!(absent(&syscall(libc::ENOENT)));
+        assert!(absent(&MapError::KeyNotFound));
+        assert!(!absent(&syscall(libc::EPERM)));
+    }
 }
