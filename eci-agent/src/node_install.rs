@@ -86,16 +86,21 @@ pub struct Running {
     pub agent: bool,
 }
 
+/// Whether the engine's socket has to move (a first install, or a changed drop-in): the only
+/// reason to stop the engine, which restarts every container it runs.
+fn moves_engine_socket(changes: Changes, running: Running) -> bool {
+    !running.public_socket || changes.drop_in
+}
+
 /// The `systemctl` steps of `eci-agent.service`'s header that this node still needs, in order.
-/// The engine is stopped only when its socket has to move (a first install, or a changed
-/// drop-in): that restarts every container it runs, so a rerun must not do it again.
+/// The engine is stopped only when its socket has to move, so a rerun does not do it again.
 pub fn steps(changes: Changes, running: Running) -> Vec<Vec<&'static str>> {
     let mut steps: Vec<Vec<&str>> = Vec::new();
     if changes.units || changes.drop_in {
         steps.push(vec!["daemon-reload"]);
     }
     steps.push(vec!["enable", "--now", "eci-agent-pins.service"]);
-    if !running.public_socket || changes.drop_in {
+    if moves_engine_socket(changes, running) {
         steps.push(vec!["stop", "docker.service", "docker.socket"]);
         steps.push(vec!["enable", "--now", "eci-agent.socket"]);
         steps.push(vec!["start", "docker.socket", "docker.service"]);
@@ -137,7 +142,7 @@ pub fn command(args: &Args) -> anyhow::Result<()> {
     tracing::info!(
         binary_changed = changes.binary,
         units_changed = changes.units,
-        engine_socket_moved = !running.public_socket || changes.drop_in,
+        engine_socket_moved = moves_engine_socket(changes, running),
         "eci-agent installed on the node and serving"
     );
     if args.once {
@@ -173,10 +178,12 @@ fn follow(node: &Node, args: &Args) -> anyhow::Result<()> {
 }
 
 /// The settings file's bytes, once they validate as the agent would load them (the error names
-/// the file and each offending field).
+/// the file and each offending field). Read once: the bytes installed are the bytes validated,
+/// whatever the ConfigMap's volume swaps in meanwhile.
 fn valid_settings(path: &Path) -> anyhow::Result<Vec<u8>> {
-    crate::settings::load(path)?;
-    fs::read(path).with_context(|| format!("reading {}", path.display()))
+    let text = fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    crate::settings::Settings::from_json_str(&text, path)?;
+    Ok(text.into_bytes())
 }
 
 /// The node, seen from here: its root filesystem and its systemd.
@@ -345,6 +352,24 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let err = Node::new(&dir).err().unwrap().to_string();
         assert!(err.contains("does not run systemd"), "{err}");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn settings_are_the_bytes_that_validated_or_an_error_naming_the_field() {
+        let dir = std::env::temp_dir().join(format!("eci-node-settings-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("admin-settings.json");
+        let valid = br#"{"configurationFileVersion": 2, "enhancedContainerIsolation": {"value": true, "dockerSocketMount": {"imageList": {"images": ["docker:cli"]}}}}"#;
+        fs::write(&path, valid).unwrap();
+        assert_eq!(valid_settings(&path).unwrap(), valid);
+        fs::write(
+            &path,
+            br#"{"configurationFileVersion": 2, "enhancedContainerIsolation": {"value": true, "dockerSocketMount": {"imageList": {"images": 5}}}}"#,
+        )
+        .unwrap();
+        let err = format!("{:#}", valid_settings(&path).unwrap_err());
+        assert!(err.contains("imageList.images"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 

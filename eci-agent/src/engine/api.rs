@@ -130,13 +130,13 @@ impl EngineApi {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
-                .map_err(|source| EngineError::Connect {
+                .map_err(|cause| EngineError::Connect {
                     path: self.socket.display().to_string(),
-                    cause: source,
+                    cause,
                 })?;
-        let http_err = |source| EngineError::Http {
+        let http_err = |cause| EngineError::Http {
             target: target.to_owned(),
-            cause: source,
+            cause,
         };
         let (mut sender, conn) = http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
             .await

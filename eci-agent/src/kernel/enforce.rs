@@ -142,10 +142,10 @@ pub fn load_defaults(cfg: &KernelConfig) -> Result<Enforcer> {
     let mut enforcer = Enforcer::load(&PinLayout::new(&cfg.pin_dir))?;
     let root = tree.id(Path::new("/"))?;
     for rel in &cfg.trust {
-        let id = tree.id(rel).map_err(|source| KernelError::Cgroup {
+        let id = tree.id(rel).map_err(|cause| KernelError::Cgroup {
             role: "--trust-cgroup",
             path: rel.clone(),
-            cause: Box::new(source),
+            cause: Box::new(cause),
         })?;
         // The root is trusted only exactly: every cgroup on the host descends from it.
         let flags = if id == root { VERDICT_EXACT } else { 0 };
@@ -162,10 +162,10 @@ pub fn load_defaults(cfg: &KernelConfig) -> Result<Enforcer> {
     }
     for rel in &cfg.container_parents {
         // Created if the engine has not yet, so the deny is there before its first container.
-        let id = tree.create(rel).map_err(|source| KernelError::Cgroup {
+        let id = tree.create(rel).map_err(|cause| KernelError::Cgroup {
             role: "container cgroup parent",
             path: rel.clone(),
-            cause: Box::new(source),
+            cause: Box::new(cause),
         })?;
         enforcer.maps.set_verdict(id, CgroupVerdict::DENY)?;
         enforcer.maps.admit_children_denied(id)?;

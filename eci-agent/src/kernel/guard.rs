@@ -53,9 +53,9 @@ pub fn record(
     let mut ours = BTreeSet::new();
     for name in MAPS {
         let data = pinned_data(pins, name)?;
-        let id = data.info().map_err(|source| KernelError::Info {
+        let id = data.info().map_err(|cause| KernelError::Info {
             object: format!("map {name}"),
-            cause: Box::new(source),
+            cause: Box::new(cause),
         })?;
         ours.insert(guard_key(GUARD_KIND_MAP, id.id()));
     }

@@ -57,19 +57,19 @@ impl Enforcer {
             // Most often bpffs is not mounted on the pin directory's parent.
             fs::create_dir_all(&dir).map_err(KernelError::io("creating (on bpffs)", &dir))?;
         }
-        let btf = Btf::from_sys_fs().map_err(|source| KernelError::Btf {
+        let btf = Btf::from_sys_fs().map_err(|cause| KernelError::Btf {
             path: btf::VMLINUX.into(),
-            cause: Box::new(source),
+            cause: Box::new(cause),
         })?;
         // The programs' struct walks use the running kernel's member offsets (see eci-common's
         // KernelOffsets for why not compiled-in ones).
-        let own_btf = btf::Btf::from_sys_fs().map_err(|source| KernelError::Btf {
+        let own_btf = btf::Btf::from_sys_fs().map_err(|cause| KernelError::Btf {
             path: btf::VMLINUX.into(),
-            cause: Box::new(source),
+            cause: Box::new(cause),
         })?;
-        let offsets = btf::kernel_offsets(&own_btf).map_err(|source| LoadError::Offsets {
+        let offsets = btf::kernel_offsets(&own_btf).map_err(|cause| LoadError::Offsets {
             path: btf::VMLINUX,
-            cause: source,
+            cause,
         })?;
         let map_paths: Vec<(&str, PathBuf)> =
             MAPS.iter().map(|name| (*name, pins.map(name))).collect();
@@ -89,10 +89,7 @@ impl Enforcer {
             attach,
         } in PROGRAMS
         {
-            let refused = |source| LoadError::Refused {
-                program,
-                cause: source,
-            };
+            let refused = |cause| LoadError::Refused { program, cause };
             let missing = |what| KernelError::Missing {
                 what,
                 name: program.to_owned(),
@@ -104,10 +101,7 @@ impl Enforcer {
                     lsm.load(target, &btf).map_err(refused)?;
                     let link_id = lsm.attach().map_err(refused)?;
                     lsm.take_link(link_id)
-                        .map_err(|source| KernelError::Link {
-                            program,
-                            cause: source,
-                        })?
+                        .map_err(|cause| KernelError::Link { program, cause })?
                         .into()
                 }
                 Attach::BtfTracePoint => {
@@ -117,16 +111,13 @@ impl Enforcer {
                     tp.load(target, &btf).map_err(refused)?;
                     let link_id = tp.attach().map_err(refused)?;
                     tp.take_link(link_id)
-                        .map_err(|source| KernelError::Link {
-                            program,
-                            cause: source,
-                        })?
+                        .map_err(|cause| KernelError::Link { program, cause })?
                         .into()
                 }
             };
-            let info = link.info().map_err(|source| KernelError::Info {
+            let info = link.info().map_err(|cause| KernelError::Info {
                 object: format!("the {program} link"),
-                cause: Box::new(source),
+                cause: Box::new(cause),
             })?;
             attached.links.push(info.id());
             attached.progs.push(info.program_id());
@@ -134,10 +125,10 @@ impl Enforcer {
             // bpffs refuses names with a dot (EPERM), hence no ".new".
             let staging = pins.link(&format!("{program}_staging"));
             pins::remove_if_exists(&staging)?;
-            link.pin(&staging).map_err(|source| KernelError::Pin {
+            link.pin(&staging).map_err(|cause| KernelError::Pin {
                 program,
                 path: staging.clone(),
-                cause: source,
+                cause,
             })?;
             fs::rename(&staging, &pin)
                 .map_err(KernelError::io("replacing the pinned link", &pin))?;

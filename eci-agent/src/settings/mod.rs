@@ -83,9 +83,9 @@ impl Settings {
 
 /// Reads and validates a settings file (startup and every reload).
 pub fn load(path: &Path) -> Result<Settings, SettingsError> {
-    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+    let text = std::fs::read_to_string(path).map_err(|cause| SettingsError::Read {
         path: path.to_owned(),
-        cause: source,
+        cause,
     })?;
     Settings::from_json_str(&text, path)
 }
