@@ -105,10 +105,7 @@ pub fn run(root: &Path, opts: &Options) -> anyhow::Result<()> {
         }
     };
     let listen = dir.join("docker.sock");
-    let cgroup_root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| Path::new(p).join("cgroup.controllers").exists())
-        .unwrap_or("/sys/fs/cgroup");
+    let cgroup_root = setup::cgroup2_root().unwrap_or("/sys/fs/cgroup");
     let mut cmd = Command::new(&agent);
     cmd.arg("run")
         .arg("--settings")

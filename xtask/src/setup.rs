@@ -11,6 +11,14 @@ use anyhow::{Context as _, bail};
 
 use crate::exec;
 
+/// The host's cgroup2 mount: `/sys/fs/cgroup/unified` on a hybrid host like this one,
+/// `/sys/fs/cgroup` on a pure cgroup2 host; `None` without one.
+pub fn cgroup2_root() -> Option<&'static str> {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .into_iter()
+        .find(|p| Path::new(p).join("cgroup.controllers").exists())
+}
+
 /// Debian packages: the BPF toolchain's LLVM, QEMU and busybox for the VM harness, the engine
 /// and the registry for the integration tests.
 const PACKAGES: &[&str] = &[

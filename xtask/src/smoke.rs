@@ -20,6 +20,7 @@ use anyhow::{Context as _, bail, ensure};
 use crate::{
     build, exec,
     process::{Guarded, Stop},
+    setup,
 };
 
 /// The busybox image the smoke test imports; not on the example settings' imageList.
@@ -33,11 +34,7 @@ pub fn run(root: &Path) -> anyhow::Result<()> {
     let _ = fs::remove_dir_all(&scratch);
     fs::create_dir_all(&scratch)?;
     let pins = scratch.join("pins");
-    let cgroup_root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.join("cgroup.controllers").exists())
-        .context("no cgroup2 mount")?;
+    let cgroup_root = PathBuf::from(setup::cgroup2_root().context("no cgroup2 mount")?);
     let agent_cgroup_before = cgroup_root.join("eci-agent").exists();
 
     let mut xtask = Command::new(std::env::current_exe()?);

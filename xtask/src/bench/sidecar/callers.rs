@@ -244,7 +244,11 @@ impl Rig {
                     .arg(&engine)
                     .arg("--pin-dir")
                     .arg(dir.join(format!("pins-{list}")))
-                    .args(["--cgroup-root", cgroup_root(), "--allow-no-lsm"])
+                    .args([
+                        "--cgroup-root",
+                        setup::cgroup2_root().unwrap_or("/sys/fs/cgroup"),
+                    ])
+                    .arg("--allow-no-lsm")
                     .args(["--trust-cgroup", "/"]),
                 &dir.join(format!("eci-agent-{list}.log")),
                 &listen,
@@ -400,13 +404,6 @@ fn wait_engine(rig: &Rig) -> anyhow::Result<()> {
         thread::sleep(Duration::from_millis(250));
     }
     bail!("the private dockerd did not answer `docker version` in 30 s")
-}
-
-fn cgroup_root() -> &'static str {
-    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-        .into_iter()
-        .find(|p| Path::new(p).join("cgroup.controllers").exists())
-        .unwrap_or("/sys/fs/cgroup")
 }
 
 /// Medians per route, concurrency and way, as figures with the targets on eci-agent's.

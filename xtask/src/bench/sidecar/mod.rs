@@ -389,10 +389,7 @@ impl Proxies {
         tag: &str,
     ) -> anyhow::Result<Self> {
         let eci_socket = dir.join(format!("eci-{tag}.sock"));
-        let cgroup_root = ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
-            .into_iter()
-            .find(|p| Path::new(p).join("cgroup.controllers").exists())
-            .unwrap_or("/sys/fs/cgroup");
+        let cgroup_root = setup::cgroup2_root().unwrap_or("/sys/fs/cgroup");
         let eci = daemon(
             "eci-agent",
             Command::new(agent)
