@@ -38,6 +38,28 @@ pub fn share(rel: &str) -> PathBuf {
     Path::new(SHARE).join(rel)
 }
 
+/// The DaemonSet pod's command, as deploy/kubernetes/daemonset.yaml gives it (xtask's
+/// `image::share_pod` writes it into the share, one word per line).
+pub fn pod_command() -> anyhow::Result<Vec<String>> {
+    let text =
+        fs::read_to_string(share("pod/command")).context("reading the share's pod/command")?;
+    let words: Vec<String> = text.lines().map(str::to_owned).collect();
+    if words.is_empty() {
+        bail!("the share's pod/command is empty");
+    }
+    Ok(words)
+}
+
+/// Writes `bytes` to `path` by rename, so that a reader (the agent following its settings, the
+/// installer pod following its ConfigMap) never sees half a file.
+pub fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let name = path.file_name().context("a file name")?.to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.tmp"));
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, path).with_context(|| format!("renaming onto {}", path.display()))?;
+    Ok(())
+}
+
 pub fn log_path(name: &str) -> PathBuf {
     Path::new(LOG_DIR).join(name)
 }

@@ -740,7 +740,7 @@ fn daemonset_pod_without_systemd(suite: &mut Suite) -> anyhow::Result<()> {
     fs::create_dir_all(&configmap)?;
     fs::copy(SETTINGS, configmap.join("admin-settings.json"))?;
     let settings_mount = format!("{}:/etc/eci:ro", configmap.display());
-    let command = fs::read_to_string(guest::share("pod/command"))?;
+    let command = guest::pod_command()?;
     let mut args = vec![
         "run",
         "--rm",
@@ -752,7 +752,7 @@ fn daemonset_pod_without_systemd(suite: &mut Suite) -> anyhow::Result<()> {
         &settings_mount,
         IMAGE,
     ];
-    args.extend(command.lines());
+    args.extend(command.iter().map(String::as_str));
     let out = docker(&args);
     suite.reload(&[&cli_image()], false)?;
     let out = out?;

@@ -156,12 +156,8 @@ impl AgentLog {
 
 /// The settings file: these images on the list, `commandList` denying push and build.
 pub fn write_settings(images: &[&str], allow_derived: bool) -> anyhow::Result<()> {
-    let settings = settings_json(images, allow_derived);
-    let tmp = format!("{SETTINGS}.tmp");
-    fs::write(&tmp, serde_json::to_vec_pretty(&settings)?)?;
-    // A rename: the agent never reads a half-written file.
-    fs::rename(&tmp, SETTINGS)?;
-    Ok(())
+    let settings = serde_json::to_vec_pretty(&settings_json(images, allow_derived))?;
+    guest::write_whole(Path::new(SETTINGS), &settings)
 }
 
 /// Settings listing `images`, with `commandList` denying push and build (the systemd-host tier's

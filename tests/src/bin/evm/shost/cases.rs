@@ -120,9 +120,7 @@ pub fn install(run: &mut Run) {
         |_| {
             let id = docker(&["image", "inspect", "--format", "{{.Id}}", ALLOWED])?;
             let settings = settings_json(&[&format!("eci/allowed@{}", id.trim())], false);
-            let tmp = format!("{SETTINGS}.tmp");
-            fs::write(&tmp, serde_json::to_vec_pretty(&settings)?)?;
-            fs::rename(&tmp, SETTINGS)?;
+            crate::guest::write_whole(Path::new(SETTINGS), &serde_json::to_vec_pretty(&settings)?)?;
             wait_until(
                 "the agent to log `settings reloaded`",
                 Duration::from_secs(30),

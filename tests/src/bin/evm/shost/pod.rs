@@ -234,10 +234,7 @@ fn settings_listing(images: &[&str]) -> Vec<u8> {
 fn write_configmap(bytes: &[u8]) -> anyhow::Result<()> {
     let dir = configmap_dir();
     fs::create_dir_all(&dir)?;
-    let tmp = format!("{dir}/.admin-settings.json.tmp");
-    fs::write(&tmp, bytes)?;
-    fs::rename(&tmp, format!("{dir}/admin-settings.json"))?;
-    Ok(())
+    crate::guest::write_whole(&Path::new(&dir).join("admin-settings.json"), bytes)
 }
 
 fn unpack_rootfs() -> anyhow::Result<()> {
@@ -257,14 +254,6 @@ fn unpack_rootfs() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The pod's command, as deploy/kubernetes/daemonset.yaml gives it (the share carries it).
-fn pod_command() -> anyhow::Result<Vec<String>> {
-    let text = fs::read_to_string(crate::guest::share("pod/command"))?;
-    let words: Vec<String> = text.lines().map(str::to_owned).collect();
-    ensure!(!words.is_empty(), "the share's pod/command is empty");
-    Ok(words)
-}
-
 /// `ctr run` with the pod spec's privileges, namespaces and mounts.
 fn start_pod() -> anyhow::Result<()> {
     let root_mount = "type=bind,src=/,dst=/host,options=rbind:rw";
@@ -274,7 +263,7 @@ fn start_pod() -> anyhow::Result<()> {
     );
     let log = format!("file://{}", pod_log());
     let rootfs = rootfs_dir();
-    let command = pod_command()?;
+    let command = crate::guest::pod_command()?;
     let mut args = vec![
         "-n",
         NAMESPACE,
