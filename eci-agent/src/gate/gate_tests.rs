@@ -4,6 +4,8 @@
 
 use std::{fs, os::unix::net::UnixListener, sync::Mutex};
 
+use eci_common::CgroupVerdict;
+
 use super::*;
 use crate::{
     engine::fake::FakeEngine,
@@ -491,5 +493,76 @@ async fn a_full_kernel_map_refuses_the_start_loudly() {
             refusal.message()
         );
         assert!(store.lock().unwrap().approvals().is_empty(), "{what}");
+    }
+}
+
+/// A judgement can be stale by the time it is applied: a `die` event's inspect answered "not
+/// running", then the container was started again and its new cgroup got its verdict, then the
+/// stale judgement lands. Removing that live cgroup's entry would let it inherit its parent's
+/// standing — under the systemd driver `/system.slice`, which the shipped unit trusts. Only the
+/// kernel removes a verdict, when its cgroup goes; the agent removes one only for a cgroup that
+/// is already gone.
+#[tokio::test]
+async fn a_stale_not_running_answer_never_takes_a_live_cgroups_verdict_away() {
+    for (what, images, verdict) in [
+        ("denied", &["eci/other:1"][..], CgroupVerdict::DENY),
+        ("allowed", &["*"][..], kernel::ALLOW),
+    ] {
+        let store = Arc::new(Mutex::new(MemoryVerdicts::default()));
+        let w = world_with(images, Some(store.clone()));
+        let c = id(11);
+        w.container("web", &c);
+        w.gate.rejudge(&c).await;
+        let cgroup = w.tree.id(&Path::new("/docker").join(c.as_str())).unwrap();
+        assert_eq!(
+            store.lock().unwrap().verdicts(),
+            [(cgroup, verdict)],
+            "{what}"
+        );
+
+        // The stale answer: not running, while its cgroup lives on.
+        let stopped = serde_json::json!({
+            "Id": c.as_str(),
+            "State": { "Running": false, "Pid": 0 },
+            "HostConfig": { "CgroupParent": "" },
+            "Image": IMAGE_ID,
+            "Config": { "Image": "eci/app:1" },
+            "Mounts": [{
+                "Type": "bind",
+                "Source": w.public,
+                "Destination": "/var/run/docker.sock",
+            }],
+        })
+        .to_string();
+        w.engine
+            .answer(&format!("/containers/{}/json", c.as_str()), &stopped);
+        w.gate.rejudge(&c).await;
+        assert_eq!(
+            store.lock().unwrap().verdicts(),
+            [(cgroup, verdict)],
+            "{what}: a stale stop"
+        );
+        // Gone (a stale destroy, or a `404`): the same.
+        w.gate.forget(&c);
+        assert_eq!(
+            store.lock().unwrap().verdicts(),
+            [(cgroup, CgroupVerdict::DENY)],
+            "{what}: a stale destroy leaves the live cgroup denied"
+        );
+
+        // Running again, then its cgroup removed for real: its entry goes (the kernel's `cgroup_rmdir` does the
+        // same; this keeps the map from filling up should that program miss one).
+        w.container("web", &c);
+        w.gate.rejudge(&c).await;
+        assert_eq!(
+            store.lock().unwrap().verdicts(),
+            [(cgroup, verdict)],
+            "{what}: again"
+        );
+        w.engine
+            .answer(&format!("/containers/{}/json", c.as_str()), &stopped);
+        fs::remove_dir(w.tree.dir(&Path::new("/docker").join(c.as_str())).unwrap()).unwrap();
+        w.gate.rejudge(&c).await;
+        assert_eq!(store.lock().unwrap().verdicts(), [], "{what}: removed");
     }
 }

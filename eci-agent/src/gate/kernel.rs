@@ -16,7 +16,7 @@
 //! denied or is gone; the table bounds it. A full map refuses the start, loudly.
 use std::{
     collections::HashMap,
-    path::Path,
+    path::{Path, PathBuf},
     sync::{Arc, Mutex, MutexGuard, PoisonError},
 };
 
@@ -46,7 +46,15 @@ pub struct KernelSync {
     never: Vec<CgroupId>,
     /// Container → the cgroup whose verdict the agent wrote, so it can be removed when the
     /// container goes.
-    written: Mutex<HashMap<ContainerId, CgroupId>>,
+    written: Mutex<HashMap<ContainerId, Written>>,
+}
+
+/// A cgroup the agent wrote a container's verdict for, and where it was (cgroup v2 directories
+/// cannot be renamed, and ids are never reused: the id still at that path means it still lives).
+#[derive(Clone)]
+struct Written {
+    cgroup: CgroupId,
+    rel: PathBuf,
 }
 
 /// A key no cgroup has (kernfs ids count up from 1), used to ask the verdict map for room.
@@ -117,43 +125,90 @@ impl KernelSync {
         store.remove_verdict(ROOM_PROBE)
     }
 
-    /// Allows or denies container `id`'s recorded `cgroup`.
-    pub fn set(&self, id: &ContainerId, cgroup: CgroupId, allowed: bool) -> anyhow::Result<()> {
+    /// Allows or denies container `id`'s recorded `cgroup`, found at `rel`.
+    pub fn set(
+        &self,
+        id: &ContainerId,
+        cgroup: CgroupId,
+        rel: &Path,
+        allowed: bool,
+    ) -> anyhow::Result<()> {
         self.check_target(cgroup)?;
         let verdict = if allowed { ALLOW } else { CgroupVerdict::DENY };
         self.store().set_verdict(cgroup, verdict)?;
-        let previous = self
-            .written
-            .lock()
-            .ok()
-            .and_then(|mut w| w.insert(id.clone(), cgroup));
-        // A restarted container has a new cgroup: the old one's entry goes.
+        let written = Written {
+            cgroup,
+            rel: rel.to_owned(),
+        };
+        let previous = self.written().insert(id.clone(), written);
+        // A restarted container has a new cgroup: the old one is retired.
         if let Some(old) = previous
-            && old != cgroup
+            && old.cgroup != cgroup
         {
-            self.remove(id, old);
+            self.retire(id, &old);
         }
         Ok(())
     }
 
-    /// The container does not run: the verdict entry of its last cgroup goes (cgroup ids are
-    /// never reused). Its approval stays while it is allowed.
-    pub fn unset(&self, id: &ContainerId) {
-        if let Some(cgroup) = self.written.lock().ok().and_then(|mut w| w.remove(id)) {
-            self.remove(id, cgroup);
+    /// The engine said a moment ago that the container does not run. Its approval stays while
+    /// it is allowed. Its last cgroup's entry goes only if that cgroup is gone: the answer may
+    /// be stale by now (the container started again and this cgroup is its new one), and a live
+    /// cgroup without an entry would inherit its parent's standing — under the systemd driver
+    /// `/system.slice`, which hosts trust. A live one keeps an allow only while the container
+    /// is allowed; the kernel's `cgroup_rmdir` removes the entry when the cgroup goes.
+    pub fn unset(&self, id: &ContainerId, allowed: bool) {
+        let Some(last) = self.written().get(id).cloned() else {
+            return;
+        };
+        if !self.lives(&last) {
+            self.written().remove(id);
+            self.remove(id, last.cgroup);
+        } else if !allowed {
+            self.deny(id, last.cgroup);
         }
     }
 
-    /// The container is gone: its verdict entry and its approval go.
+    /// The container is gone (as far as the engine said): its approval goes, and its last
+    /// cgroup is retired.
     pub fn forget(&self, id: &ContainerId) {
-        self.unset(id);
+        let last = self.written().remove(id);
+        if let Some(last) = last {
+            self.retire(id, &last);
+        }
         self.withdraw(id);
+    }
+
+    /// A container's cgroup that is no longer its current one: its entry goes once the cgroup
+    /// is gone; while it lives (a stale answer, or processes left behind) it is denied, never
+    /// left without an entry (see [`Self::unset`]).
+    fn retire(&self, id: &ContainerId, cgroup: &Written) {
+        if self.lives(cgroup) {
+            self.deny(id, cgroup.cgroup);
+        } else {
+            self.remove(id, cgroup.cgroup);
+        }
+    }
+
+    fn lives(&self, cgroup: &Written) -> bool {
+        self.tree
+            .id(&cgroup.rel)
+            .is_ok_and(|found| found == cgroup.cgroup)
+    }
+
+    fn deny(&self, id: &ContainerId, cgroup: CgroupId) {
+        if let Err(err) = self.store().set_verdict(cgroup, CgroupVerdict::DENY) {
+            tracing::error!(container = %id, "denying a cgroup the container left: {err:#}");
+        }
     }
 
     fn remove(&self, id: &ContainerId, cgroup: CgroupId) {
         if let Err(err) = self.store().remove_verdict(cgroup) {
             tracing::debug!(container = %id, "removing verdict: {err:#}");
         }
+    }
+
+    fn written(&self) -> MutexGuard<'_, HashMap<ContainerId, Written>> {
+        self.written.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A container verdict never lands on the agent's own cgroup (nor an ancestor of it), a

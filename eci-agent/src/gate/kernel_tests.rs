@@ -45,6 +45,18 @@ fn world(store: MemoryVerdicts) -> World {
     }
 }
 
+impl World {
+    /// [`KernelSync::set`] with the path the cgroup has in the tree (the gate's placement).
+    fn set(&self, id: &ContainerId, cgroup: CgroupId, allowed: bool) -> anyhow::Result<()> {
+        let rel = self.tree.path_of(cgroup).unwrap();
+        self.sync.set(id, cgroup, &rel, allowed)
+    }
+
+    fn remove(&self, rel: &str) {
+        fs::remove_dir(self.tree.dir(Path::new(rel)).unwrap()).unwrap();
+    }
+}
+
 fn container(n: u8) -> ContainerId {
     ContainerId::parse(&format!("{n:02x}").repeat(32)).unwrap()
 }
@@ -73,7 +85,7 @@ fn container_verdicts_go_only_where_they_belong() {
     ];
     for (name, cgroup, allowed, accepted) in cases {
         w.store.lock().unwrap().entries.clear();
-        let result = w.sync.set(&container(1), cgroup, allowed);
+        let result = w.set(&container(1), cgroup, allowed);
         assert_eq!(result.is_ok(), accepted, "{name}: {result:?}");
         let want = if accepted {
             vec![(cgroup, if allowed { ALLOW } else { CgroupVerdict::DENY })]
@@ -90,16 +102,50 @@ fn a_restarted_container_moves_its_verdict_and_forget_removes_it() {
     let old = w.tree.create(Path::new("/docker/old")).unwrap();
     let new = w.tree.create(Path::new("/docker/new")).unwrap();
     let other = w.tree.create(Path::new("/docker/other")).unwrap();
-    w.sync.set(&container(1), old, true).unwrap();
-    w.sync.set(&container(2), other, false).unwrap();
-    w.sync.set(&container(1), new, true).unwrap();
+    w.set(&container(1), old, true).unwrap();
+    w.set(&container(2), other, false).unwrap();
+    w.remove("/docker/old");
+    w.set(&container(1), new, true).unwrap();
     assert_eq!(
         entries(&w),
         sorted([(new, ALLOW), (other, CgroupVerdict::DENY)])
     );
+    w.remove("/docker/new");
     w.sync.forget(&container(1));
     w.sync.forget(&container(3));
     assert_eq!(entries(&w), [(other, CgroupVerdict::DENY)]);
+}
+
+/// Only a cgroup that is gone loses its entry: a live one without an entry would inherit its
+/// parent's standing (a trusted slice under the systemd driver). Whatever the engine's answer
+/// says, a live cgroup keeps an explicit verdict, and loses an allow unless it is allowed.
+#[test]
+fn a_live_cgroup_never_loses_its_entry() {
+    let w = world(MemoryVerdicts::default());
+    let old = w.tree.create(Path::new("/docker/old")).unwrap();
+    let new = w.tree.create(Path::new("/docker/new")).unwrap();
+    let c = container(1);
+    w.set(&c, old, true).unwrap();
+    // A new cgroup while the old one lives on (processes left behind): the old one is denied.
+    w.set(&c, new, true).unwrap();
+    assert_eq!(
+        entries(&w),
+        sorted([(old, CgroupVerdict::DENY), (new, ALLOW)])
+    );
+    // "Not running" while its cgroup lives (a stale answer): allowed stays allowed, a denied
+    // judgement denies, and neither removes the entry.
+    w.sync.unset(&c, true);
+    assert_eq!(
+        entries(&w),
+        sorted([(old, CgroupVerdict::DENY), (new, ALLOW)])
+    );
+    w.sync.unset(&c, false);
+    let both_denied = sorted([(old, CgroupVerdict::DENY), (new, CgroupVerdict::DENY)]);
+    assert_eq!(entries(&w), both_denied);
+    // "Gone" while it lives: denied, kept.
+    w.set(&c, new, true).unwrap();
+    w.sync.forget(&c);
+    assert_eq!(entries(&w), both_denied);
 }
 
 #[test]
@@ -107,8 +153,8 @@ fn a_full_map_is_an_error_and_nothing_is_recorded() {
     let w = world(MemoryVerdicts::with_capacity(1));
     let c1 = w.tree.create(Path::new("/docker/c1")).unwrap();
     let c2 = w.tree.create(Path::new("/docker/c2")).unwrap();
-    w.sync.set(&container(1), c1, false).unwrap();
-    let err = w.sync.set(&container(2), c2, true).unwrap_err();
+    w.set(&container(1), c1, false).unwrap();
+    let err = w.set(&container(2), c2, true).unwrap_err();
     assert!(
         format!("{err:#}").contains(eci_common::MAP_VERDICTS),
         "{err:#}"
@@ -124,9 +170,10 @@ fn an_approval_lasts_while_the_container_exists_and_goes_with_it() {
     let c1 = w.tree.create(Path::new("/docker/c1")).unwrap();
     w.sync.approve(&container(1)).unwrap();
     w.sync.approve(&container(2)).unwrap();
-    w.sync.set(&container(1), c1, true).unwrap();
+    w.set(&container(1), c1, true).unwrap();
     // Stopped: its cgroup's verdict goes, the approval stays (a restart is allowed at birth).
-    w.sync.unset(&container(1));
+    w.remove("/docker/c1");
+    w.sync.unset(&container(1), true);
     assert!(entries(&w).is_empty());
     assert_eq!(approvals(&w), [container(1), container(2)]);
     // Judged denied, or gone: the approval goes.
@@ -168,7 +215,7 @@ fn a_full_map_refuses_what_a_start_needs_and_leaves_nothing_behind() {
     w.sync.check_room().unwrap();
     assert!(entries(&w).is_empty(), "the room probe leaves no entry");
     let c1 = w.tree.create(Path::new("/docker/c1")).unwrap();
-    w.sync.set(&container(1), c1, true).unwrap();
+    w.set(&container(1), c1, true).unwrap();
     let err = w.sync.check_room().unwrap_err();
     assert!(err.is_map_full(), "{err}");
     assert!(err.to_string().contains(eci_common::MAP_VERDICTS), "{err}");

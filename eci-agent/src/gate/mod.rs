@@ -608,15 +608,16 @@ impl SocketMountGate {
             kernel.withdraw(id);
             Ok(())
         };
-        match record.cgroup {
-            Some(cgroup) => {
-                if let Err(err) = kernel.set(id, cgroup, allowed) {
+        let at = placement::container_cgroup(&record.driver, &record.cgroup_parent, id);
+        match (record.cgroup, at) {
+            (Some(cgroup), Ok(rel)) => {
+                if let Err(err) = kernel.set(id, cgroup, &rel, allowed) {
                     tracing::error!(container = %id, "kernel verdict: {err:#}");
                 }
             }
             // Not running, or its cgroup is not where the engine says: nothing to allow, and
-            // what was written for it goes.
-            None => kernel.unset(id),
+            // what was written for it goes once its cgroup is gone.
+            _ => kernel.unset(id, allowed),
         }
         approval
     }
