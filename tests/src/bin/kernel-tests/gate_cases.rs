@@ -15,7 +15,7 @@ use eci_agent::{
 
 use crate::{
     cases::{Report, all, expect},
-    fixture::{CGROUP_ROOT, CONTAINER_PARENT, Cgroup, probe},
+    fixture::{CGROUP_ROOT, CONTAINER_PARENT, Cgroup, TRUSTED, probe},
     probe::{CONNECTED, EPERM},
 };
 
@@ -51,26 +51,32 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
         "revoked_container_loses_access_at_once",
         (|| {
             let cgroup = tree.id(&rel).map_err(|e| format!("cgroup id: {e:#}"))?;
-            sync.set(&id, cgroup, false)
+            sync.set(&id, cgroup, &rel, false)
                 .map_err(|e| format!("deny: {e:#}"))?;
             let denied = probe(&rel_str, "connect", public, None);
-            sync.set(&id, cgroup, true)
+            sync.set(&id, cgroup, &rel, true)
                 .map_err(|e| format!("allow: {e:#}"))?;
             let allowed_again = probe(&rel_str, "connect", public, None);
             sync.forget(&id);
-            // Gone: its verdict and its approval go, so a cgroup made again with its name (a
-            // new cgroup, a new id) is denied at creation.
-            let maps =
-                KernelMaps::open_pinned(pins).map_err(|e| format!("open pinned maps: {e:#}"))?;
-            if maps.verdicts().into_iter().any(|(c, _)| c == cgroup) {
+            // Gone: its approval goes, so a cgroup made again with its name (a new cgroup, a
+            // new id) is denied at creation; its cgroup's entry goes with the cgroup (the
+            // kernel's `cgroup_rmdir`), never while it lives.
+            if verdict_of(pins, cgroup)?.is_none() {
                 return Err(format!(
-                    "forgotten: the verdict of cgroup {cgroup} is still there"
+                    "forgotten while its cgroup lives: cgroup {cgroup} has no entry"
                 ));
             }
+            let maps =
+                KernelMaps::open_pinned(pins).map_err(|e| format!("open pinned maps: {e:#}"))?;
             if maps.approvals().iter().any(|(a, _)| a == id.as_str()) {
                 return Err("forgotten: the approval is still there".into());
             }
             drop(created.take());
+            if let Some(verdict) = verdict_of(pins, cgroup)? {
+                return Err(format!(
+                    "cgroup {cgroup} removed: its entry {verdict:?} is still there"
+                ));
+            }
             let _again = Cgroup::create(&rel_str);
             let forgotten = probe(&rel_str, "connect", public, None);
             all([
@@ -82,6 +88,40 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
                     EPERM,
                 ),
             ])
+        })(),
+    );
+
+    r.case(
+        "stale_answers_never_unprotect_a_live_container_cgroup",
+        (|| {
+            // The systemd driver's shape: a container's scope directly in a trusted slice. Its
+            // own entry is all that stands between it and the slice's trust, so an engine
+            // answer applied late ("not running", "gone") while the container runs again must
+            // not take it away.
+            let id = ContainerId::parse(&"f".repeat(64)).expect("id");
+            let rel_str = format!("{TRUSTED}/docker-{id}.scope");
+            let rel = Path::new(&rel_str);
+            let scope = Cgroup::create(&rel_str);
+            let cgroup = tree.id(rel).map_err(|e| format!("cgroup id: {e:#}"))?;
+            sync.set(&id, cgroup, rel, false)
+                .map_err(|e| format!("deny: {e:#}"))?;
+            let denied = probe(&scope.rel, "connect", public, None);
+            sync.unset(&id, false);
+            let after_stale_stop = probe(&scope.rel, "connect", public, None);
+            sync.forget(&id);
+            let after_stale_destroy = probe(&scope.rel, "connect", public, None);
+            drop(scope);
+            let checks = all([
+                expect("denied", denied, EPERM),
+                expect("after a stale \"not running\"", after_stale_stop, EPERM),
+                expect("after a stale \"gone\"", after_stale_destroy, EPERM),
+            ]);
+            match verdict_of(pins, cgroup)? {
+                Some(verdict) => Err(format!(
+                    "scope removed: its entry {verdict:?} is still there"
+                )),
+                None => checks,
+            }
         })(),
     );
 
@@ -137,4 +177,16 @@ pub fn run(r: &mut Report, pins: &PinLayout, public: &Path) {
             checks
         })(),
     );
+}
+
+/// The verdict map's entry for `cgroup` now, as the pinned map holds it.
+fn verdict_of(
+    pins: &PinLayout,
+    cgroup: eci_agent::ids::CgroupId,
+) -> Result<Option<eci_common::CgroupVerdict>, String> {
+    let maps = KernelMaps::open_pinned(pins).map_err(|e| format!("open pinned maps: {e:#}"))?;
+    Ok(maps
+        .verdicts()
+        .into_iter()
+        .find_map(|(c, v)| (c == cgroup).then_some(v)))
 }
