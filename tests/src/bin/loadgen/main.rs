@@ -37,6 +37,17 @@ use tokio::{net::UnixStream, sync::oneshot};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, listen, upstream] = &args[..]
+        && mode == "relay"
+    {
+        return match relay(Path::new(listen), Path::new(upstream)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("loadgen: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -60,7 +71,32 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES | loadgen sink SOCKET";
+const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES | loadgen sink SOCKET | loadgen relay LISTEN UPSTREAM";
+
+/// The floor of any proxy on this machine: bytes copied both ways between each client
+/// connection and a connection of its own to the upstream, on the sidecar's runtime (tokio,
+/// one worker per core), reading nothing of HTTP. Per request it makes the syscalls every
+/// proxy must (a read and a write each way), so what a proxy costs above it is its own work.
+fn relay(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let _ = std::fs::remove_file(listen);
+        let listener = tokio::net::UnixListener::bind(listen)
+            .with_context(|| format!("binding {}", listen.display()))?;
+        loop {
+            let (mut client, _) = listener.accept().await?;
+            let upstream = upstream.to_owned();
+            tokio::spawn(async move {
+                let Ok(mut server) = tokio::net::UnixStream::connect(&upstream).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    })
+}
 
 async fn run(args: &[String]) -> anyhow::Result<String> {
     match args {

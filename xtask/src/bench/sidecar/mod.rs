@@ -153,7 +153,7 @@ impl Section for SidecarSection {
 
         let engine = dir.join("engine.sock");
         let nginx = start_nginx(dir, &engine)?;
-        let proxies = Proxies::start(cx, &agent, dir, &engine, "http")?;
+        let proxies = Proxies::start(cx, &agent, &loadgen, dir, &engine, "http")?;
         let tick = cpu::clock_ticks_per_second();
 
         let mut runs: Vec<Run> = Vec::new();
@@ -226,11 +226,18 @@ impl Section for SidecarSection {
             direct,
             "MiB/s",
         ));
+        report.figures.push(Figure::new(
+            "sidecar.upload.relay_mib_s",
+            upload(Via::Relay)?,
+            direct,
+            "MiB/s",
+        ));
         report.notes.extend(results::run_notes(&runs, OTHERS_LIMIT));
         report.notes.push(format!(
             "sidecar.*: value through eci-agent (host caller, trusted), baseline nginx reached \
              directly (rps_vs_haproxy_ka, cpu_us_per_req: baseline HAProxy with keep-alive; \
-             haproxy_*: value HAProxy; loadgen_cpu_us_per_req: the load generator's own; \
+             haproxy_*: value HAProxy; relay_*: value a byte relay reading no HTTP, the floor of \
+             any proxy here, rps_vs_relay: the sidecar against it; loadgen_cpu_us_per_req: the load generator's own; \
              total_cpu_us_per_req: loadgen + nginx + proxy); medians of {} round(s) of {} s per \
              run on {} shared cores; {discarded} run(s) discarded because other processes used \
              more than {:.0}% of the machine; upload of {} MiB in one POST",
@@ -308,7 +315,7 @@ fn uploads(
         &dir.join("sink.log"),
         &sink_socket,
     )?;
-    let proxies = Proxies::start(cx, agent, dir, &sink_socket, "upload")?;
+    let proxies = Proxies::start(cx, agent, loadgen, dir, &sink_socket, "upload")?;
     let mut uploads = Vec::new();
     for round in 0..plan.rounds {
         for i in 0..VIAS.len() {
@@ -373,17 +380,20 @@ pub(super) fn daemon(
     Ok(guard)
 }
 
-/// eci-agent's sidecar and HAProxy in both modes, all in front of the same upstream socket.
+/// eci-agent's sidecar, HAProxy in both modes and the byte relay, all in front of the same
+/// upstream socket.
 struct Proxies {
     eci: (Guarded, PathBuf),
     haproxy_close: (Guarded, PathBuf),
     haproxy_keep_alive: (Guarded, PathBuf),
+    relay: (Guarded, PathBuf),
 }
 
 impl Proxies {
     fn start(
         cx: &Context,
         agent: &Path,
+        loadgen: &Path,
         dir: &Path,
         upstream: &Path,
         tag: &str,
@@ -424,10 +434,21 @@ impl Proxies {
             )?;
             Ok((guard, socket))
         };
+        let relay_socket = dir.join(format!("relay-{tag}.sock"));
+        let relay = daemon(
+            "relay",
+            Command::new(loadgen)
+                .arg("relay")
+                .arg(&relay_socket)
+                .arg(upstream),
+            &dir.join(format!("relay-{tag}.log")),
+            &relay_socket,
+        )?;
         Ok(Self {
             eci: (eci, eci_socket),
             haproxy_close: haproxy(HaproxyMode::ServerClose, "close")?,
             haproxy_keep_alive: haproxy(HaproxyMode::KeepAlive, "ka")?,
+            relay: (relay, relay_socket),
         })
     }
 
@@ -437,6 +458,7 @@ impl Proxies {
             Via::HaproxyClose => Some(&self.haproxy_close),
             Via::HaproxyKeepAlive => Some(&self.haproxy_keep_alive),
             Via::Eci => Some(&self.eci),
+            Via::Relay => Some(&self.relay),
         }
     }
 

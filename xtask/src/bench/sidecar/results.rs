@@ -14,13 +14,17 @@ pub enum Via {
     /// HAProxy with keep-alive and connection reuse to the engine: the best-configured peer.
     HaproxyKeepAlive,
     Eci,
+    /// A byte relay that reads nothing of HTTP (`loadgen relay`): the floor of any proxy here,
+    /// which says how far a target is from what the machine allows at all.
+    Relay,
 }
 
-pub const VIAS: [Via; 4] = [
+pub const VIAS: [Via; 5] = [
     Via::Direct,
     Via::HaproxyClose,
     Via::HaproxyKeepAlive,
     Via::Eci,
+    Via::Relay,
 ];
 
 /// One loadgen run's JSON line.
@@ -114,6 +118,7 @@ pub fn http_figures(
             let direct_rps = med(Via::Direct, rps)?;
             let eci_rps = med(Via::Eci, rps)?;
             let ka_rps = med(Via::HaproxyKeepAlive, rps)?;
+            let relay_rps = med(Via::Relay, rps)?;
             let direct_p99 = med(Via::Direct, p99)?;
             figures.push(Figure::new(name("rps"), eci_rps, direct_rps, "req/s"));
             figures.push(
@@ -132,6 +137,20 @@ pub fn http_figures(
                 direct_rps,
                 "req/s",
             ));
+            // The floor: what no HTTP work at all reaches against the same peer, and how close
+            // the sidecar comes to it.
+            figures.push(Figure::new(
+                name("relay_rps_vs_haproxy_ka"),
+                relay_rps,
+                ka_rps,
+                "req/s",
+            ));
+            figures.push(Figure::new(
+                name("rps_vs_relay"),
+                eci_rps,
+                relay_rps,
+                "req/s",
+            ));
             figures.push(Figure::new(
                 name("p50_us"),
                 med(Via::Eci, p50)?,
@@ -147,6 +166,7 @@ pub fn http_figures(
             for (via, what) in [
                 (Via::HaproxyKeepAlive, "haproxy_ka_p99_us"),
                 (Via::HaproxyClose, "haproxy_close_p99_us"),
+                (Via::Relay, "relay_p99_us"),
             ] {
                 figures.push(Figure::new(name(what), med(via, p99)?, direct_p99, "µs"));
             }
@@ -161,12 +181,17 @@ pub fn http_figures(
             } else {
                 cpu_figure
             });
-            figures.push(Figure::new(
-                name("haproxy_close_cpu_us_per_req"),
-                med(Via::HaproxyClose, cpu).unwrap_or(f64::NAN),
-                med(Via::HaproxyKeepAlive, cpu).unwrap_or(f64::NAN),
-                "CPU µs/req",
-            ));
+            for (via, what) in [
+                (Via::HaproxyClose, "haproxy_close_cpu_us_per_req"),
+                (Via::Relay, "relay_cpu_us_per_req"),
+            ] {
+                figures.push(Figure::new(
+                    name(what),
+                    med(via, cpu).unwrap_or(f64::NAN),
+                    med(Via::HaproxyKeepAlive, cpu).unwrap_or(f64::NAN),
+                    "CPU µs/req",
+                ));
+            }
             figures.push(Figure::new(
                 name("loadgen_cpu_us_per_req"),
                 med(Via::Eci, loadgen_cpu).unwrap_or(f64::NAN),
@@ -247,6 +272,7 @@ mod tests {
                     (Via::HaproxyClose, 300.0, Some(30.0)),
                     (Via::HaproxyKeepAlive, 500.0, Some(20.0)),
                     (Via::Eci, 700.0, Some(14.0)),
+                    (Via::Relay, 800.0, Some(10.0)),
                 ] {
                     for jitter in [0.9, 1.0, 1.1] {
                         runs.push(Run {
@@ -285,9 +311,15 @@ mod tests {
         assert_eq!(find("sidecar.ping.c10.cpu_us_per_req").met(), None);
         assert_eq!(find("sidecar.ping.c10.p99_us").met(), Some(true));
         assert_eq!(find("sidecar.ping.c1.p99_us").met(), None);
+        let floor = find("sidecar.ping.c200.relay_rps_vs_haproxy_ka");
+        assert_eq!((floor.value, floor.baseline), (800.0, 500.0));
+        let vs_floor = find("sidecar.ping.c10.rps_vs_relay");
+        assert_eq!((vs_floor.value, vs_floor.baseline), (700.0, 800.0));
+        let floor_cpu = find("sidecar.ping.c50.relay_cpu_us_per_req");
+        assert_eq!((floor_cpu.value, floor_cpu.baseline), (10.0, 20.0));
         assert_eq!(
             figures.len(),
-            routes.len() * concurrency.len() * 12,
+            routes.len() * concurrency.len() * 16,
             "{:#?}",
             figures.iter().map(|f| &f.name).collect::<Vec<_>>()
         );
