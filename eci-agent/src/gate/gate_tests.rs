@@ -566,3 +566,44 @@ async fn a_stale_not_running_answer_never_takes_a_live_cgroups_verdict_away() {
         assert_eq!(store.lock().unwrap().verdicts(), [], "{what}: removed");
     }
 }
+
+/// Judgements of one container overlap (an event, a reload, a caller's lookup, a start): one
+/// asked before the last one written lands late and is dropped, so it cannot undo it — here an
+/// allow asked before the answer that denies the container.
+#[tokio::test]
+async fn a_judgement_asked_before_the_last_one_written_never_undoes_it() {
+    let store = Arc::new(Mutex::new(MemoryVerdicts::default()));
+    let w = world_with(&["*"], Some(store.clone()));
+    let c = id(12);
+    w.container("web", &c);
+    let early = w.gate.order.ticket();
+    let allowed = w.gate.judge(c.as_str()).await.unwrap().unwrap();
+    assert!(allowed.allowed());
+
+    // Asked later, written first: the container holds no socket any more, so it is denied.
+    let without_socket = serde_json::json!({
+        "Id": c.as_str(),
+        "State": { "Running": true, "Pid": 4242 },
+        "HostConfig": { "CgroupParent": "" },
+        "Image": IMAGE_ID,
+        "Config": { "Image": "eci/app:1" },
+        "Mounts": [],
+    })
+    .to_string();
+    w.engine
+        .answer(&format!("/containers/{}/json", c.as_str()), &without_socket);
+    assert!(!w.gate.rejudge(&c).await);
+    let cgroup = w.tree.id(&Path::new("/docker").join(c.as_str())).unwrap();
+    let denied = vec![(cgroup, CgroupVerdict::DENY)];
+    assert_eq!(store.lock().unwrap().verdicts(), denied);
+
+    // The early allow lands now: dropped.
+    w.gate.apply(&c, early, &allowed).await.unwrap();
+    assert!(
+        matches!(w.standing(&c), Some(Standing::Denied { .. })),
+        "{:?}",
+        w.standing(&c)
+    );
+    assert_eq!(store.lock().unwrap().verdicts(), denied);
+    assert!(store.lock().unwrap().approvals().is_empty());
+}

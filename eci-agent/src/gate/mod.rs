@@ -15,6 +15,7 @@
 
 pub mod host;
 pub mod kernel;
+mod order;
 pub mod outcome;
 pub mod placement;
 pub mod table;
@@ -82,6 +83,8 @@ pub struct SocketMountGate {
     /// The one container table (see [`table`]).
     pub table: Arc<ContainerTable>,
     pub kernel: Option<KernelSync>,
+    /// Which of overlapping judgements of a container is written (see [`order`]).
+    order: order::JudgementOrder,
 }
 
 impl SocketMountGate {
@@ -101,6 +104,7 @@ impl SocketMountGate {
             cgroups: None,
             table: ContainerTable::new(),
             kernel,
+            order: order::JudgementOrder::default(),
         }
     }
 
@@ -469,6 +473,7 @@ impl SocketMountGate {
         caller: &CallerKind,
         name: &str,
     ) -> Result<Option<(ContainerId, GatePass)>, GateRefusal> {
+        let ticket = self.order.ticket();
         let Some(judgement) = self.judge(name).await? else {
             return Ok(None);
         };
@@ -483,7 +488,7 @@ impl SocketMountGate {
                 judgement.container.id
             ))
         })?;
-        let approval = self.apply(&id, &judgement).await;
+        let approval = self.apply(&id, ticket, &judgement).await;
         let pass = judgement.outcome?;
         // Before the engine sees `start`: an allowed container is approved in the kernel (its
         // cgroup is allowed at birth), and the verdict map has room for the cgroup the start
@@ -508,19 +513,24 @@ impl SocketMountGate {
     /// Judges container `id` again and acts on it: table, kernel, connections. Engine events,
     /// reloads and callers the table does not know yet come here. Returns whether it is allowed.
     pub async fn rejudge(&self, id: &ContainerId) -> bool {
+        let ticket = self.order.ticket();
         match self.judge(id.as_str()).await {
             Ok(Some(judgement)) => {
                 // A failed approval is logged where it happens; the verdict still stands.
-                let _ = self.apply(id, &judgement).await;
-                judgement.allowed()
+                let _ = self.apply(id, ticket, &judgement).await;
+                // What the table holds now: this judgement, or a newer one.
+                self.table.get(id).is_some_and(|r| r.standing.is_allowed())
             }
             Ok(None) => {
-                self.forget(id);
+                self.forget_in_order(id, ticket);
                 false
             }
             Err(err) => {
                 // Unverifiable now: whatever it had, it loses (fail closed).
                 tracing::warn!(container = %id, "cannot judge: {err:?}");
+                let Some(_applying) = self.order.admit(id, ticket) else {
+                    return false;
+                };
                 if let Some(mut record) = self.table.get(id) {
                     record.standing = Standing::Denied {
                         reason: err.reason(),
@@ -535,21 +545,33 @@ impl SocketMountGate {
         }
     }
 
-    /// The container is gone: out of the table, its kernel verdict removed.
+    /// The container is gone: out of the table, its kernel approval withdrawn and its cgroup
+    /// retired (see [`KernelSync::forget`]).
     pub fn forget(&self, id: &ContainerId) {
+        self.forget_in_order(id, self.order.ticket());
+    }
+
+    fn forget_in_order(&self, id: &ContainerId, ticket: order::Ticket) {
+        let Some(applying) = self.order.admit(id, ticket) else {
+            tracing::debug!(container = %id, "a newer judgement was written; this \"gone\" is stale");
+            return;
+        };
         self.table.remove(id);
         if let Some(kernel) = &self.kernel {
             kernel.forget(id);
         }
+        applying.forget(id);
     }
 
     /// Records a judgement in the table and the kernel. The cgroup recorded is the one the
     /// engine's answers place the container in, verified to exist — never what the container's
     /// processes report about themselves (`/proc/PID/cgroup` is theirs to change). Returns
     /// whether an allowed container's approval could be written (see [`KernelSync::approve`]).
+    /// A judgement asked before one already written (`ticket`) is dropped: it would undo it.
     async fn apply(
         &self,
         id: &ContainerId,
+        ticket: order::Ticket,
         judgement: &Judgement,
     ) -> Result<(), crate::kernel::KernelError> {
         let c = &judgement.container;
@@ -582,6 +604,10 @@ impl SocketMountGate {
             cgroup_parent: c.cgroup_parent.clone(),
             cgroup,
             standing,
+        };
+        let Some(_applying) = self.order.admit(id, ticket) else {
+            tracing::debug!(container = %id, "a newer judgement was written; this one is stale");
+            return Ok(());
         };
         let allowed = record.standing.is_allowed();
         if self.table.record(record.clone()) {
