@@ -102,23 +102,45 @@ impl World {
         self.tree
             .create(&Path::new("/docker").join(id.as_str()))
             .unwrap();
-        let json = serde_json::json!({
-            "Id": id.as_str(),
-            "State": { "Running": true, "Pid": 4242 },
-            "HostConfig": host_config,
-            "Image": IMAGE_ID,
-            "Config": { "Image": "eci/app:1" },
-            "Mounts": [{
+        let json = self.inspect(id, true, true, host_config);
+        self.engine
+            .answer(&format!("/containers/{name}/json"), &json);
+        self.answer(id, &json);
+    }
+
+    /// The engine's inspect answer for container `id`: running or not, holding the public
+    /// socket or not.
+    fn inspect(
+        &self,
+        id: &ContainerId,
+        running: bool,
+        holds_socket: bool,
+        host_config: serde_json::Value,
+    ) -> String {
+        let mounts = if holds_socket {
+            serde_json::json!([{
                 "Type": "bind",
                 "Source": self.public,
                 "Destination": "/var/run/docker.sock",
-            }],
+            }])
+        } else {
+            serde_json::json!([])
+        };
+        serde_json::json!({
+            "Id": id.as_str(),
+            "State": { "Running": running, "Pid": if running { 4242 } else { 0 } },
+            "HostConfig": host_config,
+            "Image": IMAGE_ID,
+            "Config": { "Image": "eci/app:1" },
+            "Mounts": mounts,
         })
-        .to_string();
+        .to_string()
+    }
+
+    /// The engine answers `json` for container `id` (by its ID) from now on.
+    fn answer(&self, id: &ContainerId, json: &str) {
         self.engine
-            .answer(&format!("/containers/{name}/json"), &json);
-        self.engine
-            .answer(&format!("/containers/{}/json", id.as_str()), &json);
+            .answer(&format!("/containers/{}/json", id.as_str()), json);
     }
 
     fn standing(&self, id: &ContainerId) -> Option<Standing> {
@@ -465,15 +487,7 @@ async fn a_full_kernel_map_refuses_the_start_loudly() {
             w.container("web", &c);
         } else {
             // Stopped, no mounts: nothing about it is refused but the kernel's lack of room.
-            let json = serde_json::json!({
-                "Id": c.as_str(),
-                "State": { "Running": false, "Pid": 0 },
-                "HostConfig": {},
-                "Image": IMAGE_ID,
-                "Config": { "Image": "eci/app:1" },
-                "Mounts": [],
-            })
-            .to_string();
+            let json = w.inspect(&c, false, false, serde_json::json!({}));
             for name in ["web", c.as_str()] {
                 w.engine.answer(&format!("/containers/{name}/json"), &json);
             }
@@ -521,21 +535,8 @@ async fn a_stale_not_running_answer_never_takes_a_live_cgroups_verdict_away() {
         );
 
         // The stale answer: not running, while its cgroup lives on.
-        let stopped = serde_json::json!({
-            "Id": c.as_str(),
-            "State": { "Running": false, "Pid": 0 },
-            "HostConfig": { "CgroupParent": "" },
-            "Image": IMAGE_ID,
-            "Config": { "Image": "eci/app:1" },
-            "Mounts": [{
-                "Type": "bind",
-                "Source": w.public,
-                "Destination": "/var/run/docker.sock",
-            }],
-        })
-        .to_string();
-        w.engine
-            .answer(&format!("/containers/{}/json", c.as_str()), &stopped);
+        let stopped = w.inspect(&c, false, true, serde_json::json!({ "CgroupParent": "" }));
+        w.answer(&c, &stopped);
         w.gate.rejudge(&c).await;
         assert_eq!(
             store.lock().unwrap().verdicts(),
@@ -559,8 +560,7 @@ async fn a_stale_not_running_answer_never_takes_a_live_cgroups_verdict_away() {
             [(cgroup, verdict)],
             "{what}: again"
         );
-        w.engine
-            .answer(&format!("/containers/{}/json", c.as_str()), &stopped);
+        w.answer(&c, &stopped);
         fs::remove_dir(w.tree.dir(&Path::new("/docker").join(c.as_str())).unwrap()).unwrap();
         w.gate.rejudge(&c).await;
         assert_eq!(store.lock().unwrap().verdicts(), [], "{what}: removed");
@@ -581,17 +581,8 @@ async fn a_judgement_asked_before_the_last_one_written_never_undoes_it() {
     assert!(allowed.allowed());
 
     // Asked later, written first: the container holds no socket any more, so it is denied.
-    let without_socket = serde_json::json!({
-        "Id": c.as_str(),
-        "State": { "Running": true, "Pid": 4242 },
-        "HostConfig": { "CgroupParent": "" },
-        "Image": IMAGE_ID,
-        "Config": { "Image": "eci/app:1" },
-        "Mounts": [],
-    })
-    .to_string();
-    w.engine
-        .answer(&format!("/containers/{}/json", c.as_str()), &without_socket);
+    let without_socket = w.inspect(&c, true, false, serde_json::json!({ "CgroupParent": "" }));
+    w.answer(&c, &without_socket);
     assert!(!w.gate.rejudge(&c).await);
     let cgroup = w.tree.id(&Path::new("/docker").join(c.as_str())).unwrap();
     let denied = vec![(cgroup, CgroupVerdict::DENY)];
