@@ -68,6 +68,12 @@ impl Section for KernelSection {
         } else {
             (10, 1.0, Duration::from_secs(900))
         };
+        // Counting instructions slows TCG down, and one vCPU runs everything.
+        let timeout = if cx.accel == "icount" {
+            timeout * 4
+        } else {
+            timeout
+        };
         let mut report = Report::default();
         let selected: Vec<_> = kernels
             .iter()
