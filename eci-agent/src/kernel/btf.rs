@@ -265,6 +265,15 @@ impl Btf {
         Err(BtfError::Malformed("type reference cycle"))
     }
 
+    /// The id of the kernel function `name` (a BTF `FUNC`): what a program loaded for that
+    /// function's hook by hand names as its `attach_btf_id` (the kernel bench's floor program).
+    pub fn function(&self, name: &str) -> Option<u32> {
+        self.types
+            .iter()
+            .position(|t| t.kind == KIND_FUNC && self.name(t.name) == name)
+            .map(|id| id as u32)
+    }
+
     /// The complete (non-forward) definitions of `struct name`.
     fn structs_named(&self, name: &str) -> Vec<u32> {
         self.types

@@ -22,6 +22,7 @@ const WORKLOADS: &[(&str, Option<Target>)] = &[
         "open_shallow",
         Some(Target::at_most(1.01, "under 1% overhead")),
     ),
+    ("open_shallow_floor", None),
     ("open_write_shallow", None),
     ("open_cgroupfs_read", None),
     ("open_cgroupfs_write_protected", None),

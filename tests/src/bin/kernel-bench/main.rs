@@ -79,6 +79,9 @@ fn main() -> ExitCode {
 struct Workload {
     name: &'static str,
     ops: u64,
+    /// Timed with the floor program alone instead of the agent's programs (see
+    /// `switch::Floor`): what any BPF LSM program on the hook costs.
+    floor: bool,
     /// Sets the workload up (outside the timing) and returns one operation; what it set up is
     /// undone when the operation is dropped.
     prepare: fn(&Paths) -> anyhow::Result<Op>,
@@ -129,6 +132,19 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "open_shallow",
         ops: 20_000,
+        floor: false,
+        prepare: |p| {
+            let path = p.shallow_file.clone();
+            Ok(Box::new(move || fs::File::open(&path).map(drop)))
+        },
+    },
+    // The same open loop with a `file_open` program that only returns 0 attached, and none of
+    // the agent's: the cost of any BPF LSM program on that hook (its trampoline), the floor
+    // under `open_shallow`'s.
+    Workload {
+        name: "open_shallow_floor",
+        ops: 20_000,
+        floor: true,
         prepare: |p| {
             let path = p.shallow_file.clone();
             Ok(Box::new(move || fs::File::open(&path).map(drop)))
@@ -137,6 +153,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "open_write_shallow",
         ops: 20_000,
+        floor: false,
         prepare: |p| {
             let path = p.shallow_file.clone();
             Ok(Box::new(move || {
@@ -147,6 +164,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "open_cgroupfs_read",
         ops: 20_000,
+        floor: false,
         prepare: |p| {
             let path = p.cgroup_parent.join("cgroup.procs");
             Ok(Box::new(move || fs::File::open(&path).map(drop)))
@@ -157,6 +175,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "open_cgroupfs_write_protected",
         ops: 10_000,
+        floor: false,
         prepare: |_| {
             let path = cgroup_dir(BENCH_CGROUP).join("cgroup.procs");
             Ok(Box::new(move || {
@@ -167,6 +186,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "bpf_map_lookup",
         ops: 20_000,
+        floor: false,
         prepare: |_| {
             let map = bpfmap::Map::create()?;
             Ok(Box::new(move || map.lookup()))
@@ -175,6 +195,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "bpf_map_fd_by_id",
         ops: 10_000,
+        floor: false,
         prepare: |_| {
             let map = bpfmap::Map::create()?;
             Ok(Box::new(move || map.fd_by_id()))
@@ -183,6 +204,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "open_deep",
         ops: 20_000,
+        floor: false,
         prepare: |p| {
             let path = p.deep_file.clone();
             Ok(Box::new(move || fs::File::open(&path).map(drop)))
@@ -191,6 +213,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "stat_deep",
         ops: 20_000,
+        floor: false,
         prepare: |p| {
             let path = p.deep_file.clone();
             Ok(Box::new(move || fs::metadata(&path).map(drop)))
@@ -201,6 +224,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "stat_shallow",
         ops: 20_000,
+        floor: false,
         prepare: |p| {
             let path = p.shallow_file.clone();
             Ok(Box::new(move || fs::metadata(&path).map(drop)))
@@ -209,6 +233,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "connect_unrelated",
         ops: 4_000,
+        floor: false,
         prepare: |p| {
             let path = p.unrelated.clone();
             Ok(Box::new(move || UnixStream::connect(&path).map(drop)))
@@ -217,6 +242,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "connect_protected_allowed",
         ops: 4_000,
+        floor: false,
         prepare: |p| {
             let path = p.public.clone();
             Ok(Box::new(move || UnixStream::connect(&path).map(drop)))
@@ -226,6 +252,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "dgram_unrelated",
         ops: 10_000,
+        floor: false,
         prepare: |p| {
             let _ = fs::remove_file(&p.unrelated_dgram);
             let receiver = UnixDatagram::bind(&p.unrelated_dgram)?;
@@ -245,6 +272,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "create_unlink_plain_dir",
         ops: 4_000,
+        floor: false,
         prepare: |p| {
             let path = p.plain_dir.join(SCRATCH);
             Ok(Box::new(move || {
@@ -258,6 +286,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "create_unlink_protected_dir",
         ops: 4_000,
+        floor: false,
         prepare: |p| {
             let path = p.protected_dir.join(SCRATCH);
             Ok(Box::new(move || {
@@ -270,6 +299,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "rename_protected_dir",
         ops: 10_000,
+        floor: false,
         prepare: |p| {
             let (a, b) = (
                 p.protected_dir.join(RENAME_A),
@@ -291,6 +321,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "pass_fd",
         ops: 10_000,
+        floor: false,
         prepare: |p| {
             let (sender, receiver) = UnixStream::pair()?;
             let file = fs::File::open(&p.shallow_file)?;
@@ -305,6 +336,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "pipe_open_close",
         ops: 10_000,
+        floor: false,
         prepare: |_| {
             Ok(Box::new(|| {
                 let mut fds = [0; 2];
@@ -321,6 +353,7 @@ const WORKLOADS: &[Workload] = &[
     Workload {
         name: "cgroup_mkdir_rmdir",
         ops: 1_000,
+        floor: false,
         prepare: |p| {
             let dir = p.cgroup_parent.join("c");
             Ok(Box::new(move || {
@@ -395,6 +428,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     // over from there.
     join(AGENT_CGROUP)?;
     let mut programs = switch::Programs::adopt(&pins.links_dir()).context("taking the programs")?;
+    let mut floor = switch::Floor::load("bpf_lsm_file_open").context("the floor program")?;
     join(BENCH_CGROUP)?;
     check_state(&paths.public, false)?;
     for round in 0..rounds {
@@ -409,7 +443,11 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
             let mut op = (w.prepare)(&paths).with_context(|| w.name)?;
             let mut fastest = [f64::INFINITY; 2];
             for on in BLOCKS {
-                programs.set(on)?;
+                if w.floor {
+                    floor.set(on)?;
+                } else {
+                    programs.set(on)?;
+                }
                 // Attaching rewrites kernel text, which TCG translates anew.
                 run_ops(&mut op, warm).with_context(|| format!("{} warm-up", w.name))?;
                 for _ in 0..BURSTS_PER_BLOCK {
@@ -419,7 +457,8 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
                     fastest[usize::from(on)] = fastest[usize::from(on)].min(ns);
                 }
             }
-            if round == 0 {
+            floor.set(false)?;
+            if round == 0 && !w.floor {
                 count_runs(w.name, &mut op, per_burst, &mut programs)?;
             }
             programs.set(false)?;
@@ -716,6 +755,55 @@ mod switch {
         }
         // SAFETY: a fresh fd.
         Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    }
+
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_PROG_TYPE_LSM: u64 = 29;
+    const BPF_LSM_MAC: u64 = 27;
+
+    /// A `file_open` program that only returns 0, loaded by hand (two instructions, no
+    /// object): timed instead of the agent's, it is what any BPF LSM program on the hook costs
+    /// — the trampoline that calls it — under what the agent's fast path adds.
+    pub struct Floor {
+        program: OwnedFd,
+        link: Option<OwnedFd>,
+    }
+
+    impl Floor {
+        pub fn load(hook: &str) -> io::Result<Self> {
+            let btf = eci_agent::kernel::btf::Btf::from_sys_fs().map_err(io::Error::other)?;
+            let target = btf
+                .function(hook)
+                .ok_or_else(|| io::Error::other(format!("no function {hook} in the BTF")))?;
+            // r0 = 0; exit
+            let insns: [u64; 2] = [0xb7, 0x95];
+            let license = c"GPL";
+            let mut attr: Attr = [0; 16];
+            attr[0] = BPF_PROG_TYPE_LSM | ((insns.len() as u64) << 32);
+            attr[1] = insns.as_ptr() as u64;
+            attr[2] = license.as_ptr() as u64;
+            // prog_name "eci_floor"; expected_attach_type; attach_btf_id (vmlinux's).
+            attr[6] = u64::from_le_bytes(*b"eci_floo");
+            attr[7] = u64::from(b'r');
+            attr[8] = BPF_LSM_MAC << 32;
+            attr[13] = u64::from(target) << 32;
+            let program = bpf(BPF_PROG_LOAD, &mut attr)?;
+            Ok(Self {
+                program,
+                link: None,
+            })
+        }
+
+        pub fn set(&mut self, on: bool) -> io::Result<()> {
+            if !on {
+                self.link = None;
+            } else if self.link.is_none() {
+                let mut attr: Attr = [0; 16];
+                attr[1] = self.program.as_raw_fd() as u64;
+                self.link = Some(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?);
+            }
+            Ok(())
+        }
     }
 
     pub struct Programs {
