@@ -119,6 +119,12 @@ impl Drop for Remove {
     }
 }
 
+/// Open and close an ordinary file 2 levels down, read-only.
+fn open_shallow(p: &Paths) -> anyhow::Result<Op> {
+    let path = p.shallow_file.clone();
+    Ok(Box::new(move || fs::File::open(&path).map(drop)))
+}
+
 /// Which program each workload exercises: `file_open` every open (its fast path leaves at the
 /// file mode for a read-only open, at the file system for a write open of an ordinary file; a
 /// write open of a cgroup's file walks to the nearest verdict and judges the writer),
@@ -133,10 +139,7 @@ const WORKLOADS: &[Workload] = &[
         name: "open_shallow",
         ops: 20_000,
         floor: false,
-        prepare: |p| {
-            let path = p.shallow_file.clone();
-            Ok(Box::new(move || fs::File::open(&path).map(drop)))
-        },
+        prepare: open_shallow,
     },
     // The same open loop with a `file_open` program that only returns 0 attached, and none of
     // the agent's: the cost of any BPF LSM program on that hook (its trampoline), the floor
@@ -145,10 +148,7 @@ const WORKLOADS: &[Workload] = &[
         name: "open_shallow_floor",
         ops: 20_000,
         floor: true,
-        prepare: |p| {
-            let path = p.shallow_file.clone();
-            Ok(Box::new(move || fs::File::open(&path).map(drop)))
-        },
+        prepare: open_shallow,
     },
     Workload {
         name: "open_write_shallow",
