@@ -551,8 +551,9 @@ async fn a_stale_not_running_answer_never_takes_a_live_cgroups_verdict_away() {
             "{what}: a stale destroy leaves the live cgroup denied"
         );
 
-        // Running again, then its cgroup removed for real: its entry goes (the kernel's `cgroup_rmdir` does the
-        // same; this keeps the map from filling up should that program miss one).
+        // Running again, then its cgroup removed for real: its entry goes (the kernel's
+        // `cgroup_rmdir` does the same; this keeps the map from filling up should that program
+        // miss one).
         w.container("web", &c);
         w.gate.rejudge(&c).await;
         assert_eq!(

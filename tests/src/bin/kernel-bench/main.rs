@@ -80,7 +80,7 @@ struct Workload {
     name: &'static str,
     ops: u64,
     /// Timed with the floor program alone instead of the agent's programs (see
-    /// `switch::Floor`): what any BPF LSM program on the hook costs.
+    /// `switch::Programs::floor`): what any BPF LSM program on the hook costs.
     floor: bool,
     /// Sets the workload up (outside the timing) and returns one operation; what it set up is
     /// undone when the operation is dropped.
@@ -428,7 +428,7 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     // over from there.
     join(AGENT_CGROUP)?;
     let mut programs = switch::Programs::adopt(&pins.links_dir()).context("taking the programs")?;
-    let mut floor = switch::Floor::load("bpf_lsm_file_open").context("the floor program")?;
+    let mut floor = switch::Programs::floor("bpf_lsm_file_open").context("the floor program")?;
     join(BENCH_CGROUP)?;
     check_state(&paths.public, false)?;
     for round in 0..rounds {
@@ -443,11 +443,8 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
             let mut op = (w.prepare)(&paths).with_context(|| w.name)?;
             let mut fastest = [f64::INFINITY; 2];
             for on in BLOCKS {
-                if w.floor {
-                    floor.set(on)?;
-                } else {
-                    programs.set(on)?;
-                }
+                let timed = if w.floor { &mut floor } else { &mut programs };
+                timed.set(on)?;
                 // Attaching rewrites kernel text, which TCG translates anew.
                 run_ops(&mut op, warm).with_context(|| format!("{} warm-up", w.name))?;
                 for _ in 0..BURSTS_PER_BLOCK {
@@ -761,16 +758,20 @@ mod switch {
     const BPF_PROG_TYPE_LSM: u64 = 29;
     const BPF_LSM_MAC: u64 = 27;
 
-    /// A `file_open` program that only returns 0, loaded by hand (two instructions, no
-    /// object): timed instead of the agent's, it is what any BPF LSM program on the hook costs
-    /// — the trampoline that calls it — under what the agent's fast path adds.
-    pub struct Floor {
-        program: OwnedFd,
-        link: Option<OwnedFd>,
+    pub struct Programs {
+        programs: Vec<OwnedFd>,
+        /// Their kernel ids, to find their run counts.
+        ids: Vec<u32>,
+        /// Links made by `set(true)`; empty while off.
+        links: Vec<OwnedFd>,
     }
 
-    impl Floor {
-        pub fn load(hook: &str) -> io::Result<Self> {
+    impl Programs {
+        /// A program for LSM hook function `hook` that only returns 0, loaded by hand (two
+        /// instructions, no object): timed instead of the agent's, it is what any BPF LSM
+        /// program on the hook costs — the trampoline that calls it — under what the agent's
+        /// fast path adds. Its runs are not counted.
+        pub fn floor(hook: &str) -> io::Result<Self> {
             let btf = eci_agent::kernel::btf::Btf::from_sys_fs().map_err(io::Error::other)?;
             let target = btf
                 .function(hook)
@@ -787,34 +788,13 @@ mod switch {
             attr[7] = u64::from(b'r');
             attr[8] = BPF_LSM_MAC << 32;
             attr[13] = u64::from(target) << 32;
-            let program = bpf(BPF_PROG_LOAD, &mut attr)?;
             Ok(Self {
-                program,
-                link: None,
+                programs: vec![bpf(BPF_PROG_LOAD, &mut attr)?],
+                ids: Vec::new(),
+                links: Vec::new(),
             })
         }
 
-        pub fn set(&mut self, on: bool) -> io::Result<()> {
-            if !on {
-                self.link = None;
-            } else if self.link.is_none() {
-                let mut attr: Attr = [0; 16];
-                attr[1] = self.program.as_raw_fd() as u64;
-                self.link = Some(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?);
-            }
-            Ok(())
-        }
-    }
-
-    pub struct Programs {
-        programs: Vec<OwnedFd>,
-        /// Their kernel ids, to find their run counts.
-        ids: Vec<u32>,
-        /// Links made by `set(true)`; empty while off.
-        links: Vec<OwnedFd>,
-    }
-
-    impl Programs {
         /// Takes the program of every link pinned in `dir` and removes the pins, which detaches
         /// the agent's links (bpffs releases them after an RCU grace period).
         pub fn adopt(dir: &Path) -> io::Result<Self> {
