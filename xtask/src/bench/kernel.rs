@@ -125,7 +125,10 @@ impl Section for KernelSection {
              pseudo file (d_instantiate, as for every socket or eventfd); cgroup_mkdir_rmdir \
              makes and removes a cgroup (the cgroup_mkdir and cgroup_rmdir tracepoints); \
              open_shallow opens and closes an ordinary file read-only (file_open's fast path: \
-             the file mode), open_write_shallow for writing (the file system's magic), \
+             the file mode), open_shallow_floor the same with only a file_open program that \
+             returns 0 (the trampoline any BPF LSM program there costs), \
+             open_shallow_over_floor the first over the second (both attached), \
+             open_write_shallow for writing (the file system's magic), \
              open_cgroupfs_read a cgroup's cgroup.procs read-only, \
              open_cgroupfs_write_protected the bench's own trusted cgroup's for writing (the \
              verdict walk and the writer check); bpf_map_lookup is one bpf(2) lookup on an \
@@ -200,31 +203,42 @@ fn collect(
     }
 }
 
-/// One figure per workload: median with the programs over median without.
+/// One figure per workload: median with the programs over median without; then the open loop
+/// with the agent's programs over the same loop with the floor program alone, which is what the
+/// agent's `file_open` adds above what any BPF LSM program on that hook costs.
 pub fn figures(label: &str, samples: &[Sample]) -> anyhow::Result<Vec<Figure>> {
-    WORKLOADS
+    let side = |workload: &str, on: bool| {
+        let values: Vec<f64> = samples
+            .iter()
+            .filter(|s| s.workload == workload && s.on == on)
+            .map(|s| s.ns_per_op)
+            .collect();
+        median(&values)
+            .with_context(|| format!("no {workload} samples {}", if on { "on" } else { "off" }))
+    };
+    let mut figures = WORKLOADS
         .iter()
         .map(|(workload, target)| {
-            let side = |on: bool| {
-                let values: Vec<f64> = samples
-                    .iter()
-                    .filter(|s| s.workload == *workload && s.on == on)
-                    .map(|s| s.ns_per_op)
-                    .collect();
-                median(&values).with_context(|| {
-                    format!("no {workload} samples {}", if on { "on" } else { "off" })
-                })
-            };
             let mut figure = Figure::new(
                 format!("kernel.{label}.{workload}"),
-                side(true)?,
-                side(false)?,
+                side(workload, true)?,
+                side(workload, false)?,
                 "ns/op",
             );
             figure.target = target.clone();
             Ok(figure)
         })
-        .collect()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    figures.push(
+        Figure::new(
+            format!("kernel.{label}.open_shallow_over_floor"),
+            side("open_shallow", true)?,
+            side("open_shallow_floor", true)?,
+            "ns/op",
+        )
+        .with_target(Target::at_most(1.01, "under 1% above the floor")),
+    );
+    Ok(figures)
 }
 
 #[cfg(test)]
@@ -269,7 +283,7 @@ mod tests {
             }
         }
         let figures = figures("6.1", &samples).unwrap();
-        assert_eq!(figures.len(), WORKLOADS.len());
+        assert_eq!(figures.len(), WORKLOADS.len() + 1);
         // By name: the workloads' order is the report's, not the test's.
         let named = |workload: &str| {
             let name = format!("kernel.6.1.{workload}");
@@ -282,6 +296,10 @@ mod tests {
         assert!(named("stat_shallow").target.is_none());
         assert!(named("connect_unrelated").target.is_some());
         assert!(named("connect_protected_allowed").target.is_none());
+        // With the agent's programs over with the floor program: both sides' "on" medians.
+        let over_floor = named("open_shallow_over_floor");
+        assert_eq!((over_floor.value, over_floor.baseline), (101.0, 101.0));
+        assert!(over_floor.target.is_some());
         // A workload without samples on one side is an error, not a figure.
         samples.retain(|s| !(s.workload == "stat_deep" && s.on));
         assert!(self::figures("6.1", &samples).is_err());
