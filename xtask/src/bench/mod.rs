@@ -26,6 +26,7 @@ const SECTIONS: &[&dyn Section] = &[
     &kernel::KernelSection,
     &sidecar::SidecarSection,
     &sidecar::CallersSection,
+    &sidecar::StreamsSection,
     &image_policy::ImagePolicySection,
     &evm::EvmSection,
 ];

@@ -8,6 +8,8 @@
 //! - `loadgen upload SOCKET PATH BYTES`: one POST of BYTES (Content-Length, streamed from a
 //!   reused buffer, never held whole) and the throughput until both the body is sent and the
 //!   answer is read.
+//! - `loadgen spew BYTES`: writes BYTES zero bytes to stdout and exits (an attached container's
+//!   output).
 //! - `loadgen sink SOCKET`: serves until killed, reading every request body to its end before
 //!   answering 200, as the engine does with `images/load`. (nginx answers first and discards the
 //!   body, which tells a client it may stop sending; making nginx read it first means spooling
@@ -48,6 +50,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let [mode, bytes] = &args[..]
+        && mode == "spew"
+    {
+        return match spew(bytes) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("loadgen: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -71,7 +84,22 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES | loadgen sink SOCKET | loadgen relay LISTEN UPSTREAM";
+const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES | loadgen sink SOCKET | loadgen relay LISTEN UPSTREAM | loadgen spew BYTES";
+
+/// BYTES zero bytes on stdout, 64 KiB per write: what a container prints to an attached client
+/// (the `streams` section's attach stream).
+fn spew(bytes: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut left: u64 = bytes.parse().context("BYTES")?;
+    let chunk = vec![0u8; 64 << 10];
+    let mut out = std::io::stdout().lock();
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        out.write_all(&chunk[..n]).context("writing stdout")?;
+        left -= n as u64;
+    }
+    out.flush().context("writing stdout")
+}
 
 /// The floor of any proxy on this machine: bytes copied both ways between each client
 /// connection and a connection of its own to the upstream, on the sidecar's runtime (tokio,

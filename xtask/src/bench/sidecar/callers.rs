@@ -3,35 +3,25 @@
 //! agent's container table, which only a real engine fills). Here the upstream is a private
 //! dockerd (its own data root under the scratch directory, never /var/run/docker.sock), and the
 //! load generator runs in a container of that engine (`docker exec` of the static `loadgen`),
-//! reaching the engine four ways: straight to its socket, through HAProxy with keep-alive
-//! (Tecnativa's rules, the best-configured peer), and through `eci-agent run` under a deny-list
-//! and under an allow-list commandList (all images listed, `--allow-no-lsm`). Every way is
+//! reaching the engine four ways ([`Way`], set up by [`Rig`]): straight to its socket, through
+//! HAProxy with keep-alive, and through `eci-agent run` under a deny list and an allow list. Every way is
 //! interleaved per round, its order rotating, and the figures are medians.
 //!
 //! dockerd answers far slower than nginx, so the proxies' share of a request is smaller here
 //! than in the sidecar section; the proxies' own CPU per request is comparable across both.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-    thread,
-    time::Duration,
-};
+use std::{path::Path, process::Command};
 
 use anyhow::{Context as _, bail};
 
 use super::{
     cpu::{self, MachineTicks},
-    daemon,
+    engine_rig::{Rig, WAYS, Way},
     results::HttpResult,
-    templates::{self, HaproxyMode},
 };
 use crate::{
     bench::{Context, Figure, Report, Scratch, Section, Target, median},
-    build, exec,
-    process::Guarded,
-    setup,
+    build, exec, setup,
 };
 
 pub struct CallersSection;
@@ -42,46 +32,6 @@ const ROUTES: &[(&str, &str)] = &[
     ("containers_json", "/v1.41/containers/json"),
 ];
 const CONCURRENCY: &[u32] = &[10, 50];
-/// Where the caller container sees the sockets.
-const IN_CONTAINER: &str = "/s";
-const CALLER: &str = "eci-bench-caller";
-const IMAGE: &str = "eci-bench/caller:1";
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Way {
-    Direct,
-    HaproxyKeepAlive,
-    EciDeny,
-    EciAllow,
-}
-
-const WAYS: [Way; 4] = [
-    Way::Direct,
-    Way::HaproxyKeepAlive,
-    Way::EciDeny,
-    Way::EciAllow,
-];
-
-impl Way {
-    fn name(self) -> &'static str {
-        match self {
-            Self::Direct => "direct",
-            Self::HaproxyKeepAlive => "haproxy_ka",
-            Self::EciDeny => "eci_deny",
-            Self::EciAllow => "eci_allow",
-        }
-    }
-
-    /// The socket's file name in the shared directory.
-    fn socket(self) -> &'static str {
-        match self {
-            Self::Direct => "engine.sock",
-            Self::HaproxyKeepAlive => "haproxy-ka.sock",
-            Self::EciDeny => "eci-deny.sock",
-            Self::EciAllow => "eci-allow.sock",
-        }
-    }
-}
 
 struct Sample {
     route: &'static str,
@@ -112,7 +62,7 @@ impl Section for CallersSection {
         };
         let rig = Rig::start(dir, &agent, &loadgen)?;
         let tick = cpu::clock_ticks_per_second();
-        rig.check_classification(&loadgen)?;
+        check_classification(&rig, &loadgen)?;
         let mut samples = Vec::new();
         for round in 0..rounds {
             for &(route, path) in ROUTES {
@@ -120,7 +70,7 @@ impl Section for CallersSection {
                     for i in 0..WAYS.len() {
                         let way = WAYS[(i + round) % WAYS.len()];
                         let sample =
-                            rig.measure((route, path, concurrency, way), seconds, warmup, tick)?;
+                            measure(&rig, (route, path, concurrency, way), seconds, warmup, tick)?;
                         println!(
                             "  {route} c={concurrency} {}: {:.0} req/s, p50 {:.0} µs, p99 {:.0} µs{}, others {:.0}%",
                             way.name(),
@@ -154,256 +104,70 @@ impl Section for CallersSection {
     }
 }
 
-/// The engine, the proxies and the caller container of one run; stopped when dropped.
-struct Rig {
-    dir: PathBuf,
-    shared: PathBuf,
-    dockerd: Option<Guarded>,
-    haproxy: Option<Guarded>,
-    agents: Vec<(Way, Guarded)>,
+/// The figures are only worth something if the agents take the caller for a container: under
+/// the allow list, `docker images` (not listed) is refused to it and served to the host.
+fn check_classification(rig: &Rig, loadgen: &Path) -> anyhow::Result<()> {
+    const IMAGES: &str = "/v1.41/images/json";
+    let out = exec::stdout(&mut rig.loadgen(Way::EciAllow, IMAGES, 1, 0.3, 0.0))?;
+    let json: serde_json::Value =
+        serde_json::from_str(out.trim()).with_context(|| format!("loadgen said {out:?}"))?;
+    if json["requests"].as_u64() != Some(0) || json["errors"].as_u64().unwrap_or(0) == 0 {
+        bail!(
+            "the allow-list agent served `docker images` to the caller container: it was not taken for a container ({out})"
+        );
+    }
+    let host = exec::stdout(
+        Command::new(loadgen)
+            .arg("http")
+            .arg(rig.socket(Way::EciAllow))
+            .args([IMAGES, "1", "0.3", "0"]),
+    )?;
+    let host = HttpResult::parse(&host)?;
+    if host.errors > 0 {
+        bail!("the allow-list agent refused `docker images` to the host as well");
+    }
+    Ok(())
 }
 
-impl Rig {
-    fn start(dir: &Path, agent: &Path, loadgen: &Path) -> anyhow::Result<Self> {
-        let shared = dir.join("sock");
-        fs::create_dir_all(&shared)?;
-        let engine = shared.join(Way::Direct.socket());
-        let mut rig = Self {
-            dir: dir.to_owned(),
-            shared: shared.clone(),
-            dockerd: None,
-            haproxy: None,
-            agents: Vec::new(),
-        };
-        rig.dockerd = Some(daemon(
-            "dockerd",
-            Command::new("dockerd")
-                .arg("--host")
-                .arg(format!("unix://{}", engine.display()))
-                .arg("--data-root")
-                .arg(dir.join("data"))
-                .arg("--exec-root")
-                .arg(dir.join("exec"))
-                .arg("--pidfile")
-                .arg(dir.join("dockerd.pid"))
-                .args(["--bridge", "none", "--iptables=false", "--ip6tables=false"]),
-            &dir.join("dockerd.log"),
-            &engine,
-        )?);
-        wait_engine(&rig)?;
-        let rootfs = dir.join("rootfs");
-        fs::create_dir_all(rootfs.join("tmp"))?;
-        fs::copy(loadgen, rootfs.join("loadgen"))?;
-        let tar = dir.join("caller.tar");
-        crate::image::tar_rootfs(&rootfs, &tar)?;
-        exec::run(rig.docker().arg("import").arg(&tar).arg(IMAGE))?;
-        // A long-lived process to exec into: loadgen's sink on a socket nobody uses.
-        exec::run(
-            rig.docker()
-                .args(["run", "-d", "--name", CALLER, "--network", "none", "-v"])
-                .arg(format!("{}:{IN_CONTAINER}", shared.display()))
-                .args([IMAGE, "/loadgen", "sink", "/tmp/idle.sock"]),
-        )?;
-        let listen = shared.join(Way::HaproxyKeepAlive.socket());
-        let cfg = dir.join("haproxy-ka.cfg");
-        fs::write(
-            &cfg,
-            templates::haproxy_cfg(&listen, &engine, HaproxyMode::KeepAlive),
-        )?;
-        rig.haproxy = Some(daemon(
-            "haproxy",
-            Command::new("haproxy").arg("-db").arg("-f").arg(&cfg),
-            &dir.join("haproxy-ka.log"),
-            &listen,
-        )?);
-        for (way, list, commands) in [
-            (Way::EciDeny, "deny", r#"["push","build"]"#),
-            (
-                Way::EciAllow,
-                "allow",
-                r#"["ps","version","info","inspect"]"#,
-            ),
-        ] {
-            let settings = dir.join(format!("settings-{list}.json"));
-            fs::write(
-                &settings,
-                format!(
-                    r#"{{"configurationFileVersion":2,"enhancedContainerIsolation":{{"locked":true,"value":true,"dockerSocketMount":{{"imageList":{{"images":["*"]}},"commandList":{{"type":"{list}","commands":{commands}}}}}}}}}"#
-                ),
-            )?;
-            let listen = shared.join(way.socket());
-            let guard = daemon(
-                "eci-agent",
-                Command::new(agent)
-                    .arg("run")
-                    .arg("--settings")
-                    .arg(&settings)
-                    .arg("--listen")
-                    .arg(&listen)
-                    .arg("--engine")
-                    .arg(&engine)
-                    .arg("--pin-dir")
-                    .arg(dir.join(format!("pins-{list}")))
-                    .args([
-                        "--cgroup-root",
-                        setup::cgroup2_root().unwrap_or("/sys/fs/cgroup"),
-                    ])
-                    .arg("--allow-no-lsm")
-                    .args(["--trust-cgroup", "/"]),
-                &dir.join(format!("eci-agent-{list}.log")),
-                &listen,
-            )?;
-            rig.agents.push((way, guard));
-        }
-        Ok(rig)
+fn measure(
+    rig: &Rig,
+    (route, path, concurrency, way): (&'static str, &str, u32, Way),
+    seconds: f64,
+    warmup: f64,
+    tick: f64,
+) -> anyhow::Result<Sample> {
+    let engine_pid = rig.engine_pid();
+    let proxy_pid = rig.proxy_pid(way);
+    let proxy_before = proxy_pid.map(cpu::process_ticks).transpose()?;
+    let engine_before = cpu::process_ticks(engine_pid)?;
+    let machine_before = MachineTicks::now()?;
+    let out = exec::stdout(&mut rig.loadgen(way, path, concurrency, seconds, warmup))?;
+    let machine_after = MachineTicks::now()?;
+    let engine_ticks = cpu::process_ticks(engine_pid)? - engine_before;
+    let proxy_ticks = proxy_before
+        .zip(proxy_pid.map(cpu::process_ticks).transpose()?)
+        .map(|(b, a)| a - b);
+    let result = HttpResult::parse(&out)?;
+    if result.errors > 0 {
+        bail!(
+            "{route} c={concurrency} {}: {} errors",
+            way.name(),
+            result.errors
+        );
     }
-
-    fn docker(&self) -> Command {
-        let mut cmd = Command::new("docker");
-        cmd.env(
-            "DOCKER_HOST",
-            format!(
-                "unix://{}",
-                self.shared.join(Way::Direct.socket()).display()
-            ),
-        )
-        .env("DOCKER_CONFIG", self.dir.join("docker-config"));
-        cmd
-    }
-
-    fn loadgen(
-        &self,
-        way: Way,
-        path: &str,
-        concurrency: u32,
-        seconds: f64,
-        warmup: f64,
-    ) -> Command {
-        let mut cmd = self.docker();
-        cmd.args(["exec", CALLER, "/loadgen", "http"])
-            .arg(format!("{IN_CONTAINER}/{}", way.socket()))
-            .arg(path)
-            .arg(concurrency.to_string())
-            .arg(seconds.to_string())
-            .arg(warmup.to_string());
-        cmd
-    }
-
-    fn proxy_pid(&self, way: Way) -> Option<u32> {
-        match way {
-            Way::Direct => None,
-            Way::HaproxyKeepAlive => self.haproxy.as_ref().map(Guarded::pid),
-            Way::EciDeny | Way::EciAllow => self
-                .agents
-                .iter()
-                .find(|(w, _)| *w == way)
-                .map(|(_, g)| g.pid()),
-        }
-    }
-
-    /// The figures are only worth something if the agents take the caller for a container: under
-    /// the allow list, `docker images` (not listed) is refused to it and served to the host.
-    fn check_classification(&self, loadgen: &Path) -> anyhow::Result<()> {
-        const IMAGES: &str = "/v1.41/images/json";
-        let out = exec::stdout(&mut self.loadgen(Way::EciAllow, IMAGES, 1, 0.3, 0.0))?;
-        let json: serde_json::Value =
-            serde_json::from_str(out.trim()).with_context(|| format!("loadgen said {out:?}"))?;
-        if json["requests"].as_u64() != Some(0) || json["errors"].as_u64().unwrap_or(0) == 0 {
-            bail!(
-                "the allow-list agent served `docker images` to the caller container: it was not taken for a container ({out})"
-            );
-        }
-        let host = exec::stdout(
-            Command::new(loadgen)
-                .arg("http")
-                .arg(self.shared.join(Way::EciAllow.socket()))
-                .args([IMAGES, "1", "0.3", "0"]),
-        )?;
-        let host = HttpResult::parse(&host)?;
-        if host.errors > 0 {
-            bail!("the allow-list agent refused `docker images` to the host as well");
-        }
-        Ok(())
-    }
-
-    fn measure(
-        &self,
-        (route, path, concurrency, way): (&'static str, &str, u32, Way),
-        seconds: f64,
-        warmup: f64,
-        tick: f64,
-    ) -> anyhow::Result<Sample> {
-        let engine_pid = self.dockerd.as_ref().map_or(0, Guarded::pid);
-        let proxy_pid = self.proxy_pid(way);
-        let proxy_before = proxy_pid.map(cpu::process_ticks).transpose()?;
-        let engine_before = cpu::process_ticks(engine_pid)?;
-        let machine_before = MachineTicks::now()?;
-        let out = exec::stdout(&mut self.loadgen(way, path, concurrency, seconds, warmup))?;
-        let machine_after = MachineTicks::now()?;
-        let engine_ticks = cpu::process_ticks(engine_pid)? - engine_before;
-        let proxy_ticks = proxy_before
-            .zip(proxy_pid.map(cpu::process_ticks).transpose()?)
-            .map(|(b, a)| a - b);
-        let result = HttpResult::parse(&out)?;
-        if result.errors > 0 {
-            bail!(
-                "{route} c={concurrency} {}: {} errors",
-                way.name(),
-                result.errors
-            );
-        }
-        // The CPU was counted over warm-up and window, the requests over the window only.
-        let per_request = |ticks: u64| {
-            ticks as f64 * 1e6 / tick / result.requests as f64 * seconds / (seconds + warmup)
-        };
-        let ours = result.loadgen_cpu_ticks.unwrap_or(0) + engine_ticks + proxy_ticks.unwrap_or(0);
-        Ok(Sample {
-            route,
-            concurrency,
-            way,
-            cpu_us: proxy_ticks.map(per_request),
-            others_share: machine_before.others_share(machine_after, ours),
-            result,
-        })
-    }
-}
-
-impl Drop for Rig {
-    fn drop(&mut self) {
-        self.agents.clear();
-        self.haproxy = None;
-        if self.dockerd.is_some() {
-            let _ = self.docker().args(["rm", "-f", CALLER]).output();
-        }
-        self.dockerd = None;
-        // What dockerd mounted under the scratch directory (overlays, its exec root), deepest
-        // first, so that the scratch directory can go.
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let mut ours: Vec<&str> = mounts
-            .lines()
-            .filter_map(|l| l.split_whitespace().nth(1))
-            .filter(|m| Path::new(m).starts_with(&self.dir))
-            .collect();
-        ours.sort_unstable_by(|a, b| b.cmp(a));
-        for m in ours {
-            let _ = Command::new("umount").arg(m).status();
-        }
-    }
-}
-
-fn wait_engine(rig: &Rig) -> anyhow::Result<()> {
-    for _ in 0..120 {
-        if rig
-            .docker()
-            .arg("version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(250));
-    }
-    bail!("the private dockerd did not answer `docker version` in 30 s")
+    // The CPU was counted over warm-up and window, the requests over the window only.
+    let per_request = |ticks: u64| {
+        ticks as f64 * 1e6 / tick / result.requests as f64 * seconds / (seconds + warmup)
+    };
+    let ours = result.loadgen_cpu_ticks.unwrap_or(0) + engine_ticks + proxy_ticks.unwrap_or(0);
+    Ok(Sample {
+        route,
+        concurrency,
+        way,
+        cpu_us: proxy_ticks.map(per_request),
+        others_share: machine_before.others_share(machine_after, ours),
+        result,
+    })
 }
 
 /// Medians per route, concurrency and way, as figures with the issue's targets on eci-agent's.

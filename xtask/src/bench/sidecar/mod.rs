@@ -64,7 +64,8 @@
 //! 6.7/4.1 s direct, 5.6/4.8 s through it (0.35–0.44 s); `docker run` attached to 400 MB of
 //! stdout 28.9/29.3 s direct, 35.2/29.8 s through it (1.2–1.8 s), the engine's own attach path
 //! being the limit (14 MB/s). 64 KiB tunnel buffers instead of 8 KiB changed nothing measurable
-//! there (the engine writes small frames). Not done: splice(2) for tunnels and bodies.
+//! there (the engine writes small frames). Not done: splice(2) for tunnels and bodies. These
+//! streams are timed by the `streams` section since session 9 (`streams.rs`).
 //!
 //! Session 8, profiled with `perf` (frame pointers, `GET /_ping`, c = 50): the kernel is 57% of
 //! the sidecar's CPU (the four socket syscalls per request and the peers' wake-ups, which every
@@ -79,10 +80,13 @@
 
 mod callers;
 mod cpu;
+mod engine_rig;
 mod results;
+mod streams;
 mod templates;
 
 pub use callers::CallersSection;
+pub use streams::StreamsSection;
 
 use std::{
     fs,

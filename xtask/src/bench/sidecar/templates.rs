@@ -42,10 +42,11 @@ pub fn nginx_conf(dir: &Path, socket: &Path) -> String {
 }
 
 /// The API sections of the popular HAProxy socket proxies, in their order, and whether this
-/// bench enables each (the read-mostly set a dashboard asks for, plus POST for the upload).
+/// bench enables each (the read-mostly set a dashboard asks for, plus POST for the upload and
+/// build for the streams section's `docker build`).
 pub const HAPROXY_SECTIONS: &[(&str, bool)] = &[
     ("auth", false),
-    ("build", false),
+    ("build", true),
     ("commit", false),
     ("configs", false),
     ("containers", true),
