@@ -8,6 +8,8 @@
 //! - `loadgen upload SOCKET PATH BYTES`: one POST of BYTES (Content-Length, streamed from a
 //!   reused buffer, never held whole) and the throughput until both the body is sent and the
 //!   answer is read.
+//! - `loadgen relay LISTEN UPSTREAM` and `loadgen hyper-proxy LISTEN UPSTREAM`: the floors the
+//!   sidecar bench measures proxies against (a byte relay; hyper's server and client alone).
 //! - `loadgen spew BYTES`: writes BYTES zero bytes to stdout and exits (an attached container's
 //!   output).
 //! - `loadgen sink SOCKET`: serves until killed, reading every request body to its end before
@@ -61,6 +63,17 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let [mode, listen, upstream] = &args[..]
+        && mode == "hyper-proxy"
+    {
+        return match hyper_proxy(Path::new(listen), Path::new(upstream)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("loadgen: {err:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,7 +97,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES | loadgen sink SOCKET | loadgen relay LISTEN UPSTREAM | loadgen spew BYTES";
+const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES | loadgen sink SOCKET | loadgen relay LISTEN UPSTREAM | loadgen hyper-proxy LISTEN UPSTREAM | loadgen spew BYTES";
 
 /// BYTES zero bytes on stdout, 64 KiB per write: what a container prints to an attached client
 /// (the `streams` section's attach stream).
@@ -121,6 +134,84 @@ fn relay(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
                     return;
                 };
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+            });
+        }
+    })
+}
+
+/// hyper alone, as the sidecar uses it: its HTTP/1 server (the sidecar's head timeout, timer and
+/// buffer limit) in front of its HTTP/1 client, one kept-alive upstream connection per client
+/// connection, both bodies streamed; no identity, policy or framing guard, and no upgrades. What
+/// the sidecar costs above this is its own pipeline; what this costs above the relay is hyper's.
+fn hyper_proxy(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use hyper::body::Incoming;
+    use hyper_util::rt::TokioTimer;
+    use tokio::sync::Mutex;
+
+    type Sender = http1::SendRequest<Incoming>;
+
+    async fn forward(
+        sender: &Mutex<Option<Sender>>,
+        upstream: &Path,
+        req: Request<Incoming>,
+    ) -> anyhow::Result<http::Response<Incoming>> {
+        let mut slot = sender.lock().await;
+        let reusable = match slot.take() {
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
+        };
+        let mut s = match reusable {
+            Some(s) => s,
+            None => {
+                let stream = UnixStream::connect(upstream).await?;
+                let (s, conn) = http1::Builder::new()
+                    .max_buf_size((1 << 20) + 4096)
+                    .handshake(TokioIo::new(stream))
+                    .await?;
+                tokio::spawn(conn);
+                s
+            }
+        };
+        let resp = s.send_request(req).await?;
+        *slot = Some(s);
+        Ok(resp)
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let _ = std::fs::remove_file(listen);
+        let listener = tokio::net::UnixListener::bind(listen)
+            .with_context(|| format!("binding {}", listen.display()))?;
+        loop {
+            let (client, _) = listener.accept().await?;
+            let upstream = Arc::new(upstream.to_owned());
+            tokio::spawn(async move {
+                let sender = Arc::new(Mutex::new(None));
+                let service = hyper::service::service_fn(move |req| {
+                    let sender = sender.clone();
+                    let upstream = upstream.clone();
+                    async move {
+                        match forward(&sender, &upstream, req).await {
+                            Ok(resp) => Ok(resp.map(http_body_util::Either::Left)),
+                            Err(err) => http::Response::builder()
+                                .status(502)
+                                .body(http_body_util::Either::Right(http_body_util::Full::new(
+                                    Bytes::from(err.to_string()),
+                                )))
+                                .map_err(anyhow::Error::from),
+                        }
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(30))
+                    .max_buf_size((1 << 20) + 4096)
+                    .serve_connection(TokioIo::new(client), service)
+                    .await;
             });
         }
     })

@@ -17,14 +17,18 @@ pub enum Via {
     /// A byte relay that reads nothing of HTTP (`loadgen relay`): the floor of any proxy here,
     /// which says how far a target is from what the machine allows at all.
     Relay,
+    /// hyper's server and client alone, configured as the sidecar's (`loadgen hyper-proxy`):
+    /// what the sidecar's own pipeline adds above it, and what hyper adds above the relay.
+    Hyper,
 }
 
-pub const VIAS: [Via; 5] = [
+pub const VIAS: [Via; 6] = [
     Via::Direct,
     Via::HaproxyClose,
     Via::HaproxyKeepAlive,
     Via::Eci,
     Via::Relay,
+    Via::Hyper,
 ];
 
 /// One loadgen run's JSON line.
@@ -152,6 +156,12 @@ pub fn http_figures(
                 "req/s",
             ));
             figures.push(Figure::new(
+                name("hyper_rps_vs_haproxy_ka"),
+                med(Via::Hyper, rps)?,
+                ka_rps,
+                "req/s",
+            ));
+            figures.push(Figure::new(
                 name("p50_us"),
                 med(Via::Eci, p50)?,
                 med(Via::Direct, p50)?,
@@ -167,6 +177,7 @@ pub fn http_figures(
                 (Via::HaproxyKeepAlive, "haproxy_ka_p99_us"),
                 (Via::HaproxyClose, "haproxy_close_p99_us"),
                 (Via::Relay, "relay_p99_us"),
+                (Via::Hyper, "hyper_p99_us"),
             ] {
                 figures.push(Figure::new(name(what), med(via, p99)?, direct_p99, "µs"));
             }
@@ -184,6 +195,7 @@ pub fn http_figures(
             for (via, what) in [
                 (Via::HaproxyClose, "haproxy_close_cpu_us_per_req"),
                 (Via::Relay, "relay_cpu_us_per_req"),
+                (Via::Hyper, "hyper_cpu_us_per_req"),
             ] {
                 figures.push(Figure::new(
                     name(what),
@@ -273,6 +285,7 @@ mod tests {
                     (Via::HaproxyKeepAlive, 500.0, Some(20.0)),
                     (Via::Eci, 700.0, Some(14.0)),
                     (Via::Relay, 800.0, Some(10.0)),
+                    (Via::Hyper, 750.0, Some(12.0)),
                 ] {
                     for jitter in [0.9, 1.0, 1.1] {
                         runs.push(Run {
@@ -317,9 +330,14 @@ mod tests {
         assert_eq!((vs_floor.value, vs_floor.baseline), (700.0, 800.0));
         let floor_cpu = find("sidecar.ping.c50.relay_cpu_us_per_req");
         assert_eq!((floor_cpu.value, floor_cpu.baseline), (10.0, 20.0));
+        let hyper_cpu = find("sidecar.ping.c50.hyper_cpu_us_per_req");
+        assert_eq!((hyper_cpu.value, hyper_cpu.baseline), (12.0, 20.0));
+        let hyper = find("sidecar.ping.c10.hyper_rps_vs_haproxy_ka");
+        assert_eq!((hyper.value, hyper.baseline), (750.0, 500.0));
+        assert_eq!(find("sidecar.ping.c10.hyper_p99_us").baseline, 20.0);
         assert_eq!(
             figures.len(),
-            routes.len() * concurrency.len() * 16,
+            routes.len() * concurrency.len() * 19,
             "{:#?}",
             figures.iter().map(|f| &f.name).collect::<Vec<_>>()
         );
