@@ -4,39 +4,14 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+    os::fd::{AsRawFd as _, OwnedFd},
 };
+
+use eci_tests::bpfsys::{self, Attr, Kind};
 
 const BPF_MAP_CREATE: libc::c_long = 0;
 const BPF_MAP_LOOKUP_ELEM: libc::c_long = 1;
-const BPF_MAP_GET_FD_BY_ID: libc::c_long = 14;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_MAP_TYPE_ARRAY: u64 = 2;
-
-/// `union bpf_attr`, zeroed: the kernel requires every byte it does not know to be zero.
-type Attr = [u64; 16];
-
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
-    // SAFETY: `attr` is a valid, writable buffer of the size passed.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr.as_mut_ptr(),
-            std::mem::size_of::<Attr>(),
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
-}
-
-fn owned(rc: i64) -> OwnedFd {
-    // SAFETY: the kernel returned a new fd that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(rc as i32) }
-}
 
 /// A one-entry array map (u32 → u64) and its id.
 pub struct Map {
@@ -50,15 +25,9 @@ impl Map {
         // map_type, key_size; value_size, max_entries.
         attr[0] = BPF_MAP_TYPE_ARRAY | (4 << 32);
         attr[1] = 8 | (1 << 32);
-        let fd = owned(bpf(BPF_MAP_CREATE, &mut attr)?);
-        let mut info = [0u32; 32];
-        let mut attr = Attr::default();
-        // bpf_fd, info_len; info.
-        attr[0] = fd.as_raw_fd() as u64 | ((std::mem::size_of_val(&info) as u64) << 32);
-        attr[1] = info.as_mut_ptr() as u64;
-        bpf(BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
-        // struct bpf_map_info: type, id, …
-        Ok(Self { fd, id: info[1] })
+        let fd = bpfsys::bpf_fd(BPF_MAP_CREATE, &mut attr)?;
+        let (id, _) = bpfsys::ids(&fd)?;
+        Ok(Self { fd, id })
     }
 
     /// `BPF_MAP_LOOKUP_ELEM` of key 0.
@@ -70,13 +39,11 @@ impl Map {
         attr[0] = self.fd.as_raw_fd() as u64;
         attr[1] = &key as *const u32 as u64;
         attr[2] = &mut value as *mut u64 as u64;
-        bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(drop)
+        bpfsys::bpf(BPF_MAP_LOOKUP_ELEM, &mut attr).map(drop)
     }
 
     /// `BPF_MAP_GET_FD_BY_ID` of this map, and the fd closed.
     pub fn fd_by_id(&self) -> io::Result<()> {
-        let mut attr = Attr::default();
-        attr[0] = u64::from(self.id);
-        bpf(BPF_MAP_GET_FD_BY_ID, &mut attr).map(|rc| drop(owned(rc)))
+        bpfsys::fd_by_id(Kind::Map, self.id).map(drop)
     }
 }

@@ -731,39 +731,15 @@ mod scm {
 /// detaches it before `close(2)` returns.
 mod switch {
     use std::{
-        ffi::CString,
         fs, io,
-        os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
+        os::fd::{AsRawFd as _, OwnedFd},
         path::Path,
     };
 
-    const BPF_PROG_GET_FD_BY_ID: libc::c_long = 13;
-    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-    const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
-
-    /// `union bpf_attr`, zero-filled past the fields a command uses.
-    type Attr = [u64; 16];
-
-    fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<OwnedFd> {
-        // SAFETY: `attr` is a live, zero-padded `union bpf_attr` of the size passed; the commands
-        // used here return a new fd (owned exactly once) or -1.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_bpf,
-                cmd,
-                attr.as_mut_ptr(),
-                size_of::<Attr>() as libc::c_uint,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: a fresh fd.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-    }
+    use eci_tests::bpfsys::{self, Attr, Kind};
 
     const BPF_PROG_LOAD: libc::c_long = 5;
+    const BPF_RAW_TRACEPOINT_OPEN: libc::c_long = 17;
     const BPF_PROG_TYPE_LSM: u64 = 29;
     const BPF_LSM_MAC: u64 = 27;
 
@@ -798,7 +774,7 @@ mod switch {
             attr[8] = BPF_LSM_MAC << 32;
             attr[13] = u64::from(target) << 32;
             Ok(Self {
-                programs: vec![bpf(BPF_PROG_LOAD, &mut attr)?],
+                programs: vec![bpfsys::bpf_fd(BPF_PROG_LOAD, &mut attr)?],
                 ids: Vec::new(),
                 links: Vec::new(),
             })
@@ -811,32 +787,10 @@ mod switch {
             let mut ids = Vec::new();
             for entry in fs::read_dir(dir)? {
                 let path = entry?.path();
-                let c_path =
-                    CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
-                let mut attr: Attr = [0; 16];
-                attr[0] = c_path.as_ptr() as u64;
-                let link = bpf(BPF_OBJ_GET, &mut attr)?;
-                // struct bpf_link_info { u32 type; u32 id; u32 prog_id; … }
-                let mut info = [0u32; 64];
-                let mut attr: Attr = [0; 16];
-                attr[0] = link.as_raw_fd() as u64 | ((size_of_val(&info) as u64) << 32);
-                attr[1] = info.as_mut_ptr() as u64;
-                // SAFETY: as in `bpf`; this command returns 0, not an fd.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_bpf,
-                        BPF_OBJ_GET_INFO_BY_FD,
-                        attr.as_mut_ptr(),
-                        size_of::<Attr>() as libc::c_uint,
-                    )
-                };
-                if rc < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                let mut attr: Attr = [0; 16];
-                attr[0] = u64::from(info[2]);
-                programs.push(bpf(BPF_PROG_GET_FD_BY_ID, &mut attr)?);
-                ids.push(info[2]);
+                let link = bpfsys::obj_get(&path)?;
+                let (_, program) = bpfsys::ids(&link)?;
+                programs.push(bpfsys::fd_by_id(Kind::Prog, program)?);
+                ids.push(program);
                 drop(link);
                 fs::remove_file(&path)?;
             }
@@ -882,7 +836,8 @@ mod switch {
                     let mut attr: Attr = [0; 16];
                     // raw_tracepoint.name = NULL: the target the program was loaded for.
                     attr[1] = program.as_raw_fd() as u64;
-                    self.links.push(bpf(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?);
+                    self.links
+                        .push(bpfsys::bpf_fd(BPF_RAW_TRACEPOINT_OPEN, &mut attr)?);
                 }
             }
             Ok(())

@@ -8,7 +8,6 @@
 //! - `probe …`: joins a cgroup and tries one access; the exit code says what happened.
 
 mod agent;
-mod bpfsys;
 mod cases;
 mod cgroup_cases;
 mod fixture;

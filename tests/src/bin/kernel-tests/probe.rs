@@ -9,7 +9,7 @@
 //! restarting engine does (unlink, bind), `rebind-rename PATH TMP` binds it at TMP and renames it
 //! onto PATH; both print `bound` and listen until stdin closes.
 //!
-//! The `bpf-*` ops attack the agent's own objects with raw `bpf(2)` calls (`bpfsys.rs`):
+//! The `bpf-*` ops attack the agent's own objects with raw `bpf(2)` calls (`tests/src/bpfsys.rs`):
 //! `bpf-get PIN` (`BPF_OBJ_GET`), `bpf-by-id map|prog|link ID` (`*_GET_FD_BY_ID`),
 //! `bpf-write-verdict MAP_ID` (an allow for the probe's own cgroup, written by id),
 //! `bpf-detach PIN` (`BPF_LINK_DETACH` of a pinned link), `bpf-ids PIN` (prints the object's id
@@ -29,7 +29,7 @@ use std::{
     process::ExitCode,
 };
 
-use crate::bpfsys;
+use eci_tests::bpfsys;
 
 /// Exit codes of a probe.
 pub const CONNECTED: u8 = 0;

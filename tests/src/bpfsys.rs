@@ -1,5 +1,7 @@
-//! Raw `bpf(2)` calls, as an attacker with `CAP_SYS_ADMIN`/`CAP_BPF` would make them (aya would
-//! hide which command the kernel refused). Layouts of `union bpf_attr` are uapi.
+//! Raw `bpf(2)` calls: the kernel suite's attacks on the agent's objects, as an attacker with
+//! `CAP_SYS_ADMIN`/`CAP_BPF` would make them (aya would hide which command the kernel refused),
+//! and the kernel bench's workloads and the commands aya does not offer on programs it did not
+//! load. The one place these crates make the syscall. Layouts of `union bpf_attr` are uapi.
 
 use std::{
     ffi::CString,
@@ -16,10 +18,11 @@ const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
 const BPF_LINK_GET_FD_BY_ID: libc::c_long = 30;
 const BPF_LINK_DETACH: libc::c_long = 34;
 
-/// Zeroed attributes; the kernel requires every byte it does not know to be zero.
-type Attr = [u64; 16];
+/// `union bpf_attr`, zeroed: the kernel requires every byte it does not know to be zero.
+pub type Attr = [u64; 16];
 
-fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
+/// `bpf(cmd, attr)`: the command's return value.
+pub fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
     // SAFETY: `attr` is a valid, writable buffer of the size passed.
     let rc = unsafe {
         libc::syscall(
@@ -36,9 +39,11 @@ fn bpf(cmd: libc::c_long, attr: &mut Attr) -> io::Result<i64> {
     }
 }
 
-fn fd(rc: i64) -> OwnedFd {
+/// `bpf(cmd, attr)` for a command that returns a new fd.
+pub fn bpf_fd(cmd: libc::c_long, attr: &mut Attr) -> io::Result<OwnedFd> {
+    let rc = bpf(cmd, attr)?;
     // SAFETY: the kernel returned a new fd that nothing else owns.
-    unsafe { OwnedFd::from_raw_fd(rc as i32) }
+    Ok(unsafe { OwnedFd::from_raw_fd(rc as i32) })
 }
 
 /// `BPF_OBJ_GET`: an fd of what is pinned at `path`.
@@ -46,7 +51,7 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let c = CString::new(path.as_os_str().as_encoded_bytes()).map_err(io::Error::other)?;
     let mut attr = Attr::default();
     attr[0] = c.as_ptr() as u64;
-    bpf(BPF_OBJ_GET, &mut attr).map(fd)
+    bpf_fd(BPF_OBJ_GET, &mut attr)
 }
 
 /// What an object's id is called by `*_GET_FD_BY_ID`.
@@ -66,7 +71,7 @@ pub fn fd_by_id(kind: Kind, id: u32) -> io::Result<OwnedFd> {
     };
     let mut attr = Attr::default();
     attr[0] = u64::from(id);
-    bpf(cmd, &mut attr).map(fd)
+    bpf_fd(cmd, &mut attr)
 }
 
 /// `BPF_OBJ_GET_INFO_BY_FD`: the object's id (`info.id`, the second u32 of the map, program and
