@@ -41,32 +41,19 @@ use tokio::{net::UnixStream, sync::oneshot};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [mode, listen, upstream] = &args[..]
-        && mode == "relay"
-    {
-        return match relay(Path::new(listen), Path::new(upstream)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("loadgen: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let [mode, bytes] = &args[..]
-        && mode == "spew"
-    {
-        return match spew(bytes) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(err) => {
-                eprintln!("loadgen: {err:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    if let [mode, listen, upstream] = &args[..]
-        && mode == "hyper-proxy"
-    {
-        return match hyper_proxy(Path::new(listen), Path::new(upstream)) {
+    // The modes that serve or write on their own runtime (or none), not the client's.
+    let own = match &args[..] {
+        [mode, listen, upstream] if mode == "relay" => {
+            Some(relay(Path::new(listen), Path::new(upstream)))
+        }
+        [mode, listen, upstream] if mode == "hyper-proxy" => {
+            Some(hyper_proxy(Path::new(listen), Path::new(upstream)))
+        }
+        [mode, bytes] if mode == "spew" => Some(spew(bytes)),
+        _ => None,
+    };
+    if let Some(result) = own {
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("loadgen: {err:#}");
