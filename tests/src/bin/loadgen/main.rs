@@ -23,9 +23,11 @@
 mod stats;
 
 use std::{
+    future::Future,
     path::{Path, PathBuf},
     pin::Pin,
     process::ExitCode,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -101,11 +103,14 @@ fn spew(bytes: &str) -> anyhow::Result<()> {
     out.flush().context("writing stdout")
 }
 
-/// The floor of any proxy on this machine: bytes copied both ways between each client
-/// connection and a connection of its own to the upstream, on the sidecar's runtime (tokio,
-/// one worker per core), reading nothing of HTTP. Per request it makes the syscalls every
-/// proxy must (a read and a write each way), so what a proxy costs above it is its own work.
-fn relay(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
+/// Serves `listen` on the sidecar's runtime (tokio, one worker per core), each accepted
+/// connection in a task of its own, as `serve` makes it: the frame of the relay and of bare
+/// hyper, so that they differ only in what they do with a connection.
+fn serve_each<F, Fut>(listen: &Path, serve: F) -> anyhow::Result<()>
+where
+    F: Fn(UnixStream) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -114,14 +119,25 @@ fn relay(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
         let listener = tokio::net::UnixListener::bind(listen)
             .with_context(|| format!("binding {}", listen.display()))?;
         loop {
-            let (mut client, _) = listener.accept().await?;
-            let upstream = upstream.to_owned();
-            tokio::spawn(async move {
-                let Ok(mut server) = tokio::net::UnixStream::connect(&upstream).await else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-            });
+            let (client, _) = listener.accept().await?;
+            tokio::spawn(serve(client));
+        }
+    })
+}
+
+/// The floor of any proxy on this machine: bytes copied both ways between each client
+/// connection and a connection of its own to the upstream, on the sidecar's runtime, reading
+/// nothing of HTTP. Per request it makes the syscalls every proxy must (a read and a write each
+/// way), so what a proxy costs above it is its own work.
+fn relay(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
+    let upstream = Arc::new(upstream.to_owned());
+    serve_each(listen, |mut client| {
+        let upstream = upstream.clone();
+        async move {
+            let Ok(mut server) = UnixStream::connect(&*upstream).await else {
+                return;
+            };
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
         }
     })
 }
@@ -131,8 +147,7 @@ fn relay(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
 /// connection, both bodies streamed; no identity, policy or framing guard, and no upgrades. What
 /// the sidecar costs above this is its own pipeline; what this costs above the relay is hyper's.
 fn hyper_proxy(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
-    use std::sync::Arc;
-
+    use eci_agent::sidecar::MAX_HEAD_BYTES;
     use hyper::body::Incoming;
     use hyper_util::rt::TokioTimer;
     use tokio::sync::Mutex;
@@ -154,7 +169,7 @@ fn hyper_proxy(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
             None => {
                 let stream = UnixStream::connect(upstream).await?;
                 let (s, conn) = http1::Builder::new()
-                    .max_buf_size((1 << 20) + 4096)
+                    .max_buf_size(MAX_HEAD_BYTES)
                     .handshake(TokioIo::new(stream))
                     .await?;
                 tokio::spawn(conn);
@@ -166,40 +181,33 @@ fn hyper_proxy(listen: &Path, upstream: &Path) -> anyhow::Result<()> {
         Ok(resp)
     }
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let _ = std::fs::remove_file(listen);
-        let listener = tokio::net::UnixListener::bind(listen)
-            .with_context(|| format!("binding {}", listen.display()))?;
-        loop {
-            let (client, _) = listener.accept().await?;
-            let upstream = Arc::new(upstream.to_owned());
-            tokio::spawn(async move {
-                let sender = Arc::new(Mutex::new(None));
-                let service = hyper::service::service_fn(move |req| {
-                    let sender = sender.clone();
-                    let upstream = upstream.clone();
-                    async move {
-                        match forward(&sender, &upstream, req).await {
-                            Ok(resp) => Ok(resp.map(http_body_util::Either::Left)),
-                            Err(err) => http::Response::builder()
-                                .status(502)
-                                .body(http_body_util::Either::Right(http_body_util::Full::new(
-                                    Bytes::from(err.to_string()),
-                                )))
-                                .map_err(anyhow::Error::from),
-                        }
+    let upstream = Arc::new(upstream.to_owned());
+    serve_each(listen, |client| {
+        let upstream = upstream.clone();
+        async move {
+            let sender = Arc::new(Mutex::new(None));
+            let service = hyper::service::service_fn(move |req| {
+                let sender = sender.clone();
+                let upstream = upstream.clone();
+                async move {
+                    match forward(&sender, &upstream, req).await {
+                        Ok(resp) => Ok(resp.map(http_body_util::Either::Left)),
+                        Err(err) => http::Response::builder()
+                            .status(502)
+                            .body(http_body_util::Either::Right(http_body_util::Full::new(
+                                Bytes::from(err.to_string()),
+                            )))
+                            .map_err(anyhow::Error::from),
                     }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(30))
-                    .max_buf_size((1 << 20) + 4096)
-                    .serve_connection(TokioIo::new(client), service)
-                    .await;
+                }
             });
+            // The sidecar's head timeout (`SidecarConfig::new`).
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(30))
+                .max_buf_size(MAX_HEAD_BYTES)
+                .serve_connection(TokioIo::new(client), service)
+                .await;
         }
     })
 }

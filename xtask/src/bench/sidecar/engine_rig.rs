@@ -170,13 +170,15 @@ impl Rig {
 
     /// The docker CLI, speaking to the private engine directly.
     pub(super) fn docker(&self) -> Command {
+        self.docker_via(Way::Direct)
+    }
+
+    /// The docker CLI, speaking to the engine the `way` way.
+    pub(super) fn docker_via(&self, way: Way) -> Command {
         let mut cmd = Command::new("docker");
         cmd.env(
             "DOCKER_HOST",
-            format!(
-                "unix://{}",
-                self.shared.join(Way::Direct.socket()).display()
-            ),
+            format!("unix://{}", self.socket(way).display()),
         )
         .env("DOCKER_CONFIG", self.dir.join("docker-config"));
         cmd

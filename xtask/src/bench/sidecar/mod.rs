@@ -478,32 +478,23 @@ impl Proxies {
             )?;
             Ok((guard, socket))
         };
-        let relay_socket = dir.join(format!("relay-{tag}.sock"));
-        let relay = daemon(
-            "relay",
-            Command::new(loadgen)
-                .arg("relay")
-                .arg(&relay_socket)
-                .arg(upstream),
-            &dir.join(format!("relay-{tag}.log")),
-            &relay_socket,
-        )?;
-        let hyper_socket = dir.join(format!("hyper-{tag}.sock"));
-        let hyper = daemon(
-            "hyper-proxy",
-            Command::new(loadgen)
-                .arg("hyper-proxy")
-                .arg(&hyper_socket)
-                .arg(upstream),
-            &dir.join(format!("hyper-{tag}.log")),
-            &hyper_socket,
-        )?;
+        // The floors, both `loadgen` in front of the same upstream.
+        let floor = |mode: &'static str| -> anyhow::Result<(Guarded, PathBuf)> {
+            let socket = dir.join(format!("{mode}-{tag}.sock"));
+            let guard = daemon(
+                mode,
+                Command::new(loadgen).arg(mode).arg(&socket).arg(upstream),
+                &dir.join(format!("{mode}-{tag}.log")),
+                &socket,
+            )?;
+            Ok((guard, socket))
+        };
         Ok(Self {
             eci: (eci, eci_socket),
             haproxy_close: haproxy(HaproxyMode::ServerClose, "close")?,
             haproxy_keep_alive: haproxy(HaproxyMode::KeepAlive, "ka")?,
-            relay: (relay, relay_socket),
-            hyper: (hyper, hyper_socket),
+            relay: floor("relay")?,
+            hyper: floor("hyper-proxy")?,
         })
     }
 
