@@ -130,7 +130,12 @@ impl AuditLog {
             .out
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Err(err) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        // One `write` per record: formatted straight into the file, a line is many small
+        // writes, and an agent killed between them (or a second agent appending to the same
+        // file) leaves a torn line that is not JSON.
+        let mut text = line.to_string();
+        text.push('\n');
+        if let Err(err) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
             tracing::warn!(%err, "cannot write the audit log");
         }
     }
@@ -170,6 +175,39 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts the `write` calls it gets, as a file would see them.
+    struct Writes(Arc<Mutex<Vec<usize>>>);
+
+    impl Write for Writes {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().push(buf.len());
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn each_record_is_one_write() {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let log = AuditLog::new(Box::new(Writes(writes.clone())), true);
+        log.record_kernel_denial(&KernelDenial {
+            pid: 7,
+            comm: "sh",
+            cgroup_id: 42,
+            cgroup: Some("/docker/abc"),
+            container_id: None,
+            path: Some("/run/eci/engine.sock"),
+            dev: 1,
+            ino: 2,
+            hook: "unix_stream_connect",
+        });
+        let writes = writes.lock().unwrap();
+        assert_eq!(writes.len(), 1, "a record in {} writes", writes.len());
+    }
 
     #[test]
     fn dates() {
