@@ -1,6 +1,7 @@
 //! The sidecar's HTTP/1.1 handling on a raw socket: keep-alive, pipelining (each request judged
 //! on its own), bodies, HEAD, `Expect: 100-continue`, malformed input, slow heads, HTTP/2
-//! prior knowledge; and a differential test of odd paths against the engine itself.
+//! prior knowledge; the sidecar's own HTTP/1 path and its hand-off to hyper; and a differential
+//! test of odd paths against the engine itself, through both.
 
 use std::{
     io::{Read as _, Write as _},
@@ -138,6 +139,75 @@ fn expect_continue_only_after_admission() {
     assert_eq!(&first, b"HTTP/1.1 100 Continue\r\n\r\n");
     stream.write_all(b"{}").unwrap();
     assert_eq!(statuses(&read_all(&mut stream)), [200]);
+}
+
+/// Plain requests reach the engine as their bytes came and its answers come back as theirs
+/// came (header case included: hyper writes names in lower case), a body arriving in pieces
+/// included; the first request the plain path does not carry hands the connection to hyper
+/// for good.
+#[test]
+fn plain_requests_pass_byte_for_byte_until_one_is_not() {
+    let sc = container_sidecar("deny", &["push"]);
+    let without_date = |answer: &str| {
+        answer
+            .lines()
+            .filter(|l| !l.to_lowercase().starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let version = b"GET /v1.41/version HTTP/1.1\r\nHost: d\r\n\r\n";
+    let mut direct = UnixStream::connect(engine().socket()).unwrap();
+    direct.write_all(version).unwrap();
+    let expected = one_answer(&mut direct, false);
+    let mut stream = UnixStream::connect(sc.socket()).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(version).unwrap();
+    let answer = one_answer(&mut stream, false);
+    assert_eq!(without_date(&answer), without_date(&expected));
+    assert!(answer.contains("\r\nApi-Version: "), "{answer}");
+
+    let body = br#"{"Name":"eci-http-plain"}"#;
+    stream
+        .write_all(
+            format!(
+                "POST /v1.41/volumes/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+    for piece in body.chunks(10) {
+        std::thread::sleep(Duration::from_millis(100));
+        stream.write_all(piece).unwrap();
+    }
+    let created = one_answer(&mut stream, false);
+    assert_eq!(statuses(&created), [201], "{created}");
+    assert!(created.contains("eci-http-plain"), "{created}");
+    stream
+        .write_all(b"HEAD /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+        .unwrap();
+    let ping = one_answer(&mut stream, true);
+    assert_eq!(statuses(&ping), [200], "{ping}");
+    assert!(ping.contains("\r\nApi-Version: "), "{ping}");
+
+    // A chunked body is not plain: hyper reads it, and every request after it.
+    stream
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .unwrap();
+    for _ in 0..2 {
+        let ping = one_answer(&mut stream, false);
+        assert_eq!(statuses(&ping), [200], "{ping}");
+        assert!(ping.contains("\r\napi-version: "), "{ping}");
+        stream
+            .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+            .unwrap();
+    }
+    let _ = engine()
+        .docker()
+        .args(["volume", "rm", "eci-http-plain"])
+        .output();
 }
 
 #[test]
@@ -298,17 +368,30 @@ fn differential_odd_paths() {
         "/v1.41/volumes/",
         "/v1.41/%zz",
     ];
-    for path in corpus {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n");
-        let direct = exchange(engine().socket(), request.as_bytes());
-        let via_host = exchange(host.socket(), request.as_bytes());
+    // With `Connection: close` hyper reads each request; without, the sidecar's own HTTP/1
+    // path does, on a connection that must stay in step for the next request.
+    for (path, close) in corpus.iter().flat_map(|p| [(*p, true), (*p, false)]) {
+        let request = if close {
+            format!("GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n")
+        } else {
+            format!("GET {path} HTTP/1.1\r\nHost: docker\r\n\r\n")
+        };
+        let send = |socket: &Path| {
+            if close {
+                exchange(socket, request.as_bytes())
+            } else {
+                kept_alive_exchange(socket, request.as_bytes())
+            }
+        };
+        let direct = send(engine().socket());
+        let via_host = send(host.socket());
         let (d, h) = (head(&direct), head(&via_host));
         assert_eq!(
             d.0, h.0,
             "{path}: engine {direct:?} vs sidecar {via_host:?}"
         );
         assert_eq!(d.1, h.1, "{path}: Location differs");
-        let via_container = exchange(contained.socket(), request.as_bytes());
+        let via_container = send(contained.socket());
         let c = head(&via_container);
         if c.0 != 403 {
             assert_eq!(c, d, "{path}: a forwarded answer must be the engine's");
@@ -327,6 +410,59 @@ fn differential_odd_paths() {
             );
         }
     }
+}
+
+/// Sends `request` on a new connection, reads one answer, then checks that the connection
+/// still serves a ping; returns the answer.
+fn kept_alive_exchange(socket: &Path, request: &[u8]) -> String {
+    let mut stream = UnixStream::connect(socket).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let answer = one_answer(&mut stream, false);
+    if !answer.contains("Connection: close") && !answer.contains("connection: close") {
+        stream
+            .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n")
+            .unwrap();
+        let ping = one_answer(&mut stream, false);
+        assert_eq!(statuses(&ping), [200], "after {answer:?}: {ping:?}");
+    }
+    answer
+}
+
+/// Reads one answer (its head, and its body by `Content-Length` or chunks) from a kept-alive
+/// connection.
+fn one_answer(stream: &mut UnixStream, to_head: bool) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).expect("an answer head"),
+            1,
+            "{got:?}"
+        );
+        got.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&got).to_lowercase();
+    let length = head.lines().find_map(|l| {
+        l.strip_prefix("content-length: ")?
+            .trim()
+            .parse::<usize>()
+            .ok()
+    });
+    if to_head {
+    } else if let Some(length) = length {
+        let mut body = vec![0u8; length];
+        stream.read_exact(&mut body).unwrap();
+        got.extend_from_slice(&body);
+    } else if head.contains("transfer-encoding: chunked") {
+        while !got.ends_with(b"\r\n0\r\n\r\n") {
+            assert_eq!(stream.read(&mut byte).expect("a chunk"), 1, "{got:?}");
+            got.push(byte[0]);
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
 }
 
 /// Status and Location of the first response.

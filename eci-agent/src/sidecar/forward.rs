@@ -186,10 +186,8 @@ const ENGINE_SEND_BUFFER: usize = 1 << 20;
 /// in all, which a host with hundreds of attached clients still affords.
 const TUNNEL_BUFFER: usize = 64 << 10;
 
-async fn connect(
-    engine: &Path,
-    upgrades: bool,
-) -> Result<http1::SendRequest<ProxyBody>, ForwardError> {
+/// A new connection to the engine, with the send buffer streamed bodies want.
+pub async fn connect_engine(engine: &Path) -> Result<UnixStream, ForwardError> {
     let stream = UnixStream::connect(engine)
         .await
         .map_err(|source| ForwardError::Connect {
@@ -200,6 +198,14 @@ async fn connect(
         // Only slower: the connection works as well with the default buffer.
         tracing::debug!(%err, "engine connection: SO_SNDBUF");
     }
+    Ok(stream)
+}
+
+async fn connect(
+    engine: &Path,
+    upgrades: bool,
+) -> Result<http1::SendRequest<ProxyBody>, ForwardError> {
+    let stream = connect_engine(engine).await?;
     let (sender, conn) = http1::Builder::new()
         .max_buf_size(super::MAX_HEAD_BYTES)
         .handshake(TokioIo::new(stream))

@@ -14,6 +14,11 @@
 //!
 //! Refusals (and, on request, admissions) are written to the audit log ([`audit`]).
 //!
+//! A connection is first served by the sidecar's own HTTP/1 path ([`plain`]), which carries
+//! requests that every parser reads alike and that steps 3–4b admit untouched, bytes as they
+//! came. The first request it does not carry hands the connection to hyper for good, and
+//! everything below about hyper applies from there.
+//!
 //! The engine only ever receives requests as hyper parsed them and the pipeline classified them
 //! (origin-form target, bodies re-framed), so where hyper is more lenient than Go the two still
 //! agree on what runs: a `#…` suffix is dropped before both see it. `Content-Length` with
@@ -29,6 +34,7 @@ mod framing;
 pub mod mounts;
 pub mod path;
 pub mod peer;
+mod plain;
 pub mod respond;
 mod sniff;
 
@@ -212,20 +218,31 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
             EngineLink::new(&shared.config.engine).with_revocation(revoked.clone()),
         ),
     });
-    let service = service_fn(move |req| {
-        let conn = conn.clone();
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) }
-    });
-    let served = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(head_timeout)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .serve_connection(
-            TokioIo::new(framing::Guarded::new(sniff::Prefixed::new(first, stream))),
-            service,
-        )
-        .with_upgrades();
+    let served = async move {
+        let engine = shared.config.engine.clone();
+        let carried = plain::serve(stream, first, &engine, head_timeout, |head| {
+            carries(head, &conn, &shared)
+        })
+        .await;
+        let plain::Ended::HandOff { read, client } = carried else {
+            return Ok(());
+        };
+        let service = service_fn(move |req| {
+            let conn = conn.clone();
+            let shared = shared.clone();
+            async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) }
+        });
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(head_timeout)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .serve_connection(
+                TokioIo::new(framing::Guarded::new(sniff::Prefixed::new(read, client))),
+                service,
+            )
+            .with_upgrades()
+            .await
+    };
     // A revocable connection is served in a task of its own, which is aborted when the
     // allowance goes: polled side by side in one task, the revocation's future would be polled
     // again on every wake-up of the connection (about 600 instructions per request).
@@ -417,6 +434,61 @@ async fn handle<G: CommandGate + ?Sized>(
         tracing::debug!(%err, "forwarding failed");
         respond::forward_failed(&err)
     })
+}
+
+/// Steps 1–4b for a plain head ([`plain`]): true when the request is admitted as it is, with
+/// nothing for the gate to judge, no form to strip and no connection to hijack (it is then
+/// counted and audited here, as [`handle`] would); false hands it to [`handle`].
+fn carries<G: CommandGate + ?Sized>(
+    head: &plain::PlainHead<'_>,
+    conn: &Connection,
+    shared: &Shared<G>,
+) -> bool {
+    let (path, query) = match head.target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (head.target, None),
+    };
+    let Ok(EnginePath::Route(route_path)) = path::engine_path(path, query) else {
+        return false;
+    };
+    let caller = &conn.caller;
+    let admission = admit::admit(
+        &**shared.policy.borrow(),
+        &caller.kind,
+        head.method,
+        &route_path,
+        query,
+        head.target,
+    );
+    let Admission::Admitted(decision) = admission else {
+        return false;
+    };
+    if decision.reads_form || is_hijack(head.method, decision.route) {
+        return false;
+    }
+    if let Some(gate) = &shared.config.mounts
+        && !mounts::passes_unjudged(
+            gate,
+            &caller.kind,
+            conn.revoked.as_ref(),
+            head.method,
+            decision.route,
+        )
+    {
+        return false;
+    }
+    let verdict = audit::Verdict::Allow;
+    shared.config.metrics.request(verdict, decision.command);
+    if let Some(audit) = &shared.config.audit {
+        audit.record(&audit::Entry {
+            caller,
+            method: head.method,
+            raw_target: head.target,
+            decision: &decision,
+            verdict,
+        });
+    }
+    true
 }
 
 /// The request target as the client wrote it (hyper keeps it verbatim up to any `#`), for the

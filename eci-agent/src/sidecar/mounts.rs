@@ -91,6 +91,25 @@ pub async fn check(
     }
 }
 
+/// Whether [`check`] would pass this request without reading or changing it: the caller may
+/// still talk to the engine, and the gate judges nothing in the route. The sidecar's own
+/// HTTP/1 path carries only such requests.
+pub fn passes_unjudged(
+    gate: &SocketMountGate,
+    caller: &CallerKind,
+    revoked: Option<&tokio::sync::watch::Receiver<bool>>,
+    method: &str,
+    route: Option<&'static str>,
+) -> bool {
+    let allowed = match caller {
+        CallerKind::Container(id) if gate.eci_enabled() => {
+            still_allowed(revoked, || gate.table.is_allowed(id))
+        }
+        _ => true,
+    };
+    allowed && judged(method, route).is_none()
+}
+
 /// Whether a container caller still has its allowance. A connection subscribed while the
 /// container was allowed holds the table's receiver, which turns true when the allowance goes
 /// (and whose sender is dropped when the entry is replaced or removed): reading it is one look

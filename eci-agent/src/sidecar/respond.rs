@@ -99,6 +99,19 @@ pub fn forward_failed(err: &ForwardError) -> Response<ProxyBody> {
     }
 }
 
+/// An engine failure as [`forward_failed`] answers it, in bytes, for the sidecar's own HTTP/1
+/// path ([`super::plain`]), which then closes the connection.
+pub fn engine_failed_plain(why: &str) -> Vec<u8> {
+    let body =
+        serde_json::json!({ "message": format!("eci-agent: engine connection failed: {why}") })
+            .to_string();
+    format!(
+        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn json_error(status: StatusCode, message: &str, close: bool) -> Response<ProxyBody> {
     let body = serde_json::json!({ "message": message }).to_string();
     let mut resp = Response::new(full(body));

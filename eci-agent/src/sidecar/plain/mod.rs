@@ -1,0 +1,441 @@
+//! The sidecar's own HTTP/1.1 path, for plain requests.
+//!
+//! hyper parses each request into a typed message and writes it out again, and the same for
+//! each answer: for the requests clients send most (`/_ping`, lists, inspects, an image load's
+//! sized body) that cost more CPU than HAProxy's whole relay. Here a connection's requests are
+//! read with httparse instead. A head that every parser reads alike ([`request`]), and that the
+//! pipeline admits without looking further, goes to the engine as its bytes came, and the
+//! engine's answer comes back as its bytes came ([`response`]), on one kept-alive engine
+//! connection. The first request that is anything else (not plain, refused, judged by the
+//! socket-mount gate, a hijack, a path the engine redirects) hands the connection, with every
+//! byte read of it, to hyper's path for good: what hyper alone did before, it still does.
+//!
+//! A head must be whole within the head timeout, counted from when the connection is ready for
+//! it, as hyper counts; bodies and answers have no timeout.
+
+pub mod request;
+pub mod response;
+
+use std::{io, path::Path, time::Duration};
+
+use tokio::net::UnixStream;
+
+use request::Head;
+pub use request::PlainHead;
+use response::{Answer, BodyEnd, Framing};
+
+/// How a connection left this path.
+pub enum Ended {
+    /// It is over (closed by the client, timed out, or failed).
+    Closed,
+    /// hyper's path serves it from here: `read` holds the bytes read and not yet served.
+    HandOff { read: Vec<u8>, client: UnixStream },
+}
+
+/// Answers are read in pieces of up to this size: a `docker save` or a log stream moves in
+/// 64 KiB pieces, as the sidecar's tunnels do.
+const READ_CHUNK: usize = 64 << 10;
+/// Request bodies move in pieces of up to this size (an image load, a build context, `docker
+/// cp`): larger reads and writes wake the engine less often, as the engine connection's send
+/// buffer (`forward::ENGINE_SEND_BUFFER`) allows. The buffer lives only while a body is sent.
+const BODY_CHUNK: usize = 1 << 20;
+/// What a connection's buffers start with: a whole request head and most answers.
+const START_BUFFER: usize = 8 << 10;
+
+/// Serves `client` (whose first bytes, `first`, were read already) until it closes or a
+/// request is not for this path. `carry` is the pipeline's word on each plain head: true when
+/// it admits the request as it is (and has counted and audited it).
+pub async fn serve(
+    client: UnixStream,
+    first: Vec<u8>,
+    engine_path: &Path,
+    head_timeout: Duration,
+    mut carry: impl FnMut(&PlainHead<'_>) -> bool,
+) -> Ended {
+    let mut read = first;
+    read.reserve(START_BUFFER);
+    let mut engine: Option<UnixStream> = None;
+    let mut answer = Vec::new();
+    loop {
+        let deadline = tokio::time::Instant::now() + head_timeout;
+        let (head_len, body, to_head) = loop {
+            match request::read(&read) {
+                Head::Plain(head) => {
+                    if !carry(&head) {
+                        return Ended::HandOff { read, client };
+                    }
+                    break (head.len, head.body, head.method == "HEAD");
+                }
+                Head::Other => return Ended::HandOff { read, client },
+                Head::Partial => {}
+            }
+            read.reserve(START_BUFFER);
+            match tokio::time::timeout_at(deadline, read_more(&client, &mut read)).await {
+                Ok(Ok(0)) if read.is_empty() => return Ended::Closed,
+                // A head cut short is hyper's to answer, as before.
+                Ok(Ok(0)) => return Ended::HandOff { read, client },
+                Ok(Ok(_)) => {}
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, "client connection ended");
+                    return Ended::Closed;
+                }
+                Err(_) => {
+                    tracing::debug!("request head not read within the head timeout");
+                    return Ended::Closed;
+                }
+            }
+        };
+        let exchange = Exchange {
+            head_len,
+            body,
+            to_head,
+        };
+        let served = match engine.take().filter(still_open) {
+            Some(reused) => match exchange.run(&client, &read, &reused, &mut answer).await {
+                // The engine closed its idle connection as the request went out, before it
+                // read any of it: the request goes again on a new connection.
+                Err(Failure::EngineGone) if exchange.consumes_only_read(&read) => None,
+                other => Some((other, reused)),
+            },
+            None => None,
+        };
+        let (served, used) = match served {
+            Some(served) => served,
+            None => {
+                let Ok(fresh) = super::forward::connect_engine(engine_path).await else {
+                    // hyper's path answers the engine's absence as it always has.
+                    return Ended::HandOff { read, client };
+                };
+                let served = exchange.run(&client, &read, &fresh, &mut answer).await;
+                (served, fresh)
+            }
+        };
+        match served {
+            Ok(Next::KeepAlive { engine_reusable }) => {
+                if engine_reusable {
+                    engine = Some(used);
+                }
+                read.drain(..exchange.consumed(&read));
+            }
+            Ok(Next::Close) => return Ended::Closed,
+            Err(failure) => {
+                tracing::debug!(%failure, "plain request failed");
+                if let Some(answer) = failure.answer() {
+                    let _ = write_all(&client, &answer).await;
+                }
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+/// An idle engine connection the engine has not closed (nor sent anything on: that would be
+/// out of step). Costs no system call unless the socket was marked readable.
+fn still_open(engine: &UnixStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(engine.try_read(&mut probe), Err(err) if err.kind() == io::ErrorKind::WouldBlock)
+}
+
+/// What comes after an exchange.
+enum Next {
+    KeepAlive {
+        engine_reusable: bool,
+    },
+    /// The client connection ends (the answer was delimited by closing it, or the client's
+    /// body was not all sent when the answer ended).
+    Close,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Failure {
+    /// The engine connection closed or reset before any of its answer arrived.
+    #[error("the engine closed the connection before answering")]
+    EngineGone,
+    /// The engine broke the exchange; `answered` says the client has part of an answer.
+    #[error("engine: {why}")]
+    Engine { why: String, answered: bool },
+    /// The client went away or cut its body short.
+    #[error("client: {0}")]
+    Client(io::Error),
+}
+
+impl Failure {
+    fn engine(err: impl std::fmt::Display, answered: bool) -> Self {
+        Self::Engine {
+            why: err.to_string(),
+            answered,
+        }
+    }
+
+    /// The answer the client gets, when it has none yet: the engine's failure, as hyper's
+    /// path answers it.
+    fn answer(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::EngineGone => Some(super::respond::engine_failed_plain(
+                "the engine closed the connection",
+            )),
+            Self::Engine {
+                why,
+                answered: false,
+            } => Some(super::respond::engine_failed_plain(why)),
+            Self::Engine { answered: true, .. } | Self::Client(_) => None,
+        }
+    }
+}
+
+/// One plain request and its answer.
+#[derive(Clone, Copy)]
+struct Exchange {
+    head_len: usize,
+    body: u64,
+    to_head: bool,
+}
+
+impl Exchange {
+    /// The bytes of `read` this request takes: its head and what arrived of its body.
+    fn consumed(&self, read: &[u8]) -> usize {
+        let end = (self.head_len as u64).saturating_add(self.body);
+        usize::try_from(end).map_or(read.len(), |end| end.min(read.len()))
+    }
+
+    /// The whole request was read already, so it can be sent again.
+    fn consumes_only_read(&self, read: &[u8]) -> bool {
+        (self.head_len as u64).saturating_add(self.body) <= read.len() as u64
+    }
+
+    async fn run(
+        &self,
+        client: &UnixStream,
+        read: &[u8],
+        engine: &UnixStream,
+        answer: &mut Vec<u8>,
+    ) -> Result<Next, Failure> {
+        let taken = &read[..self.consumed(read)];
+        let rest = self.body - (taken.len() - self.head_len) as u64;
+        let mut answered = false;
+        if rest == 0 {
+            // The whole request in one write.
+            if let Err(err) = write_all(engine, taken).await {
+                return Err(gone_or(err, false));
+            }
+        }
+        // A body still arriving goes on while the answer is awaited: the engine may answer
+        // before it has read it all (an error), as hyper's client allows too.
+        let send = send_body(client, engine, taken, rest);
+        let relay = relay_answer(engine, client, answer, self.to_head, &mut answered);
+        tokio::pin!(send, relay);
+        let mut body_sent = (rest == 0).then_some(true);
+        let mut watching = true;
+        loop {
+            tokio::select! {
+                biased;
+                relayed = &mut relay => return match (relayed, body_sent) {
+                    (Ok(next), Some(true)) => Ok(next),
+                    // The client's body is not all read: its connection cannot go on.
+                    (Ok(_), _) => Ok(Next::Close),
+                    (Err(failure), _) => Err(failure),
+                },
+                sent = &mut send, if body_sent.is_none() => match sent {
+                    Ok(()) => body_sent = Some(true),
+                    Err(BodyFailure::Client(err)) => return Err(Failure::Client(err)),
+                    // The engine stopped reading: its answer may still come.
+                    Err(BodyFailure::Engine(err)) => {
+                        tracing::debug!(%err, "engine stopped reading a request body");
+                        body_sent = Some(false);
+                    }
+                },
+                hung_up = hung_up(client), if body_sent.is_some() && watching => {
+                    if hung_up {
+                        return Err(Failure::Client(io::ErrorKind::ConnectionAborted.into()));
+                    }
+                    watching = false;
+                },
+            }
+        }
+    }
+}
+
+/// How long an answer may take before the sidecar looks for the client hanging up.
+const HANG_UP_CHECK_AFTER: Duration = Duration::from_millis(200);
+
+/// Whether the client hung up while its answer is awaited (a `docker events`, `logs -f` or
+/// `wait` whose caller went away): the exchange then ends, and with it the engine connection,
+/// as on hyper's path. False when the client sent more instead (a pipelined request, not read
+/// here). Looking costs a system call, so an answer that comes at once is never looked after.
+async fn hung_up(client: &UnixStream) -> bool {
+    tokio::time::sleep(HANG_UP_CHECK_AFTER).await;
+    loop {
+        if client.readable().await.is_err() {
+            return true;
+        }
+        let mut probe = [std::mem::MaybeUninit::uninit(); 1];
+        match client.try_io(tokio::io::Interest::READABLE, || {
+            socket2::SockRef::from(client).peek(&mut probe)
+        }) {
+            Ok(0) => return true,
+            Ok(_) => return false,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(_) => return true,
+        }
+    }
+}
+
+/// An engine connection's end before an answer began is [`Failure::EngineGone`]; anything
+/// else broke the exchange.
+fn gone_or(err: io::Error, answered: bool) -> Failure {
+    let gone = matches!(
+        err.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset | io::ErrorKind::UnexpectedEof
+    );
+    if gone && !answered {
+        Failure::EngineGone
+    } else {
+        Failure::engine(err, answered)
+    }
+}
+
+enum BodyFailure {
+    Client(io::Error),
+    Engine(io::Error),
+}
+
+/// Sends the head and the body read so far (`taken`), then `rest` more body bytes from the
+/// client.
+async fn send_body(
+    client: &UnixStream,
+    engine: &UnixStream,
+    taken: &[u8],
+    mut rest: u64,
+) -> Result<(), BodyFailure> {
+    write_all(engine, taken)
+        .await
+        .map_err(BodyFailure::Engine)?;
+    let mut chunk = vec![0; usize::try_from(rest).map_or(BODY_CHUNK, |rest| rest.min(BODY_CHUNK))];
+    while rest > 0 {
+        let want = usize::try_from(rest).map_or(chunk.len(), |rest| rest.min(chunk.len()));
+        let n = read_some(client, &mut chunk[..want])
+            .await
+            .map_err(BodyFailure::Client)?;
+        if n == 0 {
+            return Err(BodyFailure::Client(io::ErrorKind::UnexpectedEof.into()));
+        }
+        write_all(engine, &chunk[..n])
+            .await
+            .map_err(BodyFailure::Engine)?;
+        rest -= n as u64;
+    }
+    Ok(())
+}
+
+/// Passes the engine's answer on to the client, as its bytes came (but for hop-by-hop
+/// headers), until its body ends.
+async fn relay_answer(
+    engine: &UnixStream,
+    client: &UnixStream,
+    buf: &mut Vec<u8>,
+    to_head: bool,
+    answered: &mut bool,
+) -> Result<Next, Failure> {
+    buf.clear();
+    let head = loop {
+        match response::read(buf, to_head) {
+            Answer::Partial => {
+                buf.reserve(START_BUFFER);
+                match read_more(engine, buf).await {
+                    Ok(0) if buf.is_empty() && !*answered => return Err(Failure::EngineGone),
+                    Ok(0) => {
+                        return Err(Failure::engine("the engine closed mid-answer", *answered));
+                    }
+                    Ok(_) => {}
+                    Err(err) if buf.is_empty() => return Err(gone_or(err, *answered)),
+                    Err(err) => return Err(Failure::engine(err, *answered)),
+                }
+            }
+            Answer::Invalid(why) => return Err(Failure::engine(why, *answered)),
+            Answer::Head(head) if head.interim => {
+                let bytes = head.rewritten.as_deref().unwrap_or(&buf[..head.len]);
+                write_all(client, bytes).await.map_err(Failure::Client)?;
+                *answered = true;
+                buf.drain(..head.len);
+            }
+            Answer::Head(head) => break head,
+        }
+    };
+    let mut end = BodyEnd::new(head.framing);
+    let mut out_of_step = false;
+    let now = end
+        .follow(&buf[head.len..])
+        .map_err(|err| Failure::engine(err, *answered))?;
+    out_of_step |= head.len + now < buf.len();
+    // Head and the body read with it in one write: one wake-up of the client.
+    let sent = match head.rewritten {
+        None => write_all(client, &buf[..head.len + now]).await,
+        Some(mut rewritten) => {
+            rewritten.extend_from_slice(&buf[head.len..head.len + now]);
+            write_all(client, &rewritten).await
+        }
+    };
+    sent.map_err(Failure::Client)?;
+    *answered = true;
+    while !end.done() {
+        buf.clear();
+        buf.reserve(READ_CHUNK);
+        let n = read_more(engine, buf)
+            .await
+            .map_err(|err| Failure::engine(err, true))?;
+        if n == 0 {
+            return match head.framing {
+                Framing::UntilClose => Ok(Next::Close),
+                _ => Err(Failure::engine("the engine closed mid-answer", true)),
+            };
+        }
+        let now = end.follow(buf).map_err(|err| Failure::engine(err, true))?;
+        out_of_step |= now < n;
+        write_all(client, &buf[..now])
+            .await
+            .map_err(Failure::Client)?;
+    }
+    Ok(Next::KeepAlive {
+        engine_reusable: !(head.engine_closes || out_of_step),
+    })
+}
+
+/// Reads what `stream` has into `buf`'s spare room (0: the peer closed).
+async fn read_more(stream: &UnixStream, buf: &mut Vec<u8>) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        match stream.try_read_buf(buf) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            read => return read,
+        }
+    }
+}
+
+/// Reads what `stream` has into `buf` (0: the peer closed).
+async fn read_some(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        stream.readable().await?;
+        match stream.try_read(buf) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            read => return read,
+        }
+    }
+}
+
+/// Writes all of `bytes`. On a shared reference, so that one stream can be read and written
+/// by two futures of the same exchange (a body going up, the answer coming down).
+async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod serve_tests;

@@ -1,0 +1,405 @@
+//! The engine's answer to a plain request: where its head ends, what it says about the
+//! connection, and where its body ends (so the engine connection can carry the next request).
+//!
+//! The engine is Go's net/http: it frames every answer to an HTTP/1.1 request by
+//! `Content-Length` or chunked. Its bytes are passed on unchanged, chunk framing included,
+//! unless the head carries hop-by-hop headers (`Connection: close` when the engine ends the
+//! connection), which are dropped as hyper's path drops them.
+
+/// Longer answer heads are an engine fault (Go writes a few hundred bytes).
+pub const MAX_ANSWER_HEAD: usize = 64 << 10;
+const MAX_ANSWER_HEADERS: usize = 64;
+
+/// How an answer's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Length(u64),
+    Chunked,
+    /// Until the engine closes the connection (no framing headers at all).
+    UntilClose,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct AnswerHead {
+    /// The head's length in the buffer.
+    pub len: usize,
+    /// A 1xx answer: another head follows.
+    pub interim: bool,
+    pub framing: Framing,
+    /// The engine ends the connection after this answer (`Connection: close`, HTTP/1.0).
+    pub engine_closes: bool,
+    /// The head to send instead of the engine's, when hop-by-hop headers had to go.
+    pub rewritten: Option<Vec<u8>>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answer {
+    Partial,
+    Head(AnswerHead),
+    /// Not an HTTP/1 answer this sidecar passes on (a malformed head, a switch of protocols
+    /// nobody asked for, conflicting framing).
+    Invalid(&'static str),
+}
+
+/// Reads the answer head at the front of `buf`; `to_head` says the request was a `HEAD`.
+pub fn read(buf: &[u8], to_head: bool) -> Answer {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
+    let mut resp = httparse::Response::new(&mut headers);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER_HEAD => return Answer::Partial,
+        Ok(httparse::Status::Partial) => return Answer::Invalid("answer head too long"),
+        Err(_) => return Answer::Invalid("malformed answer head"),
+    };
+    let (Some(version), Some(status)) = (resp.version, resp.code) else {
+        return Answer::Invalid("malformed answer head");
+    };
+    if status == 101 {
+        return Answer::Invalid("switch of protocols that was not asked for");
+    }
+    let (mut length, mut chunked, mut hop) = (None, false, false);
+    let mut engine_closes = version == 0;
+    for h in resp.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let parsed = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            match (length, parsed) {
+                (None, Some(n)) => length = Some(n),
+                (Some(seen), Some(n)) if seen == n => {}
+                _ => return Answer::Invalid("bad Content-Length in answer"),
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            if chunked || !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
+                return Answer::Invalid("answer framing other than chunked");
+            }
+            chunked = true;
+        } else if h.name.eq_ignore_ascii_case("connection") {
+            hop = true;
+            engine_closes |= h
+                .value
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+        } else if is_hop_by_hop(h.name) {
+            hop = true;
+        }
+    }
+    let interim = (100..200).contains(&status);
+    let framing = match (length, chunked) {
+        _ if interim || to_head || status == 204 || status == 304 => Framing::Length(0),
+        (Some(_), true) => return Answer::Invalid("answer with both Content-Length and chunked"),
+        (Some(n), false) => Framing::Length(n),
+        (None, true) => Framing::Chunked,
+        (None, false) => Framing::UntilClose,
+    };
+    let rewritten = hop.then(|| without_hop_by_hop(&buf[..len], resp.headers));
+    Answer::Head(AnswerHead {
+        len,
+        interim,
+        framing,
+        engine_closes,
+        rewritten,
+    })
+}
+
+/// Hop-by-hop headers besides `Connection` (RFC 9110 §7.6.1). `Transfer-Encoding` stays: the
+/// chunks pass unchanged.
+fn is_hop_by_hop(name: &str) -> bool {
+    ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// The head again, its status line as the engine wrote it, without `Connection`, the headers
+/// it names, and the other hop-by-hop headers.
+fn without_hop_by_hop(head: &[u8], headers: &[httparse::Header<'_>]) -> Vec<u8> {
+    let named: Vec<&[u8]> = headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .collect();
+    let status_line = head
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(head, |lf| &head[..=lf]);
+    let mut out = status_line.to_vec();
+    for h in headers {
+        let name = h.name.as_bytes();
+        if h.name.eq_ignore_ascii_case("connection")
+            || is_hop_by_hop(h.name)
+            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
+        {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// Follows an answer's body through the bytes read, to find where it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyEnd {
+    state: State,
+    /// A chunk-size or trailer line being read (only its length and emptiness matter once
+    /// the size is parsed, so only the size's digits are kept).
+    line: LineSoFar,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Length(u64),
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkDataEnd,
+    Trailer,
+    UntilClose,
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LineSoFar {
+    size: u64,
+    digits: u8,
+    /// Past the digits (a `;` extension, or whitespace): the rest of the line is skipped.
+    ext: bool,
+    /// Any byte but CR in the line (for trailers: an empty line ends the body).
+    any: bool,
+    cr: bool,
+}
+
+/// Why a body cannot be followed: the engine broke its own framing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed chunked answer from the engine")]
+pub struct BadChunk;
+
+impl BodyEnd {
+    pub fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Length(0) => State::Done,
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::ChunkSize,
+            Framing::UntilClose => State::UntilClose,
+        };
+        Self {
+            state,
+            line: LineSoFar::default(),
+        }
+    }
+
+    pub fn done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Follows `bytes`; returns how many of them belong to the body (the rest, if any, came
+    /// after its end).
+    pub fn follow(&mut self, bytes: &[u8]) -> Result<usize, BadChunk> {
+        let mut i = 0;
+        while i < bytes.len() {
+            let rest = (bytes.len() - i) as u64;
+            match self.state {
+                State::Done => break,
+                State::UntilClose => return Ok(bytes.len()),
+                State::Length(n) => {
+                    let take = n.min(rest);
+                    i += take as usize;
+                    self.state = if take == n {
+                        State::Done
+                    } else {
+                        State::Length(n - take)
+                    };
+                }
+                State::ChunkData(n) => {
+                    let take = n.min(rest);
+                    i += take as usize;
+                    self.state = if take == n {
+                        State::ChunkDataEnd
+                    } else {
+                        State::ChunkData(n - take)
+                    };
+                }
+                State::ChunkDataEnd => {
+                    let b = bytes[i];
+                    i += 1;
+                    match (b, self.line.cr) {
+                        (b'\r', false) => self.line.cr = true,
+                        (b'\n', true) => {
+                            self.line = LineSoFar::default();
+                            self.state = State::ChunkSize;
+                        }
+                        _ => return Err(BadChunk),
+                    }
+                }
+                State::ChunkSize | State::Trailer => {
+                    let b = bytes[i];
+                    i += 1;
+                    self.line_byte(b)?;
+                }
+            }
+        }
+        Ok(i)
+    }
+
+    fn line_byte(&mut self, b: u8) -> Result<(), BadChunk> {
+        let line = &mut self.line;
+        if line.cr && b != b'\n' {
+            return Err(BadChunk);
+        }
+        match b {
+            b'\r' => line.cr = true,
+            b'\n' if !line.cr => return Err(BadChunk),
+            b'\n' => {
+                let ended = std::mem::take(line);
+                self.state = match self.state {
+                    State::ChunkSize if ended.digits == 0 => return Err(BadChunk),
+                    State::ChunkSize if ended.size == 0 => State::Trailer,
+                    State::ChunkSize => State::ChunkData(ended.size),
+                    _ if ended.any => State::Trailer,
+                    _ => State::Done,
+                };
+            }
+            _ => {
+                line.any = true;
+                if self.state == State::Trailer || line.ext {
+                    return Ok(());
+                }
+                match (b as char).to_digit(16) {
+                    Some(d) if line.digits < 15 => {
+                        line.size = line.size << 4 | u64::from(d);
+                        line.digits += 1;
+                    }
+                    Some(_) => return Err(BadChunk),
+                    None if line.digits > 0 && matches!(b, b';' | b' ' | b'\t') => line.ext = true,
+                    None => return Err(BadChunk),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(buf: &[u8], to_head: bool) -> AnswerHead {
+        match read(buf, to_head) {
+            Answer::Head(head) => head,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    const PING: &[u8] = b"HTTP/1.1 200 OK\r\nApi-Version: 1.47\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOK";
+
+    #[test]
+    fn the_engines_answers_are_passed_on_unchanged() {
+        let ping = head(PING, false);
+        assert_eq!(
+            (ping.len, ping.framing, ping.engine_closes, ping.rewritten),
+            (PING.len() - 2, Framing::Length(2), false, None)
+        );
+        assert_eq!(head(PING, true).framing, Framing::Length(0));
+        let list = head(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            false,
+        );
+        assert_eq!((list.framing, list.rewritten), (Framing::Chunked, None));
+        assert_eq!(
+            head(b"HTTP/1.1 204 No Content\r\n\r\n", false).framing,
+            Framing::Length(0)
+        );
+        assert!(head(b"HTTP/1.1 100 Continue\r\n\r\n", false).interim);
+        assert_eq!(
+            head(b"HTTP/1.1 200 OK\r\n\r\n", false).framing,
+            Framing::UntilClose
+        );
+        for cut in 0..PING.len() - 2 {
+            assert_eq!(read(&PING[..cut], false), Answer::Partial, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn hop_by_hop_headers_go_and_close_is_noted() {
+        let answer = head(
+            b"HTTP/1.1 400 Bad Request\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+            false,
+        );
+        assert!(answer.engine_closes);
+        assert_eq!(
+            answer.rewritten.as_deref(),
+            Some(&b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"[..])
+        );
+        assert!(head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).engine_closes);
+    }
+
+    #[test]
+    fn answers_not_passed_on() {
+        for buf in [
+            &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"NOT HTTP\r\n\r\n",
+        ] {
+            assert!(
+                matches!(read(buf, false), Answer::Invalid(_)),
+                "{:?}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+    }
+
+    /// Follows `body` in pieces of `step`; returns the bytes taken and whether it ended.
+    fn follow(framing: Framing, body: &[u8], step: usize) -> Result<(usize, bool), BadChunk> {
+        let mut end = BodyEnd::new(framing);
+        let mut taken = 0;
+        for piece in body.chunks(step) {
+            let n = end.follow(piece)?;
+            taken += n;
+            if n < piece.len() {
+                break;
+            }
+        }
+        Ok((taken, end.done()))
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_their_last_chunk_and_trailers_end() {
+        let body = b"1a\r\nabcdefghijklmnopqrstuvwxyz\r\n3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut stream = body.to_vec();
+        stream.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        for step in [1, 2, 3, 7, stream.len()] {
+            assert_eq!(
+                follow(Framing::Chunked, &stream, step),
+                Ok((body.len(), true)),
+                "step {step}"
+            );
+        }
+        assert_eq!(follow(Framing::Chunked, b"0\r\n\r\n", 1), Ok((5, true)));
+        assert_eq!(follow(Framing::Chunked, b"5\r\nab", 1), Ok((5, false)));
+        for bad in [
+            &b"zz\r\n"[..],
+            b"\r\n",
+            b"3\r\nabcX\r\n",
+            b"3\nabc",
+            b"1000000000000000\r\n",
+            b"3\rX",
+        ] {
+            assert_eq!(follow(Framing::Chunked, bad, 1), Err(BadChunk), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn sized_bodies_end_at_their_length() {
+        assert_eq!(follow(Framing::Length(3), b"abcdef", 2), Ok((3, true)));
+        assert_eq!(follow(Framing::Length(9), b"abcdef", 4), Ok((6, false)));
+        assert_eq!(follow(Framing::Length(0), b"abc", 1), Ok((0, true)));
+        assert_eq!(follow(Framing::UntilClose, b"abc", 1), Ok((3, false)));
+    }
+}

@@ -1,0 +1,195 @@
+//! The plain path against a scripted engine (a listener in the test), for what the real engine
+//! cannot be made to do on cue: close an idle connection, answer `Connection: close`, hold a
+//! stream open while its client hangs up.
+
+use std::time::Duration;
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::{UnixListener, UnixStream},
+    task::JoinHandle,
+};
+
+use super::{Ended, serve};
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    engine: UnixListener,
+    client: UnixStream,
+    served: JoinHandle<Ended>,
+}
+
+fn rig(carry: bool) -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("engine.sock");
+    let engine = UnixListener::bind(&path).unwrap();
+    let (client, sidecar_end) = UnixStream::pair().unwrap();
+    let served = tokio::spawn(async move {
+        serve(
+            sidecar_end,
+            Vec::new(),
+            &path,
+            Duration::from_secs(5),
+            |_| carry,
+        )
+        .await
+    });
+    Rig {
+        _dir: dir,
+        engine,
+        client,
+        served,
+    }
+}
+
+/// Reads up to the end of a head (the tests' requests and answers have small bodies read
+/// separately).
+async fn head(stream: &mut UnixStream) -> String {
+    let mut got = Vec::new();
+    let mut byte = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut byte))
+            .await
+            .expect("a head in time")
+            .unwrap();
+        assert_eq!(n, 1, "closed after {:?}", String::from_utf8_lossy(&got));
+        got.push(byte[0]);
+    }
+    String::from_utf8(got).unwrap()
+}
+
+async fn accept(engine: &UnixListener) -> UnixStream {
+    tokio::time::timeout(Duration::from_secs(5), engine.accept())
+        .await
+        .expect("an engine connection in time")
+        .unwrap()
+        .0
+}
+
+/// The engine closing a kept-alive connection as a request arrives, before answering it: the
+/// request went nowhere, so it goes again on a new connection (as hyper's client retries).
+/// When the close is seen before the request is sent, the connection is not used at all.
+#[tokio::test]
+async fn a_request_goes_again_when_the_engine_closed_its_idle_connection() {
+    for close_seen_first in [false, true] {
+        let mut rig = rig(true);
+        rig.client
+            .write_all(b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n")
+            .await
+            .unwrap();
+        let mut first = accept(&rig.engine).await;
+        assert!(head(&mut first).await.starts_with("GET /a "));
+        first
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
+            .await
+            .unwrap();
+        assert!(head(&mut rig.client).await.starts_with("HTTP/1.1 200"));
+        let mut body = [0u8; 1];
+        rig.client.read_exact(&mut body).await.unwrap();
+        if close_seen_first {
+            drop(first);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            rig.client
+                .write_all(b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n")
+                .await
+                .unwrap();
+        } else {
+            rig.client
+                .write_all(b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n")
+                .await
+                .unwrap();
+            assert!(head(&mut first).await.starts_with("GET /b "));
+            drop(first);
+        }
+        let mut second = accept(&rig.engine).await;
+        assert!(head(&mut second).await.starts_with("GET /b "));
+        second
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
+            .await
+            .unwrap();
+        assert!(head(&mut rig.client).await.starts_with("HTTP/1.1 200"));
+        rig.client.read_exact(&mut body).await.unwrap();
+        assert_eq!(&body, b"b");
+    }
+}
+
+#[tokio::test]
+async fn connection_close_from_the_engine_ends_only_the_engine_connection() {
+    let mut rig = rig(true);
+    rig.client
+        .write_all(b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = accept(&rig.engine).await;
+    head(&mut first).await;
+    first
+        .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na")
+        .await
+        .unwrap();
+    let answer = head(&mut rig.client).await;
+    assert_eq!(answer, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n");
+    let mut body = [0u8; 1];
+    rig.client.read_exact(&mut body).await.unwrap();
+    // The next request goes on a new engine connection, though the old one is still open.
+    rig.client
+        .write_all(b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n")
+        .await
+        .unwrap();
+    let mut second = accept(&rig.engine).await;
+    assert!(head(&mut second).await.starts_with("GET /b "));
+    drop(first);
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_on_a_stream_ends_its_engine_connection() {
+    let mut rig = rig(true);
+    rig.client
+        .write_all(b"GET /events HTTP/1.1\r\nHost: d\r\n\r\n")
+        .await
+        .unwrap();
+    let mut upstream = accept(&rig.engine).await;
+    head(&mut upstream).await;
+    upstream
+        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .unwrap();
+    head(&mut rig.client).await;
+    drop(rig.client);
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(3), upstream.read(&mut byte))
+        .await
+        .expect("the engine connection closes once the client is gone");
+    assert_eq!(read.unwrap(), 0);
+    assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
+}
+
+#[tokio::test]
+async fn a_pipelined_request_is_not_taken_for_a_hang_up() {
+    let mut rig = rig(true);
+    rig.client
+        .write_all(b"GET /wait HTTP/1.1\r\nHost: d\r\n\r\nGET /b HTTP/1.1\r\nHost: d\r\n\r\n")
+        .await
+        .unwrap();
+    let mut upstream = accept(&rig.engine).await;
+    assert!(head(&mut upstream).await.starts_with("GET /wait "));
+    // An answer that takes longer than the sidecar waits before it looks at the client.
+    tokio::time::sleep(super::HANG_UP_CHECK_AFTER * 2).await;
+    upstream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    head(&mut rig.client).await;
+    assert!(head(&mut upstream).await.starts_with("GET /b "));
+}
+
+#[tokio::test]
+async fn what_is_not_carried_is_handed_on_with_every_byte_read() {
+    let rig = rig(false);
+    let sent = b"GET /a HTTP/1.1\r\nHost: d\r\n\r\nGET /b HTTP/1.1\r\n";
+    let mut client = rig.client;
+    client.write_all(sent).await.unwrap();
+    match rig.served.await.unwrap() {
+        Ended::HandOff { read, .. } => assert_eq!(read, sent),
+        Ended::Closed => panic!("closed"),
+    }
+}
