@@ -43,9 +43,15 @@ pub enum Answer {
 
 /// Reads the answer head at the front of `buf`; `to_head` says the request was a `HEAD`.
 pub fn read(buf: &[u8], to_head: bool) -> Answer {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_ANSWER_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    // Left uninitialised, as for requests: zeroing the array cost more than parsing.
+    let mut headers =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_ANSWER_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < MAX_ANSWER_HEAD => return Answer::Partial,
         Ok(httparse::Status::Partial) => return Answer::Invalid("answer head too long"),
@@ -61,9 +67,7 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
     let mut engine_closes = version == 0;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let parsed = std::str::from_utf8(h.value)
-                .ok()
-                .and_then(|v| v.trim().parse::<u64>().ok());
+            let parsed = digits(h.value.trim_ascii());
             match (length, parsed) {
                 (None, Some(n)) => length = Some(n),
                 (Some(seen), Some(n)) if seen == n => {}
@@ -103,6 +107,16 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
     })
 }
 
+/// A decimal number of at most 18 digits (Go writes lengths so).
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
+}
+
 /// Hop-by-hop headers besides `Connection` (RFC 9110 §7.6.1). `Transfer-Encoding` stays: the
 /// chunks pass unchanged.
 fn is_hop_by_hop(name: &str) -> bool {
@@ -114,23 +128,23 @@ fn is_hop_by_hop(name: &str) -> bool {
 /// The head again, its status line as the engine wrote it, without `Connection`, the headers
 /// it names, and the other hop-by-hop headers.
 fn without_hop_by_hop(head: &[u8], headers: &[httparse::Header<'_>]) -> Vec<u8> {
-    let named: Vec<&[u8]> = headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .flat_map(|h| h.value.split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .collect();
+    let named = |name: &[u8]| {
+        headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+            .flat_map(|h| h.value.split(|&b| b == b','))
+            .any(|n| n.trim_ascii().eq_ignore_ascii_case(name))
+    };
     let status_line = head
         .iter()
         .position(|&b| b == b'\n')
         .map_or(head, |lf| &head[..=lf]);
-    let mut out = status_line.to_vec();
+    // Room for the head and a small body after it, which the caller appends.
+    let mut out = Vec::with_capacity(head.len() + 4096);
+    out.extend_from_slice(status_line);
     for h in headers {
         let name = h.name.as_bytes();
-        if h.name.eq_ignore_ascii_case("connection")
-            || is_hop_by_hop(h.name)
-            || named.iter().any(|n| n.eq_ignore_ascii_case(name))
-        {
+        if h.name.eq_ignore_ascii_case("connection") || is_hop_by_hop(h.name) || named(name) {
             continue;
         }
         out.extend_from_slice(name);
