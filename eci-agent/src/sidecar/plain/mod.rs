@@ -13,16 +13,20 @@
 //! A head must be whole within the head timeout, counted from when the connection is ready for
 //! it, as hyper counts; bodies and answers have no timeout.
 
+mod body;
 pub mod request;
 pub mod response;
+mod socket_io;
 
 use std::{io, path::Path, time::Duration};
 
 use tokio::net::UnixStream;
 
+use body::BodyFailure;
 use request::Head;
 pub use request::PlainHead;
 use response::{Answer, BodyEnd, Framing};
+use socket_io::{read_more, write_all};
 
 /// How a connection left this path.
 pub enum Ended {
@@ -35,10 +39,6 @@ pub enum Ended {
 /// Answers are read in pieces of up to this size: a `docker save` or a log stream moves in
 /// 64 KiB pieces, as the sidecar's tunnels do.
 const READ_CHUNK: usize = 64 << 10;
-/// Request bodies move in pieces of up to this size (an image load, a build context, `docker
-/// cp`): larger reads and writes wake the engine less often, as the engine connection's send
-/// buffer (`forward::ENGINE_SEND_BUFFER`) allows. The buffer lives only while a body is sent.
-const BODY_CHUNK: usize = 1 << 20;
 /// What a connection's buffers start with: a whole request head and most answers.
 const START_BUFFER: usize = 8 << 10;
 
@@ -294,37 +294,18 @@ fn gone_or(err: io::Error, answered: bool) -> Failure {
     }
 }
 
-enum BodyFailure {
-    Client(io::Error),
-    Engine(io::Error),
-}
-
 /// Sends the head and the body read so far (`taken`), then `rest` more body bytes from the
 /// client.
 async fn send_body(
     client: &UnixStream,
     engine: &UnixStream,
     taken: &[u8],
-    mut rest: u64,
+    rest: u64,
 ) -> Result<(), BodyFailure> {
     write_all(engine, taken)
         .await
         .map_err(BodyFailure::Engine)?;
-    let mut chunk = vec![0; usize::try_from(rest).map_or(BODY_CHUNK, |rest| rest.min(BODY_CHUNK))];
-    while rest > 0 {
-        let want = usize::try_from(rest).map_or(chunk.len(), |rest| rest.min(chunk.len()));
-        let n = read_some(client, &mut chunk[..want])
-            .await
-            .map_err(BodyFailure::Client)?;
-        if n == 0 {
-            return Err(BodyFailure::Client(io::ErrorKind::UnexpectedEof.into()));
-        }
-        write_all(engine, &chunk[..n])
-            .await
-            .map_err(BodyFailure::Engine)?;
-        rest -= n as u64;
-    }
-    Ok(())
+    body::send(client, engine, rest).await
 }
 
 /// Passes the engine's answer on to the client, as its bytes came (but for hop-by-hop
@@ -398,43 +379,6 @@ async fn relay_answer(
     Ok(Next::KeepAlive {
         engine_reusable: !(head.engine_closes || out_of_step),
     })
-}
-
-/// Reads what `stream` has into `buf`'s spare room (0: the peer closed).
-async fn read_more(stream: &UnixStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        match stream.try_read_buf(buf) {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            read => return read,
-        }
-    }
-}
-
-/// Reads what `stream` has into `buf` (0: the peer closed).
-async fn read_some(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
-    loop {
-        stream.readable().await?;
-        match stream.try_read(buf) {
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            read => return read,
-        }
-    }
-}
-
-/// Writes all of `bytes`. On a shared reference, so that one stream can be read and written
-/// by two futures of the same exchange (a body going up, the answer coming down).
-async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -193,3 +193,51 @@ async fn what_is_not_carried_is_handed_on_with_every_byte_read() {
         Ended::Closed => panic!("closed"),
     }
 }
+
+/// A body larger than the pipe moves whole and in order (by splice where the kernel allows),
+/// and the connection then serves the next request.
+#[tokio::test]
+async fn a_large_body_reaches_the_engine_whole() {
+    let mut rig = rig(true);
+    let body: Vec<u8> = (0..3 * (1 << 20) + 12345)
+        .map(|i| (i % 251) as u8)
+        .collect();
+    let head = format!(
+        "POST /images/load HTTP/1.1\r\nHost: d\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let sent = body.clone();
+    let mut client = rig.client;
+    let writer = tokio::spawn(async move {
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&sent).await.unwrap();
+        client
+    });
+    let mut upstream = accept(&rig.engine).await;
+    assert!(
+        self::head(&mut upstream)
+            .await
+            .starts_with("POST /images/load ")
+    );
+    let mut got = vec![0u8; body.len()];
+    tokio::time::timeout(Duration::from_secs(10), upstream.read_exact(&mut got))
+        .await
+        .expect("the whole body in time")
+        .unwrap();
+    assert!(got == body, "the body arrived changed");
+    upstream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .await
+        .unwrap();
+    rig.client = writer.await.unwrap();
+    assert!(
+        self::head(&mut rig.client)
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    rig.client
+        .write_all(b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(self::head(&mut upstream).await.starts_with("GET /b "));
+}
