@@ -58,6 +58,10 @@ async fn head(stream: &mut UnixStream) -> String {
     String::from_utf8(got).unwrap()
 }
 
+async fn send(stream: &mut UnixStream, bytes: &[u8]) {
+    stream.write_all(bytes).await.unwrap();
+}
+
 async fn accept(engine: &UnixListener) -> UnixStream {
     tokio::time::timeout(Duration::from_secs(5), engine.accept())
         .await
@@ -73,40 +77,29 @@ async fn accept(engine: &UnixListener) -> UnixStream {
 async fn a_request_goes_again_when_the_engine_closed_its_idle_connection() {
     for close_seen_first in [false, true] {
         let mut rig = rig(true);
-        rig.client
-            .write_all(b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n")
-            .await
-            .unwrap();
+        send(&mut rig.client, b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n").await;
         let mut first = accept(&rig.engine).await;
         assert!(head(&mut first).await.starts_with("GET /a "));
-        first
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na")
-            .await
-            .unwrap();
+        send(&mut first, b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na").await;
         assert!(head(&mut rig.client).await.starts_with("HTTP/1.1 200"));
         let mut body = [0u8; 1];
         rig.client.read_exact(&mut body).await.unwrap();
         if close_seen_first {
             drop(first);
             tokio::time::sleep(Duration::from_millis(50)).await;
-            rig.client
-                .write_all(b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n")
-                .await
-                .unwrap();
+            send(&mut rig.client, b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n").await;
         } else {
-            rig.client
-                .write_all(b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n")
-                .await
-                .unwrap();
+            send(&mut rig.client, b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n").await;
             assert!(head(&mut first).await.starts_with("GET /b "));
             drop(first);
         }
         let mut second = accept(&rig.engine).await;
         assert!(head(&mut second).await.starts_with("GET /b "));
-        second
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb")
-            .await
-            .unwrap();
+        send(
+            &mut second,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nb",
+        )
+        .await;
         assert!(head(&mut rig.client).await.starts_with("HTTP/1.1 200"));
         rig.client.read_exact(&mut body).await.unwrap();
         assert_eq!(&body, b"b");
@@ -116,25 +109,20 @@ async fn a_request_goes_again_when_the_engine_closed_its_idle_connection() {
 #[tokio::test]
 async fn connection_close_from_the_engine_ends_only_the_engine_connection() {
     let mut rig = rig(true);
-    rig.client
-        .write_all(b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut rig.client, b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n").await;
     let mut first = accept(&rig.engine).await;
     head(&mut first).await;
-    first
-        .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na")
-        .await
-        .unwrap();
+    send(
+        &mut first,
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 1\r\n\r\na",
+    )
+    .await;
     let answer = head(&mut rig.client).await;
     assert_eq!(answer, "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n");
     let mut body = [0u8; 1];
     rig.client.read_exact(&mut body).await.unwrap();
     // The next request goes on a new engine connection, though the old one is still open.
-    rig.client
-        .write_all(b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut rig.client, b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n").await;
     let mut second = accept(&rig.engine).await;
     assert!(head(&mut second).await.starts_with("GET /b "));
     drop(first);
@@ -143,16 +131,14 @@ async fn connection_close_from_the_engine_ends_only_the_engine_connection() {
 #[tokio::test]
 async fn a_client_hanging_up_on_a_stream_ends_its_engine_connection() {
     let mut rig = rig(true);
-    rig.client
-        .write_all(b"GET /events HTTP/1.1\r\nHost: d\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut rig.client, b"GET /events HTTP/1.1\r\nHost: d\r\n\r\n").await;
     let mut upstream = accept(&rig.engine).await;
     head(&mut upstream).await;
-    upstream
-        .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut upstream,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+    )
+    .await;
     head(&mut rig.client).await;
     drop(rig.client);
     let mut byte = [0u8; 1];
@@ -166,18 +152,20 @@ async fn a_client_hanging_up_on_a_stream_ends_its_engine_connection() {
 #[tokio::test]
 async fn a_pipelined_request_is_not_taken_for_a_hang_up() {
     let mut rig = rig(true);
-    rig.client
-        .write_all(b"GET /wait HTTP/1.1\r\nHost: d\r\n\r\nGET /b HTTP/1.1\r\nHost: d\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut rig.client,
+        b"GET /wait HTTP/1.1\r\nHost: d\r\n\r\nGET /b HTTP/1.1\r\nHost: d\r\n\r\n",
+    )
+    .await;
     let mut upstream = accept(&rig.engine).await;
     assert!(head(&mut upstream).await.starts_with("GET /wait "));
     // An answer that takes longer than the sidecar waits before it looks at the client.
     tokio::time::sleep(super::HANG_UP_CHECK_AFTER * 2).await;
-    upstream
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut upstream,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
     head(&mut rig.client).await;
     assert!(head(&mut upstream).await.starts_with("GET /b "));
 }
@@ -225,19 +213,17 @@ async fn a_large_body_reaches_the_engine_whole() {
         .expect("the whole body in time")
         .unwrap();
     assert!(got == body, "the body arrived changed");
-    upstream
-        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut upstream,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
     rig.client = writer.await.unwrap();
     assert!(
         self::head(&mut rig.client)
             .await
             .starts_with("HTTP/1.1 200")
     );
-    rig.client
-        .write_all(b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut rig.client, b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n").await;
     assert!(self::head(&mut upstream).await.starts_with("GET /b "));
 }
