@@ -38,16 +38,33 @@ pub fn graphs(src: &Path) -> anyhow::Result<Vec<(String, Graph)>> {
                 node.insert(target);
             }
         }
-        // Files of one directory: `super::x` from `dir/y.rs`, or `crate::dir::x`.
-        if let [dir, file] = parts.as_slice() {
-            let graph = dirs.entry(dir.to_string()).or_default();
+        // Files of one directory: `super::x` from `dir/y.rs`, or `crate::dir::x`; at any depth.
+        if let Some((file, dir)) = parts.split_last()
+            && !dir.is_empty()
+        {
             let this = file.to_string();
             let mut edges: BTreeSet<String> = references(&text, "super::").into_iter().collect();
-            edges.extend(references(&text, &format!("crate::{dir}::")));
+            edges.extend(references(&text, &format!("crate::{}::", dir.join("::"))));
             if this == "mod" {
-                // `super::` in mod.rs is the crate root; its children are `self::`/bare names.
+                // `super::` in mod.rs is the parent's; its children are `self::`/bare names.
                 edges = references(&text, "self::").into_iter().collect();
+                // A directory below another is a node of its parent's graph, and its mod.rs's
+                // `super::` names that node's siblings.
+                if let Some((name, parent)) = dir.split_last()
+                    && !parent.is_empty()
+                {
+                    let mut up: BTreeSet<String> =
+                        references(&text, "super::").into_iter().collect();
+                    up.extend(references(
+                        &text,
+                        &format!("crate::{}::", parent.join("::")),
+                    ));
+                    let node = dirs.entry(parent.join("/")).or_default();
+                    let node = node.entry(name.to_string()).or_default();
+                    node.extend(up.into_iter().filter(|t| t != name && t != "mod"));
+                }
             }
+            let graph = dirs.entry(dir.join("/")).or_default();
             let node = graph.entry(this.clone()).or_default();
             for target in edges {
                 if target != this && target != "mod" {
@@ -289,6 +306,31 @@ mod tests {
             edges_within(&g, &circles(&g)[0]),
             ["a -> b", "b -> c", "c -> a"]
         );
+    }
+
+    #[test]
+    fn nested_directories_have_graphs_and_are_nodes_of_their_parents() {
+        let src = std::env::temp_dir().join(format!("xtask-imports-{}", std::process::id()));
+        let write = |rel: &str, text: &str| {
+            let path = src.join(rel);
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(path, text).unwrap();
+        };
+        write("lib.rs", "mod side;");
+        write("side/mod.rs", "mod inner; mod util; use self::util::X;");
+        write("side/util.rs", "use super::inner::Y;");
+        write("side/inner/mod.rs", "mod a; mod b; use super::util::Z;");
+        write("side/inner/a.rs", "use super::b::W;");
+        write(
+            "side/inner/b.rs",
+            "use super::a::V; use crate::side::inner::a::U;",
+        );
+        let graphs: BTreeMap<String, Graph> = graphs(&src).unwrap().into_iter().collect();
+        fs::remove_dir_all(&src).unwrap();
+        let side = &graphs["eci-agent/src/side"];
+        assert_eq!(circles(side), vec![vec!["inner", "util"]]);
+        let inner = &graphs["eci-agent/src/side/inner"];
+        assert_eq!(circles(inner), vec![vec!["a", "b"]]);
     }
 
     #[test]
