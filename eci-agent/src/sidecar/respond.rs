@@ -99,12 +99,11 @@ pub fn forward_failed(err: &ForwardError) -> Response<ProxyBody> {
     }
 }
 
-/// An engine failure as [`forward_failed`] answers it, in bytes, for the sidecar's own HTTP/1
-/// path ([`super::plain`]), which then closes the connection.
-pub fn engine_failed_plain(why: &str) -> Vec<u8> {
-    let body =
-        serde_json::json!({ "message": format!("eci-agent: engine connection failed: {why}") })
-            .to_string();
+/// An engine failure as [`forward_failed`] answers it (`eci-agent: ` and the failure), in
+/// bytes, for the sidecar's own HTTP/1 path ([`super::plain`]), which then closes the
+/// connection.
+pub fn engine_failed_plain(err: &dyn std::fmt::Display) -> Vec<u8> {
+    let body = serde_json::json!({ "message": format!("eci-agent: {err}") }).to_string();
     format!(
         "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

@@ -102,9 +102,16 @@ pub async fn serve(
         let (served, used) = match served {
             Some(served) => served,
             None => {
-                let Ok(fresh) = super::forward::connect_engine(engine_path).await else {
-                    // hyper's path answers the engine's absence as it always has.
-                    return Ended::HandOff { read, client };
+                let fresh = match super::forward::connect_engine(engine_path).await {
+                    Ok(fresh) => fresh,
+                    // The request was counted as admitted: it is answered here, as hyper's
+                    // path answers the engine's absence, not handed on to be counted again.
+                    Err(err) => {
+                        tracing::debug!(%err, "plain request failed");
+                        let _ =
+                            write_all(&client, &super::respond::engine_failed_plain(&err)).await;
+                        return Ended::Closed;
+                    }
                 };
                 let served = exchange.run(&client, &read, &fresh, &mut answer).await;
                 (served, fresh)
@@ -149,10 +156,10 @@ enum Next {
 #[derive(Debug, thiserror::Error)]
 enum Failure {
     /// The engine connection closed or reset before any of its answer arrived.
-    #[error("the engine closed the connection before answering")]
+    #[error("engine connection failed: the engine closed the connection before answering")]
     EngineGone,
     /// The engine broke the exchange; `answered` says the client has part of an answer.
-    #[error("engine: {why}")]
+    #[error("engine connection failed: {why}")]
     Engine { why: String, answered: bool },
     /// The client went away or cut its body short.
     #[error("client: {0}")]
@@ -171,13 +178,10 @@ impl Failure {
     /// path answers it.
     fn answer(&self) -> Option<Vec<u8>> {
         match self {
-            Self::EngineGone => Some(super::respond::engine_failed_plain(
-                "the engine closed the connection",
-            )),
-            Self::Engine {
-                why,
-                answered: false,
-            } => Some(super::respond::engine_failed_plain(why)),
+            Self::EngineGone
+            | Self::Engine {
+                answered: false, ..
+            } => Some(super::respond::engine_failed_plain(self)),
             Self::Engine { answered: true, .. } | Self::Client(_) => None,
         }
     }

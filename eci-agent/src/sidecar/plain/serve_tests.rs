@@ -227,3 +227,23 @@ async fn a_large_body_reaches_the_engine_whole() {
     send(&mut rig.client, b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n").await;
     assert!(self::head(&mut upstream).await.starts_with("GET /b "));
 }
+
+/// An engine that cannot be reached: the request, counted already, is answered here as hyper's
+/// path answers it (502, the engine's path named), not handed on.
+#[tokio::test]
+async fn an_absent_engine_is_answered_502_here() {
+    let mut rig = rig(true);
+    drop(rig.engine);
+    send(&mut rig.client, b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n").await;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), rig.client.read_to_string(&mut answer))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
+    assert!(
+        answer.contains(r#"{"message":"eci-agent: cannot reach the engine at "#),
+        "{answer}"
+    );
+    assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
+}
