@@ -1,9 +1,9 @@
 //! A plain request's body, from the client to the engine.
 //!
-//! Bodies of known length (an image load, a build context, `docker cp`) move through a pipe
-//! with `splice(2)`: the kernel hands the client's pages to the engine's socket without the
-//! sidecar copying them in and out. Where the kernel refuses to splice these sockets, they are
-//! copied.
+//! Bodies of known length (an image load or a build context from an API client) move through
+//! a pipe with `splice(2)`: the kernel hands the client's pages to the engine's socket without
+//! the sidecar copying them in and out. Where the kernel refuses to splice these sockets, they
+//! are copied.
 
 use std::io;
 

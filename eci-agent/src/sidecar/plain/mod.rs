@@ -1,8 +1,8 @@
 //! The sidecar's own HTTP/1.1 path, for plain requests.
 //!
 //! hyper parses each request into a typed message and writes it out again, and the same for
-//! each answer: for the requests clients send most (`/_ping`, lists, inspects, an image load's
-//! sized body) that cost more CPU than HAProxy's whole relay. Here a connection's requests are
+//! each answer: for the requests clients send most (`/_ping`, lists, inspects, bodies of known
+//! length) that cost more CPU than HAProxy's whole relay. Here a connection's requests are
 //! read with httparse instead. A head that every parser reads alike ([`request`]), and that the
 //! pipeline admits without looking further, goes to the engine as its bytes came, and the
 //! engine's answer comes back as its bytes came ([`response`]), on one kept-alive engine

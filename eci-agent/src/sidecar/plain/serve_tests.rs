@@ -236,11 +236,17 @@ async fn an_absent_engine_is_answered_502_here() {
     drop(rig.engine);
     send(&mut rig.client, b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n").await;
     let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), rig.client.read_to_string(&mut answer))
-        .await
-        .expect("answered and closed in time")
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{answer}");
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        rig.client.read_to_string(&mut answer),
+    )
+    .await
+    .expect("answered and closed in time")
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
+        "{answer}"
+    );
     assert!(
         answer.contains(r#"{"message":"eci-agent: cannot reach the engine at "#),
         "{answer}"
