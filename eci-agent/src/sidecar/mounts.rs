@@ -50,10 +50,7 @@ pub async fn check(
     path: &RoutePath,
     req: Request<ProxyBody>,
 ) -> Gated {
-    if let CallerKind::Container(id) = caller
-        && gate.eci_enabled()
-        && !still_allowed(revoked, || gate.table.is_allowed(id))
-    {
+    if !may_use_engine(gate, caller, revoked) {
         return Gated::Refused(
             Refusal::ContainerNotAllowed,
             "container_not_allowed",
@@ -101,13 +98,21 @@ pub fn passes_unjudged(
     method: &str,
     route: Option<&'static str>,
 ) -> bool {
-    let allowed = match caller {
+    may_use_engine(gate, caller, revoked) && judged(method, route).is_none()
+}
+
+/// False for a container caller that has lost its allowance (with ECI on); true for others.
+fn may_use_engine(
+    gate: &SocketMountGate,
+    caller: &CallerKind,
+    revoked: Option<&tokio::sync::watch::Receiver<bool>>,
+) -> bool {
+    match caller {
         CallerKind::Container(id) if gate.eci_enabled() => {
             still_allowed(revoked, || gate.table.is_allowed(id))
         }
         _ => true,
-    };
-    allowed && judged(method, route).is_none()
+    }
 }
 
 /// Whether a container caller still has its allowance. A connection subscribed while the

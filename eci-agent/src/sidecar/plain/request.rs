@@ -146,12 +146,15 @@ fn crlf_only(head: &[u8]) -> bool {
     !after_cr
 }
 
-/// Go's reading of `Content-Length`: decimal digits only, no sign, no spaces.
-fn content_length(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 || !value.iter().all(u8::is_ascii_digit) {
+/// Go's reading of `Content-Length`: decimal digits only, no sign, no spaces (at most 18, so
+/// it cannot overflow).
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 18 {
         return None;
     }
-    std::str::from_utf8(value).ok()?.parse().ok()
+    value.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
+    })
 }
 
 #[cfg(test)]

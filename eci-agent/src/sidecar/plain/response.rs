@@ -67,7 +67,7 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
     let mut engine_closes = version == 0;
     for h in resp.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
-            let parsed = digits(h.value.trim_ascii());
+            let parsed = super::request::content_length(h.value.trim_ascii());
             match (length, parsed) {
                 (None, Some(n)) => length = Some(n),
                 (Some(seen), Some(n)) if seen == n => {}
@@ -104,16 +104,6 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
         framing,
         engine_closes,
         rewritten,
-    })
-}
-
-/// A decimal number of at most 18 digits (Go writes lengths so).
-fn digits(value: &[u8]) -> Option<u64> {
-    if value.is_empty() || value.len() > 18 {
-        return None;
-    }
-    value.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0'))
     })
 }
 
