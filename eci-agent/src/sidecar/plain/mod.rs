@@ -259,15 +259,12 @@ impl Exchange {
     }
 }
 
-/// How long an answer may take before the sidecar looks for the client hanging up.
-const HANG_UP_CHECK_AFTER: Duration = Duration::from_millis(200);
-
 /// Whether the client hung up while its answer is awaited (a `docker events`, `logs -f` or
 /// `wait` whose caller went away): the exchange then ends, and with it the engine connection,
 /// as on hyper's path. False when the client sent more instead (a pipelined request, not read
-/// here). Looking costs a system call, so an answer that comes at once is never looked after.
+/// here). A client that waits quietly sends nothing, so this costs no system call until it
+/// does: reads clear the client's readiness once they have emptied it ([`socket_io`]).
 async fn hung_up(client: &UnixStream) -> bool {
-    tokio::time::sleep(HANG_UP_CHECK_AFTER).await;
     loop {
         if client.readable().await.is_err() {
             return true;
