@@ -26,7 +26,7 @@ use body::BodyFailure;
 use request::Head;
 pub use request::PlainHead;
 use response::{Answer, BodyEnd, Framing};
-use socket_io::{read_more, write_all};
+use socket_io::{read_more, write_all, write_all_vectored};
 
 /// How a connection left this path.
 pub enum Ended {
@@ -350,11 +350,10 @@ async fn relay_answer(
         .map_err(|err| Failure::engine(err, *answered))?;
     out_of_step |= head.len + now < buf.len();
     // Head and the body read with it in one write: one wake-up of the client.
-    let sent = match head.rewritten {
+    let sent = match &head.rewritten {
         None => write_all(client, &buf[..head.len + now]).await,
-        Some(mut rewritten) => {
-            rewritten.extend_from_slice(&buf[head.len..head.len + now]);
-            write_all(client, &rewritten).await
+        Some(rewritten) => {
+            write_all_vectored(client, rewritten, &buf[head.len..head.len + now]).await
         }
     };
     sent.map_err(Failure::Client)?;

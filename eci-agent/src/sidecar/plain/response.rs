@@ -66,6 +66,9 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
     let (mut length, mut chunked, mut hop) = (None, false, false);
     let mut engine_closes = version == 0;
     for h in resp.headers.iter() {
+        if !may_matter(h.name) {
+            continue;
+        }
         if h.name.eq_ignore_ascii_case("content-length") {
             let parsed = super::request::content_length(h.value.trim_ascii());
             match (length, parsed) {
@@ -109,10 +112,20 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
 
 /// Hop-by-hop headers besides `Connection` (RFC 9110 §7.6.1). `Transfer-Encoding` stays: the
 /// chunks pass unchanged.
+const HOP_BY_HOP: [&str; 5] = ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
+
 fn is_hop_by_hop(name: &str) -> bool {
-    ["keep-alive", "proxy-connection", "te", "trailer", "upgrade"]
-        .iter()
-        .any(|h| name.eq_ignore_ascii_case(h))
+    HOP_BY_HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// False for a header that is none of those [`read`] acts on, by its name's length alone:
+/// most of an answer's headers (`Date`, `Content-Type`, `Api-Version`, …) cost one look.
+fn may_matter(name: &str) -> bool {
+    let len = name.len();
+    len == "content-length".len()
+        || len == "transfer-encoding".len()
+        || len == "connection".len()
+        || HOP_BY_HOP.iter().any(|h| h.len() == len)
 }
 
 /// The head again, its status line as the engine wrote it, without `Connection`, the headers
@@ -129,8 +142,7 @@ fn without_hop_by_hop(head: &[u8], headers: &[httparse::Header<'_>]) -> Vec<u8> 
         .iter()
         .position(|&b| b == b'\n')
         .map_or(head, |lf| &head[..=lf]);
-    // Room for the head and a small body after it, which the caller appends.
-    let mut out = Vec::with_capacity(head.len() + 4096);
+    let mut out = Vec::with_capacity(head.len());
     out.extend_from_slice(status_line);
     for h in headers {
         let name = h.name.as_bytes();

@@ -74,6 +74,29 @@ pub async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> 
     Ok(())
 }
 
+/// Writes all of `first` then all of `then`, in one `writev` where the socket takes them.
+pub async fn write_all_vectored(
+    stream: &UnixStream,
+    mut first: &[u8],
+    mut then: &[u8],
+) -> io::Result<()> {
+    while !first.is_empty() {
+        stream.writable().await?;
+        let parts = [io::IoSlice::new(first), io::IoSlice::new(then)];
+        match stream.try_write_vectored(&parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) if n < first.len() => first = &first[n..],
+            Ok(n) => {
+                then = &then[n - first.len()..];
+                first = &[];
+            }
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Err(err) => return Err(err),
+        }
+    }
+    write_all(stream, then).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,5 +135,26 @@ mod tests {
         // A hang-up is still seen after readiness was cleared.
         drop(theirs);
         assert_eq!(read_some(&ours, &mut small).await.unwrap(), 0);
+    }
+
+    /// Larger than a unix socket's buffer, so the writes stop part-way in either slice.
+    #[tokio::test]
+    async fn a_vectored_write_sends_both_parts_whole_and_in_order() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let first: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
+        let then: Vec<u8> = (0..700_003u32).map(|i| (i % 241) as u8).collect();
+        let want = [first.as_slice(), then.as_slice()].concat();
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                got.reserve(64 << 10);
+                if read_more(&theirs, &mut got).await.unwrap() == 0 {
+                    return got;
+                }
+            }
+        });
+        write_all_vectored(&ours, &first, &then).await.unwrap();
+        drop(ours);
+        assert!(reader.await.unwrap() == want, "bytes lost or out of order");
     }
 }
