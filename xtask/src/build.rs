@@ -7,14 +7,15 @@ use std::{
 
 use crate::exec;
 
-/// `target/release/eci-agent` with the BPF object embedded.
+/// `target/agent/eci-agent` (the workspace's `agent` profile: release with LTO) with the BPF
+/// object embedded.
 pub fn agent(root: &Path) -> anyhow::Result<PathBuf> {
     exec::run(
         Command::new("cargo")
-            .args(["build", "--release", "--locked", "-p", "eci-agent"])
+            .args(["build", "--profile", "agent", "--locked", "-p", "eci-agent"])
             .current_dir(root),
     )?;
-    let bin = root.join("target/release/eci-agent");
+    let bin = root.join("target/agent/eci-agent");
     println!("xtask build: {}", bin.display());
     Ok(bin)
 }

@@ -30,7 +30,7 @@ struct Cli {
 enum Command {
     /// Install every prerequisite (Debian packages, rust-src, bpf-linker, VM kernels).
     Setup,
-    /// Build target/release/eci-agent with its BPF object embedded.
+    /// Build target/agent/eci-agent (release with LTO) with its BPF object embedded.
     Build,
     /// The agent in front of a Docker engine (a private dockerd unless --engine), example settings.
     Run(run::Options),

@@ -1,5 +1,5 @@
 //! What the systemd host gets through the share: the repository files its install steps name
-//! (the static agent as `target/release/eci-agent`, `examples/`, `deploy/systemd/`), the install
+//! (the static agent as `target/agent/eci-agent`, `examples/`, `deploy/systemd/`), the install
 //! and uninstall steps themselves, read out of `eci-agent.service`'s header (so the test runs
 //! what a user reads), the DaemonSet's pod ([`crate::image::share_pod`]), and the tier's own two
 //! units, which stage 1
@@ -51,10 +51,10 @@ $B ln -sf /etc/systemd/system/eci-shost-probe.service $R/etc/systemd/system/sysi
 /// Fills `share` (already holding bin/evm and bin/eci-agent) for the systemd host.
 pub fn fill(root: &Path, share: &Path) -> anyhow::Result<()> {
     let repo = share.join("repo");
-    fs::create_dir_all(repo.join("target/release"))?;
+    fs::create_dir_all(repo.join("target/agent"))?;
     fs::copy(
         share.join("bin/eci-agent"),
-        repo.join("target/release/eci-agent"),
+        repo.join("target/agent/eci-agent"),
     )?;
     fs::create_dir_all(repo.join("examples"))?;
     fs::copy(
