@@ -95,7 +95,7 @@ pub fn admit<G: CommandGate + ?Sized>(
     gate: &G,
     caller: &CallerKind,
     method: &str,
-    path: &RoutePath,
+    path: &RoutePath<'_>,
     query: Option<&str>,
     raw_target: &str,
 ) -> Admission {
@@ -191,7 +191,7 @@ mod tests {
         CallerKind::Container(ContainerId::parse(&"a".repeat(64)).unwrap())
     }
 
-    fn path(api_path: &str) -> RoutePath {
+    fn path(api_path: &str) -> RoutePath<'_> {
         RoutePath {
             version: Some("1.41".into()),
             api_path: api_path.into(),

@@ -322,7 +322,7 @@ async fn handle<G: CommandGate + ?Sized>(
     let raw_target = raw_target(&uri);
     let method = req.method().clone();
     let method = method.as_str();
-    let route_path = match path::engine_path(req.uri().path(), req.uri().query()) {
+    let route_path = match path::engine_path(uri.path(), uri.query()) {
         Ok(EnginePath::Route(route_path)) => route_path,
         Ok(EnginePath::Redirect { location }) => return respond::redirect(&location),
         Err(err) => return respond::malformed_target(&err),

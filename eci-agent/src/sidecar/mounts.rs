@@ -47,7 +47,7 @@ pub async fn check(
     revoked: Option<&tokio::sync::watch::Receiver<bool>>,
     method: &str,
     route: Option<&'static str>,
-    path: &RoutePath,
+    path: &RoutePath<'_>,
     req: Request<ProxyBody>,
 ) -> Gated {
     if !may_use_engine(gate, caller, revoked) {
@@ -191,7 +191,7 @@ fn exec_action(api_path: &str) -> Option<&str> {
     (!id.is_empty()).then_some(id)
 }
 
-async fn exec(gate: &SocketMountGate, path: &RoutePath, req: Request<ProxyBody>) -> Gated {
+async fn exec(gate: &SocketMountGate, path: &RoutePath<'_>, req: Request<ProxyBody>) -> Gated {
     let Some((name, action)) = container_action(&path.api_path) else {
         return Gated::Pass(req, None);
     };
@@ -234,7 +234,7 @@ async fn admit_use(
     name: &str,
     action: &str,
     exec_privileged: bool,
-    path: &RoutePath,
+    path: &RoutePath<'_>,
     req: Request<ProxyBody>,
 ) -> Gated {
     match gate.admit_use(what, name, exec_privileged).await {
@@ -285,7 +285,7 @@ async fn start(
     caller: &CallerKind,
     name: &str,
     action: &str,
-    path: &RoutePath,
+    path: &RoutePath<'_>,
     req: Request<ProxyBody>,
 ) -> Gated {
     match gate.admit_start(caller, name).await {
@@ -306,7 +306,7 @@ async fn start(
 /// Forwarded by the ID that was judged: a rename in between cannot swap containers.
 fn forward_by_id(
     mut req: Request<ProxyBody>,
-    path: &RoutePath,
+    path: &RoutePath<'_>,
     id: &ContainerId,
     action: &str,
     started: Option<ContainerId>,
@@ -327,7 +327,7 @@ fn forward_by_id(
 }
 
 /// `/v{version}/containers/{id}/{action}?{query}`.
-fn by_id(uri: &Uri, path: &RoutePath, id: &ContainerId, action: &str) -> Option<Uri> {
+fn by_id(uri: &Uri, path: &RoutePath<'_>, id: &ContainerId, action: &str) -> Option<Uri> {
     let version = path
         .version
         .as_deref()

@@ -14,20 +14,21 @@ use crate::policy::path_clean::path_clean;
 
 /// What the engine does with a request target's path.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum EnginePath {
+pub enum EnginePath<'a> {
     /// The engine routes this request.
-    Route(RoutePath),
+    Route(RoutePath<'a>),
     /// The engine answers `301 Moved Permanently` with this `Location` and routes nothing.
     Redirect { location: String },
 }
 
-/// A path the engine routes.
+/// A path the engine routes. It borrows the request's target unless percent escapes had to be
+/// decoded, so that the requests clients send most cost no allocation to classify.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoutePath {
+pub struct RoutePath<'a> {
     /// The `/vX.Y` prefix's version, when the request carried one.
-    pub version: Option<String>,
+    pub version: Option<Cow<'a, str>>,
     /// The decoded, clean path with any version prefix removed: what the route table matches.
-    pub api_path: String,
+    pub api_path: Cow<'a, str>,
 }
 
 /// A target the engine itself rejects with 400 before routing.
@@ -43,19 +44,18 @@ pub enum PathError {
 
 /// Computes the engine's view of `path` (as received, still percent-encoded) and `query` (the
 /// raw text after `?`, `Some("")` for a bare `?`).
-pub fn engine_path(path: &str, query: Option<&str>) -> Result<EnginePath, PathError> {
+pub fn engine_path<'a>(path: &'a str, query: Option<&str>) -> Result<EnginePath<'a>, PathError> {
     if !path.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
     // Most paths have nothing to decode and are clean already: those cost no allocation.
-    let decoded: Cow<'_, [u8]> = if path.contains('%') {
-        Cow::Owned(percent_decode(path)?)
+    let decoded: Cow<'a, str> = if path.contains('%') {
+        // Go's regexp treats each invalid UTF-8 byte as U+FFFD, which `.` and `[^/]` match like
+        // any other character; a lossy conversion keeps that matching behaviour.
+        Cow::Owned(String::from_utf8_lossy(&percent_decode(path)?).into_owned())
     } else {
-        Cow::Borrowed(path.as_bytes())
+        Cow::Borrowed(path)
     };
-    // Go's regexp treats each invalid UTF-8 byte as U+FFFD, which `.` and `[^/]` match like any
-    // other character; a lossy conversion keeps that matching behaviour.
-    let decoded: Cow<'_, str> = String::from_utf8_lossy(&decoded);
     if !is_clean(&decoded)
         && let clean = mux_clean(&decoded)
         && clean != decoded
@@ -67,10 +67,21 @@ pub fn engine_path(path: &str, query: Option<&str>) -> Result<EnginePath, PathEr
         }
         return Ok(EnginePath::Redirect { location });
     }
-    let (version, api_path) = split_version(&decoded);
-    Ok(EnginePath::Route(RoutePath {
-        version: version.map(str::to_owned),
-        api_path: api_path.to_owned(),
+    Ok(EnginePath::Route(match decoded {
+        Cow::Borrowed(decoded) => {
+            let (version, api_path) = split_version(decoded);
+            RoutePath {
+                version: version.map(Cow::Borrowed),
+                api_path: Cow::Borrowed(api_path),
+            }
+        }
+        Cow::Owned(decoded) => {
+            let (version, api_path) = split_version(&decoded);
+            RoutePath {
+                version: version.map(|v| Cow::Owned(v.to_owned())),
+                api_path: Cow::Owned(api_path.to_owned()),
+            }
+        }
     }))
 }
 
@@ -223,7 +234,9 @@ mod tests {
 
     fn route(path: &str) -> (Option<String>, String) {
         match engine_path(path, None).unwrap() {
-            EnginePath::Route(RoutePath { version, api_path }) => (version, api_path),
+            EnginePath::Route(RoutePath { version, api_path }) => {
+                (version.map(Cow::into_owned), api_path.into_owned())
+            }
             other => panic!("{path}: expected a route, got {other:?}"),
         }
     }
