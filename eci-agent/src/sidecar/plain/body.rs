@@ -10,7 +10,7 @@ use std::io;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::{io::Interest, net::UnixStream};
 
-use super::socket_io::{read_some, write_all};
+use super::socket_io::{move_clearing, read_some, write_all};
 
 /// The pipe's capacity asked for, and the largest copy: fewer, larger moves wake the engine
 /// less often (the kernel caps a pipe at `fs.pipe-max-size`, 1 MiB by default).
@@ -62,7 +62,7 @@ impl Pipe {
             // The pipe is empty here, so the only wait is for the client.
             let filled = loop {
                 client.readable().await.map_err(BodyFailure::Client)?;
-                match client.try_io(Interest::READABLE, || {
+                match move_clearing(client, Interest::READABLE, want, || {
                     Ok(rustix::pipe::splice(
                         client,
                         None,
@@ -72,12 +72,12 @@ impl Pipe {
                         flags,
                     )?)
                 }) {
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                    Err(err) if !moved_any && err.raw_os_error() == Some(libc::EINVAL) => {
+                    None => {}
+                    Some(Err(err)) if !moved_any && err.raw_os_error() == Some(libc::EINVAL) => {
                         tracing::debug!(%err, "splice refused: the body is copied");
                         return copy(client, engine, rest).await;
                     }
-                    filled => break filled.map_err(BodyFailure::Client)?,
+                    Some(filled) => break filled.map_err(BodyFailure::Client)?,
                 }
             };
             if filled == 0 {
@@ -88,15 +88,17 @@ impl Pipe {
             let mut left = filled;
             while left > 0 {
                 engine.writable().await.map_err(BodyFailure::Engine)?;
-                match engine.try_io(Interest::WRITABLE, || {
+                match move_clearing(engine, Interest::WRITABLE, left, || {
                     Ok(rustix::pipe::splice(
                         &self.read, None, engine, None, left, flags,
                     )?)
                 }) {
-                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                    Ok(0) => return Err(BodyFailure::Engine(io::ErrorKind::WriteZero.into())),
-                    Ok(n) => left -= n,
-                    Err(err) => return Err(BodyFailure::Engine(err)),
+                    None => {}
+                    Some(Ok(0)) => {
+                        return Err(BodyFailure::Engine(io::ErrorKind::WriteZero.into()));
+                    }
+                    Some(Ok(n)) => left -= n,
+                    Some(Err(err)) => return Err(BodyFailure::Engine(err)),
                 }
             }
             rest -= filled as u64;

@@ -1,10 +1,11 @@
 //! Reads and writes on a shared `&UnixStream`, so that one stream can be read and written by
 //! two futures of the same exchange (a body going up, the answer coming down).
 //!
-//! A read that fills less than the room it was given has emptied the socket, and its readiness
-//! is cleared then, as tokio's own `AsyncRead` does: `try_read` clears it only on
-//! `WouldBlock`, so the next wait would otherwise begin with a read that finds nothing (one
-//! system call more per request), and a wait for a hang-up would wake at once.
+//! A read that fills less than the room it was given has emptied the socket, and a write that
+//! sends less than it was given has filled it: the socket's readiness is cleared then, as
+//! tokio's own `AsyncRead` and `AsyncWrite` do. `try_read` and `try_write` clear it only on
+//! `WouldBlock`, so the next wait would otherwise begin with a system call that moves nothing
+//! (one `recvfrom` more per request), and a wait for a hang-up would wake at once.
 
 use std::io;
 
@@ -15,7 +16,9 @@ pub async fn read_more(stream: &UnixStream, buf: &mut Vec<u8>) -> io::Result<usi
     loop {
         stream.readable().await?;
         let room = buf.capacity() - buf.len();
-        if let Some(read) = read_clearing(stream, room, || stream.try_read_buf(buf)) {
+        if let Some(read) = move_clearing(stream, Interest::READABLE, room, || {
+            stream.try_read_buf(buf)
+        }) {
             return read;
         }
     }
@@ -26,22 +29,25 @@ pub async fn read_some(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize>
     loop {
         stream.readable().await?;
         let room = buf.len();
-        if let Some(read) = read_clearing(stream, room, || stream.try_read(buf)) {
+        if let Some(read) = move_clearing(stream, Interest::READABLE, room, || stream.try_read(buf))
+        {
             return read;
         }
     }
 }
 
-/// One read of up to `room` bytes; `None` when there was nothing to read after all.
-fn read_clearing(
+/// One move of up to `room` bytes by `op` (a read, a write or a splice), ready for `interest`;
+/// `None` when the socket was not ready after all.
+pub fn move_clearing(
     stream: &UnixStream,
+    interest: Interest,
     room: usize,
-    read: impl FnOnce() -> io::Result<usize>,
+    op: impl FnOnce() -> io::Result<usize>,
 ) -> Option<io::Result<usize>> {
     let mut done = None;
     // `try_io` clears the readiness it saw (not a newer one) when its closure says
-    // `WouldBlock`; a short read says so after keeping its count.
-    let outcome = stream.try_io(Interest::READABLE, || match read() {
+    // `WouldBlock`; a short move says so after keeping its count.
+    let outcome = stream.try_io(interest, || match op() {
         Ok(n) => {
             done = Some(n);
             if n > 0 && n < room {
@@ -64,11 +70,13 @@ fn read_clearing(
 pub async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
         stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => bytes = &bytes[n..],
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
+        match move_clearing(stream, Interest::WRITABLE, bytes.len(), || {
+            stream.try_write(bytes)
+        }) {
+            None => {}
+            Some(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Some(Ok(n)) => bytes = &bytes[n..],
+            Some(Err(err)) => return Err(err),
         }
     }
     Ok(())
@@ -83,15 +91,18 @@ pub async fn write_all_vectored(
     while !first.is_empty() {
         stream.writable().await?;
         let parts = [io::IoSlice::new(first), io::IoSlice::new(then)];
-        match stream.try_write_vectored(&parts) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) if n < first.len() => first = &first[n..],
-            Ok(n) => {
+        let room = first.len() + then.len();
+        match move_clearing(stream, Interest::WRITABLE, room, || {
+            stream.try_write_vectored(&parts)
+        }) {
+            None => {}
+            Some(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Some(Ok(n)) if n < first.len() => first = &first[n..],
+            Some(Ok(n)) => {
                 then = &then[n - first.len()..];
                 first = &[];
             }
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(err) => return Err(err),
+            Some(Err(err)) => return Err(err),
         }
     }
     write_all(stream, then).await
@@ -106,6 +117,31 @@ mod tests {
         use std::future::Future as _;
         let mut wait = std::pin::pin!(stream.readable());
         std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx).is_ready())).await
+    }
+
+    async fn says_writable(stream: &UnixStream) -> bool {
+        use std::future::Future as _;
+        let mut wait = std::pin::pin!(stream.writable());
+        std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx).is_ready())).await
+    }
+
+    #[tokio::test]
+    async fn a_short_write_leaves_the_stream_waiting_for_room() {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let big = vec![7u8; 4 << 20];
+        ours.writable().await.unwrap();
+        let sent = move_clearing(&ours, Interest::WRITABLE, big.len(), || ours.try_write(&big))
+            .unwrap()
+            .unwrap();
+        assert!(sent > 0 && sent < big.len(), "{sent}");
+        assert!(!says_writable(&ours).await, "readiness kept after a short write");
+        // Room again once the peer reads.
+        let mut sink = vec![0u8; 4 << 20];
+        let mut taken = 0;
+        while taken < sent {
+            taken += read_some(&theirs, &mut sink).await.unwrap();
+        }
+        ours.writable().await.unwrap();
     }
 
     #[tokio::test]
