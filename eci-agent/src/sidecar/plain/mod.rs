@@ -56,8 +56,14 @@ pub async fn serve(
     read.reserve(START_BUFFER);
     let mut engine: Option<UnixStream> = None;
     let mut answer = Vec::new();
+    // One timer for all of a connection's heads, pushed later for each: pushing a timer later is
+    // an atomic update, where a timer per head goes into tokio's wheel and out again.
+    let head_timer = tokio::time::sleep(head_timeout);
+    tokio::pin!(head_timer);
     loop {
-        let deadline = tokio::time::Instant::now() + head_timeout;
+        head_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + head_timeout);
         let (head_len, body, to_head) = loop {
             match request::read(&read) {
                 Head::Plain(head) => {
@@ -70,16 +76,21 @@ pub async fn serve(
                 Head::Partial => {}
             }
             read.reserve(START_BUFFER);
-            match tokio::time::timeout_at(deadline, read_more(&client, &mut read)).await {
-                Ok(Ok(0)) if read.is_empty() => return Ended::Closed,
+            let more = tokio::select! {
+                biased;
+                more = read_more(&client, &mut read) => Some(more),
+                () = &mut head_timer => None,
+            };
+            match more {
+                Some(Ok(0)) if read.is_empty() => return Ended::Closed,
                 // A head cut short is hyper's to answer, as before.
-                Ok(Ok(0)) => return Ended::HandOff { read, client },
-                Ok(Ok(_)) => {}
-                Ok(Err(err)) => {
+                Some(Ok(0)) => return Ended::HandOff { read, client },
+                Some(Ok(_)) => {}
+                Some(Err(err)) => {
                     tracing::debug!(%err, "client connection ended");
                     return Ended::Closed;
                 }
-                Err(_) => {
+                None => {
                     tracing::debug!("request head not read within the head timeout");
                     return Ended::Closed;
                 }

@@ -20,19 +20,16 @@ struct Rig {
 }
 
 fn rig(carry: bool) -> Rig {
+    rig_timing_heads(carry, Duration::from_secs(5))
+}
+
+fn rig_timing_heads(carry: bool, head_timeout: Duration) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("engine.sock");
     let engine = UnixListener::bind(&path).unwrap();
     let (client, sidecar_end) = UnixStream::pair().unwrap();
     let served = tokio::spawn(async move {
-        serve(
-            sidecar_end,
-            Vec::new(),
-            &path,
-            Duration::from_secs(5),
-            |_| carry,
-        )
-        .await
+        serve(sidecar_end, Vec::new(), &path, head_timeout, |_| carry).await
     });
     Rig {
         _dir: dir,
@@ -104,6 +101,39 @@ async fn a_request_goes_again_when_the_engine_closed_its_idle_connection() {
         rig.client.read_exact(&mut body).await.unwrap();
         assert_eq!(&body, b"b");
     }
+}
+
+/// Each head has the whole timeout from when the connection is ready for it, however long the
+/// connection has lived; a head that does not come whole in time ends the connection.
+#[tokio::test(start_paused = true)]
+async fn each_head_has_the_head_timeout_and_a_late_one_ends_the_connection() {
+    let timeout = Duration::from_millis(400);
+    let mut rig = rig_timing_heads(true, timeout);
+    let mut upstream = None;
+    for _ in 0..3 {
+        tokio::time::sleep(timeout * 3 / 4).await;
+        send(&mut rig.client, b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n").await;
+        if upstream.is_none() {
+            upstream = Some(accept(&rig.engine).await);
+        }
+        let engine = upstream.as_mut().unwrap();
+        assert!(head(engine).await.starts_with("GET /a "));
+        send(engine, b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").await;
+        assert!(head(&mut rig.client).await.starts_with("HTTP/1.1 200"));
+    }
+    let started = tokio::time::Instant::now();
+    send(&mut rig.client, b"GET /a HTTP/1.1\r\nHost:").await;
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(timeout * 10, rig.client.read(&mut byte))
+        .await
+        .expect("closed by the head timeout");
+    assert_eq!(read.unwrap(), 0);
+    assert!(
+        started.elapsed() >= timeout * 3 / 4,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
 }
 
 #[tokio::test]

@@ -130,11 +130,16 @@ mod tests {
         let (ours, theirs) = UnixStream::pair().unwrap();
         let big = vec![7u8; 4 << 20];
         ours.writable().await.unwrap();
-        let sent = move_clearing(&ours, Interest::WRITABLE, big.len(), || ours.try_write(&big))
-            .unwrap()
-            .unwrap();
+        let sent = move_clearing(&ours, Interest::WRITABLE, big.len(), || {
+            ours.try_write(&big)
+        })
+        .unwrap()
+        .unwrap();
         assert!(sent > 0 && sent < big.len(), "{sent}");
-        assert!(!says_writable(&ours).await, "readiness kept after a short write");
+        assert!(
+            !says_writable(&ours).await,
+            "readiness kept after a short write"
+        );
         // Room again once the peer reads.
         let mut sink = vec![0u8; 4 << 20];
         let mut taken = 0;
