@@ -62,7 +62,10 @@ impl Pipe {
             // The pipe is empty here, so the only wait is for the client.
             let filled = loop {
                 client.readable().await.map_err(BodyFailure::Client)?;
-                match move_clearing(client, Interest::READABLE, want, || {
+                // Readiness is cleared only when nothing moved: a splice can stop short for want
+                // of room in the pipe with bytes left in the socket, and those would then wait
+                // for a readiness that never comes.
+                match move_clearing(client, Interest::READABLE, 0, || {
                     Ok(rustix::pipe::splice(
                         client,
                         None,
@@ -88,7 +91,7 @@ impl Pipe {
             let mut left = filled;
             while left > 0 {
                 engine.writable().await.map_err(BodyFailure::Engine)?;
-                match move_clearing(engine, Interest::WRITABLE, left, || {
+                match move_clearing(engine, Interest::WRITABLE, 0, || {
                     Ok(rustix::pipe::splice(
                         &self.read, None, engine, None, left, flags,
                     )?)

@@ -37,7 +37,8 @@ pub async fn read_some(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize>
 }
 
 /// One move of up to `room` bytes by `op` (a read, a write or a splice), ready for `interest`;
-/// `None` when the socket was not ready after all.
+/// `None` when the socket was not ready after all. A `room` of 0 clears readiness only when
+/// nothing moved, for a move that can stop short for another cause than the socket.
 pub fn move_clearing(
     stream: &UnixStream,
     interest: Interest,
