@@ -10,7 +10,7 @@ use std::io;
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::{io::Interest, net::UnixStream};
 
-use super::socket_io::{move_clearing, read_some, write_all};
+use super::socket_io::{read_some, write_all};
 
 /// The pipe's capacity asked for, and the largest copy: fewer, larger moves wake the engine
 /// less often (the kernel caps a pipe at `fs.pipe-max-size`, 1 MiB by default).
@@ -62,10 +62,10 @@ impl Pipe {
             // The pipe is empty here, so the only wait is for the client.
             let filled = loop {
                 client.readable().await.map_err(BodyFailure::Client)?;
-                // Readiness is cleared only when nothing moved: a splice can stop short for want
-                // of room in the pipe with bytes left in the socket, and those would then wait
-                // for a readiness that never comes.
-                match move_clearing(client, Interest::READABLE, 0, || {
+                // Readiness is cleared only on `WouldBlock`, not after a short move as plain reads
+                // do (`socket_io`): a splice can stop short for want of room in the pipe with
+                // bytes left in the socket, and those would wait for a readiness that never comes.
+                match client.try_io(Interest::READABLE, || {
                     Ok(rustix::pipe::splice(
                         client,
                         None,
@@ -75,12 +75,12 @@ impl Pipe {
                         flags,
                     )?)
                 }) {
-                    None => {}
-                    Some(Err(err)) if !moved_any && err.raw_os_error() == Some(libc::EINVAL) => {
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Err(err) if !moved_any && err.raw_os_error() == Some(libc::EINVAL) => {
                         tracing::debug!(%err, "splice refused: the body is copied");
                         return copy(client, engine, rest).await;
                     }
-                    Some(filled) => break filled.map_err(BodyFailure::Client)?,
+                    filled => break filled.map_err(BodyFailure::Client)?,
                 }
             };
             if filled == 0 {
@@ -91,17 +91,15 @@ impl Pipe {
             let mut left = filled;
             while left > 0 {
                 engine.writable().await.map_err(BodyFailure::Engine)?;
-                match move_clearing(engine, Interest::WRITABLE, 0, || {
+                match engine.try_io(Interest::WRITABLE, || {
                     Ok(rustix::pipe::splice(
                         &self.read, None, engine, None, left, flags,
                     )?)
                 }) {
-                    None => {}
-                    Some(Ok(0)) => {
-                        return Err(BodyFailure::Engine(io::ErrorKind::WriteZero.into()));
-                    }
-                    Some(Ok(n)) => left -= n,
-                    Some(Err(err)) => return Err(BodyFailure::Engine(err)),
+                    Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                    Ok(0) => return Err(BodyFailure::Engine(io::ErrorKind::WriteZero.into())),
+                    Ok(n) => left -= n,
+                    Err(err) => return Err(BodyFailure::Engine(err)),
                 }
             }
             rest -= filled as u64;

@@ -36,10 +36,9 @@ pub async fn read_some(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize>
     }
 }
 
-/// One move of up to `room` bytes by `op` (a read, a write or a splice), ready for `interest`;
-/// `None` when the socket was not ready after all. A `room` of 0 clears readiness only when
-/// nothing moved, for a move that can stop short for another cause than the socket.
-pub fn move_clearing(
+/// One move of up to `room` bytes by `op` (a read or a write), ready for `interest`;
+/// `None` when the socket was not ready after all.
+fn move_clearing(
     stream: &UnixStream,
     interest: Interest,
     room: usize,
@@ -113,16 +112,10 @@ pub async fn write_all_vectored(
 mod tests {
     use super::*;
 
-    /// Whether `stream` says it is readable without waiting (a stale readiness says so too).
-    async fn says_readable(stream: &UnixStream) -> bool {
-        use std::future::Future as _;
-        let mut wait = std::pin::pin!(stream.readable());
-        std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx).is_ready())).await
-    }
-
-    async fn says_writable(stream: &UnixStream) -> bool {
-        use std::future::Future as _;
-        let mut wait = std::pin::pin!(stream.writable());
+    /// Whether a readiness wait (`readable()`, `writable()`) is over at once: a stale readiness
+    /// says so too.
+    async fn ready_at_once(wait: impl std::future::Future) -> bool {
+        let mut wait = std::pin::pin!(wait);
         std::future::poll_fn(|cx| std::task::Poll::Ready(wait.as_mut().poll(cx).is_ready())).await
     }
 
@@ -138,7 +131,7 @@ mod tests {
         .unwrap();
         assert!(sent > 0 && sent < big.len(), "{sent}");
         assert!(
-            !says_writable(&ours).await,
+            !ready_at_once(ours.writable()).await,
             "readiness kept after a short write"
         );
         // Room again once the peer reads.
@@ -159,19 +152,19 @@ mod tests {
         let mut buf = Vec::with_capacity(4096);
         assert_eq!(read_more(&ours, &mut buf).await.unwrap(), 23);
         assert!(
-            !says_readable(&ours).await,
+            !ready_at_once(ours.readable()).await,
             "readiness kept after a short read"
         );
 
         write_all(&theirs, b"more").await.unwrap();
         let mut small = [0u8; 64];
         assert_eq!(read_some(&ours, &mut small).await.unwrap(), 4);
-        assert!(!says_readable(&ours).await);
+        assert!(!ready_at_once(ours.readable()).await);
 
         // A read that fills its room may have left bytes behind: readiness stays.
         write_all(&theirs, b"0123456789").await.unwrap();
         assert_eq!(read_some(&ours, &mut small[..4]).await.unwrap(), 4);
-        assert!(says_readable(&ours).await);
+        assert!(ready_at_once(ours.readable()).await);
         assert_eq!(read_some(&ours, &mut small).await.unwrap(), 6);
 
         // A hang-up is still seen after readiness was cleared.
