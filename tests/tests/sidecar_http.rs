@@ -480,3 +480,89 @@ fn head(answer: &str) -> (u16, Option<String>) {
         .map(str::to_owned);
     (status, location)
 }
+
+/// `socat`, `nc -N` and shell health checks shut down their write side once the request is out,
+/// then read the answer until the server closes. The engine answers them; so must the sidecar,
+/// on its own path and on hyper's (`Connection: keep-alive` is not a plain head), for a container
+/// caller and for the host.
+#[test]
+fn a_client_that_stops_sending_after_its_request_is_answered() {
+    let container = container_sidecar("deny", &[]);
+    let host = Sidecar::start(engine(), sidecar::command_list("deny", &[]));
+    let requests = [
+        "GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n",
+        "GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: keep-alive\r\n\r\n",
+        "GET /_ping HTTP/1.0\r\n\r\n",
+    ];
+    for socket in [engine().socket(), container.socket(), host.socket()] {
+        for request in requests {
+            let mut stream = UnixStream::connect(socket).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            stream.shutdown(std::net::Shutdown::Write).unwrap();
+            let started = std::time::Instant::now();
+            let answer = read_all(&mut stream);
+            // The engine answers an HTTP/1.0 request in HTTP/1.0, and hyper in HTTP/1.1.
+            assert!(
+                (answer.starts_with("HTTP/1.1 200 OK\r\n")
+                    || answer.starts_with("HTTP/1.0 200 OK\r\n"))
+                    && answer.ends_with("\r\n\r\nOK"),
+                "{} for {request:?}: {answer:?}",
+                socket.display()
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(4),
+                "{} kept the connection of {request:?} open after answering",
+                socket.display()
+            );
+        }
+    }
+}
+
+/// A client that goes away from an events stream ends it at the engine, on the sidecar's own
+/// path and on hyper's, whether or not it half-closed first (half-closed clients are answered):
+/// the engine's count of events listeners (`/info`) goes back down. A dockerd of its own, so that other tests' streams
+/// do not move the count.
+#[test]
+fn a_client_that_goes_away_ends_its_events_stream_at_the_engine() {
+    let engine = Dockerd::start().unwrap();
+    let sc = Sidecar::start(&engine, sidecar::command_list("deny", &[]));
+    let listeners = || {
+        let answer = exchange(engine.socket(), b"GET /info HTTP/1.0\r\n\r\n");
+        let body = answer.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let info: serde_json::Value = serde_json::from_str(body).expect("/info is JSON");
+        info["NEventsListener"].as_u64().expect("NEventsListener")
+    };
+    let settle = |want: u64, what: &str| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while listeners() != want {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let before = listeners();
+    for request in [
+        "GET /v1.41/events HTTP/1.1\r\nHost: d\r\n\r\n",
+        "GET /v1.41/events HTTP/1.1\r\nHost: d\r\nConnection: keep-alive\r\n\r\n",
+    ] {
+        for half_close_first in [false, true] {
+            let mut stream = UnixStream::connect(sc.socket()).unwrap();
+            stream.write_all(request.as_bytes()).unwrap();
+            if half_close_first {
+                stream.shutdown(std::net::Shutdown::Write).unwrap();
+            }
+            settle(before + 1, "the events stream never reached the engine");
+            drop(stream);
+            settle(
+                before,
+                &format!(
+                    "the engine still streams events to a client that went away \
+                     (half-closed first: {half_close_first}): {request:?}"
+                ),
+            );
+        }
+    }
+    engine.stop();
+}

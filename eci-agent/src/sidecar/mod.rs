@@ -31,6 +31,7 @@ pub mod admit;
 pub mod audit;
 pub mod forward;
 mod framing;
+mod hang_up;
 pub mod mounts;
 pub mod path;
 pub mod peer;
@@ -232,16 +233,34 @@ async fn serve_connection<G: CommandGate + ?Sized>(stream: UnixStream, shared: A
             let shared = shared.clone();
             async move { Ok::<_, Infallible>(handle(req, &conn, &shared).await) }
         });
-        http1::Builder::new()
+        // A client that stops sending once its request is out is answered, as the engine
+        // answers it (hyper then reads nothing more while the answer goes out); one that goes
+        // away still ends the exchange, and with it the engine connection ([`hang_up`]).
+        let watch = match hang_up::Watch::new(&client) {
+            Ok(watch) => watch,
+            Err(err) => {
+                tracing::debug!(%err, "client connection closed: it cannot be watched");
+                return Ok(());
+            }
+        };
+        let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(head_timeout)
             .max_buf_size(MAX_HEAD_BYTES)
+            .half_close(true)
             .serve_connection(
                 TokioIo::new(framing::Guarded::new(sniff::Prefixed::new(read, client))),
                 service,
             )
-            .with_upgrades()
-            .await
+            .with_upgrades();
+        tokio::select! {
+            biased;
+            served = connection => served,
+            () = watch.gone() => {
+                tracing::debug!("client connection ended: the client went away");
+                Ok(())
+            }
+        }
     };
     // A revocable connection is served in a task of its own, which is aborted when the
     // allowance goes: polled side by side in one task, the revocation's future would be polled

@@ -22,6 +22,7 @@ use std::{io, path::Path, time::Duration};
 
 use tokio::net::UnixStream;
 
+use super::hang_up;
 use body::BodyFailure;
 use request::Head;
 pub use request::PlainHead;
@@ -241,10 +242,14 @@ impl Exchange {
         tokio::pin!(send, relay);
         let mut body_sent = (rest == 0).then_some(true);
         let mut watching = true;
+        let mut half_closed = false;
+        let mut until_gone: Option<hang_up::Watch> = None;
         loop {
             tokio::select! {
                 biased;
                 relayed = &mut relay => return match (relayed, body_sent) {
+                    // A client that sent all it will is answered, then the connection ends.
+                    (Ok(_), Some(true)) if half_closed => Ok(Next::Close),
                     (Ok(next), Some(true)) => Ok(next),
                     // The client's body is not all read: its connection cannot go on.
                     (Ok(_), _) => Ok(Next::Close),
@@ -259,35 +264,62 @@ impl Exchange {
                         body_sent = Some(false);
                     }
                 },
-                hung_up = hung_up(client), if body_sent.is_some() && watching => {
-                    if hung_up {
+                seen = watch(client), if body_sent.is_some() && watching => match seen {
+                    Client::Gone => {
                         return Err(Failure::Client(io::ErrorKind::ConnectionAborted.into()));
                     }
-                    watching = false;
+                    Client::SentMore => watching = false,
+                    // A socket that read its end stays readable, so its close is watched for
+                    // otherwise. Without a watch, writing the answer to a client that went away
+                    // fails, which ends the exchange too.
+                    Client::HalfClosed => {
+                        half_closed = true;
+                        watching = false;
+                        until_gone = hang_up::Watch::new(client).ok();
+                    }
+                },
+                () = async {
+                    if let Some(watch) = &until_gone {
+                        watch.gone().await;
+                    }
+                }, if until_gone.is_some() => {
+                    return Err(Failure::Client(io::ErrorKind::ConnectionAborted.into()));
                 },
             }
         }
     }
 }
 
-/// Whether the client hung up while its answer is awaited (a `docker events`, `logs -f` or
-/// `wait` whose caller went away): the exchange then ends, and with it the engine connection,
-/// as on hyper's path. False when the client sent more instead (a pipelined request, not read
-/// here). A client that waits quietly sends nothing, so this costs no system call until it
-/// does: reads clear the client's readiness once they have emptied it ([`socket_io`]).
-async fn hung_up(client: &UnixStream) -> bool {
+/// What a client did while its answer was awaited.
+enum Client {
+    /// It went away (a `docker events`, `logs -f` or `wait` whose caller left): the exchange
+    /// ends, and with it the engine connection, as on hyper's path.
+    Gone,
+    /// It sent more (a pipelined request, not read here).
+    SentMore,
+    /// It shut down its write side and waits for the answer (`socat`, `nc -N`): the engine
+    /// answers such a client, so the sidecar does too, and ends the connection after it
+    /// ([`hang_up`]).
+    HalfClosed,
+}
+
+/// Waits until the client does something while its answer is awaited. A client that waits
+/// quietly sends nothing, so this costs no system call until it does: reads clear the
+/// client's readiness once they have emptied it ([`socket_io`]).
+async fn watch(client: &UnixStream) -> Client {
     loop {
         if client.readable().await.is_err() {
-            return true;
+            return Client::Gone;
         }
         let mut probe = [std::mem::MaybeUninit::uninit(); 1];
         match client.try_io(tokio::io::Interest::READABLE, || {
             socket2::SockRef::from(client).peek(&mut probe)
         }) {
-            Ok(0) => return true,
-            Ok(_) => return false,
+            Ok(0) if hang_up::peer_gone(client) => return Client::Gone,
+            Ok(0) => return Client::HalfClosed,
+            Ok(_) => return Client::SentMore,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-            Err(_) => return true,
+            Err(_) => return Client::Gone,
         }
     }
 }

@@ -158,25 +158,70 @@ async fn connection_close_from_the_engine_ends_only_the_engine_connection() {
     drop(first);
 }
 
+/// `socat` and `nc -N` shut down their write side once the request is out and read the answer
+/// until the server closes: the engine answers them, and so does the sidecar.
 #[tokio::test]
-async fn a_client_hanging_up_on_a_stream_ends_its_engine_connection() {
+async fn a_client_that_only_stopped_sending_is_answered_then_closed() {
     let mut rig = rig(true);
-    send(&mut rig.client, b"GET /events HTTP/1.1\r\nHost: d\r\n\r\n").await;
+    send(&mut rig.client, b"GET /_ping HTTP/1.1\r\nHost: d\r\n\r\n").await;
+    rig.client.shutdown().await.unwrap();
     let mut upstream = accept(&rig.engine).await;
     head(&mut upstream).await;
+    // Answered after the sidecar has seen the half-close.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     send(
         &mut upstream,
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK",
     )
     .await;
-    head(&mut rig.client).await;
-    drop(rig.client);
-    let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(Duration::from_secs(3), upstream.read(&mut byte))
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), rig.client.read_to_end(&mut answer))
         .await
-        .expect("the engine connection closes once the client is gone");
-    assert_eq!(read.unwrap(), 0);
+        .expect("the connection ends after the answer")
+        .unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.1 200 OK\r\n") && answer.ends_with(b"\r\n\r\nOK"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
+}
+
+/// A client that goes away while its stream is open ends the stream and its engine connection,
+/// whether it half-closed first (and was watched for its close) or not (seen by its end of file).
+#[tokio::test]
+async fn a_client_hanging_up_on_a_stream_ends_its_engine_connection() {
+    for half_close_first in [false, true] {
+        let mut rig = rig(true);
+        send(&mut rig.client, b"GET /events HTTP/1.1\r\nHost: d\r\n\r\n").await;
+        if half_close_first {
+            rig.client.shutdown().await.unwrap();
+        }
+        let mut upstream = accept(&rig.engine).await;
+        head(&mut upstream).await;
+        send(
+            &mut upstream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await;
+        head(&mut rig.client).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut byte = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), upstream.read(&mut byte))
+                .await
+                .is_err(),
+            "the stream ended while its client was still there (half-closed: {half_close_first})"
+        );
+        drop(rig.client);
+        let read = tokio::time::timeout(Duration::from_secs(3), upstream.read(&mut byte))
+            .await
+            .unwrap_or_else(|_| {
+                panic!("the engine connection stays (half-closed first: {half_close_first})")
+            });
+        assert_eq!(read.unwrap(), 0);
+        assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
+    }
 }
 
 #[tokio::test]
