@@ -127,6 +127,22 @@
 //! goes); body splices keep clearing readiness only on `WouldBlock`, since a splice can stop
 //! short for want of pipe room with bytes left in the socket. 1 GiB uploads by hand spread too
 //! widely (1.0–3.4 GiB/s through the agent in 3 rounds) to say what the clearing of writes bought.
+//!
+//! Session 12, by hand, nothing kept (medians of 3–12 interleaved rounds). The runtime: the relay
+//! on one current-thread runtime used 8.5–9.1 µs per request at c = 10–200 against 9.4–12.2 on
+//! tokio's two workers, and the agent with `TOKIO_WORKER_THREADS=1` 10.2 against 12.6 at c = 10,
+//! but within 1 µs of it at c = 50 and 200, with 5–7% fewer requests/s at c = 50; connections
+//! spread over two current-thread runtimes cost what two workers cost. One core per sidecar
+//! would cap it on real hosts for a gain inside the spread of this one. Uploads: filling the
+//! pipe from the client while the engine drains it (instead of a pipeful at a time) cut
+//! `epoll_wait` from 4,972 to 3,184 per GiB, with 9,800 splices either way (the client's 208 KiB
+//! send buffer sets how much one splice takes), and moved the median by +8% in one set of rounds
+//! and −1% in the next; a 4 MiB send buffer on the engine connection changed nothing. The two
+//! socket hops cost 110–140 ms of agent CPU per GiB, which on two cores shared with the client
+//! and the engine is what keeps uploads under direct's rate. At c = 1 the agent and the relay
+//! make the same system calls per request (2 `recvfrom`, 2 sends, 2 `epoll_wait`); two thirds of
+//! the samples of each are the wake-up itself (`finish_task_switch`, the hypervisor's
+//! spin-unlock), and each one's own code is 11% of the agent's samples and 6% of the relay's.
 
 mod callers;
 mod cpu;
