@@ -241,15 +241,16 @@ impl Exchange {
         let relay = relay_answer(engine, client, answer, self.to_head, &mut answered);
         tokio::pin!(send, relay);
         let mut body_sent = (rest == 0).then_some(true);
-        let mut watching = true;
-        let mut half_closed = false;
-        let mut until_gone: Option<hang_up::Watch> = None;
+        // What the client did while the answer was awaited; watched for until it did something.
+        let mut seen: Option<Client> = None;
         loop {
             tokio::select! {
                 biased;
                 relayed = &mut relay => return match (relayed, body_sent) {
                     // A client that sent all it will is answered, then the connection ends.
-                    (Ok(_), Some(true)) if half_closed => Ok(Next::Close),
+                    (Ok(_), Some(true)) if matches!(seen, Some(Client::HalfClosed(_))) => {
+                        Ok(Next::Close)
+                    }
                     (Ok(next), Some(true)) => Ok(next),
                     // The client's body is not all read: its connection cannot go on.
                     (Ok(_), _) => Ok(Next::Close),
@@ -264,25 +265,17 @@ impl Exchange {
                         body_sent = Some(false);
                     }
                 },
-                seen = watch(client), if body_sent.is_some() && watching => match seen {
+                now = watch(client), if body_sent.is_some() && seen.is_none() => match now {
                     Client::Gone => {
                         return Err(Failure::Client(io::ErrorKind::ConnectionAborted.into()));
                     }
-                    Client::SentMore => watching = false,
-                    // A socket that read its end stays readable, so its close is watched for
-                    // otherwise. Without a watch, writing the answer to a client that went away
-                    // fails, which ends the exchange too.
-                    Client::HalfClosed => {
-                        half_closed = true;
-                        watching = false;
-                        until_gone = hang_up::Watch::new(client).ok();
-                    }
+                    now => seen = Some(now),
                 },
                 () = async {
-                    if let Some(watch) = &until_gone {
+                    if let Some(Client::HalfClosed(Some(watch))) = &seen {
                         watch.gone().await;
                     }
-                }, if until_gone.is_some() => {
+                }, if matches!(seen, Some(Client::HalfClosed(Some(_)))) => {
                     return Err(Failure::Client(io::ErrorKind::ConnectionAborted.into()));
                 },
             }
@@ -299,8 +292,10 @@ enum Client {
     SentMore,
     /// It shut down its write side and waits for the answer (`socat`, `nc -N`): the engine
     /// answers such a client, so the sidecar does too, and ends the connection after it
-    /// ([`hang_up`]).
-    HalfClosed,
+    /// ([`hang_up`]). A socket that read its end stays readable, so the client's close is
+    /// watched for otherwise; without a watch (none could be made), writing the answer to a
+    /// client that went away fails, which ends the exchange too.
+    HalfClosed(Option<hang_up::Watch>),
 }
 
 /// Waits until the client does something while its answer is awaited. A client that waits
@@ -316,7 +311,7 @@ async fn watch(client: &UnixStream) -> Client {
             socket2::SockRef::from(client).peek(&mut probe)
         }) {
             Ok(0) if hang_up::peer_gone(client) => return Client::Gone,
-            Ok(0) => return Client::HalfClosed,
+            Ok(0) => return Client::HalfClosed(hang_up::Watch::new(client).ok()),
             Ok(_) => return Client::SentMore,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
             Err(_) => return Client::Gone,
