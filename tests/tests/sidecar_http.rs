@@ -109,6 +109,68 @@ fn sized_and_chunked_bodies_reach_the_engine() {
     }
 }
 
+/// A chunked body on the sidecar's own path (as the CLI sends `load` and `build`) ends where the
+/// engine's reader ends it, whether it came with its head or after it: a request written right
+/// after it is judged on its own (403 here), never run by the engine as the rest of the body,
+/// and a request framed as chunk data stays data.
+#[test]
+fn a_chunked_body_ends_where_the_engine_ends_it_and_what_follows_is_judged() {
+    let sc = container_sidecar("deny", &["volume*"]);
+    let data = "GET /v1.41/volumes HTTP/1.1\r\nHost: d\r\n\r\n";
+    let head = "POST /v1.41/containers/eci-no-such-container/stop HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let first = format!("{:x}\r\n{data}\r\n", data.len());
+    let volume = r#"{"Name":"eci-chunked-smuggled"}"#;
+    let rest = format!(
+        "{:x}\r\n{data}\r\n0\r\n\r\nPOST /v1.41/volumes/create HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{volume}GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n",
+        data.len(),
+        volume.len()
+    );
+    for in_one_write in [true, false] {
+        let mut stream = UnixStream::connect(sc.socket()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        if in_one_write {
+            stream
+                .write_all(format!("{head}{first}{rest}").as_bytes())
+                .unwrap();
+        } else {
+            stream
+                .write_all(format!("{head}{first}").as_bytes())
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(200));
+            stream.write_all(rest.as_bytes()).unwrap();
+        }
+        let answer = read_all(&mut stream);
+        // The engine's own word: a request it read as the body's sequel would run unseen by
+        // the client, whose answers come from the sidecar.
+        let smuggled = engine()
+            .docker()
+            .args(["volume", "inspect", "eci-chunked-smuggled"])
+            .output()
+            .unwrap()
+            .status
+            .success();
+        let _ = engine()
+            .docker()
+            .args(["volume", "rm", "-f", "eci-chunked-smuggled"])
+            .output();
+        assert!(
+            !smuggled,
+            "the engine ran the request after the body (in one write: {in_one_write})"
+        );
+        assert_eq!(
+            statuses(&answer),
+            [404, 403, 200],
+            "in one write: {in_one_write}\n{answer}"
+        );
+        assert!(
+            answer.contains("docker command \\\"/v1.41/volumes/create\\\" is blocked"),
+            "{answer}"
+        );
+    }
+}
+
 #[test]
 fn expect_continue_only_after_admission() {
     let sc = container_sidecar("deny", &["volume*"]);
@@ -143,8 +205,8 @@ fn expect_continue_only_after_admission() {
 
 /// Plain requests reach the engine as their bytes came and its answers come back as theirs
 /// came (header case included: hyper writes names in lower case), a body arriving in pieces
-/// included; the first request the plain path does not carry hands the connection to hyper
-/// for good.
+/// and a chunked one included; the first request the plain path does not carry hands the
+/// connection to hyper for good.
 #[test]
 fn plain_requests_pass_byte_for_byte_until_one_is_not() {
     let sc = container_sidecar("deny", &["push"]);
@@ -192,9 +254,17 @@ fn plain_requests_pass_byte_for_byte_until_one_is_not() {
     assert_eq!(statuses(&ping), [200], "{ping}");
     assert!(ping.contains("\r\nApi-Version: "), "{ping}");
 
-    // A chunked body is not plain: hyper reads it, and every request after it.
+    // A chunked body is plain too (the CLI's `load` and `build`).
     stream
-        .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\r\n")
+        .unwrap();
+    let ping = one_answer(&mut stream, false);
+    assert_eq!(statuses(&ping), [200], "{ping}");
+    assert!(ping.contains("\r\nApi-Version: "), "{ping}");
+
+    // A hop-by-hop header is not plain: hyper reads the request, and every request after it.
+    stream
+        .write_all(b"GET /_ping HTTP/1.1\r\nHost: d\r\nConnection: keep-alive\r\n\r\n")
         .unwrap();
     for _ in 0..2 {
         let ping = one_answer(&mut stream, false);

@@ -111,6 +111,17 @@ pub fn engine_failed_plain(err: &dyn std::fmt::Display) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A request body the sidecar could not follow to its end (a broken chunk), in bytes, for the
+/// sidecar's own HTTP/1 path, which then closes the connection: hyper's path answers 400 too.
+pub fn bad_body_plain(err: &dyn std::fmt::Display) -> Vec<u8> {
+    let body = serde_json::json!({ "message": format!("request body: {err}") }).to_string();
+    format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
 fn json_error(status: StatusCode, message: &str, close: bool) -> Response<ProxyBody> {
     let body = serde_json::json!({ "message": message }).to_string();
     let mut resp = Response::new(full(body));

@@ -4,17 +4,28 @@
 //! a pipe with `splice(2)`: the kernel hands the client's pages to the engine's socket without
 //! the sidecar copying them in and out. Where the kernel refuses to splice these sockets, they
 //! are copied.
+//!
+//! Chunked bodies (the docker CLI's `load` and `build`) are copied as they came, chunk lines
+//! included, while [`BodyEnd`] follows them to their end: Go's client writes each 32 KiB it
+//! reads as one chunk, so splicing between chunk lines would take more system calls than a copy
+//! of everything the client sent at once.
 
 use std::io;
 
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use tokio::{io::Interest, net::UnixStream};
 
-use super::socket_io::{read_some, write_all};
+use super::{
+    body_end::{BadChunk, BodyEnd},
+    socket_io::{read_more, read_some, write_all},
+};
 
 /// The pipe's capacity asked for, and the largest copy: fewer, larger moves wake the engine
 /// less often (the kernel caps a pipe at `fs.pipe-max-size`, 1 MiB by default).
 const BODY_CHUNK: usize = 1 << 20;
+/// The largest read of a chunked body: more than a unix socket's default send buffer holds
+/// (208 KiB), so one read takes all the client has sent.
+const CHUNKED_READ: usize = 256 << 10;
 
 /// Which side failed a body.
 #[derive(Debug)]
@@ -23,6 +34,8 @@ pub enum BodyFailure {
     Client(io::Error),
     /// The engine stopped reading it.
     Engine(io::Error),
+    /// The client broke its chunk framing; what went before it reached the engine.
+    Malformed(BadChunk),
 }
 
 /// Sends `rest` more body bytes from `client` to `engine`.
@@ -32,6 +45,33 @@ pub async fn send(client: &UnixStream, engine: &UnixStream, rest: u64) -> Result
         Err(err) => {
             tracing::debug!(%err, "no pipe for splice: the body is copied");
             copy(client, engine, rest).await
+        }
+    }
+}
+
+/// Sends the rest of a chunked body from `client` to `engine`, `end` having followed what came
+/// of it so far; returns what the client sent after the body's end (a pipelined request).
+pub async fn send_chunked(
+    client: &UnixStream,
+    engine: &UnixStream,
+    mut end: BodyEnd,
+) -> Result<Vec<u8>, BodyFailure> {
+    let mut buf = Vec::with_capacity(CHUNKED_READ);
+    loop {
+        buf.clear();
+        let n = read_more(client, &mut buf)
+            .await
+            .map_err(BodyFailure::Client)?;
+        if n == 0 {
+            return Err(BodyFailure::Client(io::ErrorKind::UnexpectedEof.into()));
+        }
+        let body = end.follow(&buf).map_err(BodyFailure::Malformed)?;
+        write_all(engine, &buf[..body])
+            .await
+            .map_err(BodyFailure::Engine)?;
+        if end.done() {
+            buf.drain(..body);
+            return Ok(buf);
         }
     }
 }

@@ -2,31 +2,39 @@
 //!
 //! hyper parses each request into a typed message and writes it out again, and the same for
 //! each answer: for the requests clients send most (`/_ping`, lists, inspects, bodies of known
-//! length) that cost more CPU than HAProxy's whole relay. Here a connection's requests are
-//! read with httparse instead. A head that every parser reads alike ([`request`]), and that the
-//! pipeline admits without looking further, goes to the engine as its bytes came, and the
-//! engine's answer comes back as its bytes came ([`response`]), on one kept-alive engine
-//! connection. The first request that is anything else (not plain, refused, judged by the
-//! socket-mount gate, a hijack, a path the engine redirects) hands the connection, with every
-//! byte read of it, to hyper's path for good: what hyper alone did before, it still does.
+//! length or chunked) that cost more CPU than HAProxy's whole relay. Here a connection's
+//! requests are read with httparse instead. A head that every parser reads alike
+//! ([`request`]), and that the pipeline admits without looking further, goes to the engine as
+//! its bytes came, its body too ([`body_end`] finds where it ends), and the engine's answer
+//! comes back as its bytes came ([`response`]), on one kept-alive engine connection. The first
+//! request that is anything else (not plain, refused, judged by the socket-mount gate, a
+//! hijack, a path the engine redirects) hands the connection, with every byte read of it, to
+//! hyper's path for good: what hyper alone did before, it still does.
 //!
 //! A head must be whole within the head timeout, counted from when the connection is ready for
 //! it, as hyper counts; bodies and answers have no timeout.
 
 mod body;
+mod body_end;
 pub mod request;
 pub mod response;
 mod socket_io;
 
-use std::{io, path::Path, time::Duration};
+use std::{
+    io,
+    path::Path,
+    sync::atomic::{AtomicBool, Ordering},
+    time::Duration,
+};
 
 use tokio::net::UnixStream;
 
 use super::hang_up;
 use body::BodyFailure;
+use body_end::{BadChunk, BodyEnd, Framing};
 use request::Head;
 pub use request::PlainHead;
-use response::{Answer, BodyEnd, Framing};
+use response::Answer;
 use socket_io::{read_more, write_all, write_all_vectored};
 
 /// How a connection left this path.
@@ -57,6 +65,8 @@ pub async fn serve(
     read.reserve(START_BUFFER);
     let mut engine: Option<UnixStream> = None;
     let mut answer = Vec::new();
+    // What a client sent after a chunked body, read with it.
+    let mut pipelined = Vec::new();
     // One timer for all of a connection's heads, pushed later for each: pushing a timer later is
     // an atomic update, where a timer per head goes into tokio's wheel and out again.
     let head_timer = tokio::time::sleep(head_timeout);
@@ -65,7 +75,7 @@ pub async fn serve(
         head_timer
             .as_mut()
             .reset(tokio::time::Instant::now() + head_timeout);
-        let (head_len, body, to_head) = loop {
+        let (head_len, framing, to_head) = loop {
             match request::read(&read) {
                 Head::Plain(head) => {
                     if !carry(&head) {
@@ -97,16 +107,23 @@ pub async fn serve(
                 }
             }
         };
-        let exchange = Exchange {
-            head_len,
-            body,
-            to_head,
+        let exchange = match Exchange::new(&read, head_len, framing, to_head) {
+            Ok(exchange) => exchange,
+            // Nothing of it went to the engine: refused here, as hyper refuses a bad chunk.
+            Err(err) => {
+                tracing::debug!(%err, "plain request refused");
+                let _ = write_all(&client, &super::respond::bad_body_plain(&err)).await;
+                return Ended::Closed;
+            }
         };
         let served = match engine.take().filter(still_open) {
-            Some(reused) => match exchange.run(&client, &read, &reused, &mut answer).await {
+            Some(reused) => match exchange
+                .run(&client, &read, &reused, &mut answer, &mut pipelined)
+                .await
+            {
                 // The engine closed its idle connection as the request went out, before it
                 // read any of it: the request goes again on a new connection.
-                Err(Failure::EngineGone) if exchange.consumes_only_read(&read) => None,
+                Err(Failure::EngineGone) if exchange.consumes_only_read() => None,
                 other => Some((other, reused)),
             },
             None => None,
@@ -125,7 +142,9 @@ pub async fn serve(
                         return Ended::Closed;
                     }
                 };
-                let served = exchange.run(&client, &read, &fresh, &mut answer).await;
+                let served = exchange
+                    .run(&client, &read, &fresh, &mut answer, &mut pipelined)
+                    .await;
                 (served, fresh)
             }
         };
@@ -134,7 +153,8 @@ pub async fn serve(
                 if engine_reusable {
                     engine = Some(used);
                 }
-                read.drain(..exchange.consumed(&read));
+                read.drain(..exchange.consumed());
+                read.append(&mut pipelined);
             }
             Ok(Next::Close) => return Ended::Closed,
             Err(failure) => {
@@ -176,6 +196,9 @@ enum Failure {
     /// The client went away or cut its body short.
     #[error("client: {0}")]
     Client(io::Error),
+    /// The client broke its body's chunk framing; `answered` says it has part of an answer.
+    #[error("request body: {err}")]
+    Malformed { err: BadChunk, answered: bool },
 }
 
 impl Failure {
@@ -194,7 +217,13 @@ impl Failure {
             | Self::Engine {
                 answered: false, ..
             } => Some(super::respond::engine_failed_plain(self)),
-            Self::Engine { answered: true, .. } | Self::Client(_) => None,
+            Self::Malformed {
+                err,
+                answered: false,
+            } => Some(super::respond::bad_body_plain(err)),
+            Self::Engine { answered: true, .. }
+            | Self::Malformed { answered: true, .. }
+            | Self::Client(_) => None,
         }
     }
 }
@@ -203,33 +232,53 @@ impl Failure {
 #[derive(Clone, Copy)]
 struct Exchange {
     head_len: usize,
-    body: u64,
+    /// The body's bytes read with the head.
+    body_read: usize,
+    /// Where the rest of the body ends, when not all of it was read with the head.
+    rest: Option<BodyEnd>,
     to_head: bool,
 }
 
 impl Exchange {
-    /// The bytes of `read` this request takes: its head and what arrived of its body.
-    fn consumed(&self, read: &[u8]) -> usize {
-        let end = (self.head_len as u64).saturating_add(self.body);
-        usize::try_from(end).map_or(read.len(), |end| end.min(read.len()))
+    /// The request whose head of `head_len` bytes is at the front of `read`.
+    fn new(read: &[u8], head_len: usize, body: Framing, to_head: bool) -> Result<Self, BadChunk> {
+        let mut end = BodyEnd::new(body);
+        let body_read = end.follow(&read[head_len..])?;
+        Ok(Self {
+            head_len,
+            body_read,
+            rest: (!end.done()).then_some(end),
+            to_head,
+        })
+    }
+
+    /// The bytes of the connection's buffer this request takes: its head and what arrived of
+    /// its body.
+    fn consumed(&self) -> usize {
+        self.head_len + self.body_read
     }
 
     /// The whole request was read already, so it can be sent again.
-    fn consumes_only_read(&self, read: &[u8]) -> bool {
-        (self.head_len as u64).saturating_add(self.body) <= read.len() as u64
+    fn consumes_only_read(&self) -> bool {
+        self.rest.is_none()
     }
 
+    /// Sends the request and relays its answer; `pipelined` gets what the client sent after a
+    /// chunked body, read with its end.
     async fn run(
         &self,
         client: &UnixStream,
         read: &[u8],
         engine: &UnixStream,
         answer: &mut Vec<u8>,
+        pipelined: &mut Vec<u8>,
     ) -> Result<Next, Failure> {
-        let taken = &read[..self.consumed(read)];
-        let rest = self.body - (taken.len() - self.head_len) as u64;
-        let mut answered = false;
-        if rest == 0 {
+        let taken = &read[..self.consumed()];
+        // Shared by the body going up and the answer coming down (one task, so no ordering is
+        // needed; atomic only so the connection's future stays `Send`): a broken body is
+        // answered only if no answer began.
+        let answered = AtomicBool::new(false);
+        if self.rest.is_none() {
             // The whole request in one write.
             if let Err(err) = write_all(engine, taken).await {
                 return Err(gone_or(err, false));
@@ -237,10 +286,10 @@ impl Exchange {
         }
         // A body still arriving goes on while the answer is awaited: the engine may answer
         // before it has read it all (an error), as hyper's client allows too.
-        let send = send_body(client, engine, taken, rest);
-        let relay = relay_answer(engine, client, answer, self.to_head, &mut answered);
+        let send = send_body(client, engine, taken, self.rest);
+        let relay = relay_answer(engine, client, answer, self.to_head, &answered);
         tokio::pin!(send, relay);
-        let mut body_sent = (rest == 0).then_some(true);
+        let mut body_sent = self.rest.is_none().then_some(true);
         // What the client did while the answer was awaited; watched for until it did something.
         let mut seen: Option<Client> = None;
         loop {
@@ -257,8 +306,20 @@ impl Exchange {
                     (Err(failure), _) => Err(failure),
                 },
                 sent = &mut send, if body_sent.is_none() => match sent {
-                    Ok(()) => body_sent = Some(true),
+                    Ok(after) => {
+                        body_sent = Some(true);
+                        if !after.is_empty() {
+                            *pipelined = after;
+                            seen = Some(Client::SentMore);
+                        }
+                    }
                     Err(BodyFailure::Client(err)) => return Err(Failure::Client(err)),
+                    Err(BodyFailure::Malformed(err)) => {
+                        return Err(Failure::Malformed {
+                            err,
+                            answered: answered.load(Ordering::Relaxed),
+                        });
+                    }
                     // The engine stopped reading: its answer may still come.
                     Err(BodyFailure::Engine(err)) => {
                         tracing::debug!(%err, "engine stopped reading a request body");
@@ -333,18 +394,25 @@ fn gone_or(err: io::Error, answered: bool) -> Failure {
     }
 }
 
-/// Sends the head and the body read so far (`taken`), then `rest` more body bytes from the
-/// client.
+/// Sends the head and the body read so far (`taken`), then the rest of the body from the
+/// client, if `rest` says more is to come; returns what the client sent after a chunked body.
 async fn send_body(
     client: &UnixStream,
     engine: &UnixStream,
     taken: &[u8],
-    rest: u64,
-) -> Result<(), BodyFailure> {
+    rest: Option<BodyEnd>,
+) -> Result<Vec<u8>, BodyFailure> {
+    // Not polled without a rest: the whole request went in one write.
+    let Some(rest) = rest else {
+        return Ok(Vec::new());
+    };
     write_all(engine, taken)
         .await
         .map_err(BodyFailure::Engine)?;
-    body::send(client, engine, rest).await
+    match rest.length_left() {
+        Some(left) => body::send(client, engine, left).await.map(|()| Vec::new()),
+        None => body::send_chunked(client, engine, rest).await,
+    }
 }
 
 /// Passes the engine's answer on to the client, as its bytes came (but for hop-by-hop
@@ -354,7 +422,7 @@ async fn relay_answer(
     client: &UnixStream,
     buf: &mut Vec<u8>,
     to_head: bool,
-    answered: &mut bool,
+    answered: &AtomicBool,
 ) -> Result<Next, Failure> {
     buf.clear();
     let head = loop {
@@ -362,20 +430,29 @@ async fn relay_answer(
             Answer::Partial => {
                 buf.reserve(START_BUFFER);
                 match read_more(engine, buf).await {
-                    Ok(0) if buf.is_empty() && !*answered => return Err(Failure::EngineGone),
+                    Ok(0) if buf.is_empty() && !answered.load(Ordering::Relaxed) => {
+                        return Err(Failure::EngineGone);
+                    }
                     Ok(0) => {
-                        return Err(Failure::engine("the engine closed mid-answer", *answered));
+                        return Err(Failure::engine(
+                            "the engine closed mid-answer",
+                            answered.load(Ordering::Relaxed),
+                        ));
                     }
                     Ok(_) => {}
-                    Err(err) if buf.is_empty() => return Err(gone_or(err, *answered)),
-                    Err(err) => return Err(Failure::engine(err, *answered)),
+                    Err(err) if buf.is_empty() => {
+                        return Err(gone_or(err, answered.load(Ordering::Relaxed)));
+                    }
+                    Err(err) => return Err(Failure::engine(err, answered.load(Ordering::Relaxed))),
                 }
             }
-            Answer::Invalid(why) => return Err(Failure::engine(why, *answered)),
+            Answer::Invalid(why) => {
+                return Err(Failure::engine(why, answered.load(Ordering::Relaxed)));
+            }
             Answer::Head(head) if head.interim => {
                 let bytes = head.rewritten.as_deref().unwrap_or(&buf[..head.len]);
                 write_all(client, bytes).await.map_err(Failure::Client)?;
-                *answered = true;
+                answered.store(true, Ordering::Relaxed);
                 buf.drain(..head.len);
             }
             Answer::Head(head) => break head,
@@ -385,7 +462,7 @@ async fn relay_answer(
     let mut out_of_step = false;
     let now = end
         .follow(&buf[head.len..])
-        .map_err(|err| Failure::engine(err, *answered))?;
+        .map_err(|err| Failure::engine(err, answered.load(Ordering::Relaxed)))?;
     out_of_step |= head.len + now < buf.len();
     // Head and the body read with it in one write: one wake-up of the client.
     let sent = match &head.rewritten {
@@ -395,7 +472,7 @@ async fn relay_answer(
         }
     };
     sent.map_err(Failure::Client)?;
-    *answered = true;
+    answered.store(true, Ordering::Relaxed);
     while !end.done() {
         buf.clear();
         buf.reserve(READ_CHUNK);

@@ -3,9 +3,11 @@
 //! A head is *plain* when every parser on the way reads it the same: hyper's, Go's (the engine)
 //! and this one. Then forwarding its bytes unchanged sends the engine exactly what was
 //! classified, as re-serialising hyper's parse did. Anything else (other line endings, bytes
-//! outside printable ASCII, a framing other than one `Content-Length`, hop-by-hop or `Expect`
-//! headers, an unusual method or target character) is not plain, and goes to hyper, which
-//! refuses or re-frames it as before.
+//! outside printable ASCII, a framing other than one `Content-Length` or one
+//! `Transfer-Encoding: chunked`, hop-by-hop or `Expect` headers, an unusual method or target
+//! character) is not plain, and goes to hyper, which refuses or re-frames it as before.
+
+use super::body_end::Framing;
 
 /// Longer heads are left to hyper (which takes up to [`super::super::MAX_HEAD_BYTES`]): the
 /// docker CLI's heads are a few hundred bytes.
@@ -21,8 +23,8 @@ pub struct PlainHead<'a> {
     pub target: &'a str,
     /// The head's length in the buffer, its final CRLF included.
     pub len: usize,
-    /// The body's length (`Content-Length`, or none).
-    pub body: u64,
+    /// The body's framing: its `Content-Length` (0 without one), or chunked (never until close).
+    pub body: Framing,
 }
 
 /// What the front of a connection's buffer holds.
@@ -60,7 +62,7 @@ pub fn read(buf: &[u8]) -> Head<'_> {
     {
         return Head::Other;
     }
-    let mut body = None;
+    let (mut length, mut chunked) = (None, false);
     for header in req.headers.iter() {
         if !header
             .value
@@ -71,26 +73,38 @@ pub fn read(buf: &[u8]) -> Head<'_> {
         }
         let name = header.name;
         if name.eq_ignore_ascii_case("content-length") {
-            match (body, content_length(header.value)) {
-                (None, Some(n)) => body = Some(n),
+            match (length, content_length(header.value)) {
+                (None, Some(n)) => length = Some(n),
                 _ => return Head::Other,
             }
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Go takes one coding, `chunked`, and only from HTTP/1.1 (it ignores the header in
+            // an HTTP/1.0 request, which is not plain); anything else is hyper's to refuse.
+            if chunked || header.value != b"chunked" {
+                return Head::Other;
+            }
+            chunked = true;
         } else if HANDED_ON.iter().any(|h| name.eq_ignore_ascii_case(h)) {
             return Head::Other;
         }
     }
+    let body = match (length, chunked) {
+        (length, false) => Framing::Length(length.unwrap_or(0)),
+        (None, true) => Framing::Chunked,
+        // Go drops the length, hyper refuses the request: hyper's to answer.
+        (Some(_), true) => return Head::Other,
+    };
     Head::Plain(PlainHead {
         method,
         target,
         len,
-        body: body.unwrap_or(0),
+        body,
     })
 }
 
-/// Headers that make a request hyper's: other framings, and what one hop tells the next
+/// Headers that make a request hyper's: what one hop tells the next
 /// (which the sidecar strips or answers itself on hyper's path).
-const HANDED_ON: [&str; 8] = [
-    "transfer-encoding",
+const HANDED_ON: [&str; 7] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -177,11 +191,14 @@ mod tests {
                 method: "GET",
                 target: "/v1.47/containers/json?all=1",
                 len: head.len() - 10,
-                body: 0
+                body: Framing::Length(0)
             }
         );
         let post = b"POST /v1.47/images/load?quiet=1 HTTP/1.1\r\nHost: d\r\nContent-Type: application/x-tar\r\nContent-Length: 268435456\r\n\r\n";
-        assert_eq!(plain(post).body, 268_435_456);
+        assert_eq!(plain(post).body, Framing::Length(268_435_456));
+        // How the CLI sends `docker load` and `docker build` bodies (Go's client knows no length).
+        let chunked = b"POST /v1.47/images/load?quiet=1 HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\nContent-Type: application/x-tar\r\n\r\n";
+        assert_eq!(plain(chunked).body, Framing::Chunked);
     }
 
     #[test]
@@ -198,13 +215,19 @@ mod tests {
     #[test]
     fn anything_unusual_is_hypers() {
         for head in [
-            // Framing: two lengths (even equal ones), signs, spaces, chunked, both.
+            // Framing: two lengths (even equal ones), signs, spaces; other codings, chunked
+            // twice, chunked with a length, chunked in HTTP/1.0 (which Go ignores).
             &b"POST /x HTTP/1.1\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\n"[..],
             b"POST /x HTTP/1.1\r\nContent-Length: +2\r\n\r\n",
             b"POST /x HTTP/1.1\r\nContent-Length: 2 2\r\n\r\n",
             b"POST /x HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
-            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST /x HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            b"POST /x HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
             // What a hop says to the next, and what hyper answers itself.
             b"GET /x HTTP/1.1\r\nConnection: close\r\n\r\n",
             b"GET /x HTTP/1.1\r\nconnection: keep-alive, x-a\r\n\r\n",
@@ -258,7 +281,7 @@ mod tests {
         assert_eq!(plain(b"HEAD /_ping HTTP/1.1\r\n\r\n").method, "HEAD");
         assert_eq!(
             plain(b"PUT /x HTTP/1.1\r\nContent-Length: 0\r\n\r\n").body,
-            0
+            Framing::Length(0)
         );
     }
 }

@@ -1,23 +1,17 @@
 //! The engine's answer to a plain request: where its head ends, what it says about the
-//! connection, and where its body ends (so the engine connection can carry the next request).
+//! connection, and how its body is framed (so the engine connection can carry the next
+//! request once [`super::body_end`] found the body's end).
 //!
 //! The engine is Go's net/http: it frames every answer to an HTTP/1.1 request by
 //! `Content-Length` or chunked. Its bytes are passed on unchanged, chunk framing included,
 //! unless the head carries hop-by-hop headers (`Connection: close` when the engine ends the
 //! connection), which are dropped as hyper's path drops them.
 
+use super::body_end::Framing;
+
 /// Longer answer heads are an engine fault (Go writes a few hundred bytes).
 pub const MAX_ANSWER_HEAD: usize = 64 << 10;
 const MAX_ANSWER_HEADERS: usize = 64;
-
-/// How an answer's body is delimited.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Framing {
-    Length(u64),
-    Chunked,
-    /// Until the engine closes the connection (no framing headers at all).
-    UntilClose,
-}
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct AnswerHead {
@@ -158,148 +152,6 @@ fn without_hop_by_hop(head: &[u8], headers: &[httparse::Header<'_>]) -> Vec<u8> 
     out
 }
 
-/// Follows an answer's body through the bytes read, to find where it ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BodyEnd {
-    state: State,
-    /// A chunk-size or trailer line being read (only its length and emptiness matter once
-    /// the size is parsed, so only the size's digits are kept).
-    line: LineSoFar,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Length(u64),
-    ChunkSize,
-    ChunkData(u64),
-    /// The CRLF after a chunk's data.
-    ChunkDataEnd,
-    Trailer,
-    UntilClose,
-    Done,
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct LineSoFar {
-    size: u64,
-    digits: u8,
-    /// Past the digits (a `;` extension, or whitespace): the rest of the line is skipped.
-    ext: bool,
-    /// Any byte but CR in the line (for trailers: an empty line ends the body).
-    any: bool,
-    cr: bool,
-}
-
-/// Why a body cannot be followed: the engine broke its own framing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("malformed chunked answer from the engine")]
-pub struct BadChunk;
-
-impl BodyEnd {
-    pub fn new(framing: Framing) -> Self {
-        let state = match framing {
-            Framing::Length(0) => State::Done,
-            Framing::Length(n) => State::Length(n),
-            Framing::Chunked => State::ChunkSize,
-            Framing::UntilClose => State::UntilClose,
-        };
-        Self {
-            state,
-            line: LineSoFar::default(),
-        }
-    }
-
-    pub fn done(&self) -> bool {
-        self.state == State::Done
-    }
-
-    /// Follows `bytes`; returns how many of them belong to the body (the rest, if any, came
-    /// after its end).
-    pub fn follow(&mut self, bytes: &[u8]) -> Result<usize, BadChunk> {
-        let mut i = 0;
-        while i < bytes.len() {
-            let rest = (bytes.len() - i) as u64;
-            match self.state {
-                State::Done => break,
-                State::UntilClose => return Ok(bytes.len()),
-                State::Length(n) => {
-                    let take = n.min(rest);
-                    i += take as usize;
-                    self.state = if take == n {
-                        State::Done
-                    } else {
-                        State::Length(n - take)
-                    };
-                }
-                State::ChunkData(n) => {
-                    let take = n.min(rest);
-                    i += take as usize;
-                    self.state = if take == n {
-                        State::ChunkDataEnd
-                    } else {
-                        State::ChunkData(n - take)
-                    };
-                }
-                State::ChunkDataEnd => {
-                    let b = bytes[i];
-                    i += 1;
-                    match (b, self.line.cr) {
-                        (b'\r', false) => self.line.cr = true,
-                        (b'\n', true) => {
-                            self.line = LineSoFar::default();
-                            self.state = State::ChunkSize;
-                        }
-                        _ => return Err(BadChunk),
-                    }
-                }
-                State::ChunkSize | State::Trailer => {
-                    let b = bytes[i];
-                    i += 1;
-                    self.line_byte(b)?;
-                }
-            }
-        }
-        Ok(i)
-    }
-
-    fn line_byte(&mut self, b: u8) -> Result<(), BadChunk> {
-        let line = &mut self.line;
-        if line.cr && b != b'\n' {
-            return Err(BadChunk);
-        }
-        match b {
-            b'\r' => line.cr = true,
-            b'\n' if !line.cr => return Err(BadChunk),
-            b'\n' => {
-                let ended = std::mem::take(line);
-                self.state = match self.state {
-                    State::ChunkSize if ended.digits == 0 => return Err(BadChunk),
-                    State::ChunkSize if ended.size == 0 => State::Trailer,
-                    State::ChunkSize => State::ChunkData(ended.size),
-                    _ if ended.any => State::Trailer,
-                    _ => State::Done,
-                };
-            }
-            _ => {
-                line.any = true;
-                if self.state == State::Trailer || line.ext {
-                    return Ok(());
-                }
-                match (b as char).to_digit(16) {
-                    Some(d) if line.digits < 15 => {
-                        line.size = line.size << 4 | u64::from(d);
-                        line.digits += 1;
-                    }
-                    Some(_) => return Err(BadChunk),
-                    None if line.digits > 0 && matches!(b, b';' | b' ' | b'\t') => line.ext = true,
-                    None => return Err(BadChunk),
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,53 +221,5 @@ mod tests {
                 String::from_utf8_lossy(buf)
             );
         }
-    }
-
-    /// Follows `body` in pieces of `step`; returns the bytes taken and whether it ended.
-    fn follow(framing: Framing, body: &[u8], step: usize) -> Result<(usize, bool), BadChunk> {
-        let mut end = BodyEnd::new(framing);
-        let mut taken = 0;
-        for piece in body.chunks(step) {
-            let n = end.follow(piece)?;
-            taken += n;
-            if n < piece.len() {
-                break;
-            }
-        }
-        Ok((taken, end.done()))
-    }
-
-    #[test]
-    fn chunked_bodies_end_where_their_last_chunk_and_trailers_end() {
-        let body = b"1a\r\nabcdefghijklmnopqrstuvwxyz\r\n3;ext=1\r\nabc\r\n0\r\nX-T: 1\r\n\r\n";
-        let mut stream = body.to_vec();
-        stream.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-        for step in [1, 2, 3, 7, stream.len()] {
-            assert_eq!(
-                follow(Framing::Chunked, &stream, step),
-                Ok((body.len(), true)),
-                "step {step}"
-            );
-        }
-        assert_eq!(follow(Framing::Chunked, b"0\r\n\r\n", 1), Ok((5, true)));
-        assert_eq!(follow(Framing::Chunked, b"5\r\nab", 1), Ok((5, false)));
-        for bad in [
-            &b"zz\r\n"[..],
-            b"\r\n",
-            b"3\r\nabcX\r\n",
-            b"3\nabc",
-            b"1000000000000000\r\n",
-            b"3\rX",
-        ] {
-            assert_eq!(follow(Framing::Chunked, bad, 1), Err(BadChunk), "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn sized_bodies_end_at_their_length() {
-        assert_eq!(follow(Framing::Length(3), b"abcdef", 2), Ok((3, true)));
-        assert_eq!(follow(Framing::Length(9), b"abcdef", 4), Ok((6, false)));
-        assert_eq!(follow(Framing::Length(0), b"abc", 1), Ok((0, true)));
-        assert_eq!(follow(Framing::UntilClose, b"abc", 1), Ok((3, false)));
     }
 }

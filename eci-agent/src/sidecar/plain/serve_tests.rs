@@ -325,3 +325,126 @@ async fn an_absent_engine_is_answered_502_here() {
     );
     assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
 }
+
+/// `payload` as Go's client frames a body it knows no length of: one chunk per `piece`.
+fn chunked(payload: &[u8], piece: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for chunk in payload.chunks(piece) {
+        out.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        out.extend_from_slice(chunk);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A chunked body (the CLI's `load` and `build`) reaches the engine as it came, chunk lines
+/// included, whether its end came with the head or later; what the client sent right after it
+/// is the next request: read as a head once the answer is out, not passed on as body, not lost.
+#[tokio::test]
+async fn a_chunked_body_reaches_the_engine_as_it_came_and_the_next_request_follows() {
+    let payload: Vec<u8> = (0..300_000).map(|i| (i % 251) as u8).collect();
+    let body = chunked(&payload, 32 << 10);
+    let head = b"POST /images/load HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let next = b"GET /b HTTP/1.1\r\nHost: d\r\n\r\n";
+    for first in [body.len(), 1000, body.len() - 3] {
+        let mut rig = rig(true);
+        let (early, late) = body.split_at(first);
+        let (early, mut late) = ([&head[..], early].concat(), late.to_vec());
+        late.extend_from_slice(next);
+        let mut client = rig.client;
+        let writer = tokio::spawn(async move {
+            client.write_all(&early).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            client.write_all(&late).await.unwrap();
+            client
+        });
+        let mut upstream = accept(&rig.engine).await;
+        assert!(
+            self::head(&mut upstream)
+                .await
+                .starts_with("POST /images/load ")
+        );
+        let mut got = vec![0u8; body.len()];
+        tokio::time::timeout(Duration::from_secs(10), upstream.read_exact(&mut got))
+            .await
+            .expect("the whole body in time")
+            .unwrap();
+        assert!(got == body, "the body arrived changed (first {first})");
+        let mut byte = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), upstream.read(&mut byte))
+                .await
+                .is_err(),
+            "bytes after the body's end went to the engine with it (first {first})"
+        );
+        send(
+            &mut upstream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        )
+        .await;
+        rig.client = writer.await.unwrap();
+        assert!(
+            self::head(&mut rig.client)
+                .await
+                .starts_with("HTTP/1.1 200")
+        );
+        assert!(self::head(&mut upstream).await.starts_with("GET /b "));
+    }
+}
+
+/// A chunk line the sidecar cannot read as the engine would (here a bare LF, which Go reads as
+/// the line's end, so that what the sidecar took for body the engine would take for a request)
+/// is answered 400; what came before it reached the engine, nothing of it or after it did.
+#[tokio::test]
+async fn a_broken_chunk_is_answered_400_and_never_reaches_the_engine() {
+    let head = b"POST /build HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let good = b"5\r\nabcde\r\n";
+    let bad = b"5;\nabcde\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: d\r\n\r\n";
+    for with_head in [true, false] {
+        let mut rig = rig(true);
+        let early = if with_head {
+            [&head[..], good, bad].concat()
+        } else {
+            [&head[..], good].concat()
+        };
+        send(&mut rig.client, &early).await;
+        let upstream = if with_head {
+            None
+        } else {
+            let mut upstream = accept(&rig.engine).await;
+            let mut got = vec![0u8; head.len() + good.len()];
+            upstream.read_exact(&mut got).await.unwrap();
+            assert_eq!(got, [&head[..], good].concat());
+            send(&mut rig.client, bad).await;
+            Some(upstream)
+        };
+        let mut answer = String::new();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            rig.client.read_to_string(&mut answer),
+        )
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 400 Bad Request\r\n")
+                && answer.ends_with(r#"{"message":"request body: malformed chunked body"}"#),
+            "{answer}"
+        );
+        match upstream {
+            Some(mut upstream) => {
+                let mut rest = Vec::new();
+                upstream.read_to_end(&mut rest).await.unwrap();
+                assert_eq!(rest, b"", "bytes of the broken chunk reached the engine");
+            }
+            None => assert!(
+                tokio::time::timeout(Duration::from_millis(200), rig.engine.accept())
+                    .await
+                    .is_err(),
+                "a request refused whole went to the engine"
+            ),
+        }
+        assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
+    }
+}
