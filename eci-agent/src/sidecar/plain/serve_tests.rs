@@ -254,6 +254,19 @@ async fn what_is_not_carried_is_handed_on_with_every_byte_read() {
     }
 }
 
+/// The engine's side of a `POST /images/load`: its connection, and the `len` bytes that came
+/// after the head.
+async fn load_at_the_engine(engine: &UnixListener, len: usize) -> (UnixStream, Vec<u8>) {
+    let mut upstream = accept(engine).await;
+    assert!(head(&mut upstream).await.starts_with("POST /images/load "));
+    let mut got = vec![0u8; len];
+    tokio::time::timeout(Duration::from_secs(10), upstream.read_exact(&mut got))
+        .await
+        .expect("the whole body in time")
+        .unwrap();
+    (upstream, got)
+}
+
 /// A body larger than the pipe moves whole and in order (by splice where the kernel allows),
 /// and the connection then serves the next request.
 #[tokio::test]
@@ -273,17 +286,7 @@ async fn a_large_body_reaches_the_engine_whole() {
         client.write_all(&sent).await.unwrap();
         client
     });
-    let mut upstream = accept(&rig.engine).await;
-    assert!(
-        self::head(&mut upstream)
-            .await
-            .starts_with("POST /images/load ")
-    );
-    let mut got = vec![0u8; body.len()];
-    tokio::time::timeout(Duration::from_secs(10), upstream.read_exact(&mut got))
-        .await
-        .expect("the whole body in time")
-        .unwrap();
+    let (mut upstream, got) = load_at_the_engine(&rig.engine, body.len()).await;
     assert!(got == body, "the body arrived changed");
     send(
         &mut upstream,
@@ -359,17 +362,7 @@ async fn a_chunked_body_reaches_the_engine_as_it_came_and_the_next_request_follo
             client.write_all(&late).await.unwrap();
             client
         });
-        let mut upstream = accept(&rig.engine).await;
-        assert!(
-            self::head(&mut upstream)
-                .await
-                .starts_with("POST /images/load ")
-        );
-        let mut got = vec![0u8; body.len()];
-        tokio::time::timeout(Duration::from_secs(10), upstream.read_exact(&mut got))
-            .await
-            .expect("the whole body in time")
-            .unwrap();
+        let (mut upstream, got) = load_at_the_engine(&rig.engine, body.len()).await;
         assert!(got == body, "the body arrived changed (first {first})");
         let mut byte = [0u8; 1];
         assert!(
