@@ -8,7 +8,9 @@
 //! inside; the size is 1 to 15 hex digits, then optionally whitespace or an extension (skipped to
 //! the CRLF, as Go skips it); trailers end at the first empty line. Where Go would refuse a line
 //! this takes (`5 ;x`, an extension longer than 4 KiB), the engine ends the request with an
-//! error; a body is never split in two places.
+//! error; a body is never split in two places. (Hyper's path follows chunks too, in
+//! `sidecar/framing.rs`, but as hyper reads them, bare LFs included, and only to find the next
+//! head for hyper, which re-frames every body it reads.)
 
 /// How a body is delimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
