@@ -242,6 +242,33 @@ fn cp_both_ways() {
     );
 }
 
+/// `docker load` sends its archive chunked, which the sidecar carries on its own path: the
+/// image saved through the sidecar comes back under its name once loaded through it.
+#[test]
+fn save_and_load_round_trip() {
+    let dir = engine().scratch("load");
+    let archive = dir.join("saved.tar");
+    ok(sidecar()
+        .docker()
+        .args(["tag", engine().cli_image(), "eci-test/loaded:1"]));
+    ok(sidecar()
+        .docker()
+        .args(["save", "-o"])
+        .arg(&archive)
+        .arg("eci-test/loaded:1"));
+    ok(sidecar()
+        .docker()
+        .args(["image", "rm", "eci-test/loaded:1"]));
+    let out = ok(sidecar().docker().arg("load").arg("-i").arg(&archive));
+    assert!(out.contains("Loaded image: eci-test/loaded:1"), "{out}");
+    ok(sidecar()
+        .docker()
+        .args(["image", "inspect", "eci-test/loaded:1"]));
+    ok(sidecar()
+        .docker()
+        .args(["image", "rm", "eci-test/loaded:1"]));
+}
+
 #[test]
 fn build_from_a_context() {
     let image = engine().cli_image();
