@@ -86,7 +86,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES | loadgen sink SOCKET | loadgen relay LISTEN UPSTREAM | loadgen hyper-proxy LISTEN UPSTREAM | loadgen spew BYTES";
+const USAGE: &str = "usage: loadgen http SOCKET PATH CONCURRENCY SECONDS [WARMUP] | loadgen upload SOCKET PATH BYTES [chunked] | loadgen sink SOCKET | loadgen relay LISTEN UPSTREAM | loadgen hyper-proxy LISTEN UPSTREAM | loadgen spew BYTES";
 
 /// BYTES zero bytes on stdout, 64 KiB per write: what a container prints to an attached client
 /// (the `streams` section's attach stream).
@@ -235,9 +235,16 @@ async fn run(args: &[String]) -> anyhow::Result<String> {
             json["cpu_ticks"] = own_cpu_ticks().into();
             Ok(json.to_string())
         }
-        [mode, socket, path, bytes] if mode == "upload" => {
+        [mode, socket, path, bytes, framing @ ..]
+            if mode == "upload" && matches!(framing, [] | [_]) =>
+        {
             let bytes: u64 = bytes.parse().context("BYTES")?;
-            let (seconds, status) = upload(Path::new(socket), path, bytes).await?;
+            let chunked = match framing {
+                [] => false,
+                [word] if word == "chunked" => true,
+                _ => bail!("{USAGE}"),
+            };
+            let (seconds, status) = upload(Path::new(socket), path, bytes, chunked).await?;
             Ok(serde_json::json!({
                 "bytes": bytes,
                 "seconds": seconds,
@@ -383,10 +390,11 @@ fn duration_ns(d: Duration) -> u64 {
 }
 
 /// A body of `left` bytes made of one shared chunk, which tells `done` when its last chunk was
-/// taken by the connection.
+/// taken by the connection; of known length (`Content-Length`) unless `chunked`.
 struct Upload {
     chunk: Bytes,
     left: u64,
+    chunked: bool,
     done: Option<oneshot::Sender<()>>,
 }
 
@@ -418,11 +426,22 @@ impl Body for Upload {
     }
 
     fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.left)
+        if self.chunked {
+            SizeHint::default()
+        } else {
+            SizeHint::with_exact(self.left)
+        }
     }
 }
 
-async fn upload(socket: &Path, path: &str, bytes: u64) -> anyhow::Result<(f64, u16)> {
+/// One POST of `bytes`; `chunked` frames it as Go's client frames a body it knows no length of
+/// (the CLI's `load` and `build`): one 32 KiB chunk per read of its source.
+async fn upload(
+    socket: &Path,
+    path: &str,
+    bytes: u64,
+    chunked: bool,
+) -> anyhow::Result<(f64, u16)> {
     let stream = UnixStream::connect(socket)
         .await
         .with_context(|| format!("connecting to {}", socket.display()))?;
@@ -430,8 +449,9 @@ async fn upload(socket: &Path, path: &str, bytes: u64) -> anyhow::Result<(f64, u
     let conn = tokio::task::spawn_local(conn);
     let (done_tx, done_rx) = oneshot::channel();
     let body = Upload {
-        chunk: Bytes::from(vec![0x5a; 256 * 1024]),
+        chunk: Bytes::from(vec![0x5a; if chunked { 32 << 10 } else { 256 << 10 }]),
         left: bytes,
+        chunked,
         done: Some(done_tx),
     };
     let req = Request::post(path)
