@@ -212,6 +212,11 @@ mod tests {
             b"3\nabc",
             b"1000000000000000\r\n",
             b"3\rX",
+            // Line ends Go would find where this follower finds none, or elsewhere: a bare LF
+            // or a lone CR in an extension, a bare LF ending a trailer.
+            b"5;\nabcde\r\n",
+            b"5;a\rb\r\nabcde\r\n",
+            b"0\r\nX-T: 1\n\r\n",
         ] {
             assert_eq!(follow(Framing::Chunked, bad, 1), Err(BadChunk), "{bad:?}");
         }

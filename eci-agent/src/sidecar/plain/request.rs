@@ -102,8 +102,8 @@ pub fn read(buf: &[u8]) -> Head<'_> {
     })
 }
 
-/// Headers that make a request hyper's: what one hop tells the next
-/// (which the sidecar strips or answers itself on hyper's path).
+/// Headers that make a request hyper's: what one hop tells the next (which the sidecar strips
+/// or answers itself on hyper's path).
 const HANDED_ON: [&str; 7] = [
     "connection",
     "keep-alive",
