@@ -291,7 +291,9 @@ impl Exchange {
         tokio::pin!(send, relay);
         let mut body_sent = self.rest.is_none().then_some(true);
         // What the client did while the answer was awaited; watched for until it did something.
-        let mut seen: Option<Client> = None;
+        // Bytes read past this request are a pipelined request already: the client's end of
+        // file, if it comes, is for after that one.
+        let mut seen = (read.len() > self.consumed()).then_some(Client::SentMore);
         loop {
             tokio::select! {
                 biased;

@@ -187,6 +187,40 @@ async fn a_client_that_only_stopped_sending_is_answered_then_closed() {
     assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
 }
 
+/// Requests written together before a half-close are each answered, in order, before the
+/// connection ends: what the sidecar already read of the client is not lost to its end of file.
+#[tokio::test]
+async fn requests_pipelined_before_a_half_close_are_all_answered() {
+    let mut rig = rig(true);
+    send(
+        &mut rig.client,
+        b"GET /a HTTP/1.1\r\nHost: d\r\n\r\nGET /b HTTP/1.1\r\nHost: d\r\n\r\n",
+    )
+    .await;
+    rig.client.shutdown().await.unwrap();
+    let mut upstream = accept(&rig.engine).await;
+    for path in ["/a", "/b"] {
+        assert!(
+            head(&mut upstream)
+                .await
+                .starts_with(&format!("GET {path} "))
+        );
+        send(
+            &mut upstream,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK",
+        )
+        .await;
+    }
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), rig.client.read_to_end(&mut answer))
+        .await
+        .expect("the connection ends after the answers")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
+    assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
+}
+
 /// A client that goes away while its stream is open ends the stream and its engine connection,
 /// whether it half-closed first (and was watched for its close) or not (seen by its end of file).
 #[tokio::test]
