@@ -171,6 +171,70 @@ fn a_chunked_body_ends_where_the_engine_ends_it_and_what_follows_is_judged() {
     }
 }
 
+/// Chunked bodies written oddly, each followed by a request the policy refuses (a tag) inside
+/// what a parser reading the chunks differently from the engine would take for body: whatever
+/// the sidecar makes of each (400, or a body that ends where Go's reader ends it), the engine
+/// never runs the hidden request. The last body is plain, so its hidden request is judged: 403.
+#[test]
+fn odd_chunked_bodies_never_carry_a_request_past_the_policy() {
+    let sc = container_sidecar("deny", &["tag", "image tag"]);
+    let image = engine().cli_image();
+    let bodies: [&[u8]; 15] = [
+        b"5;\nabcde\r\n0\r\n\r\n",
+        b"5\nabcde\r\n0\r\n\r\n",
+        b"5\r\nabcde\n0\r\n\r\n",
+        b"5\r\nabcde\r\n0\n\n",
+        b"0\r\nX-T: a\n\n",
+        b"0\r\nX-T: a\r\n\n",
+        b"0\n\r\n",
+        b"5;a\rb\r\nabcde\r\n0\r\n\r\n",
+        b"5 \r\nabcde\r\n0\r\n\r\n",
+        b"0005\r\nabcde\r\n0\r\n\r\n",
+        b"5;x=\"y\"\r\nabcde\r\n0\r\n\r\n",
+        b"0\r\n \r\n\r\n",
+        b"0\r\nX-T: a\r\n b\r\n\r\n",
+        b"+5\r\nabcde\r\n0\r\n\r\n",
+        b"5\r\nabcde\r\n0\r\n\r\n",
+    ];
+    let mut answers = Vec::new();
+    for (i, body) in bodies.iter().enumerate() {
+        let mut request = b"POST /v1.41/containers/eci-no-such-container/stop HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        request.extend_from_slice(
+            format!("POST /v1.41/images/{image}/tag?repo=eci-smuggled&tag={i} HTTP/1.1\r\nHost: d\r\n\r\n")
+                .as_bytes(),
+        );
+        let mut stream = UnixStream::connect(sc.socket()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        stream.write_all(&request).unwrap();
+        // Whatever the sidecar still waits for never comes.
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        answers.push(read_all(&mut stream));
+    }
+    let tagged = engine()
+        .docker()
+        .args(["images", "--format", "{{.Tag}}", "eci-smuggled"])
+        .output()
+        .unwrap();
+    let tagged = String::from_utf8_lossy(&tagged.stdout).into_owned();
+    for tag in tagged.lines() {
+        let _ = engine()
+            .docker()
+            .args(["image", "rm", &format!("eci-smuggled:{tag}")])
+            .output();
+    }
+    assert_eq!(
+        tagged, "",
+        "the engine ran hidden requests (tags = body numbers)"
+    );
+    for (i, answer) in answers.iter().enumerate() {
+        assert!(!statuses(answer).contains(&201), "body {i}: {answer}");
+    }
+    assert_eq!(statuses(&answers[14]), [404, 403], "{}", answers[14]);
+}
+
 #[test]
 fn expect_continue_only_after_admission() {
     let sc = container_sidecar("deny", &["volume*"]);
