@@ -103,20 +103,20 @@ pub fn forward_failed(err: &ForwardError) -> Response<ProxyBody> {
 /// bytes, for the sidecar's own HTTP/1 path ([`super::plain`]), which then closes the
 /// connection.
 pub fn engine_failed_plain(err: &dyn std::fmt::Display) -> Vec<u8> {
-    let body = serde_json::json!({ "message": format!("eci-agent: {err}") }).to_string();
-    format!(
-        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    )
-    .into_bytes()
+    json_error_plain(StatusCode::BAD_GATEWAY, &format!("eci-agent: {err}"))
 }
 
 /// A request body the sidecar could not follow to its end (a broken chunk), in bytes, for the
 /// sidecar's own HTTP/1 path, which then closes the connection: hyper's path answers 400 too.
 pub fn bad_body_plain(err: &dyn std::fmt::Display) -> Vec<u8> {
-    let body = serde_json::json!({ "message": format!("request body: {err}") }).to_string();
+    json_error_plain(StatusCode::BAD_REQUEST, &format!("request body: {err}"))
+}
+
+/// [`json_error`] as bytes, for the sidecar's own HTTP/1 path, always closing the connection.
+fn json_error_plain(status: StatusCode, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({ "message": message }).to_string();
     format!(
-        "HTTP/1.1 400 Bad Request\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()

@@ -426,30 +426,31 @@ async fn relay_answer(
     to_head: bool,
     answered: &AtomicBool,
 ) -> Result<Next, Failure> {
+    let answered_yet = || answered.load(Ordering::Relaxed);
     buf.clear();
     let head = loop {
         match response::read(buf, to_head) {
             Answer::Partial => {
                 buf.reserve(START_BUFFER);
                 match read_more(engine, buf).await {
-                    Ok(0) if buf.is_empty() && !answered.load(Ordering::Relaxed) => {
+                    Ok(0) if buf.is_empty() && !answered_yet() => {
                         return Err(Failure::EngineGone);
                     }
                     Ok(0) => {
                         return Err(Failure::engine(
                             "the engine closed mid-answer",
-                            answered.load(Ordering::Relaxed),
+                            answered_yet(),
                         ));
                     }
                     Ok(_) => {}
                     Err(err) if buf.is_empty() => {
-                        return Err(gone_or(err, answered.load(Ordering::Relaxed)));
+                        return Err(gone_or(err, answered_yet()));
                     }
-                    Err(err) => return Err(Failure::engine(err, answered.load(Ordering::Relaxed))),
+                    Err(err) => return Err(Failure::engine(err, answered_yet())),
                 }
             }
             Answer::Invalid(why) => {
-                return Err(Failure::engine(why, answered.load(Ordering::Relaxed)));
+                return Err(Failure::engine(why, answered_yet()));
             }
             Answer::Head(head) if head.interim => {
                 let bytes = head.rewritten.as_deref().unwrap_or(&buf[..head.len]);
@@ -464,7 +465,7 @@ async fn relay_answer(
     let mut out_of_step = false;
     let now = end
         .follow(&buf[head.len..])
-        .map_err(|err| Failure::engine(err, answered.load(Ordering::Relaxed)))?;
+        .map_err(|err| Failure::engine(err, answered_yet()))?;
     out_of_step |= head.len + now < buf.len();
     // Head and the body read with it in one write: one wake-up of the client.
     let sent = match &head.rewritten {
