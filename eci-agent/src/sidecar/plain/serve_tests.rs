@@ -59,6 +59,16 @@ async fn send(stream: &mut UnixStream, bytes: &[u8]) {
     stream.write_all(bytes).await.unwrap();
 }
 
+/// What the client reads until the sidecar ends the connection (within 3 s).
+async fn until_closed(client: &mut UnixStream) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), client.read_to_end(&mut got))
+        .await
+        .expect("answered and closed in time")
+        .unwrap();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 async fn accept(engine: &UnixListener) -> UnixStream {
     tokio::time::timeout(Duration::from_secs(5), engine.accept())
         .await
@@ -174,15 +184,10 @@ async fn a_client_that_only_stopped_sending_is_answered_then_closed() {
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK",
     )
     .await;
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), rig.client.read_to_end(&mut answer))
-        .await
-        .expect("the connection ends after the answer")
-        .unwrap();
+    let answer = until_closed(&mut rig.client).await;
     assert!(
-        answer.starts_with(b"HTTP/1.1 200 OK\r\n") && answer.ends_with(b"\r\n\r\nOK"),
-        "{}",
-        String::from_utf8_lossy(&answer)
+        answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nOK"),
+        "{answer}"
     );
     assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
 }
@@ -211,12 +216,7 @@ async fn requests_pipelined_before_a_half_close_are_all_answered() {
         )
         .await;
     }
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(3), rig.client.read_to_end(&mut answer))
-        .await
-        .expect("the connection ends after the answers")
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = until_closed(&mut rig.client).await;
     assert_eq!(answer.matches("HTTP/1.1 200 OK\r\n").count(), 2, "{answer}");
     assert!(matches!(rig.served.await.unwrap(), Ended::Closed));
 }
@@ -344,14 +344,7 @@ async fn an_absent_engine_is_answered_502_here() {
     let mut rig = rig(true);
     drop(rig.engine);
     send(&mut rig.client, b"GET /a HTTP/1.1\r\nHost: d\r\n\r\n").await;
-    let mut answer = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        rig.client.read_to_string(&mut answer),
-    )
-    .await
-    .expect("answered and closed in time")
-    .unwrap();
+    let answer = until_closed(&mut rig.client).await;
     assert!(
         answer.starts_with("HTTP/1.1 502 Bad Gateway\r\n"),
         "{answer}"
@@ -446,14 +439,7 @@ async fn a_broken_chunk_is_answered_400_and_never_reaches_the_engine() {
             send(&mut rig.client, bad).await;
             Some(upstream)
         };
-        let mut answer = String::new();
-        tokio::time::timeout(
-            Duration::from_secs(5),
-            rig.client.read_to_string(&mut answer),
-        )
-        .await
-        .expect("answered and closed in time")
-        .unwrap();
+        let answer = until_closed(&mut rig.client).await;
         assert!(
             answer.starts_with("HTTP/1.1 400 Bad Request\r\n")
                 && answer.ends_with(r#"{"message":"request body: malformed chunked body"}"#),
