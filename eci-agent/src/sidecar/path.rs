@@ -49,7 +49,7 @@ pub fn engine_path<'a>(path: &'a str, query: Option<&str>) -> Result<EnginePath<
         return Err(PathError::NotAbsolute);
     }
     // Most paths have nothing to decode and are clean already: those cost no allocation.
-    let decoded: Cow<'a, str> = if path.contains('%') {
+    let decoded: Cow<'a, str> = if path.as_bytes().contains(&b'%') {
         // Go's regexp treats each invalid UTF-8 byte as U+FFFD, which `.` and `[^/]` match like
         // any other character; a lossy conversion keeps that matching behaviour.
         Cow::Owned(String::from_utf8_lossy(&percent_decode(path)?).into_owned())

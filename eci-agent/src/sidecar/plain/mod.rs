@@ -35,7 +35,7 @@ use body_end::{BadChunk, BodyEnd, Framing};
 use request::Head;
 pub use request::PlainHead;
 use response::Answer;
-use socket_io::{read_more, write_all, write_all_vectored};
+use socket_io::{read_more, write_all};
 
 /// How a connection left this path.
 pub enum Ended {
@@ -363,10 +363,15 @@ enum Client {
 
 /// Waits until the client does something while its answer is awaited. A client that waits
 /// quietly sends nothing, so this costs no system call until it does: reads clear the
-/// client's readiness once they have emptied it ([`socket_io`]).
+/// client's readiness once they have emptied it ([`socket_io`]). The wait uses the client's
+/// reader slot, as reads do, since it is dropped unfinished after nearly every answer, and a
+/// dropped `readable()` unlinks its waiter under the stream's lock.
 async fn watch(client: &UnixStream) -> Client {
     loop {
-        if client.readable().await.is_err() {
+        if std::future::poll_fn(|cx| client.poll_read_ready(cx))
+            .await
+            .is_err()
+        {
             return Client::Gone;
         }
         let mut probe = [std::mem::MaybeUninit::uninit(); 1];
@@ -453,8 +458,9 @@ async fn relay_answer(
                 return Err(Failure::engine(why, answered_yet()));
             }
             Answer::Head(head) if head.interim => {
-                let bytes = head.rewritten.as_deref().unwrap_or(&buf[..head.len]);
-                write_all(client, bytes).await.map_err(Failure::Client)?;
+                write_all(client, &buf[head.start..head.len])
+                    .await
+                    .map_err(Failure::Client)?;
                 answered.store(true, Ordering::Relaxed);
                 buf.drain(..head.len);
             }
@@ -468,13 +474,9 @@ async fn relay_answer(
         .map_err(|err| Failure::engine(err, answered_yet()))?;
     out_of_step |= head.len + now < buf.len();
     // Head and the body read with it in one write: one wake-up of the client.
-    let sent = match &head.rewritten {
-        None => write_all(client, &buf[..head.len + now]).await,
-        Some(rewritten) => {
-            write_all_vectored(client, rewritten, &buf[head.len..head.len + now]).await
-        }
-    };
-    sent.map_err(Failure::Client)?;
+    write_all(client, &buf[head.start..head.len + now])
+        .await
+        .map_err(Failure::Client)?;
     answered.store(true, Ordering::Relaxed);
     while !end.done() {
         buf.clear();

@@ -146,18 +146,17 @@ fn plain_target(target: &str) -> bool {
 }
 
 /// Every line ends in CRLF: no bare LF (which hyper and Go accept, but an engine behind another
-/// parser might not) and no CR but before a LF.
+/// parser might not) and no CR but before a LF. That is, of any two neighbouring bytes, the
+/// first is a CR exactly when the second is a LF; folded with no early exit, so that it runs
+/// as vector code (a branch per byte was a tenth of the sidecar's own instructions per request).
 fn crlf_only(head: &[u8]) -> bool {
-    let mut after_cr = false;
-    for &b in head {
-        match b {
-            b'\n' if !after_cr => return false,
-            _ if after_cr && b != b'\n' => return false,
-            _ => {}
-        }
-        after_cr = b == b'\r';
-    }
-    !after_cr
+    let paired = head
+        .iter()
+        .zip(head.get(1..).unwrap_or_default())
+        .fold(true, |paired, (&a, &b)| {
+            paired & ((a == b'\r') == (b == b'\n'))
+        });
+    paired && head.first() != Some(&b'\n') && head.last() != Some(&b'\r')
 }
 
 /// Go's reading of `Content-Length`: decimal digits only, no sign, no spaces (at most 18, so
@@ -262,6 +261,28 @@ mod tests {
                 String::from_utf8_lossy(head)
             );
         }
+    }
+
+    /// Every string of up to seven bytes of `a`, CR and LF, against the rule read one byte at
+    /// a time.
+    #[test]
+    fn crlf_only_takes_exactly_the_heads_whose_every_line_ends_in_crlf() {
+        fn by_bytes(head: &[u8]) -> bool {
+            head.iter().enumerate().all(|(i, &b)| match b {
+                b'\r' => head.get(i + 1) == Some(&b'\n'),
+                b'\n' => i > 0 && head[i - 1] == b'\r',
+                _ => true,
+            })
+        }
+        let mut checked = 0;
+        for len in 0..=7u32 {
+            for n in 0..3usize.pow(len) {
+                let head: Vec<u8> = (0..len).map(|k| b"a\r\n"[n / 3usize.pow(k) % 3]).collect();
+                assert_eq!(crlf_only(&head), by_bytes(&head), "{head:?}");
+                checked += 1;
+            }
+        }
+        assert_eq!(checked, 3280);
     }
 
     #[test]

@@ -15,15 +15,16 @@ const MAX_ANSWER_HEADERS: usize = 64;
 
 #[derive(Debug, PartialEq, Eq)]
 pub struct AnswerHead {
-    /// The head's length in the buffer.
+    /// Where the head to pass on begins in the buffer: 0, unless hop-by-hop lines were cut
+    /// out, and what was before them moved up against the rest ([`read`]).
+    pub start: usize,
+    /// Where the head ends in the buffer (its body, if any was read, follows).
     pub len: usize,
     /// A 1xx answer: another head follows.
     pub interim: bool,
     pub framing: Framing,
     /// The engine ends the connection after this answer (`Connection: close`, HTTP/1.0).
     pub engine_closes: bool,
-    /// The head to send instead of the engine's, when hop-by-hop headers had to go.
-    pub rewritten: Option<Vec<u8>>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -35,8 +36,12 @@ pub enum Answer {
     Invalid(&'static str),
 }
 
-/// Reads the answer head at the front of `buf`; `to_head` says the request was a `HEAD`.
-pub fn read(buf: &[u8], to_head: bool) -> Answer {
+/// Reads the answer head at the front of `buf`; `to_head` says the request was a `HEAD`. A
+/// head with hop-by-hop headers (`Connection`, the headers it names, and the others of RFC 9110
+/// §7.6.1) is edited in place: their lines go, and the lines before them move up against the
+/// lines after, so the head ends where it did and the body read with it follows it still (one
+/// write, no copy of the body). `buf` changes only when a head is returned.
+pub fn read(buf: &mut [u8], to_head: bool) -> Answer {
     // Left uninitialised, as for requests: zeroing the array cost more than parsing.
     let mut headers =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_ANSWER_HEADERS];
@@ -57,9 +62,12 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
     if status == 101 {
         return Answer::Invalid("switch of protocols that was not asked for");
     }
-    let (mut length, mut chunked, mut hop) = (None, false, false);
+    let (mut length, mut chunked) = (None, false);
     let mut engine_closes = version == 0;
-    for h in resp.headers.iter() {
+    // Bit i: the i-th header's line goes; the i-th header is a `Connection` (at most
+    // MAX_ANSWER_HEADERS, 64, headers).
+    let (mut cut, mut connection) = (0u64, 0u64);
+    for (i, h) in resp.headers.iter().enumerate() {
         if !may_matter(h.name) {
             continue;
         }
@@ -77,13 +85,21 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
             }
             chunked = true;
         } else if h.name.eq_ignore_ascii_case("connection") {
-            hop = true;
-            engine_closes |= h
-                .value
-                .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+            cut |= 1 << i;
+            connection |= 1 << i;
+            engine_closes |= tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close"));
         } else if is_hop_by_hop(h.name) {
-            hop = true;
+            cut |= 1 << i;
+        }
+    }
+    // The headers a `Connection` names go too.
+    for i in bits(connection) {
+        for token in tokens(resp.headers[i].value) {
+            for (j, h) in resp.headers.iter().enumerate() {
+                if h.name.as_bytes().eq_ignore_ascii_case(token) {
+                    cut |= 1 << j;
+                }
+            }
         }
     }
     let interim = (100..200).contains(&status);
@@ -94,14 +110,64 @@ pub fn read(buf: &[u8], to_head: bool) -> Answer {
         (None, true) => Framing::Chunked,
         (None, false) => Framing::UntilClose,
     };
-    let rewritten = hop.then(|| without_hop_by_hop(&buf[..len], resp.headers));
+    // Each cut header's line, from its name to the next header's name (or, for the last, to
+    // the empty line that ends the head), in the order they came.
+    let base = buf.as_ptr() as usize;
+    let start_of = |i: usize| resp.headers[i].name.as_ptr() as usize - base;
+    // The empty line is CRLF or a bare LF (which httparse takes, as Go does).
+    let last_line_end = len - if buf[..len].ends_with(b"\r\n") { 2 } else { 1 };
+    let mut lines = [(0, 0); MAX_ANSWER_HEADERS];
+    let mut count = 0;
+    for i in bits(cut) {
+        let end = if i + 1 < resp.headers.len() {
+            start_of(i + 1)
+        } else {
+            last_line_end
+        };
+        lines[count] = (start_of(i), end);
+        count += 1;
+    }
+    let start = close_up(buf, &lines[..count]);
     Answer::Head(AnswerHead {
+        start,
         len,
         interim,
         framing,
         engine_closes,
-        rewritten,
     })
+}
+
+/// The comma-separated tokens of a header value, trimmed, empty ones skipped.
+fn tokens(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value
+        .split(|&b| b == b',')
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
+/// The indices of the bits set in `set`, lowest first.
+fn bits(mut set: u64) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let i = set.trailing_zeros();
+        (set != 0).then(|| {
+            set &= set - 1;
+            i as usize
+        })
+    })
+}
+
+/// Removes `lines` (byte ranges, in order, not overlapping) from the front part of `buf` by
+/// moving what is before each one up against what is after it, last first; returns where the
+/// bytes kept now begin. Only the head's bytes before a cut line move, never the body's.
+fn close_up(buf: &mut [u8], lines: &[(usize, usize)]) -> usize {
+    let mut kept_from = lines.last().map_or(0, |&(_, end)| end);
+    for (k, &(line_start, _)) in lines.iter().enumerate().rev() {
+        let before = if k == 0 { 0 } else { lines[k - 1].1 };
+        let moved = line_start - before;
+        buf.copy_within(before..line_start, kept_from - moved);
+        kept_from -= moved;
+    }
+    kept_from
 }
 
 /// Hop-by-hop headers besides `Connection` (RFC 9110 §7.6.1). `Transfer-Encoding` stays: the
@@ -122,104 +188,132 @@ fn may_matter(name: &str) -> bool {
         || HOP_BY_HOP.iter().any(|h| h.len() == len)
 }
 
-/// The head again, its status line as the engine wrote it, without `Connection`, the headers
-/// it names, and the other hop-by-hop headers.
-fn without_hop_by_hop(head: &[u8], headers: &[httparse::Header<'_>]) -> Vec<u8> {
-    let named = |name: &[u8]| {
-        headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-            .flat_map(|h| h.value.split(|&b| b == b','))
-            .any(|n| n.trim_ascii().eq_ignore_ascii_case(name))
-    };
-    let status_line = head
-        .iter()
-        .position(|&b| b == b'\n')
-        .map_or(head, |lf| &head[..=lf]);
-    let mut out = Vec::with_capacity(head.len());
-    out.extend_from_slice(status_line);
-    for h in headers {
-        let name = h.name.as_bytes();
-        if h.name.eq_ignore_ascii_case("connection") || is_hop_by_hop(h.name) || named(name) {
-            continue;
-        }
-        out.extend_from_slice(name);
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn head(buf: &[u8], to_head: bool) -> AnswerHead {
-        match read(buf, to_head) {
-            Answer::Head(head) => head,
+    /// The head read from `buf`, and the bytes it leaves to pass on: the head as edited, and
+    /// what followed it.
+    fn head(buf: &[u8], to_head: bool) -> (AnswerHead, Vec<u8>) {
+        let mut buf = buf.to_vec();
+        match read(&mut buf, to_head) {
+            Answer::Head(head) => {
+                let sent = buf[head.start..].to_vec();
+                (head, sent)
+            }
             other => panic!("{other:?}"),
         }
+    }
+
+    fn read_of(buf: &[u8]) -> Answer {
+        read(&mut buf.to_vec(), false)
     }
 
     const PING: &[u8] = b"HTTP/1.1 200 OK\r\nApi-Version: 1.47\r\nContent-Length: 2\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nOK";
 
     #[test]
     fn the_engines_answers_are_passed_on_unchanged() {
-        let ping = head(PING, false);
+        let (ping, sent) = head(PING, false);
         assert_eq!(
-            (ping.len, ping.framing, ping.engine_closes, ping.rewritten),
-            (PING.len() - 2, Framing::Length(2), false, None)
+            (ping.start, ping.len, ping.framing, ping.engine_closes),
+            (0, PING.len() - 2, Framing::Length(2), false)
         );
-        assert_eq!(head(PING, true).framing, Framing::Length(0));
-        let list = head(
-            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
-            false,
-        );
-        assert_eq!((list.framing, list.rewritten), (Framing::Chunked, None));
+        assert_eq!(sent, PING);
+        assert_eq!(head(PING, true).0.framing, Framing::Length(0));
+        let list = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let (answer, sent) = head(list, false);
         assert_eq!(
-            head(b"HTTP/1.1 204 No Content\r\n\r\n", false).framing,
+            (answer.framing, sent.as_slice()),
+            (Framing::Chunked, &list[..])
+        );
+        assert_eq!(
+            head(b"HTTP/1.1 204 No Content\r\n\r\n", false).0.framing,
             Framing::Length(0)
         );
-        assert!(head(b"HTTP/1.1 100 Continue\r\n\r\n", false).interim);
+        assert!(head(b"HTTP/1.1 100 Continue\r\n\r\n", false).0.interim);
         assert_eq!(
-            head(b"HTTP/1.1 200 OK\r\n\r\n", false).framing,
+            head(b"HTTP/1.1 200 OK\r\n\r\n", false).0.framing,
             Framing::UntilClose
         );
         for cut in 0..PING.len() - 2 {
-            assert_eq!(read(&PING[..cut], false), Answer::Partial, "cut at {cut}");
+            assert_eq!(read_of(&PING[..cut]), Answer::Partial, "cut at {cut}");
         }
     }
 
     #[test]
     fn hop_by_hop_headers_go_and_close_is_noted() {
-        let answer = head(
-            b"HTTP/1.1 400 Bad Request\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 0\r\n\r\n",
+        let (answer, sent) = head(
+            b"HTTP/1.1 400 Bad Request\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nno",
             false,
         );
         assert!(answer.engine_closes);
         assert_eq!(
-            answer.rewritten.as_deref(),
-            Some(&b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n"[..])
+            String::from_utf8_lossy(&sent),
+            "HTTP/1.1 400 Bad Request\r\nContent-Length: 2\r\n\r\nno"
         );
-        assert!(head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).engine_closes);
+        assert!(
+            head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false)
+                .0
+                .engine_closes
+        );
     }
 
     #[test]
-    fn answers_not_passed_on() {
+    fn lines_are_cut_wherever_they_are_and_the_rest_kept_as_it_came() {
+        for (engine, passed) in [
+            // nginx's keep-alive answers, the bench's engine.
+            (
+                &b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nConnection: keep-alive\r\nApi-Version: 1.43\r\n\r\nOK"[..],
+                &b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nApi-Version: 1.43\r\n\r\nOK"[..],
+            ),
+            // First and last, apart, with odd spacing kept and a named header after.
+            (
+                b"HTTP/1.1 200 OK\r\nUpgrade: x\r\nA:  1 \r\nConnection:x-b\r\nX-B: 2\r\nContent-Length: 0\r\nTE: y\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nA:  1 \r\nContent-Length: 0\r\n\r\n",
+            ),
+            // Bare LFs, which httparse takes.
+            (
+                b"HTTP/1.1 200 OK\nTrailer: x\nContent-Length: 1\nKeep-Alive: 1\n\nZ",
+                b"HTTP/1.1 200 OK\nContent-Length: 1\n\nZ",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nKeep-Alive: 1\n\r\nZ",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nZ",
+            ),
+            // Every header goes.
+            (
+                b"HTTP/1.1 204 No Content\r\nConnection: keep-alive\r\nKeep-Alive: 5\r\n\r\n",
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+            ),
+        ] {
+            let (answer, sent) = head(engine, false);
+            assert_eq!(
+                String::from_utf8_lossy(&sent),
+                String::from_utf8_lossy(passed),
+                "from {:?}",
+                String::from_utf8_lossy(engine)
+            );
+            // The head still ends where it did, and the body follows it unmoved.
+            assert_eq!(&engine[answer.len..], &sent[answer.len - answer.start..]);
+        }
+    }
+
+    #[test]
+    fn answers_not_passed_on_are_left_as_they_came() {
         for buf in [
             &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: tcp\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nKeep-Alive: 1\r\nTransfer-Encoding: gzip\r\n\r\n",
             b"NOT HTTP\r\n\r\n",
         ] {
+            let mut copy = buf.to_vec();
             assert!(
-                matches!(read(buf, false), Answer::Invalid(_)),
+                matches!(read(&mut copy, false), Answer::Invalid(_)),
                 "{:?}",
                 String::from_utf8_lossy(buf)
             );
+            assert_eq!(copy, buf);
         }
     }
 }

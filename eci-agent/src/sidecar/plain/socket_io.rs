@@ -6,33 +6,39 @@
 //! tokio's own `AsyncRead` and `AsyncWrite` do. `try_read` and `try_write` clear it only on
 //! `WouldBlock`, so the next wait would otherwise begin with a system call that moves nothing
 //! (one `recvfrom` more per request), and a wait for a hang-up would wake at once.
+//!
+//! Each move is tried before any wait: a try on a socket not known ready costs no system call,
+//! and a socket known ready (a write's room, mostly) needs no wait at all. The waits use the
+//! stream's own reader and writer slots (`poll_read_ready`, `poll_write_ready`), not a waiter
+//! of `readable()` linked into its list and unlinked again: every future here belongs to the
+//! connection's one task, so the one waker a slot keeps is the right one.
 
-use std::io;
+use std::{future::poll_fn, io};
 
 use tokio::{io::Interest, net::UnixStream};
 
 /// Reads what `stream` has into `buf`'s spare room (0: the peer closed).
 pub async fn read_more(stream: &UnixStream, buf: &mut Vec<u8>) -> io::Result<usize> {
     loop {
-        stream.readable().await?;
         let room = buf.capacity() - buf.len();
         if let Some(read) = move_clearing(stream, Interest::READABLE, room, || {
             stream.try_read_buf(buf)
         }) {
             return read;
         }
+        poll_fn(|cx| stream.poll_read_ready(cx)).await?;
     }
 }
 
 /// Reads what `stream` has into `buf` (0: the peer closed).
 pub async fn read_some(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
     loop {
-        stream.readable().await?;
         let room = buf.len();
         if let Some(read) = move_clearing(stream, Interest::READABLE, room, || stream.try_read(buf))
         {
             return read;
         }
+        poll_fn(|cx| stream.poll_read_ready(cx)).await?;
     }
 }
 
@@ -69,43 +75,16 @@ fn move_clearing(
 /// Writes all of `bytes`.
 pub async fn write_all(stream: &UnixStream, mut bytes: &[u8]) -> io::Result<()> {
     while !bytes.is_empty() {
-        stream.writable().await?;
         match move_clearing(stream, Interest::WRITABLE, bytes.len(), || {
             stream.try_write(bytes)
         }) {
-            None => {}
+            None => poll_fn(|cx| stream.poll_write_ready(cx)).await?,
             Some(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
             Some(Ok(n)) => bytes = &bytes[n..],
             Some(Err(err)) => return Err(err),
         }
     }
     Ok(())
-}
-
-/// Writes all of `first` then all of `then`, in one `writev` where the socket takes them.
-pub async fn write_all_vectored(
-    stream: &UnixStream,
-    mut first: &[u8],
-    mut then: &[u8],
-) -> io::Result<()> {
-    while !first.is_empty() {
-        stream.writable().await?;
-        let parts = [io::IoSlice::new(first), io::IoSlice::new(then)];
-        let room = first.len() + then.len();
-        match move_clearing(stream, Interest::WRITABLE, room, || {
-            stream.try_write_vectored(&parts)
-        }) {
-            None => {}
-            Some(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Some(Ok(n)) if n < first.len() => first = &first[n..],
-            Some(Ok(n)) => {
-                then = &then[n - first.len()..];
-                first = &[];
-            }
-            Some(Err(err)) => return Err(err),
-        }
-    }
-    write_all(stream, then).await
 }
 
 #[cfg(test)]
@@ -170,26 +149,5 @@ mod tests {
         // A hang-up is still seen after readiness was cleared.
         drop(theirs);
         assert_eq!(read_some(&ours, &mut small).await.unwrap(), 0);
-    }
-
-    /// Larger than a unix socket's buffer, so the writes stop part-way in either slice.
-    #[tokio::test]
-    async fn a_vectored_write_sends_both_parts_whole_and_in_order() {
-        let (ours, theirs) = UnixStream::pair().unwrap();
-        let first: Vec<u8> = (0..300_001u32).map(|i| (i % 251) as u8).collect();
-        let then: Vec<u8> = (0..700_003u32).map(|i| (i % 241) as u8).collect();
-        let want = [first.as_slice(), then.as_slice()].concat();
-        let reader = tokio::spawn(async move {
-            let mut got = Vec::new();
-            loop {
-                got.reserve(64 << 10);
-                if read_more(&theirs, &mut got).await.unwrap() == 0 {
-                    return got;
-                }
-            }
-        });
-        write_all_vectored(&ours, &first, &then).await.unwrap();
-        drop(ours);
-        assert!(reader.await.unwrap() == want, "bytes lost or out of order");
     }
 }
