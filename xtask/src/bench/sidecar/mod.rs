@@ -1,11 +1,12 @@
 //! Sidecar section: HTTP throughput, latency and CPU per request of the same fast upstream
-//! (nginx from Debian on a unix socket, fixed answers: [`templates`]) reached six ways
+//! (nginx from Debian on a unix socket, fixed answers: [`templates`]) reached seven ways
 //! ([`results::Via`]): directly; through HAProxy from Debian configured as Tecnativa's
 //! docker-socket-proxy is (path regexes per API section, `option http-server-close`); through
 //! the same HAProxy with keep-alive and reuse of its engine connections (the best-configured
 //! peer); through eci-agent's sidecar (`eci-agent run --allow-no-lsm`, the host trusted as
 //! `cargo xtask run` trusts it); through a byte relay that reads no HTTP (`loadgen relay`),
-//! the floor of any proxy on this machine; and through hyper's server and client alone,
+//! the floor of any proxy on this machine; through HAProxy in TCP mode, the same floor relayed
+//! by C code, so the floor is not tokio's; and through hyper's server and client alone,
 //! configured as the sidecar's (`loadgen hyper-proxy`), which parts the sidecar's own pipeline
 //! from the HTTP library under it. The load comes from `loadgen` (tests/src/bin/loadgen): hyper's
 //! client, N kept-alive connections, one thread. Plus the throughput of one large upload
@@ -332,6 +333,7 @@ impl Section for SidecarSection {
             for (way, via) in [
                 ("haproxy_ka", Via::HaproxyKeepAlive),
                 ("relay", Via::Relay),
+                ("haproxy_tcp", Via::HaproxyTcp),
                 ("hyper", Via::Hyper),
             ] {
                 report.figures.push(Figure::new(
@@ -347,7 +349,8 @@ impl Section for SidecarSection {
             "sidecar.*: value through eci-agent (host caller, trusted), baseline nginx reached \
              directly (rps_vs_haproxy_ka, cpu_us_per_req: baseline HAProxy with keep-alive; \
              haproxy_*: value HAProxy; relay_*: value a byte relay reading no HTTP, the floor of \
-             any proxy here, rps_vs_relay: the sidecar against it; hyper_*: value hyper's server \
+             any proxy here, rps_vs_relay: the sidecar against it; haproxy_tcp_*: value HAProxy \
+             in TCP mode, the same floor relayed in C; hyper_*: value hyper's server \
              and client alone, configured as the sidecar's, without its pipeline; loadgen_cpu_us_per_req: the load generator's own; \
              total_cpu_us_per_req: loadgen + nginx + proxy); medians of {} round(s) of {} s per \
              run on {} shared cores; {discarded} run(s) discarded because other processes used \
@@ -508,13 +511,14 @@ pub(super) fn daemon(
     Ok(guard)
 }
 
-/// eci-agent's sidecar, HAProxy in both modes, the byte relay and bare hyper, all in front of
-/// the same upstream socket.
+/// eci-agent's sidecar, HAProxy in its two HTTP modes and in TCP mode, the byte relay and bare
+/// hyper, all in front of the same upstream socket.
 struct Proxies {
     eci: (Guarded, PathBuf),
     haproxy_close: (Guarded, PathBuf),
     haproxy_keep_alive: (Guarded, PathBuf),
     relay: (Guarded, PathBuf),
+    haproxy_tcp: (Guarded, PathBuf),
     hyper: (Guarded, PathBuf),
 }
 
@@ -551,18 +555,23 @@ impl Proxies {
             &dir.join(format!("eci-agent-{tag}.log")),
             &eci_socket,
         )?;
-        let haproxy = |mode: HaproxyMode, name: &str| -> anyhow::Result<(Guarded, PathBuf)> {
-            let socket = dir.join(format!("haproxy-{name}-{tag}.sock"));
-            let cfg = dir.join(format!("haproxy-{name}-{tag}.cfg"));
-            fs::write(&cfg, templates::haproxy_cfg(&socket, upstream, mode))?;
-            let guard = daemon(
-                "haproxy",
-                Command::new("haproxy").arg("-db").arg("-f").arg(&cfg),
-                &dir.join(format!("haproxy-{name}-{tag}.log")),
-                &socket,
-            )?;
-            Ok((guard, socket))
-        };
+        let haproxy =
+            |mode: Option<HaproxyMode>, name: &str| -> anyhow::Result<(Guarded, PathBuf)> {
+                let socket = dir.join(format!("haproxy-{name}-{tag}.sock"));
+                let cfg = dir.join(format!("haproxy-{name}-{tag}.cfg"));
+                let text = match mode {
+                    Some(mode) => templates::haproxy_cfg(&socket, upstream, mode),
+                    None => templates::haproxy_tcp_cfg(&socket, upstream),
+                };
+                fs::write(&cfg, text)?;
+                let guard = daemon(
+                    "haproxy",
+                    Command::new("haproxy").arg("-db").arg("-f").arg(&cfg),
+                    &dir.join(format!("haproxy-{name}-{tag}.log")),
+                    &socket,
+                )?;
+                Ok((guard, socket))
+            };
         // The floors, both `loadgen` in front of the same upstream.
         let floor = |mode: &'static str| -> anyhow::Result<(Guarded, PathBuf)> {
             let socket = dir.join(format!("{mode}-{tag}.sock"));
@@ -576,9 +585,10 @@ impl Proxies {
         };
         Ok(Self {
             eci: (eci, eci_socket),
-            haproxy_close: haproxy(HaproxyMode::ServerClose, "close")?,
-            haproxy_keep_alive: haproxy(HaproxyMode::KeepAlive, "ka")?,
+            haproxy_close: haproxy(Some(HaproxyMode::ServerClose), "close")?,
+            haproxy_keep_alive: haproxy(Some(HaproxyMode::KeepAlive), "ka")?,
             relay: floor("relay")?,
+            haproxy_tcp: haproxy(None, "tcp")?,
             hyper: floor("hyper-proxy")?,
         })
     }
@@ -590,6 +600,7 @@ impl Proxies {
             Via::HaproxyKeepAlive => Some(&self.haproxy_keep_alive),
             Via::Eci => Some(&self.eci),
             Via::Relay => Some(&self.relay),
+            Via::HaproxyTcp => Some(&self.haproxy_tcp),
             Via::Hyper => Some(&self.hyper),
         }
     }

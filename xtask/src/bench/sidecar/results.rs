@@ -17,17 +17,20 @@ pub enum Via {
     /// A byte relay that reads nothing of HTTP (`loadgen relay`): the floor of any proxy here,
     /// which says how far a target is from what the machine allows at all.
     Relay,
+    /// HAProxy in TCP mode: the same floor, relayed by mature C code instead of tokio.
+    HaproxyTcp,
     /// hyper's server and client alone, configured as the sidecar's (`loadgen hyper-proxy`):
     /// what the sidecar's own pipeline adds above it, and what hyper adds above the relay.
     Hyper,
 }
 
-pub const VIAS: [Via; 6] = [
+pub const VIAS: [Via; 7] = [
     Via::Direct,
     Via::HaproxyClose,
     Via::HaproxyKeepAlive,
     Via::Eci,
     Via::Relay,
+    Via::HaproxyTcp,
     Via::Hyper,
 ];
 
@@ -150,6 +153,12 @@ pub fn http_figures(
                 "req/s",
             ));
             figures.push(Figure::new(
+                name("haproxy_tcp_rps_vs_haproxy_ka"),
+                med(Via::HaproxyTcp, rps)?,
+                ka_rps,
+                "req/s",
+            ));
+            figures.push(Figure::new(
                 name("rps_vs_relay"),
                 eci_rps,
                 relay_rps,
@@ -177,6 +186,7 @@ pub fn http_figures(
                 (Via::HaproxyKeepAlive, "haproxy_ka_p99_us"),
                 (Via::HaproxyClose, "haproxy_close_p99_us"),
                 (Via::Relay, "relay_p99_us"),
+                (Via::HaproxyTcp, "haproxy_tcp_p99_us"),
                 (Via::Hyper, "hyper_p99_us"),
             ] {
                 figures.push(Figure::new(name(what), med(via, p99)?, direct_p99, "µs"));
@@ -195,6 +205,7 @@ pub fn http_figures(
             for (via, what) in [
                 (Via::HaproxyClose, "haproxy_close_cpu_us_per_req"),
                 (Via::Relay, "relay_cpu_us_per_req"),
+                (Via::HaproxyTcp, "haproxy_tcp_cpu_us_per_req"),
                 (Via::Hyper, "hyper_cpu_us_per_req"),
             ] {
                 figures.push(Figure::new(
@@ -285,6 +296,7 @@ mod tests {
                     (Via::HaproxyKeepAlive, 500.0, Some(20.0)),
                     (Via::Eci, 700.0, Some(14.0)),
                     (Via::Relay, 800.0, Some(10.0)),
+                    (Via::HaproxyTcp, 850.0, Some(9.0)),
                     (Via::Hyper, 750.0, Some(12.0)),
                 ] {
                     for jitter in [0.9, 1.0, 1.1] {
@@ -330,6 +342,11 @@ mod tests {
         assert_eq!((vs_floor.value, vs_floor.baseline), (700.0, 800.0));
         let floor_cpu = find("sidecar.ping.c50.relay_cpu_us_per_req");
         assert_eq!((floor_cpu.value, floor_cpu.baseline), (10.0, 20.0));
+        let c_floor = find("sidecar.containers_json.c50.haproxy_tcp_rps_vs_haproxy_ka");
+        assert_eq!((c_floor.value, c_floor.baseline), (850.0, 500.0));
+        let c_floor_cpu = find("sidecar.ping.c50.haproxy_tcp_cpu_us_per_req");
+        assert_eq!((c_floor_cpu.value, c_floor_cpu.baseline), (9.0, 20.0));
+        assert_eq!(find("sidecar.ping.c1.haproxy_tcp_p99_us").baseline, 20.0);
         let hyper_cpu = find("sidecar.ping.c50.hyper_cpu_us_per_req");
         assert_eq!((hyper_cpu.value, hyper_cpu.baseline), (12.0, 20.0));
         let hyper = find("sidecar.ping.c10.hyper_rps_vs_haproxy_ka");
@@ -337,7 +354,7 @@ mod tests {
         assert_eq!(find("sidecar.ping.c10.hyper_p99_us").baseline, 20.0);
         assert_eq!(
             figures.len(),
-            routes.len() * concurrency.len() * 19,
+            routes.len() * concurrency.len() * 22,
             "{:#?}",
             figures.iter().map(|f| &f.name).collect::<Vec<_>>()
         );

@@ -1,10 +1,11 @@
 //! The configuration files of the bench's peers, kept as files beside this one (`nginx.conf`,
-//! `haproxy.cfg`) and filled in here: each `{name}` placeholder is replaced by its value.
+//! `haproxy.cfg`, `haproxy-tcp.cfg`) and filled in here: each `{name}` placeholder is replaced by its value.
 
 use std::path::Path;
 
 const NGINX: &str = include_str!("nginx.conf");
 const HAPROXY: &str = include_str!("haproxy.cfg");
+const HAPROXY_TCP: &str = include_str!("haproxy-tcp.cfg");
 
 /// How HAProxy treats its engine connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -99,6 +100,17 @@ pub fn haproxy_cfg(listen: &Path, engine: &Path, mode: HaproxyMode) -> String {
     )
 }
 
+/// HAProxy in TCP mode listening on `listen` in front of `engine`: a byte relay.
+pub fn haproxy_tcp_cfg(listen: &Path, engine: &Path) -> String {
+    fill(
+        HAPROXY_TCP,
+        &[
+            ("engine", &engine.display().to_string()),
+            ("listen", &listen.display().to_string()),
+        ],
+    )
+}
+
 /// A `GET /containers/json` answer of about 2 KiB, shaped like the engine's.
 pub fn containers_json() -> String {
     let container = |n: u32| {
@@ -148,6 +160,15 @@ mod tests {
         assert!(conf.contains("pid /t/nginx.pid;"));
         assert!(conf.contains(&containers_json()));
         assert!(!conf.contains("{dir}") && !conf.contains("{socket}"));
+    }
+
+    #[test]
+    fn haproxy_in_tcp_mode_relays_bytes_between_the_two_sockets() {
+        let tcp = haproxy_tcp_cfg(Path::new("/t/h.sock"), Path::new("/t/e.sock"));
+        assert!(tcp.contains("    mode tcp\n"));
+        assert!(tcp.contains("bind /t/h.sock"));
+        assert!(tcp.contains("server engine /t/e.sock"));
+        assert!(!tcp.contains("http"));
     }
 
     #[test]
