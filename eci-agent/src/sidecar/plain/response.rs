@@ -64,14 +64,15 @@ pub fn read(buf: &mut [u8], to_head: bool) -> Answer {
     }
     let (mut length, mut chunked) = (None, false);
     let mut engine_closes = version == 0;
-    // Bit i: the i-th header's line goes; the i-th header is a `Connection` (at most
-    // MAX_ANSWER_HEADERS, 64, headers).
-    let (mut cut, mut connection) = (0u64, 0u64);
+    // Bit i: the i-th header's line goes; the i-th header is a `Connection`; the i-th header
+    // frames the body (at most MAX_ANSWER_HEADERS, 64, headers).
+    let (mut cut, mut connection, mut frames) = (0u64, 0u64, 0u64);
     for (i, h) in resp.headers.iter().enumerate() {
         if !may_matter(h.name) {
             continue;
         }
         if h.name.eq_ignore_ascii_case("content-length") {
+            frames |= 1 << i;
             let parsed = super::request::content_length(h.value.trim_ascii());
             match (length, parsed) {
                 (None, Some(n)) => length = Some(n),
@@ -79,6 +80,7 @@ pub fn read(buf: &mut [u8], to_head: bool) -> Answer {
                 _ => return Answer::Invalid("bad Content-Length in answer"),
             }
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            frames |= 1 << i;
             let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
             if chunked || !last.trim_ascii().eq_ignore_ascii_case(b"chunked") {
                 return Answer::Invalid("answer framing other than chunked");
@@ -92,7 +94,8 @@ pub fn read(buf: &mut [u8], to_head: bool) -> Answer {
             cut |= 1 << i;
         }
     }
-    // The headers a `Connection` names go too.
+    // The headers a `Connection` names go too, but never the body's framing: the sidecar finds
+    // where the body ends by it, and the client must find the same end.
     for i in bits(connection) {
         for token in tokens(resp.headers[i].value) {
             for (j, h) in resp.headers.iter().enumerate() {
@@ -102,6 +105,7 @@ pub fn read(buf: &mut [u8], to_head: bool) -> Answer {
             }
         }
     }
+    cut &= !frames;
     let interim = (100..200).contains(&status);
     let framing = match (length, chunked) {
         _ if interim || to_head || status == 204 || status == 304 => Framing::Length(0),
@@ -279,6 +283,15 @@ mod tests {
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nKeep-Alive: 1\n\r\nZ",
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nZ",
+            ),
+            // A `Connection` naming the framing does not take it away.
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: Content-Length, transfer-encoding\r\nContent-Length: 2\r\n\r\nOK",
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: Transfer-Encoding\r\n\r\n0\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             ),
             // Every header goes.
             (
