@@ -183,6 +183,8 @@
 //! MiB/s against 4,745 before and 6,011 direct, the agent using 110 ms of CPU per GiB and the
 //! sink 100; with the client busy the whole transfer, the three of them need about 380 ms of
 //! CPU per GiB on two cores, which caps the upload near 0.9× direct before any scheduling.
+//! Tokio's `event_interval` at 16 and 255 instead of 61 (6 interleaved rounds at c = 10, 50 and
+//! 200): within 0.2 µs and 5% of requests/s of the default everywhere; not kept.
 
 mod callers;
 mod cpu;
