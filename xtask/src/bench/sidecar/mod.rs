@@ -183,6 +183,12 @@
 //! MiB/s against 4,745 before and 6,011 direct, the agent using 110 ms of CPU per GiB and the
 //! sink 100; with the client busy the whole transfer, the three of them need about 380 ms of
 //! CPU per GiB on two cores, which caps the upload near 0.9× direct before any scheduling.
+//! Counted by `count-callers.sh` against a private dockerd (which sends no hop-by-hop header,
+//! so the in-place cut does not apply), c = 10, before → after: `/_ping` host 10.7k → 9.2k,
+//! container under a deny list 10.8k → 9.2k, under an allow list 10.8k → 9.2k;
+//! `/containers/json` 12.5k → 10.5k, 12.7k → 10.7k, 12.7k → 11.1k (HAProxy keep-alive 43.8k and
+//! 36.5k); no mallocs per request either way, syscalls unchanged (2 `recvfrom`, 2 `sendto`,
+//! 0.25–0.98 `epoll_wait`, 0.16–0.48 `futex`).
 //! Tokio's `event_interval` at 16 and 255 instead of 61 (6 interleaved rounds at c = 10, 50 and
 //! 200): within 0.2 µs and 5% of requests/s of the default everywhere; not kept.
 
