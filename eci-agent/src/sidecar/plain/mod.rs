@@ -35,7 +35,7 @@ use body_end::{BadChunk, BodyEnd, Framing};
 use request::Head;
 pub use request::PlainHead;
 use response::Answer;
-use socket_io::{read_more, write_all};
+use socket_io::{read_more, read_ready, write_all};
 
 /// How a connection left this path.
 pub enum Ended {
@@ -368,10 +368,7 @@ enum Client {
 /// dropped `readable()` unlinks its waiter under the stream's lock.
 async fn watch(client: &UnixStream) -> Client {
     loop {
-        if std::future::poll_fn(|cx| client.poll_read_ready(cx))
-            .await
-            .is_err()
-        {
+        if read_ready(client).await.is_err() {
             return Client::Gone;
         }
         let mut probe = [std::mem::MaybeUninit::uninit(); 1];

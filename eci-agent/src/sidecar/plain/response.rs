@@ -114,24 +114,29 @@ pub fn read(buf: &mut [u8], to_head: bool) -> Answer {
         (None, true) => Framing::Chunked,
         (None, false) => Framing::UntilClose,
     };
-    // Each cut header's line, from its name to the next header's name (or, for the last, to
-    // the empty line that ends the head), in the order they came.
-    let base = buf.as_ptr() as usize;
-    let start_of = |i: usize| resp.headers[i].name.as_ptr() as usize - base;
-    // The empty line is CRLF or a bare LF (which httparse takes, as Go does).
-    let last_line_end = len - if buf[..len].ends_with(b"\r\n") { 2 } else { 1 };
-    let mut lines = [(0, 0); MAX_ANSWER_HEADERS];
-    let mut count = 0;
-    for i in bits(cut) {
-        let end = if i + 1 < resp.headers.len() {
-            start_of(i + 1)
-        } else {
-            last_line_end
-        };
-        lines[count] = (start_of(i), end);
-        count += 1;
-    }
-    let start = close_up(buf, &lines[..count]);
+    // Nothing to cut (the engine's usual answer): no table of lines to fill.
+    let start = if cut == 0 {
+        0
+    } else {
+        // Each cut header's line, from its name to the next header's name (or, for the last, to
+        // the empty line that ends the head), in the order they came.
+        let base = buf.as_ptr() as usize;
+        let start_of = |i: usize| resp.headers[i].name.as_ptr() as usize - base;
+        // The empty line is CRLF or a bare LF (which httparse takes, as Go does).
+        let last_line_end = len - if buf[..len].ends_with(b"\r\n") { 2 } else { 1 };
+        let mut lines = [(0, 0); MAX_ANSWER_HEADERS];
+        let mut count = 0;
+        for i in bits(cut) {
+            let end = if i + 1 < resp.headers.len() {
+                start_of(i + 1)
+            } else {
+                last_line_end
+            };
+            lines[count] = (start_of(i), end);
+            count += 1;
+        }
+        close_up(buf, &lines[..count])
+    };
     Answer::Head(AnswerHead {
         start,
         len,

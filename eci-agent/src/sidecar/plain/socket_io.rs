@@ -26,7 +26,7 @@ pub async fn read_more(stream: &UnixStream, buf: &mut Vec<u8>) -> io::Result<usi
         }) {
             return read;
         }
-        poll_fn(|cx| stream.poll_read_ready(cx)).await?;
+        read_ready(stream).await?;
     }
 }
 
@@ -38,8 +38,13 @@ pub async fn read_some(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize>
         {
             return read;
         }
-        poll_fn(|cx| stream.poll_read_ready(cx)).await?;
+        read_ready(stream).await?;
     }
+}
+
+/// Waits until `stream` may have something to read, on its reader slot.
+pub async fn read_ready(stream: &UnixStream) -> io::Result<()> {
+    poll_fn(|cx| stream.poll_read_ready(cx)).await
 }
 
 /// One move of up to `room` bytes by `op` (a read or a write), ready for `interest`;
