@@ -585,23 +585,18 @@ impl Proxies {
             &dir.join(format!("eci-agent-{tag}.log")),
             &eci_socket,
         )?;
-        let haproxy =
-            |mode: Option<HaproxyMode>, name: &str| -> anyhow::Result<(Guarded, PathBuf)> {
-                let socket = dir.join(format!("haproxy-{name}-{tag}.sock"));
-                let cfg = dir.join(format!("haproxy-{name}-{tag}.cfg"));
-                let text = match mode {
-                    Some(mode) => templates::haproxy_cfg(&socket, upstream, mode),
-                    None => templates::haproxy_tcp_cfg(&socket, upstream),
-                };
-                fs::write(&cfg, text)?;
-                let guard = daemon(
-                    "haproxy",
-                    Command::new("haproxy").arg("-db").arg("-f").arg(&cfg),
-                    &dir.join(format!("haproxy-{name}-{tag}.log")),
-                    &socket,
-                )?;
-                Ok((guard, socket))
-            };
+        let haproxy = |mode: HaproxyMode, name: &str| -> anyhow::Result<(Guarded, PathBuf)> {
+            let socket = dir.join(format!("haproxy-{name}-{tag}.sock"));
+            let cfg = dir.join(format!("haproxy-{name}-{tag}.cfg"));
+            fs::write(&cfg, templates::haproxy_cfg(&socket, upstream, mode))?;
+            let guard = daemon(
+                "haproxy",
+                Command::new("haproxy").arg("-db").arg("-f").arg(&cfg),
+                &dir.join(format!("haproxy-{name}-{tag}.log")),
+                &socket,
+            )?;
+            Ok((guard, socket))
+        };
         // The floors, both `loadgen` in front of the same upstream.
         let floor = |mode: &'static str| -> anyhow::Result<(Guarded, PathBuf)> {
             let socket = dir.join(format!("{mode}-{tag}.sock"));
@@ -615,10 +610,10 @@ impl Proxies {
         };
         Ok(Self {
             eci: (eci, eci_socket),
-            haproxy_close: haproxy(Some(HaproxyMode::ServerClose), "close")?,
-            haproxy_keep_alive: haproxy(Some(HaproxyMode::KeepAlive), "ka")?,
+            haproxy_close: haproxy(HaproxyMode::ServerClose, "close")?,
+            haproxy_keep_alive: haproxy(HaproxyMode::KeepAlive, "ka")?,
             relay: floor("relay")?,
-            haproxy_tcp: haproxy(None, "tcp")?,
+            haproxy_tcp: haproxy(HaproxyMode::Tcp, "tcp")?,
             hyper: floor("hyper-proxy")?,
         })
     }

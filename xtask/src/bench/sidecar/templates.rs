@@ -14,6 +14,9 @@ pub enum HaproxyMode {
     ServerClose,
     /// `option http-keep-alive` + `http-reuse always`: the best-configured HAProxy.
     KeepAlive,
+    /// `mode tcp`: no HTTP at all, one engine connection per client connection (a byte relay,
+    /// `haproxy-tcp.cfg`).
+    Tcp,
 }
 
 /// Replaces each `{name}` of `template`; every name must occur (a renamed placeholder is a bug).
@@ -73,6 +76,14 @@ pub const HAPROXY_SECTIONS: &[(&str, bool)] = &[
 
 /// HAProxy listening on `listen` in front of `engine`.
 pub fn haproxy_cfg(listen: &Path, engine: &Path, mode: HaproxyMode) -> String {
+    let (engine, listen) = (engine.display().to_string(), listen.display().to_string());
+    let (connection_mode, reuse) = match mode {
+        HaproxyMode::ServerClose => ("http-server-close", ""),
+        HaproxyMode::KeepAlive => ("http-keep-alive", "    http-reuse always\n"),
+        HaproxyMode::Tcp => {
+            return fill(HAPROXY_TCP, &[("engine", &engine), ("listen", &listen)]);
+        }
+    };
     let mut rules = String::new();
     for (section, enabled) in HAPROXY_SECTIONS {
         let flag = if *enabled {
@@ -84,29 +95,14 @@ pub fn haproxy_cfg(listen: &Path, engine: &Path, mode: HaproxyMode) -> String {
             "    http-request allow if {{ path,url_dec -m reg -i ^(/v[\\d\\.]+)?(/\\w+)?/{section} }} {{ {flag} }}\n"
         ));
     }
-    let (connection_mode, reuse) = match mode {
-        HaproxyMode::ServerClose => ("http-server-close", ""),
-        HaproxyMode::KeepAlive => ("http-keep-alive", "    http-reuse always\n"),
-    };
     fill(
         HAPROXY,
         &[
             ("connection_mode", connection_mode),
             ("reuse", reuse),
-            ("engine", &engine.display().to_string()),
-            ("listen", &listen.display().to_string()),
+            ("engine", &engine),
+            ("listen", &listen),
             ("rules", &rules),
-        ],
-    )
-}
-
-/// HAProxy in TCP mode listening on `listen` in front of `engine`: a byte relay.
-pub fn haproxy_tcp_cfg(listen: &Path, engine: &Path) -> String {
-    fill(
-        HAPROXY_TCP,
-        &[
-            ("engine", &engine.display().to_string()),
-            ("listen", &listen.display().to_string()),
         ],
     )
 }
@@ -164,7 +160,11 @@ mod tests {
 
     #[test]
     fn haproxy_in_tcp_mode_relays_bytes_between_the_two_sockets() {
-        let tcp = haproxy_tcp_cfg(Path::new("/t/h.sock"), Path::new("/t/e.sock"));
+        let tcp = haproxy_cfg(
+            Path::new("/t/h.sock"),
+            Path::new("/t/e.sock"),
+            HaproxyMode::Tcp,
+        );
         assert!(tcp.contains("    mode tcp\n"));
         assert!(tcp.contains("bind /t/h.sock"));
         assert!(tcp.contains("server engine /t/e.sock"));
